@@ -1,0 +1,12 @@
+//! Accounts: the authenticated X users whose follows followq sends, their credentials and
+//! their state (active, paused, needs_reauth, disabled).
+//!
+//! Credentials live in `followq.account_credentials`, apart from `followq.accounts`, so that a
+//! database role that only enqueues can be denied them. In Rust every token is a
+//! [`secrecy::SecretString`]: its `Debug` prints `[REDACTED]`.
+
+pub mod credentials;
+pub mod register;
+
+pub use credentials::{AuthKind, Credentials};
+pub use register::{AccountError, NewAccount, Quota, Registered, register};

@@ -1,0 +1,83 @@
+//! The `followq` command line: argument definitions and dispatch. Each subcommand's work lives
+//! in its own file; this one only wires them to the settings and the database.
+//!
+//! Exit codes: 0 success, 1 error, 2 bad usage (from clap), 3 some input rows rejected
+//! (`enqueue --file`).
+
+mod accounts;
+mod enqueue;
+mod tokens;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigSources, Settings};
+use crate::{db, telemetry};
+
+/// Exit code when the command ran but some input rows were rejected.
+pub const EXIT_ROWS_REJECTED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "followq",
+    version,
+    about = "Drains a Postgres queue of X follow requests without ever breaking a user's rate limit",
+    long_about = None,
+)]
+pub struct Cli {
+    /// Directory holding default.toml and <FOLLOWQ_ENV>.toml [default: ./config].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the followq schema. Safe to run again: applied migrations are skipped.
+    Migrate,
+    /// Enqueue follow requests: one with --source/--target, or many from a CSV file.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Register accounts and store their tokens.
+    Accounts {
+        #[command(subcommand)]
+        command: accounts::AccountsCommand,
+    },
+}
+
+/// Loads settings, installs logging, and runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
+    telemetry::init(&settings.log)?;
+    let pool = db::connect(&settings.database).await?;
+    let outcome = match cli.command {
+        Command::Migrate => {
+            db::migrate(&pool).await?;
+            println!("followq schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enqueue(args) => enqueue::run(&pool, args).await,
+        Command::Accounts { command } => accounts::run(&pool, command).await,
+    };
+    pool.close().await;
+    outcome.map_err(explain_missing_schema)
+}
+
+/// A command other than `migrate` on a database without the schema: say what to do.
+fn explain_missing_schema(error: anyhow::Error) -> anyhow::Error {
+    let missing = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(sqlx::Error::as_database_error)
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "42P01" || code == "3F000")
+    });
+    if missing {
+        error.context("the followq schema is missing in this database: run `followq migrate` first")
+    } else {
+        error
+    }
+}

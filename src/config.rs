@@ -1,0 +1,310 @@
+//! Typed settings, loaded in layers (later wins):
+//!
+//! 1. `config/default.toml`, compiled into the binary, then the file on disk if present;
+//! 2. `config/<FOLLOWQ_ENV>.toml` when `FOLLOWQ_ENV` is set (it must exist);
+//! 3. `DATABASE_URL` for `database.url`;
+//! 4. `FOLLOWQ_<SECTION>__<KEY>` environment variables.
+//!
+//! `config/default.toml` documents every key. A bad value or an unknown key stops start-up
+//! with one message naming the key and what is wrong ([`ConfigError`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The documented defaults, built in so the binary runs without the file beside it.
+const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables under the `FOLLOWQ_` prefix that are not settings.
+/// (`FOLLOWQ_ENV` picks the file layer; the others carry tokens for `accounts add`.)
+const NON_SETTING_VARIABLES: &[&str] = &[
+    "env",
+    "config_dir",
+    "oauth2_access_token",
+    "oauth2_refresh_token",
+    "oauth2_expires_in",
+    "oauth1_token",
+    "oauth1_token_secret",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error("configuration: FOLLOWQ_ENV={env} but {} does not exist", path.display())]
+    MissingEnvironmentFile { env: String, path: PathBuf },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub x_api: XApiSettings,
+    pub rate_limit: RateLimitSettings,
+    pub worker: WorkerSettings,
+    pub retry: RetrySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XApiSettings {
+    pub base_url: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub oauth2: OAuth2AppSettings,
+    pub oauth1: OAuth1AppSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2AppSettings {
+    pub client_id: String,
+    /// Present only for a confidential client.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    #[serde(with = "humantime_serde")]
+    pub refresh_margin: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth1AppSettings {
+    pub consumer_key: String,
+    #[serde(default)]
+    pub consumer_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub requests_per_period: u32,
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    pub daily_follows_per_account: u32,
+    #[serde(default)]
+    pub daily_follows_per_app: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: u32,
+    #[serde(with = "humantime_serde")]
+    pub account_lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub job_lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Where the file layers come from. Environment variables are read from the process
+/// (tests set them inside a `figment::Jail`).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// Directory holding `default.toml` and `<env>.toml`.
+    pub config_dir: PathBuf,
+    /// The value of `FOLLOWQ_ENV`.
+    pub environment: Option<String>,
+}
+
+impl ConfigSources {
+    /// `--config-dir`, else `FOLLOWQ_CONFIG_DIR`, else `./config`; `FOLLOWQ_ENV` if set.
+    pub fn from_process(config_dir: Option<&Path>) -> Self {
+        let config_dir = config_dir
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("FOLLOWQ_CONFIG_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("config"));
+        ConfigSources {
+            config_dir,
+            environment: std::env::var("FOLLOWQ_ENV").ok().filter(|e| !e.is_empty()),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads and validates the settings from `sources`.
+    pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(BUILT_IN_DEFAULTS));
+        let default_file = sources.config_dir.join("default.toml");
+        if default_file.exists() {
+            figment = figment.merge(Toml::file(&default_file));
+        }
+        if let Some(env) = &sources.environment {
+            let path = sources.config_dir.join(format!("{env}.toml"));
+            if !path.exists() {
+                return Err(ConfigError::MissingEnvironmentFile {
+                    env: env.clone(),
+                    path,
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::prefixed("FOLLOWQ_")
+                    .ignore(NON_SETTING_VARIABLES)
+                    .split("__"),
+            );
+
+        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the relations between values that serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        if self.database.max_connections < 2 {
+            return Err(invalid(
+                "database.max_connections",
+                "must be at least 2 (one connection listens for notifications)",
+            ));
+        }
+        let base = reqwest::Url::parse(&self.x_api.base_url)
+            .map_err(|e| invalid("x_api.base_url", format!("not a URL: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid(
+                "x_api.base_url",
+                "must start with https:// or http://",
+            ));
+        }
+        if self.x_api.request_timeout.is_zero() {
+            return Err(invalid("x_api.request_timeout", "must be more than zero"));
+        }
+        if self.x_api.connect_timeout.is_zero() {
+            return Err(invalid("x_api.connect_timeout", "must be more than zero"));
+        }
+        if self.rate_limit.requests_per_period == 0 {
+            return Err(invalid(
+                "rate_limit.requests_per_period",
+                "must be at least 1",
+            ));
+        }
+        if self.rate_limit.period.is_zero() {
+            return Err(invalid("rate_limit.period", "must be more than zero"));
+        }
+        if self.rate_limit.daily_follows_per_account == 0 {
+            return Err(invalid(
+                "rate_limit.daily_follows_per_account",
+                "must be at least 1",
+            ));
+        }
+        if self.rate_limit.daily_follows_per_app == Some(0) {
+            return Err(invalid(
+                "rate_limit.daily_follows_per_app",
+                "must be at least 1 (leave it unset to turn the app cap off)",
+            ));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be at least 1"));
+        }
+        if self.worker.heartbeat_interval.is_zero()
+            || self.worker.heartbeat_interval >= self.worker.account_lease
+        {
+            return Err(invalid(
+                "worker.heartbeat_interval",
+                "must be more than zero and shorter than worker.account_lease",
+            ));
+        }
+        if self.worker.job_lease <= self.x_api.request_timeout {
+            return Err(invalid(
+                "worker.job_lease",
+                "must be longer than x_api.request_timeout (about twice it), or a job still in flight would be rescued",
+            ));
+        }
+        if self.worker.poll_interval.is_zero() {
+            return Err(invalid("worker.poll_interval", "must be more than zero"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if self.retry.base_delay > self.retry.max_delay {
+            return Err(invalid(
+                "retry.base_delay",
+                "must not exceed retry.max_delay",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(invalid("log.filter", format!("not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+/// Turns figment's errors into one line per problem, each naming the key and its source.
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::from("(top level)")
+            } else {
+                e.path.join(".")
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            format!("key `{key}`{source}: {}", e.kind)
+        })
+        .collect();
+    ConfigError::Load(lines.join("; "))
+}

@@ -1,0 +1,75 @@
+//! The Postgres connection pool and the embedded migrations.
+//!
+//! The database URL is a secret (it may carry a password): errors and logs name only the
+//! host, port and database.
+
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseSettings;
+
+/// Where sqlx records applied migrations: inside our own schema, so that another service
+/// using sqlx on the same database keeps its own `public._sqlx_migrations` apart from ours.
+pub const MIGRATIONS_TABLE: &str = "followq._sqlx_migrations";
+
+/// The migrations in `migrations/`, compiled into the binary, tracked in [`MIGRATIONS_TABLE`].
+pub fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.create_schema("followq");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database.url is not a valid Postgres URL: {0}")]
+    BadUrl(String),
+    #[error("could not connect to Postgres at {location}")]
+    Connect {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the followq schema failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Parses the URL into options, with an application name that shows in `pg_stat_activity`.
+pub fn connect_options(url: &SecretString) -> Result<PgConnectOptions, DbError> {
+    PgConnectOptions::from_str(url.expose_secret())
+        // sqlx's message quotes only the part it could not read, never the whole URL.
+        .map_err(|e| DbError::BadUrl(e.to_string()))
+        .map(|options| options.application_name("followq"))
+}
+
+/// Host, port and database of the options: safe to log.
+pub fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    )
+}
+
+/// Opens a pool and checks that the server answers.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let options = connect_options(&settings.url)?;
+    let location = describe(&options);
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Connect { location, source })
+}
+
+/// Applies any migration not yet applied. Running it again is a no-op.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    migrator().run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! followq drains a Postgres queue of X (Twitter) follow requests without ever breaking a
+//! user's rate limit.
+//!
+//! Other services insert rows "source user S should follow target user T" into
+//! `followq.follow_jobs` (see README.md, "The SQL contract"); the daemon claims them per
+//! account, paces each account with a token bucket and the API's own window headers, calls
+//! `POST /2/users/:id/following`, and writes the outcome back.
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod queue;
+pub mod telemetry;
