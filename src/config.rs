@@ -308,3 +308,169 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
         .collect();
     ConfigError::Load(lines.join("; "))
 }
+
+#[cfg(test)]
+// figment's Jail closures return figment::Error, which is large; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn sources(jail: &Jail) -> ConfigSources {
+        ConfigSources {
+            config_dir: jail.directory().join("config"),
+            environment: None,
+        }
+    }
+
+    fn message(result: Result<Settings, ConfigError>) -> String {
+        match result {
+            Ok(_) => panic!("expected a configuration error"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn built_in_defaults_load_without_any_file() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let settings = Settings::load(&sources(jail)).expect("defaults are valid");
+            assert_eq!(settings.x_api.base_url, "https://api.x.com");
+            assert_eq!(settings.rate_limit.requests_per_period, 50);
+            assert_eq!(settings.rate_limit.period, Duration::from_secs(900));
+            assert_eq!(settings.rate_limit.daily_follows_per_account, 400);
+            assert_eq!(settings.rate_limit.daily_follows_per_app, None);
+            assert_eq!(settings.log.format, LogFormat::Pretty);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/default.toml",
+                "[worker]\nconcurrency = 8\n[retry]\nmax_attempts = 3\n",
+            )?;
+            jail.create_file("config/staging.toml", "[worker]\nconcurrency = 16\n")?;
+            jail.set_env("DATABASE_URL", "postgres://db.example/followq");
+            jail.set_env("FOLLOWQ_LOG__FORMAT", "json");
+            jail.set_env("FOLLOWQ_RATE_LIMIT__PERIOD", "5s");
+            let mut sources = sources(jail);
+            sources.environment = Some("staging".into());
+            let settings = Settings::load(&sources).expect("valid layers");
+            assert_eq!(
+                settings.worker.concurrency, 16,
+                "env file over default file"
+            );
+            assert_eq!(settings.retry.max_attempts, 3, "default file over built-in");
+            assert_eq!(settings.log.format, LogFormat::Json, "env var over files");
+            assert_eq!(settings.rate_limit.period, Duration::from_secs(5));
+            use secrecy::ExposeSecret;
+            assert_eq!(
+                settings.database.url.expose_secret(),
+                "postgres://db.example/followq"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn followq_database_url_wins_over_database_url() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://generic/db");
+            jail.set_env("FOLLOWQ_DATABASE__URL", "postgres://specific/db");
+            let settings = Settings::load(&sources(jail)).expect("valid");
+            use secrecy::ExposeSecret;
+            assert_eq!(
+                settings.database.url.expose_secret(),
+                "postgres://specific/db"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_WORKER__CONCURRENCY", "lots");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("worker.concurrency"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_dir("config")?;
+            jail.create_file("config/default.toml", "[worker]\nconcurency = 8\n")?;
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("concurency"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_duration_and_a_bad_relation_are_explained() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_X_API__REQUEST_TIMEOUT", "fast");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("x_api.request_timeout"), "{text}");
+
+            jail.set_env("FOLLOWQ_X_API__REQUEST_TIMEOUT", "60s");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("worker.job_lease"), "{text}");
+
+            jail.set_env("FOLLOWQ_X_API__REQUEST_TIMEOUT", "10s");
+            jail.set_env("FOLLOWQ_RATE_LIMIT__REQUESTS_PER_PERIOD", "0");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("rate_limit.requests_per_period"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_environment_file_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let mut sources = sources(jail);
+            sources.environment = Some("prod".into());
+            let text = message(Settings::load(&sources));
+            assert!(text.contains("prod.toml"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn token_variables_are_not_mistaken_for_settings() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_OAUTH2_ACCESS_TOKEN", "x");
+            jail.set_env("FOLLOWQ_ENV", "");
+            Settings::load(&sources(jail)).expect("token variables are ignored");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://u:PASSWORD@h/db");
+            jail.set_env("FOLLOWQ_X_API__OAUTH2__CLIENT_SECRET", "CLIENTSECRET");
+            let settings = Settings::load(&sources(jail)).expect("valid");
+            let printed = format!("{settings:?}");
+            assert!(!printed.contains("PASSWORD"), "{printed}");
+            assert!(!printed.contains("CLIENTSECRET"), "{printed}");
+            Ok(())
+        });
+    }
+}

@@ -70,7 +70,7 @@ async fn import_file(pool: &PgPool, path: &PathBuf, priority: i32) -> anyhow::Re
     } else {
         contents = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    let parsed = csv_import::parse_csv(contents.as_slice(), priority);
+    let parsed = csv_import::parse_csv(&contents, priority);
     let report = csv_import::import(pool, parsed).await?;
     for row in &report.rejected {
         eprintln!("{}:{}: {}", path.display(), row.line, row.reason);

@@ -4,8 +4,6 @@
 //! Parsing never stops at a bad row: a file with one typo still enqueues everything else, and
 //! the report says exactly which lines to fix.
 
-use std::io::Read;
-
 use sqlx::PgPool;
 
 use super::enqueue::{EnqueueError, EnqueueOutcome, FollowRequest, enqueue_batch};
@@ -38,7 +36,21 @@ pub struct ImportReport {
 
 /// Parses CSV rows. Every row must have exactly two fields; surrounding spaces are trimmed;
 /// a first row reading `source_user_id,target_user_id` is taken as a header.
-pub fn parse_csv(input: impl Read, priority: i32) -> ParsedCsv {
+pub fn parse_csv(input: &[u8], priority: i32) -> ParsedCsv {
+    // The csv crate's own line counter skips blank lines; count newlines before each record's
+    // byte offset instead, so the reported line is the one an editor shows.
+    let line_at = |position: Option<&csv::Position>| {
+        position.map_or(0, |p| {
+            let mut offset = usize::try_from(p.byte())
+                .unwrap_or(usize::MAX)
+                .min(input.len());
+            // A record's offset is where the previous one ended, before any blank lines.
+            while matches!(input.get(offset), Some(b'\n' | b'\r')) {
+                offset += 1;
+            }
+            input[..offset].iter().filter(|&&b| b == b'\n').count() as u64 + 1
+        })
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -49,7 +61,7 @@ pub fn parse_csv(input: impl Read, priority: i32) -> ParsedCsv {
         let record = match record {
             Ok(record) => record,
             Err(error) => {
-                let line = error.position().map_or(0, csv::Position::line);
+                let line = line_at(error.position());
                 parsed.rejected.push(RejectedRow {
                     line,
                     reason: format!("unreadable CSV: {error}"),
@@ -57,9 +69,7 @@ pub fn parse_csv(input: impl Read, priority: i32) -> ParsedCsv {
                 continue;
             }
         };
-        let line = record
-            .position()
-            .map_or(index as u64 + 1, csv::Position::line);
+        let line = line_at(record.position());
         if index == 0 && is_header(&record) {
             continue;
         }

@@ -1,0 +1,129 @@
+//! Registering accounts and replacing their tokens.
+
+use followq::accounts::{Credentials, NewAccount, Quota, Registered, register};
+use followq::ids::UserId;
+
+use crate::helpers::TestDb;
+
+fn oauth2(access: &str) -> Credentials {
+    Credentials::OAuth2 {
+        access_token: access.to_owned().into(),
+        refresh_token: Some(format!("{access}-refresh").into()),
+        expires_at: None,
+    }
+}
+
+#[tokio::test]
+async fn new_tokens_bring_a_needs_reauth_account_back_and_keep_its_quota() {
+    let db = TestDb::new().await;
+    let user_id = UserId::parse("100").unwrap();
+    let created = register(
+        &db.pool,
+        &NewAccount {
+            user_id: user_id.clone(),
+            credentials: oauth2("first"),
+            quota: Some(Quota {
+                requests: 5,
+                period_seconds: 900,
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(created, Registered::Created);
+
+    sqlx::query(
+        "UPDATE followq.accounts SET status = 'needs_reauth', pause_reason = 'refresh token spent' \
+         WHERE user_id = '100'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let updated = register(
+        &db.pool,
+        &NewAccount {
+            user_id,
+            credentials: oauth2("second"),
+            quota: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        updated,
+        Registered::Updated {
+            previous_status: "needs_reauth".into(),
+            status: "active".into()
+        }
+    );
+    let (status, reason, quota): (String, Option<String>, Option<i32>) = sqlx::query_as(
+        "SELECT status, pause_reason, quota_requests FROM followq.accounts WHERE user_id = '100'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), reason, quota), ("active", None, Some(5)));
+    let access: String = sqlx::query_scalar(
+        "SELECT oauth2_access_token FROM followq.account_credentials WHERE user_id = '100'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(access, "second");
+}
+
+#[tokio::test]
+async fn switching_to_oauth1_replaces_the_oauth2_tokens() {
+    let db = TestDb::new().await;
+    let user_id = UserId::parse("100").unwrap();
+    for credentials in [
+        oauth2("first"),
+        Credentials::OAuth1 {
+            token: "t".to_owned().into(),
+            token_secret: "s".to_owned().into(),
+        },
+    ] {
+        register(
+            &db.pool,
+            &NewAccount {
+                user_id: user_id.clone(),
+                credentials,
+                quota: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let row: (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT a.auth_kind, c.oauth2_access_token, c.oauth1_token \
+         FROM followq.accounts a JOIN followq.account_credentials c USING (user_id)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("oauth1".into(), None, Some("t".into())));
+}
+
+#[tokio::test]
+async fn a_zero_quota_is_refused_before_any_write() {
+    let db = TestDb::new().await;
+    let result = register(
+        &db.pool,
+        &NewAccount {
+            user_id: UserId::parse("100").unwrap(),
+            credentials: oauth2("x"),
+            quota: Some(Quota {
+                requests: 0,
+                period_seconds: 900,
+            }),
+        },
+    )
+    .await;
+    assert!(result.is_err());
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.accounts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}

@@ -1,0 +1,182 @@
+//! Test harness: every test gets its own freshly migrated database, so tests run in parallel
+//! and never see each other's rows.
+//!
+//! The Postgres server is `DATABASE_URL` when set (CI and this machine), otherwise one started
+//! by testcontainers (a laptop with Docker). With neither, the first test fails with a message
+//! saying what to set.
+
+use std::process::Output;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+
+/// The server all test databases are created on: an admin URL (database `postgres`).
+static SERVER_URL: OnceCell<String> = OnceCell::const_new();
+
+async fn server_url() -> String {
+    SERVER_URL
+        .get_or_init(|| async {
+            match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.is_empty() => url,
+                _ => start_container().await,
+            }
+        })
+        .await
+        .clone()
+}
+
+/// Starts Postgres in Docker through testcontainers and keeps it for the whole test process.
+async fn start_container() -> String {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::ImageExt;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+
+    let container = match Postgres::default().with_tag("16-alpine").start().await {
+        Ok(container) => container,
+        Err(error) => panic!(
+            "no Postgres for the tests: set DATABASE_URL to a Postgres server you may create \
+             databases on (for example postgres://postgres@127.0.0.1:5432/postgres), or start \
+             Docker so that testcontainers can run one. testcontainers said: {error}"
+        ),
+    };
+    let port = container
+        .get_host_port_ipv4(5432)
+        .await
+        .expect("the Postgres container exposes port 5432");
+    // Kept alive until the process exits; testcontainers' reaper removes it afterwards.
+    Box::leak(Box::new(container));
+    format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
+}
+
+/// A fresh, migrated database, dropped when the value is dropped.
+pub struct TestDb {
+    pub pool: PgPool,
+    /// A URL to this database, for spawning the `followq` binary against it.
+    pub url: String,
+    name: String,
+    server_url: String,
+}
+
+impl TestDb {
+    /// A fresh database with the followq schema applied.
+    pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        followq::db::migrate(&db.pool)
+            .await
+            .expect("migrations apply to an empty database");
+        db
+    }
+
+    /// A fresh database without the schema.
+    pub async fn empty() -> TestDb {
+        let server_url = server_url().await;
+        // The creation time in the name lets .ci/run drop databases a killed run left behind
+        // without touching those of a run still going.
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = format!("followq_test_{created}_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&server_url)
+            .await
+            .expect("connect to the test Postgres server");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+
+        let mut url = reqwest::Url::parse(&server_url).expect("DATABASE_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        let url = url.to_string();
+        let options = PgConnectOptions::from_str(&url).expect("test database URL");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .expect("connect to the test database");
+        TestDb {
+            pool,
+            url,
+            name,
+            server_url,
+        }
+    }
+
+    /// Registers an OAuth 2.0 account with placeholder tokens.
+    pub async fn add_account(&self, user_id: &str) {
+        use followq::accounts::{Credentials, NewAccount, register};
+        let account = NewAccount {
+            user_id: followq::ids::UserId::parse(user_id).expect("valid test user id"),
+            credentials: Credentials::OAuth2 {
+                access_token: format!("test-access-{user_id}").into(),
+                refresh_token: Some(format!("test-refresh-{user_id}").into()),
+                expires_at: None,
+            },
+            quota: None,
+        };
+        register(&self.pool, &account)
+            .await
+            .expect("register test account");
+    }
+
+    /// Runs the `followq` binary against this database, feeding `stdin`.
+    pub fn followq(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_followq"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.url)
+            .env_remove("FOLLOWQ_ENV")
+            .env_remove("RUST_LOG")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn followq");
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for followq")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let server_url = self.server_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own to await the DROP.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for dropping the test database");
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&server_url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the queue contract, against a real Postgres (see helpers.rs).
+
+mod accounts;
+mod cli;
+mod enqueue;
+mod helpers;
+mod schema;

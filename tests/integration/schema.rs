@@ -1,0 +1,224 @@
+//! The SQL contract as another service sees it: plain INSERTs and `followq.enqueue` from SQL,
+//! the constraint names they get back, the NOTIFY on insert, and idempotent migrations.
+
+use sqlx::postgres::PgListener;
+
+use crate::helpers::TestDb;
+
+/// The constraint a failed statement violated.
+fn violated_constraint(error: sqlx::Error) -> String {
+    error
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("expected a constraint violation, got {error}"))
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_reapply_as_a_no_op() {
+    let db = TestDb::empty().await;
+    followq::db::migrate(&db.pool).await.expect("first run");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM followq._sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    followq::db::migrate(&db.pool).await.expect("second run");
+    let applied_again: i64 = sqlx::query_scalar("SELECT count(*) FROM followq._sqlx_migrations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, applied_again);
+    assert!(applied >= 1);
+    // sqlx's bookkeeping stays in our schema, apart from another sqlx user's public table.
+    let public_table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(public_table, None);
+}
+
+#[tokio::test]
+async fn the_readme_insert_is_idempotent_on_active_pairs() {
+    let db = TestDb::new().await;
+    db.add_account("100").await;
+    let insert = r#"
+        INSERT INTO followq.follow_jobs (source_user_id, target_user_id)
+        VALUES ($1, $2)
+        ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
+        DO NOTHING
+        RETURNING id"#;
+    let first: Option<i64> = sqlx::query_scalar(insert)
+        .bind("100")
+        .bind("200")
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+    let second: Option<i64> = sqlx::query_scalar(insert)
+        .bind("100")
+        .bind("200")
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    assert_eq!(second, None, "a repeated active pair inserts nothing");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn enqueue_function_returns_the_existing_id_until_the_job_finishes() {
+    let db = TestDb::new().await;
+    db.add_account("100").await;
+    let enqueue = "SELECT followq.enqueue('100', '200')";
+    let first: i64 = sqlx::query_scalar(enqueue)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let again: i64 = sqlx::query_scalar(enqueue)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+
+    let named: i64 = sqlx::query_scalar(
+        "SELECT followq.enqueue(source_user_id => '100', target_user_id => '300', priority => 5)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_ne!(named, first);
+    let priority: i32 =
+        sqlx::query_scalar("SELECT priority FROM followq.follow_jobs WHERE id = $1")
+            .bind(named)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(priority, 5);
+
+    // Once finished, the same pair may be requested again (after an unfollow, say).
+    sqlx::query(
+        "UPDATE followq.follow_jobs SET state = 'succeeded', following = true, \
+         pending_follow = false, finished_at = now() WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let after: i64 = sqlx::query_scalar(enqueue)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_ne!(after, first);
+}
+
+#[tokio::test]
+async fn bad_rows_are_rejected_with_constraint_names_that_say_why() {
+    let db = TestDb::new().await;
+    db.add_account("100").await;
+    let cases = [
+        (
+            "12a",
+            "200",
+            "follow_jobs_source_user_id_must_be_1_to_19_digits",
+        ),
+        (
+            "100",
+            "",
+            "follow_jobs_target_user_id_must_be_1_to_19_digits",
+        ),
+        (
+            "100",
+            "12345678901234567890",
+            "follow_jobs_target_user_id_must_be_1_to_19_digits",
+        ),
+        ("100", "100", "follow_jobs_source_cannot_follow_itself"),
+        (
+            "999",
+            "200",
+            "follow_jobs_source_must_be_a_registered_account",
+        ),
+    ];
+    for (source, target, expected) in cases {
+        let plain = sqlx::query(
+            "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) VALUES ($1, $2)",
+        )
+        .bind(source)
+        .bind(target)
+        .execute(&db.pool)
+        .await
+        .expect_err("plain insert must fail");
+        assert_eq!(violated_constraint(plain), expected, "{source} -> {target}");
+
+        let function = sqlx::query("SELECT followq.enqueue($1, $2)")
+            .bind(source)
+            .bind(target)
+            .execute(&db.pool)
+            .await
+            .expect_err("enqueue must fail");
+        assert_eq!(
+            violated_constraint(function),
+            expected,
+            "{source} -> {target}"
+        );
+    }
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+}
+
+#[tokio::test]
+async fn an_insert_notifies_the_documented_channel_with_the_source_id() {
+    let db = TestDb::new().await;
+    db.add_account("100").await;
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener
+        .listen(followq::queue::JOB_ENQUEUED_CHANNEL)
+        .await
+        .unwrap();
+    sqlx::query("SELECT followq.enqueue('100', '200')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let notification = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap();
+    assert_eq!(notification.channel(), "followq_job_enqueued");
+    assert_eq!(notification.payload(), "100");
+}
+
+#[tokio::test]
+async fn the_next_ready_job_of_an_account_is_an_index_scan() {
+    let db = TestDb::new().await;
+    db.add_account("100").await;
+    sqlx::query(
+        "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) \
+         SELECT '100', g::text FROM generate_series(1000, 6000) AS g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE followq.follow_jobs")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM followq.follow_jobs \
+         WHERE source_user_id = '100' AND state = 'queued' AND run_at <= now() \
+         ORDER BY priority DESC, run_at, id LIMIT 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("follow_jobs_queued_by_account") && !plan.contains("Sort"),
+        "{plan}"
+    );
+}
