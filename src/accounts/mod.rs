@@ -6,6 +6,8 @@
 //! [`secrecy::SecretString`]: its `Debug` prints `[REDACTED]`.
 
 pub mod credentials;
+pub mod lease;
+pub mod pause;
 pub mod register;
 
 pub use credentials::{AuthKind, Credentials};

@@ -1,0 +1,122 @@
+//! Pauses that outlive a restart: an account's (`status = 'paused'` until `paused_until`, with
+//! a reason; or `needs_reauth`) and the app-wide stop (`followq.app_pause`).
+//!
+//! Pause reasons, as stored in `followq.accounts.pause_reason` and shown to operators:
+//! `rate_limit_window` (X's 15-minute window is spent, until its reset), `rate_limited`
+//! (X answered 429, until its reset), `daily_cap` (X's or our 24-hour follow cap),
+//! `usage_capped` (X's usage cap for the account), `user_24h_limit` (the 24-hour header at 0),
+//! `operator`. For `needs_reauth` the reason says why the tokens were refused.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{FromRow, PgPool};
+
+/// Pauses an account until `until` (never shortening a longer pause already set).
+pub async fn pause_account(
+    pool: &PgPool,
+    user_id: &str,
+    until: DateTime<Utc>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        UPDATE followq.accounts
+        SET status = 'paused',
+            paused_until = CASE WHEN status = 'paused' AND paused_until > $2
+                                THEN paused_until ELSE $2 END,
+            pause_reason = CASE WHEN status = 'paused' AND paused_until > $2
+                                THEN pause_reason ELSE $3 END,
+            updated_at = now()
+        WHERE user_id = $1 AND status IN ('active', 'paused')
+        "#,
+    )
+    .bind(user_id)
+    .bind(until)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends a pause whose time has come (the holder does this before sending again).
+pub async fn resume_if_due(pool: &PgPool, user_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        UPDATE followq.accounts
+        SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
+        WHERE user_id = $1 AND status = 'paused' AND paused_until <= now()
+        "#,
+    )
+    .bind(user_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Parks an account until a person stores new tokens. Its jobs stay queued.
+pub async fn mark_needs_reauth(
+    pool: &PgPool,
+    user_id: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        UPDATE followq.accounts
+        SET status = 'needs_reauth', paused_until = NULL, pause_reason = $2, updated_at = now()
+        WHERE user_id = $1 AND status <> 'disabled'
+        "#,
+    )
+    .bind(user_id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The app-wide stop, if one is in force.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct AppPause {
+    pub reason: String,
+    pub detail: Option<Value>,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Stops every account: until `until`, or until an operator deletes the row when `None`.
+pub async fn pause_app(
+    pool: &PgPool,
+    reason: &str,
+    detail: Option<&Value>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        INSERT INTO followq.app_pause (scope, reason, detail, paused_until)
+        VALUES ('app', $1, $2, $3)
+        ON CONFLICT (scope) DO UPDATE SET
+            reason = EXCLUDED.reason,
+            detail = EXCLUDED.detail,
+            paused_until = CASE
+                WHEN app_pause.paused_until IS NULL OR EXCLUDED.paused_until IS NULL THEN NULL
+                ELSE greatest(app_pause.paused_until, EXCLUDED.paused_until) END
+        "#,
+    )
+    .bind(reason)
+    .bind(detail)
+    .bind(until)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The app-wide stop in force now, if any (an expired timed stop is deleted).
+pub async fn current_app_pause(pool: &PgPool) -> Result<Option<AppPause>, sqlx::Error> {
+    sqlx::query("DELETE FROM followq.app_pause WHERE paused_until <= now()")
+        .execute(pool)
+        .await?;
+    sqlx::query_as::<_, AppPause>(
+        "SELECT reason, detail, paused_until, created_at FROM followq.app_pause WHERE scope = 'app'",
+    )
+    .fetch_optional(pool)
+    .await
+}

@@ -1,0 +1,103 @@
+//! Claiming the next job of an account: one short statement, committed before any request
+//! goes out.
+//!
+//! The statement re-checks, atomically with the claim, that this daemon still holds the
+//! account's lease for longer than one request can take; it marks the job running with a job
+//! lease (so a rescuer can return it if this daemon dies), counts the attempt, and writes the
+//! ledger row of the request about to be sent, so that even a request whose answer is never
+//! recorded counts against the account's window.
+
+use std::time::Duration;
+
+use sqlx::{FromRow, PgPool};
+
+/// A job this daemon now holds, with the ledger row of the request it is about to send.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub source_user_id: String,
+    pub target_user_id: String,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub max_attempts: Option<i32>,
+    pub rate_limited_count: i32,
+    pub attempt_id: i64,
+}
+
+/// Claims the account's next ready job (highest priority, then oldest `run_at`), or `None`.
+///
+/// `request_timeout` is how long the request may take: the account lease must outlast it.
+/// `job_lease` is how long the job stays running before a rescuer may take it back.
+pub async fn claim_next(
+    pool: &PgPool,
+    worker_id: &str,
+    account: &str,
+    request_timeout: Duration,
+    job_lease: Duration,
+) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    sqlx::query_as::<_, ClaimedJob>(
+        r#"
+        WITH next AS MATERIALIZED (
+            SELECT j.id
+            FROM followq.follow_jobs AS j
+            WHERE j.source_user_id = $1
+              AND j.state = 'queued'
+              AND j.run_at <= now()
+              AND EXISTS (
+                  SELECT 1 FROM followq.accounts AS a
+                  WHERE a.user_id = $1
+                    AND a.leased_by = $2
+                    AND a.lease_expires_at > now() + make_interval(secs => $3)
+                    AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now())))
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ),
+        claimed AS (
+            UPDATE followq.follow_jobs AS j
+            SET state = 'running',
+                attempts = j.attempts + 1,
+                leased_by = $2,
+                lease_expires_at = now() + make_interval(secs => $4),
+                updated_at = now()
+            FROM next
+            WHERE j.id = next.id
+            RETURNING j.id, j.source_user_id, j.target_user_id, j.attempts, j.max_attempts,
+                      j.rate_limited_count
+        ),
+        resumed AS (
+            UPDATE followq.accounts AS a
+            SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
+            WHERE a.user_id = $1 AND a.status = 'paused' AND a.paused_until <= now()
+              AND EXISTS (SELECT 1 FROM claimed)
+        ),
+        ledger AS (
+            INSERT INTO followq.attempts (job_id, account_user_id, worker_id)
+            SELECT c.id, c.source_user_id, $2 FROM claimed AS c
+            RETURNING id, job_id
+        )
+        SELECT c.*, l.id AS attempt_id
+        FROM claimed AS c
+        JOIN ledger AS l ON l.job_id = c.id
+        "#,
+    )
+    .bind(account)
+    .bind(worker_id)
+    .bind(request_timeout.as_secs_f64())
+    .bind(job_lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+/// When the account's earliest queued job becomes ready (`None`: it has no queued job).
+pub async fn next_run_at(
+    pool: &PgPool,
+    account: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(run_at) FROM followq.follow_jobs WHERE source_user_id = $1 AND state = 'queued'",
+    )
+    .bind(account)
+    .fetch_one(pool)
+    .await
+}
