@@ -12,4 +12,5 @@ pub mod config;
 pub mod db;
 pub mod ids;
 pub mod queue;
+pub mod sim;
 pub mod telemetry;
