@@ -180,7 +180,8 @@ fn parse_usage_cap(raw: &str) -> Result<UsageCap, String> {
 
 impl SimArgs {
     fn config(&self) -> SimConfig {
-        let ids = |ids: &[UserId]| -> HashSet<String> { ids.iter().map(UserId::to_string).collect() };
+        let ids =
+            |ids: &[UserId]| -> HashSet<String> { ids.iter().map(UserId::to_string).collect() };
         SimConfig {
             window_requests: self.window_requests,
             window: self.window,
@@ -258,7 +259,9 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
 
 #[cfg(not(unix))]
 async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await.context("listening for Ctrl-C")
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for Ctrl-C")
 }
 
 #[cfg(test)]

@@ -146,12 +146,13 @@ fn answer(answer: Answer) -> Response {
         Answer::Follow {
             following,
             pending_follow,
-        } => axum::Json(json!({"data": {"following": following, "pending_follow": pending_follow}}))
-            .into_response(),
+        } => {
+            axum::Json(json!({"data": {"following": following, "pending_follow": pending_follow}}))
+                .into_response()
+        }
         Answer::Refused(problem) => problem.into_response(),
         Answer::ServerError { status } => {
-            let status =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let title = status.canonical_reason().unwrap_or("Server Error");
             Problem {
                 status,

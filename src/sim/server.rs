@@ -110,11 +110,7 @@ async fn accept_loop(listener: TcpListener, router: Router, mut stopped: watch::
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    router: Router,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn serve_connection(stream: TcpStream, router: Router, mut stopped: watch::Receiver<bool>) {
     // Small request/response pairs: do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     let service = TowerToHyperService::new(Droppable(router));
@@ -159,8 +155,7 @@ impl tower_service::Service<Request<Incoming>> for Droppable {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let future =
-            tower_service::Service::call(&mut self.0, request.map(axum::body::Body::new));
+        let future = tower_service::Service::call(&mut self.0, request.map(axum::body::Body::new));
         Box::pin(async move {
             let response: Result<Response, Infallible> = future.await;
             let response = match response {

@@ -62,9 +62,14 @@ pub struct RateHeaders {
 /// The answer decided for an authenticated follow request.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    Follow { following: bool, pending_follow: bool },
+    Follow {
+        following: bool,
+        pending_follow: bool,
+    },
     Refused(Problem),
-    ServerError { status: u16 },
+    ServerError {
+        status: u16,
+    },
     Errors200,
 }
 
