@@ -49,7 +49,7 @@ pub enum Command {
     },
     /// Run the bundled X API simulator (follow and token endpoints with X's rules, faults on
     /// demand). Needs no database.
-    Sim(sim::SimArgs),
+    Sim(Box<sim::SimArgs>),
 }
 
 /// Loads settings, installs logging, and runs the command.
@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     telemetry::init(&settings.log)?;
     // The simulator stands in for X: it must run where there is no database.
     let command = match cli.command {
-        Command::Sim(args) => return sim::run(args).await,
+        Command::Sim(args) => return sim::run(*args).await,
         command => command,
     };
     let pool = db::connect(&settings.database).await?;
@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
         Command::Accounts { command } => accounts::run(&pool, command).await,
         // Dispatched above, before connecting; kept so the match stays exhaustive.
-        Command::Sim(args) => sim::run(args).await,
+        Command::Sim(args) => sim::run(*args).await,
     };
     pool.close().await;
     outcome.map_err(explain_missing_schema)

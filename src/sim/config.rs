@@ -131,7 +131,7 @@ pub struct UsageCap {
 /// decisions are a pure function of (`seed`, user id, that user's request number, fault
 /// kind), so the same requests per user get the same faults on every run, however requests of
 /// different users interleave.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct FaultConfig {
     pub seed: u64,
     /// Answer 500 or 503 (alternating by the same hash) without making the follow.

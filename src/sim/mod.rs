@@ -58,6 +58,13 @@
 //! that proves a client never over-sent is `max_requests_in_window`: the most requests received
 //! inside any one of the user's windows, rejected ones included.
 //!
+//! # Serving and throughput
+//! HTTP/1.1 only (what a client reaches over `http://`), keep-alive, one task per connection.
+//! Measured on the 2-core development machine with the release build and `wrk` on the same
+//! machine (`scripts/sim-wrk.lua`: 1000 users, 64 connections, one wrk thread): about 35,000
+//! follow requests per second, with or without faults and whether most answers are 200s or
+//! 429s. The benchmark's daemon sends far fewer, so the simulator is not its bottleneck.
+//!
 //! # Clock
 //! Real time: `Instant` for windows and expiry, the system clock for the reset header.
 

@@ -241,7 +241,7 @@ impl SimHandle {
     /// The figures once no follow request is being handled (delayed answers included), or
     /// after the longest injected delay plus one second, whichever comes first.
     pub async fn stats(&self) -> SimStats {
-        let bound = self.state.config().faults.delay_duration + Duration::from_secs(1);
+        let bound = self.state.faults().delay_duration + Duration::from_secs(1);
         self.state.settle(bound).await;
         self.state.stats()
     }

@@ -221,7 +221,7 @@ fn random_token() -> String {
 impl SimState {
     pub fn new(config: SimConfig) -> SimState {
         SimState {
-            faults: RwLock::new(config.faults.clone()),
+            faults: RwLock::new(config.faults),
             app_forbidden: AtomicBool::new(config.app_forbidden),
             usage_capped: RwLock::new(config.usage_capped),
             config,
@@ -406,6 +406,11 @@ impl SimState {
             .unwrap_or_else(PoisonError::into_inner) = cap;
     }
 
+    /// The fault settings in force now.
+    pub fn faults(&self) -> FaultConfig {
+        *self.faults.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn set_faults(&self, faults: FaultConfig) {
         *self.faults.write().unwrap_or_else(PoisonError::into_inner) = faults;
     }
@@ -446,11 +451,7 @@ impl SimState {
     /// user's window and figures, and applies the follow. `request` is the validated path and
     /// body, or the 400 they earned.
     pub fn follow(&self, user_id: &str, request: Result<FollowRequest, Problem>) -> FollowOutcome {
-        let faults = self
-            .faults
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let faults = self.faults();
         let usage_cap = *self
             .usage_capped
             .read()
