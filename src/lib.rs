@@ -13,4 +13,5 @@ pub mod db;
 pub mod ids;
 pub mod queue;
 pub mod ratelimit;
+pub mod sim;
 pub mod telemetry;

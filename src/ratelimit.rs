@@ -178,25 +178,23 @@ impl AccountLimiter {
         while self.follows.front().is_some_and(|&at| at + DAY <= now) {
             self.follows.pop_front();
         }
-        if self.follows.len() >= self.daily_cap as usize {
-            if let Some(&oldest) = self.follows.front() {
-                return Some((oldest + DAY, WaitReason::DailyCap));
-            }
+        if self.follows.len() >= self.daily_cap as usize
+            && let Some(&oldest) = self.follows.front()
+        {
+            return Some((oldest + DAY, WaitReason::DailyCap));
         }
-        if let Some(resume) = self.server_resume_at() {
-            if now < resume {
-                return Some((resume, WaitReason::WindowExhausted));
-            }
+        if let Some(resume) = self.server_resume_at()
+            && now < resume
+        {
+            return Some((resume, WaitReason::WindowExhausted));
         }
-        if let Some(ends) = self.window.ends {
-            if now >= ends {
-                self.window = FixedWindow::default();
-            }
+        if self.window.ends.is_some_and(|ends| now >= ends) {
+            self.window = FixedWindow::default();
         }
-        if self.window.count >= self.limit() {
-            if let Some(ends) = self.window.ends {
-                return Some((ends, WaitReason::WindowExhausted));
-            }
+        if self.window.count >= self.limit()
+            && let Some(ends) = self.window.ends
+        {
+            return Some((ends, WaitReason::WindowExhausted));
         }
         None
     }
@@ -218,15 +216,15 @@ impl AccountLimiter {
         if followed {
             self.follows.push_back(completed_at);
         }
-        if let Some(limit) = server.limit.and_then(NonZeroU32::new) {
-            if limit < self.quota.requests {
-                // X says this account's tier allows fewer: adopt it.
-                self.quota.requests = limit;
-                self.bucket = RateLimiter::direct(self.quota.bucket());
-                // What this window already spent, charged to the new bucket.
-                if let Some(spent) = NonZeroU32::new(self.window.count.min(limit.get())) {
-                    let _ = self.bucket.check_n(spent);
-                }
+        if let Some(limit) = server.limit.and_then(NonZeroU32::new)
+            && limit < self.quota.requests
+        {
+            // X says this account's tier allows fewer: adopt it.
+            self.quota.requests = limit;
+            self.bucket = RateLimiter::direct(self.quota.bucket());
+            // What this window already spent, charged to the new bucket.
+            if let Some(spent) = NonZeroU32::new(self.window.count.min(limit.get())) {
+                let _ = self.bucket.check_n(spent);
             }
         }
         match (server.limit, server.remaining) {

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod enqueue;
+mod sim;
 mod tokens;
 
 use std::path::PathBuf;
@@ -46,14 +47,22 @@ pub enum Command {
         #[command(subcommand)]
         command: accounts::AccountsCommand,
     },
+    /// Run the bundled X API simulator (follow and token endpoints with X's rules, faults on
+    /// demand). Needs no database.
+    Sim(Box<sim::SimArgs>),
 }
 
 /// Loads settings, installs logging, and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
     telemetry::init(&settings.log)?;
+    // The simulator stands in for X: it must run where there is no database.
+    let command = match cli.command {
+        Command::Sim(args) => return sim::run(*args).await,
+        command => command,
+    };
     let pool = db::connect(&settings.database).await?;
-    let outcome = match cli.command {
+    let outcome = match command {
         Command::Migrate => {
             db::migrate(&pool).await?;
             println!("followq schema is up to date");
@@ -61,6 +70,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
         Command::Accounts { command } => accounts::run(&pool, command).await,
+        // Dispatched above, before connecting; kept so the match stays exhaustive.
+        Command::Sim(args) => sim::run(*args).await,
     };
     pool.close().await;
     outcome.map_err(explain_missing_schema)

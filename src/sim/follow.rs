@@ -1,0 +1,184 @@
+//! `POST /2/users/{id}/following`: authenticates, validates the path and body as strictly as
+//! X, asks the state for the answer, and turns it into a response with the
+//! `x-rate-limit-*` headers, applying the injected faults (delay, drop, spoiled body).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::auth;
+use super::faults::FaultKind;
+use super::problems::{self, Problem};
+use super::state::{Answer, Caller, FollowOutcome, FollowRequest, RateHeaders, SimState};
+use crate::ids::UserId;
+
+/// Put in a response's extensions to have the server close the connection instead of
+/// answering (see `server.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct DropConnection;
+
+pub async fn follow(
+    State(state): State<Arc<SimState>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let _in_flight = state.enter();
+    let user_id = match auth::caller(&state, &headers) {
+        Caller::Unknown => {
+            state.count_unauthenticated();
+            return problems::unauthorized().into_response();
+        }
+        Caller::Expired { user_id } => {
+            state.count_unauthorized(&user_id);
+            return problems::unauthorized().into_response();
+        }
+        Caller::AppOnly => {
+            state.count_app_only();
+            return problems::unsupported_authentication().into_response();
+        }
+        Caller::User { user_id } => user_id,
+    };
+    let path_id = match path {
+        Ok(Path(id)) => id,
+        Err(_) => String::new(),
+    };
+    let request = validate(path_id, &headers, body);
+    let outcome = state.follow(&user_id, request);
+    if let Some(delay) = outcome.fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    respond(outcome)
+}
+
+/// The path's `:id` and the body, checked as X does: ids `^[0-9]{1,19}$`, a JSON body that is
+/// exactly `{"target_user_id":"<digits>"}`.
+fn validate(
+    path_id: String,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<FollowRequest, Problem> {
+    if UserId::parse(&path_id).is_err() {
+        return Err(problems::invalid_request(
+            "id",
+            &path_id,
+            &format!("The `id` query parameter value [{path_id}] is not valid"),
+        ));
+    }
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json_content {
+        return Err(problems::invalid_request(
+            "Content-Type",
+            "",
+            "The request body must be JSON with Content-Type application/json.",
+        ));
+    }
+    let body = body.map_err(|e| problems::invalid_request("body", "", &e.body_text()))?;
+    let not_valid = |value: &str| {
+        problems::invalid_request(
+            "target_user_id",
+            value,
+            "The body must be exactly {\"target_user_id\": \"<1 to 19 digits>\"}.",
+        )
+    };
+    let object = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(object)) => object,
+        _ => return Err(not_valid("")),
+    };
+    if let Some(extra) = object.keys().find(|k| *k != "target_user_id") {
+        return Err(problems::invalid_request(
+            extra,
+            "",
+            &format!("The parameter [{extra}] is not one of [target_user_id]"),
+        ));
+    }
+    match object.get("target_user_id") {
+        Some(Value::String(target)) if UserId::parse(target).is_ok() => Ok(FollowRequest {
+            path_id,
+            target: target.clone(),
+        }),
+        Some(Value::String(target)) => Err(not_valid(target)),
+        _ => Err(not_valid("")),
+    }
+}
+
+fn respond(outcome: FollowOutcome) -> Response {
+    let mut response = match outcome.fault.kind {
+        Some(FaultKind::Drop) => {
+            let mut response = Response::new(axum::body::Body::empty());
+            response.extensions_mut().insert(DropConnection);
+            return response;
+        }
+        Some(FaultKind::Malformed { html }) => {
+            let status = match &outcome.answer {
+                Answer::Refused(problem) => problem.status,
+                _ => StatusCode::OK,
+            };
+            let body: &'static str = if html {
+                "<html><head><title>Over capacity</title></head><body><h1>Something is technically wrong.</h1>"
+            } else {
+                r#"{"data":{"following":tru"#
+            };
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body,
+            )
+                .into_response()
+        }
+        _ => answer(outcome.answer),
+    };
+    set_rate_headers(response.headers_mut(), outcome.rate);
+    response
+}
+
+fn answer(answer: Answer) -> Response {
+    match answer {
+        Answer::Follow {
+            following,
+            pending_follow,
+        } => {
+            axum::Json(json!({"data": {"following": following, "pending_follow": pending_follow}}))
+                .into_response()
+        }
+        Answer::Refused(problem) => problem.into_response(),
+        Answer::ServerError { status } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let title = status.canonical_reason().unwrap_or("Server Error");
+            Problem {
+                status,
+                body: json!({"title": title, "detail": title, "type": "about:blank", "status": status.as_u16()}),
+                problem_json: true,
+            }
+            .into_response()
+        }
+        Answer::Errors200 => axum::Json(json!({
+            "errors": [{
+                "title": "Operational Disruption",
+                "detail": "The follow could not be completed because of an operational disruption.",
+                "type": "https://api.twitter.com/2/problems/operational-disruption",
+            }]
+        }))
+        .into_response(),
+    }
+}
+
+fn set_rate_headers(headers: &mut HeaderMap, rate: RateHeaders) {
+    let pairs = [
+        ("x-rate-limit-limit", u64::from(rate.limit)),
+        ("x-rate-limit-remaining", rate.remaining),
+        ("x-rate-limit-reset", rate.reset),
+    ];
+    for (name, value) in pairs {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+}

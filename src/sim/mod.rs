@@ -1,0 +1,99 @@
+//! A simulator of X's follow endpoint and OAuth 2.0 token endpoint, strict enough that a
+//! client passing against it means something. Tests, the demo and the benchmark start it with
+//! [`spawn`]; `followq sim` runs it as a server.
+//!
+//! # Endpoints
+//! - `POST /2/users/{id}/following`: the follow endpoint (rules below).
+//! - `POST /2/oauth2/token`: `grant_type=refresh_token` with rotating single-use refresh
+//!   tokens; a spent, revoked or unknown refresh token gets 400 `invalid_request` "Value
+//!   passed for the token was invalid.", and reusing a spent one revokes all the user's tokens
+//!   (`revoke_family_on_reuse`, on by default, as X may do). Access tokens expire after
+//!   `access_token_ttl` (7200 s). A refresh leaves older access tokens valid until they expire.
+//! - `GET /__sim/stats`: [`SimStats`] as JSON.
+//!
+//! # The follow rules, in the order they are applied
+//! 1. Credentials: `Bearer <token>` or OAuth 1.0a `OAuth … oauth_token="…"` (mapped to a user
+//!    registered with `add_oauth1_user`; the signature is **not** verified). Missing, unknown,
+//!    expired or revoked: 401 problem JSON. App-only bearer token: 403
+//!    `unsupported-authentication`. These carry no rate-limit headers (no user window) and are
+//!    not counted in the user's `requests`.
+//! 2. From here on the request is the user's: it counts in `requests` and in the user's
+//!    **fixed window** (`window_requests` per `window`, default 50 per 900 s), whatever its
+//!    answer. A window starts at the first request after the previous one ended. Every answer
+//!    from here on carries `x-rate-limit-limit`, `x-rate-limit-remaining` and
+//!    `x-rate-limit-reset` (epoch seconds of window start + window, rounded up).
+//! 3. App-wide switches: `app_forbidden` gives 403 `client-forbidden`; `usage_capped` gives
+//!    429 `usage-capped` with `period` and `scope`.
+//! 4. Past the window's limit: 429 problem JSON (`about:blank`, "Too Many Requests").
+//! 5. Faults (below) may replace or spoil the answer from here on; refusals above are never
+//!    faulted.
+//! 6. `:id` must match `^[0-9]{1,19}$`, `Content-Type` must be `application/json`, and the
+//!    body exactly `{"target_user_id":"<1-19 digits>"}` (no other field): else 400
+//!    `invalid-request` in X's shape (`errors[].parameters`, `title`, `detail`, `type`).
+//! 7. `:id` not the token's user: 403. Following oneself: 400 `invalid-request`.
+//! 8. Unknown target (`TargetRules::unknown_*`): 404 `resource-not-found`.
+//! 9. Already following or pending: 200 no-op with the current state.
+//! 10. Daily cap (`daily_cap` new follows per `daily_window`, default 400 per 24 h, a fixed
+//!     window starting at the first follow): 403 "You are unable to follow more people at this
+//!     time."
+//! 11. Protected target (`TargetRules::protected_*`): 200 `following:false,
+//!     pending_follow:true`; otherwise 200 `following:true, pending_follow:false`.
+//!
+//! Problem `type` URIs use both `api.twitter.com` and `api.x.com` hosts, as X does: match on
+//! the path suffix.
+//!
+//! # Faults
+//! [`FaultConfig`] has one rate per kind, each a probability per request past step 4:
+//! `fail_5xx` (500 or 503, no follow), `errors_200` (200 with `errors[]` and no `data`, no
+//! follow), `drop` (the follow is made, then the connection closes without an answer),
+//! `malformed` (the normal status with a body that is not JSON: truncated JSON or an HTML
+//! page; the follow is made), and `delay` (the normal answer after `delay_duration`). They
+//! are decided by a hash of (seed, user id, the user's request number, kind), so a run with
+//! the same seed and the same requests per user meets the same faults, however users
+//! interleave.
+//!
+//! # Figures
+//! Each user's figures ([`UserStats`]) are updated under that user's lock in the step that
+//! decides the answer, so they are exact under concurrency; [`TotalStats`] sums them. The one
+//! that proves a client never over-sent is `max_requests_in_window`: the most requests received
+//! inside any one of the user's windows, rejected ones included.
+//!
+//! # Serving and throughput
+//! HTTP/1.1 only (what a client reaches over `http://`), keep-alive, one task per connection.
+//! Measured on the 2-core development machine with the release build and `wrk` on the same
+//! machine (`scripts/sim-wrk.lua`: 1000 users, 64 connections, one wrk thread): about 35,000
+//! follow requests per second, with or without faults and whether most answers are 200s or
+//! 429s. The benchmark's daemon sends far fewer, so the simulator is not its bottleneck.
+//!
+//! # Clock
+//! Real time: `Instant` for windows and expiry, the system clock for the reset header.
+
+mod auth;
+mod config;
+mod faults;
+mod follow;
+mod oauth;
+mod problems;
+mod server;
+mod state;
+mod stats;
+
+pub use config::{FaultConfig, SimConfig, TargetRules, UsageCap, UsagePeriod, UsageScope};
+pub use server::{SimHandle, spawn, spawn_at};
+pub use state::SimTokens;
+pub use stats::{FaultStats, SimStats, TotalStats, UserStats};
+
+use std::net::SocketAddr;
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("the simulator must be started from inside a tokio runtime")]
+    NoRuntime,
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}

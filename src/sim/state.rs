@@ -1,0 +1,651 @@
+//! The simulator's memory: users (each behind its own `Mutex`: window, daily count, follow
+//! graph, figures), tokens, and the app-wide switches; and the rules that decide a follow
+//! request's answer, applied in one critical section per request so the figures are exact.
+//!
+//! Users live in a sharded map (`DashMap`) of `Arc<Mutex<UserState>>`: a request takes the
+//! shard's read lock just long enough to clone the `Arc`, then only its user's lock, so
+//! requests of different users never wait on one another and each costs O(1).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::config::{FaultConfig, SimConfig, UsageCap};
+use super::faults::{self, FaultDecision, FaultKind};
+use super::problems::{self, Problem};
+use super::stats::{SimStats, TotalStats, UserStats};
+
+/// A fresh pair of user tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// Who an `Authorization` header names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// No header, an unknown token, or an unparsable header.
+    Unknown,
+    /// A known user token that expired or was revoked.
+    Expired { user_id: String },
+    /// An app-only bearer token.
+    AppOnly,
+    /// A valid user token.
+    User { user_id: String },
+}
+
+/// The target of a follow request, once the body passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowRequest {
+    /// The path's `:id`, validated.
+    pub path_id: String,
+    pub target: String,
+}
+
+/// The window figures sent as `x-rate-limit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u64,
+    /// Epoch seconds of the window's end, rounded up.
+    pub reset: u64,
+}
+
+/// The answer decided for an authenticated follow request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Follow {
+        following: bool,
+        pending_follow: bool,
+    },
+    Refused(Problem),
+    ServerError {
+        status: u16,
+    },
+    Errors200,
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        match self {
+            Answer::Follow { .. } | Answer::Errors200 => 200,
+            Answer::Refused(problem) => problem.status.as_u16(),
+            Answer::ServerError { status } => *status,
+        }
+    }
+}
+
+/// Everything the handler needs to build the response, decided under the user's lock.
+#[derive(Debug, Clone)]
+pub struct FollowOutcome {
+    pub answer: Answer,
+    pub rate: RateHeaders,
+    /// `Drop` and `Malformed` spoil `answer` when it is sent; `delay` delays it.
+    pub fault: FaultDecision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    Following,
+    Pending,
+}
+
+/// One fixed window of one user.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    reset_epoch: u64,
+    /// Requests counted, `prespend` included.
+    used: u64,
+    /// Requests received over HTTP.
+    received: u64,
+}
+
+/// One fixed daily window of new follows.
+#[derive(Debug, Clone, Copy)]
+struct Day {
+    started: Instant,
+    follows: u32,
+}
+
+#[derive(Debug, Default)]
+struct UserState {
+    window: Option<Window>,
+    day: Option<Day>,
+    /// Follow requests authenticated as this user so far: the fault decisions' counter.
+    seq: u64,
+    graph: HashMap<String, Edge>,
+    stats: UserStats,
+}
+
+impl UserState {
+    /// The current window, starting a new one if there is none or it has ended.
+    fn window(&mut self, now: Instant, length: Duration) -> &mut Window {
+        let running = self
+            .window
+            .is_some_and(|w| now.saturating_duration_since(w.started) < length);
+        if !running {
+            self.stats.windows += 1;
+            self.window = Some(new_window(now, length));
+        }
+        self.window.get_or_insert_with(|| new_window(now, length))
+    }
+}
+
+fn new_window(now: Instant, length: Duration) -> Window {
+    // The wall clock is read at the same moment as the monotonic one, so the header's reset
+    // (rounded up) is never earlier than the window's real end.
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(length);
+    Window {
+        started: now,
+        reset_epoch: end.as_secs() + u64::from(end.subsec_nanos() > 0),
+        used: 0,
+        received: 0,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Owner {
+    User(String),
+    AppOnly,
+}
+
+#[derive(Debug, Clone)]
+struct AccessToken {
+    owner: Owner,
+    expires_at: Option<Instant>,
+    revoked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RefreshToken {
+    user_id: String,
+    spent: bool,
+}
+
+/// Why the token endpoint refused a refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshRefused {
+    /// Never issued.
+    Unknown,
+    /// Already used or revoked; `revoked_family` when this reuse revoked the user's tokens.
+    Reused {
+        user_id: String,
+        revoked_family: bool,
+    },
+}
+
+/// The shared state behind every handler and the `SimHandle`.
+#[derive(Debug)]
+pub struct SimState {
+    config: SimConfig,
+    faults: RwLock<FaultConfig>,
+    app_forbidden: AtomicBool,
+    usage_capped: RwLock<Option<UsageCap>>,
+    users: DashMap<String, Arc<Mutex<UserState>>>,
+    access_tokens: DashMap<String, AccessToken>,
+    refresh_tokens: DashMap<String, RefreshToken>,
+    oauth1_tokens: DashMap<String, String>,
+    unauthenticated: AtomicU64,
+    app_only: AtomicU64,
+    token_rejected: AtomicU64,
+    in_flight: AtomicU64,
+    idle: Notify,
+}
+
+/// Locks a user, shrugging off poisoning: no code under these locks panics, and a poisoned
+/// figure is still better than a crashed simulator.
+fn lock(user: &Mutex<UserState>) -> MutexGuard<'_, UserState> {
+    user.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn random_token() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+impl SimState {
+    pub fn new(config: SimConfig) -> SimState {
+        SimState {
+            faults: RwLock::new(config.faults),
+            app_forbidden: AtomicBool::new(config.app_forbidden),
+            usage_capped: RwLock::new(config.usage_capped),
+            config,
+            users: DashMap::new(),
+            access_tokens: DashMap::new(),
+            refresh_tokens: DashMap::new(),
+            oauth1_tokens: DashMap::new(),
+            unauthenticated: AtomicU64::new(0),
+            app_only: AtomicU64::new(0),
+            token_rejected: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    fn user(&self, user_id: &str) -> Arc<Mutex<UserState>> {
+        if let Some(user) = self.users.get(user_id) {
+            return Arc::clone(user.value());
+        }
+        Arc::clone(
+            self.users
+                .entry(user_id.to_owned())
+                .or_insert_with(|| Arc::new(Mutex::new(UserState::default())))
+                .value(),
+        )
+    }
+
+    // ---- tokens ----
+
+    /// Registers `user_id` (if new) and issues it a fresh token pair.
+    pub fn add_user(&self, user_id: &str) -> SimTokens {
+        let tokens = SimTokens {
+            access_token: random_token(),
+            refresh_token: random_token(),
+        };
+        self.add_user_with_tokens(user_id, &tokens.access_token, &tokens.refresh_token);
+        tokens
+    }
+
+    /// Registers `user_id` (if new) with the given tokens; the access token lives
+    /// `access_token_ttl` from now.
+    pub fn add_user_with_tokens(&self, user_id: &str, access: &str, refresh: &str) {
+        self.user(user_id);
+        self.issue(user_id, access, refresh);
+    }
+
+    fn issue(&self, user_id: &str, access: &str, refresh: &str) {
+        self.access_tokens.insert(
+            access.to_owned(),
+            AccessToken {
+                owner: Owner::User(user_id.to_owned()),
+                expires_at: Instant::now().checked_add(self.config.access_token_ttl),
+                revoked: false,
+            },
+        );
+        self.refresh_tokens.insert(
+            refresh.to_owned(),
+            RefreshToken {
+                user_id: user_id.to_owned(),
+                spent: false,
+            },
+        );
+    }
+
+    pub fn add_app_only_token(&self, token: &str) {
+        self.access_tokens.insert(
+            token.to_owned(),
+            AccessToken {
+                owner: Owner::AppOnly,
+                expires_at: None,
+                revoked: false,
+            },
+        );
+    }
+
+    /// Registers an OAuth 1.0a `oauth_token` for `user_id` (signatures are not checked).
+    pub fn add_oauth1_user(&self, user_id: &str, token: &str) {
+        self.user(user_id);
+        self.oauth1_tokens
+            .insert(token.to_owned(), user_id.to_owned());
+    }
+
+    /// Makes every access token of `user_id` expired from now on.
+    pub fn expire_access_tokens(&self, user_id: &str) {
+        let now = Instant::now();
+        for mut token in self.access_tokens.iter_mut() {
+            if matches!(&token.owner, Owner::User(u) if u == user_id) {
+                token.expires_at = Some(now);
+            }
+        }
+    }
+
+    /// Who a bearer access token belongs to.
+    pub fn bearer(&self, token: &str) -> Caller {
+        let Some(entry) = self.access_tokens.get(token) else {
+            return Caller::Unknown;
+        };
+        let expired = entry.revoked || entry.expires_at.is_some_and(|at| Instant::now() >= at);
+        match (&entry.owner, expired) {
+            (Owner::AppOnly, _) => Caller::AppOnly,
+            (Owner::User(user_id), true) => Caller::Expired {
+                user_id: user_id.clone(),
+            },
+            (Owner::User(user_id), false) => Caller::User {
+                user_id: user_id.clone(),
+            },
+        }
+    }
+
+    /// Who an OAuth 1.0a `oauth_token` belongs to.
+    pub fn oauth1(&self, token: &str) -> Caller {
+        match self.oauth1_tokens.get(token) {
+            Some(user_id) => Caller::User {
+                user_id: user_id.clone(),
+            },
+            None => Caller::Unknown,
+        }
+    }
+
+    /// Spends `refresh` and issues a new pair, or says why not. Exactly one of several
+    /// concurrent refreshes with the same token succeeds: the check and the spend happen under
+    /// the token's shard lock.
+    pub fn refresh(&self, refresh: &str) -> Result<(String, SimTokens), RefreshRefused> {
+        let (user_id, was_spent) = {
+            let Some(mut entry) = self.refresh_tokens.get_mut(refresh) else {
+                return Err(RefreshRefused::Unknown);
+            };
+            let was_spent = entry.spent;
+            entry.spent = true;
+            (entry.user_id.clone(), was_spent)
+            // The guard drops here: issuing below writes to the same map.
+        };
+        let user = self.user(&user_id);
+        if was_spent {
+            lock(&user).stats.refresh_reuses += 1;
+            let revoked_family = self.config.revoke_family_on_reuse;
+            if revoked_family {
+                self.revoke_all(&user_id);
+            }
+            return Err(RefreshRefused::Reused {
+                user_id,
+                revoked_family,
+            });
+        }
+        let tokens = SimTokens {
+            access_token: random_token(),
+            refresh_token: random_token(),
+        };
+        self.issue(&user_id, &tokens.access_token, &tokens.refresh_token);
+        lock(&user).stats.refreshes += 1;
+        Ok((user_id, tokens))
+    }
+
+    /// Revokes every token of `user_id`: the user must authorize the app again.
+    fn revoke_all(&self, user_id: &str) {
+        for mut token in self.access_tokens.iter_mut() {
+            if matches!(&token.owner, Owner::User(u) if u == user_id) {
+                token.revoked = true;
+            }
+        }
+        for mut token in self.refresh_tokens.iter_mut() {
+            if token.user_id == user_id {
+                token.spent = true;
+            }
+        }
+    }
+
+    // ---- switches ----
+
+    pub fn set_app_forbidden(&self, on: bool) {
+        self.app_forbidden.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_usage_capped(&self, cap: Option<UsageCap>) {
+        *self
+            .usage_capped
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = cap;
+    }
+
+    /// The fault settings in force now.
+    pub fn faults(&self) -> FaultConfig {
+        *self.faults.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_faults(&self, faults: FaultConfig) {
+        *self.faults.write().unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// Another app of `user_id` spends `n` requests of the current window (starting one if
+    /// none is running).
+    pub fn prespend(&self, user_id: &str, n: u64) {
+        let user = self.user(user_id);
+        let mut user = lock(&user);
+        let window = user.window(Instant::now(), self.config.window);
+        window.used += n;
+        let used = window.used;
+        user.stats.max_window_usage = user.stats.max_window_usage.max(used);
+    }
+
+    // ---- counting what no user is charged with ----
+
+    pub fn count_unauthenticated(&self) {
+        self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_app_only(&self) {
+        self.app_only.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_token_rejected(&self) {
+        self.token_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A 401 for an expired or revoked token of a known user.
+    pub fn count_unauthorized(&self, user_id: &str) {
+        lock(&self.user(user_id)).stats.unauthorized += 1;
+    }
+
+    // ---- the follow rules ----
+
+    /// Decides the answer to a follow request authenticated as `user_id`, counts it in the
+    /// user's window and figures, and applies the follow. `request` is the validated path and
+    /// body, or the 400 they earned.
+    pub fn follow(&self, user_id: &str, request: Result<FollowRequest, Problem>) -> FollowOutcome {
+        let faults = self.faults();
+        let usage_cap = *self
+            .usage_capped
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let app_forbidden = self.app_forbidden.load(Ordering::SeqCst);
+        let limit = self.config.window_requests;
+        let now = Instant::now();
+
+        let user = self.user(user_id);
+        let mut user = lock(&user);
+        let user = &mut *user;
+        user.seq += 1;
+        user.stats.requests += 1;
+
+        // Every authenticated request counts in the window, whatever its answer.
+        let window = user.window(now, self.config.window);
+        window.used += 1;
+        window.received += 1;
+        let (used, received, reset) = (window.used, window.received, window.reset_epoch);
+        user.stats.max_window_usage = user.stats.max_window_usage.max(used);
+        user.stats.max_requests_in_window = user.stats.max_requests_in_window.max(received);
+        let rate = RateHeaders {
+            limit,
+            remaining: u64::from(limit).saturating_sub(used),
+            reset,
+        };
+
+        let answer = if app_forbidden {
+            user.stats.app_forbidden += 1;
+            Some(Answer::Refused(problems::client_forbidden()))
+        } else if let Some(cap) = usage_cap {
+            user.stats.usage_capped += 1;
+            Some(Answer::Refused(problems::usage_capped(cap)))
+        } else if used > u64::from(limit) {
+            user.stats.rate_limited += 1;
+            Some(Answer::Refused(problems::too_many_requests()))
+        } else {
+            None
+        };
+        // Refusals before this point are never faulted, so 429s and the app-wide stops stay
+        // clean signals.
+        let (answer, fault) = match answer {
+            Some(answer) => (answer, FaultDecision::default()),
+            None => {
+                let fault = faults::decide(&faults, user_id, user.seq);
+                let answer = match fault.kind {
+                    Some(FaultKind::ServerError { status }) => {
+                        user.stats.faults.server_errors += 1;
+                        Answer::ServerError { status }
+                    }
+                    Some(FaultKind::Errors200) => {
+                        user.stats.faults.errors_200 += 1;
+                        Answer::Errors200
+                    }
+                    _ => self.apply(user, user_id, request, now),
+                };
+                (answer, fault)
+            }
+        };
+
+        if fault.delay.is_some() {
+            user.stats.faults.delayed += 1;
+        }
+        match fault.kind {
+            Some(FaultKind::Drop) => user.stats.faults.dropped += 1,
+            Some(FaultKind::Malformed { .. }) => {
+                user.stats.faults.malformed += 1;
+                user.stats.count_status(answer.status());
+            }
+            _ => user.stats.count_status(answer.status()),
+        }
+        FollowOutcome {
+            answer,
+            rate,
+            fault,
+        }
+    }
+
+    /// The rules past the window: who may act, the target, the graph, the daily cap.
+    fn apply(
+        &self,
+        user: &mut UserState,
+        user_id: &str,
+        request: Result<FollowRequest, Problem>,
+        now: Instant,
+    ) -> Answer {
+        let request = match request {
+            Ok(request) => request,
+            Err(problem) => return Answer::Refused(problem),
+        };
+        if request.path_id != user_id {
+            return Answer::Refused(problems::not_this_user(&request.path_id));
+        }
+        if request.target == user_id {
+            return Answer::Refused(problems::invalid_request(
+                "target_user_id",
+                &request.target,
+                "You cannot follow yourself.",
+            ));
+        }
+        let rules = &self.config.targets;
+        if rules.is_unknown(&request.target) {
+            return Answer::Refused(problems::target_not_found(&request.target));
+        }
+        if let Some(edge) = user.graph.get(&request.target) {
+            user.stats.repeated += 1;
+            return Answer::Follow {
+                following: *edge == Edge::Following,
+                pending_follow: *edge == Edge::Pending,
+            };
+        }
+        if let Some(cap) = self.config.daily_cap {
+            let length = self.config.daily_window;
+            let day = user
+                .day
+                .filter(|d| now.saturating_duration_since(d.started) < length)
+                .unwrap_or(Day {
+                    started: now,
+                    follows: 0,
+                });
+            if day.follows >= cap {
+                user.day = Some(day);
+                user.stats.daily_capped += 1;
+                return Answer::Refused(problems::daily_cap());
+            }
+            user.day = Some(Day {
+                follows: day.follows + 1,
+                ..day
+            });
+        }
+        if rules.is_protected(&request.target) {
+            user.graph.insert(request.target, Edge::Pending);
+            user.stats.pending += 1;
+            Answer::Follow {
+                following: false,
+                pending_follow: true,
+            }
+        } else {
+            user.graph.insert(request.target, Edge::Following);
+            user.stats.follows += 1;
+            Answer::Follow {
+                following: true,
+                pending_follow: false,
+            }
+        }
+    }
+
+    // ---- figures ----
+
+    /// A snapshot of the figures. Each user's figures are read under its lock.
+    pub fn stats(&self) -> SimStats {
+        let users: std::collections::BTreeMap<String, UserStats> = self
+            .users
+            .iter()
+            .map(|entry| (entry.key().clone(), lock(entry.value()).stats.clone()))
+            .collect();
+        let totals = TotalStats {
+            all_users: TotalStats::sum(users.values()),
+            unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
+            app_only: self.app_only.load(Ordering::Relaxed),
+            token_rejected: self.token_rejected.load(Ordering::Relaxed),
+        };
+        SimStats { users, totals }
+    }
+
+    /// Marks a follow request as being handled until the guard drops (answered, dropped, or
+    /// abandoned by the client).
+    pub fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Waits until no follow request is being handled, or `bound` passes.
+    pub async fn settle(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// See [`SimState::enter`].
+pub struct InFlight(Arc<SimState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

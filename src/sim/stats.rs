@@ -1,0 +1,136 @@
+//! The figures the simulator reports at `GET /__sim/stats` and through `SimHandle::stats`.
+//! Per-user figures are updated under that user's lock in the same step that decides the
+//! answer, so they are exact under any concurrency; totals are summed from them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the simulator counted since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Keyed by user id: every registered user, including those that sent nothing.
+    pub users: BTreeMap<String, UserStats>,
+    pub totals: TotalStats,
+}
+
+impl SimStats {
+    /// The figures of one user, or zeros if the user is unknown.
+    pub fn user(&self, user_id: &str) -> UserStats {
+        self.users.get(user_id).cloned().unwrap_or_default()
+    }
+}
+
+/// One user's figures on the follow endpoint and the token endpoint.
+///
+/// Invariant: `requests == by_status.values().sum() + faults.dropped`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStats {
+    /// Follow requests authenticated as this user (valid token), whatever the answer. These
+    /// are exactly the requests counted in the user's windows.
+    pub requests: u64,
+    /// 429s for the user's window.
+    pub rate_limited: u64,
+    /// The most follow requests received inside any one of this user's windows, rejected ones
+    /// included. Requests spent with `prespend` (another app) are not in it.
+    pub max_requests_in_window: u64,
+    /// The most requests counted in any one window, `prespend` included: above the limit means
+    /// 429s were sent.
+    pub max_window_usage: u64,
+    /// Windows started.
+    pub windows: u64,
+    /// Follows made (target public).
+    pub follows: u64,
+    /// Follow requests made to protected targets (pending).
+    pub pending: u64,
+    /// Repeated follows answered as a no-op.
+    pub repeated: u64,
+    /// 403 "unable to follow more people" (daily cap).
+    pub daily_capped: u64,
+    /// 429 `usage-capped`.
+    pub usage_capped: u64,
+    /// 403 `client-forbidden`.
+    pub app_forbidden: u64,
+    /// 401s for this user's expired or revoked tokens (not counted in `requests`).
+    pub unauthorized: u64,
+    /// Successful refreshes at the token endpoint.
+    pub refreshes: u64,
+    /// Refreshes with a spent refresh token of this user.
+    pub refresh_reuses: u64,
+    /// Answers sent, by HTTP status (faulted ones included; dropped ones have none).
+    pub by_status: BTreeMap<u16, u64>,
+    pub faults: FaultStats,
+}
+
+impl UserStats {
+    fn add(&mut self, other: &UserStats) {
+        self.requests += other.requests;
+        self.rate_limited += other.rate_limited;
+        self.max_requests_in_window = self
+            .max_requests_in_window
+            .max(other.max_requests_in_window);
+        self.max_window_usage = self.max_window_usage.max(other.max_window_usage);
+        self.windows += other.windows;
+        self.follows += other.follows;
+        self.pending += other.pending;
+        self.repeated += other.repeated;
+        self.daily_capped += other.daily_capped;
+        self.usage_capped += other.usage_capped;
+        self.app_forbidden += other.app_forbidden;
+        self.unauthorized += other.unauthorized;
+        self.refreshes += other.refreshes;
+        self.refresh_reuses += other.refresh_reuses;
+        for (status, n) in &other.by_status {
+            *self.by_status.entry(*status).or_default() += n;
+        }
+        self.faults.add(&other.faults);
+    }
+
+    pub(crate) fn count_status(&mut self, status: u16) {
+        *self.by_status.entry(status).or_default() += 1;
+    }
+}
+
+/// Faults injected, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStats {
+    pub server_errors: u64,
+    pub delayed: u64,
+    pub dropped: u64,
+    pub malformed: u64,
+    pub errors_200: u64,
+}
+
+impl FaultStats {
+    fn add(&mut self, other: &FaultStats) {
+        self.server_errors += other.server_errors;
+        self.delayed += other.delayed;
+        self.dropped += other.dropped;
+        self.malformed += other.malformed;
+        self.errors_200 += other.errors_200;
+    }
+}
+
+/// Sums over all users, plus what no user can be charged with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotalStats {
+    /// Per-user figures summed (the `max_*` fields are the maximum over users).
+    pub all_users: UserStats,
+    /// Follow requests with no, or an unknown, token (401).
+    pub unauthenticated: u64,
+    /// Follow requests with an app-only token (403 `unsupported-authentication`).
+    pub app_only: u64,
+    /// Token endpoint requests answered 400/401 that matched no user (unknown refresh token,
+    /// bad grant type, missing client).
+    pub token_rejected: u64,
+}
+
+impl TotalStats {
+    pub(crate) fn sum<'a>(users: impl IntoIterator<Item = &'a UserStats>) -> UserStats {
+        let mut total = UserStats::default();
+        for user in users {
+            total.add(user);
+        }
+        total
+    }
+}
