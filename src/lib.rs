@@ -13,3 +13,4 @@ pub mod db;
 pub mod ids;
 pub mod queue;
 pub mod telemetry;
+pub mod xapi;
