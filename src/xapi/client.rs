@@ -62,7 +62,8 @@ pub struct FollowResponse {
     pub outcome: FollowOutcome,
     /// Read from every answer, success or error; all unknown when no answer came.
     pub limits: RateLimitInfo,
-    /// `None` when no response came (timeout, connection failure).
+    /// `None` when no response came (timeout, connection failure); set when the status
+    /// line came but the body was cut short (the outcome is then `Transient`).
     pub http_status: Option<u16>,
     /// From sending to the end of the body (or the failure).
     pub latency: Duration,
@@ -108,8 +109,22 @@ impl XClient {
         };
         let latency = started.elapsed();
         let response = match outcome {
-            Sent::Answer { status, limits, body } => FollowResponse {
+            Sent::Answer {
+                status,
+                limits,
+                body,
+            } => FollowResponse {
                 outcome: classify(status, &body),
+                limits,
+                http_status: Some(status),
+                latency,
+            },
+            Sent::BodyFailed {
+                status,
+                limits,
+                outcome,
+            } => FollowResponse {
+                outcome,
                 limits,
                 http_status: Some(status),
                 latency,
@@ -135,11 +150,20 @@ impl XClient {
 }
 
 enum Sent {
+    /// A whole answer.
     Answer {
         status: u16,
         limits: RateLimitInfo,
         body: Vec<u8>,
     },
+    /// Status and headers came, the body was cut short or timed out: transient, but the
+    /// headers (the window's remaining count) still count.
+    BodyFailed {
+        status: u16,
+        limits: RateLimitInfo,
+        outcome: FollowOutcome,
+    },
+    /// No answer at all (connect failure, timeout, connection reset).
     NoAnswer(FollowOutcome),
 }
 
@@ -153,7 +177,11 @@ async fn send(request: reqwest::RequestBuilder) -> Sent {
     let limits = RateLimitInfo::from_headers(response.headers(), Utc::now());
     match read_capped(response, MAX_BODY_BYTES).await {
         Ok(body) => Sent::Answer { status, limits, body },
-        Err(e) => Sent::NoAnswer(FollowOutcome::Transient(transport_details(Some(status), &e))),
+        Err(e) => Sent::BodyFailed {
+            status,
+            limits,
+            outcome: FollowOutcome::Transient(transport_details(Some(status), &e)),
+        },
     }
 }
 

@@ -35,7 +35,8 @@
 //! | 408, 425 | any | `Transient` (`transient`) | retry |
 //! | other 4xx (400 invalid request, 404 / `resource-not-found`, …) | any | `Permanent` (`permanent`) | job failed |
 //! | 5xx, 1xx, 3xx | any | `Transient` (`transient`) | retry with backoff |
-//! | no answer | timeout, connect failure, connection reset, body cut short | `Transient` (`transient`), `http_status: None` | retry with backoff |
+//! | no answer | timeout, connect failure, connection reset | `Transient` (`transient`), `http_status: None` | retry with backoff |
+//! | any, body cut short | a status came, its body did not (reset, timeout, `Content-Length` not met) | `Transient` (`transient`), status and headers kept | retry with backoff |
 //! | — | a credential that cannot be a header value | `Unauthorized` (`unauthorized`), `http_status: None` | as 401 |
 //!
 //! [`ErrorDetails`] keeps the status, problem `type`, `title`, `detail`, v1 `code`, X's
