@@ -257,7 +257,14 @@ impl TokenStore {
             Ok(pair) => {
                 let new_refresh = pair.refresh_token.unwrap_or_else(|| refresh_token.clone());
                 let stored = self
-                    .persist(lock, user, &refresh_token, &pair.access_token, &new_refresh, pair.expires_at)
+                    .persist(
+                        lock,
+                        user,
+                        &refresh_token,
+                        &pair.access_token,
+                        &new_refresh,
+                        pair.expires_at,
+                    )
                     .await?;
                 if !stored {
                     // Someone stored other credentials meanwhile: they win over this pair.
@@ -265,7 +272,9 @@ impl TokenStore {
                     let current = load(&self.pool, user).await?;
                     refuse_if_parked(&current)?;
                     return match current.credentials {
-                        Credentials::OAuth2 { access_token, .. } => Ok(RequestAuth::Bearer(access_token)),
+                        Credentials::OAuth2 { access_token, .. } => {
+                            Ok(RequestAuth::Bearer(access_token))
+                        }
                         Credentials::OAuth1 {
                             token,
                             token_secret,
@@ -277,7 +286,9 @@ impl TokenStore {
             }
             Err(RefreshError::Rejected { error, description }) => {
                 let reason = match description {
-                    Some(description) => format!("token refresh rejected by X: {error}: {description}"),
+                    Some(description) => {
+                        format!("token refresh rejected by X: {error}: {description}")
+                    }
                     None => format!("token refresh rejected by X: {error}"),
                 };
                 Err(self.park(user, &reason).await?)
@@ -438,7 +449,11 @@ struct RefreshLock {
 }
 
 impl RefreshLock {
-    async fn acquire(pool: &PgPool, user: &UserId, wait: Duration) -> Result<RefreshLock, AuthError> {
+    async fn acquire(
+        pool: &PgPool,
+        user: &UserId,
+        wait: Duration,
+    ) -> Result<RefreshLock, AuthError> {
         let deadline = Instant::now() + wait;
         let mut lock = RefreshLock {
             conn: Some(pool.acquire().await?),
@@ -475,11 +490,13 @@ impl RefreshLock {
     async fn release(mut self, user: &UserId) {
         let key = self.key.clone();
         let unlocked = match self.connection() {
-            Ok(conn) => sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-                .bind(&key)
-                .fetch_one(conn)
-                .await
-                .unwrap_or(false),
+            Ok(conn) => {
+                sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                    .bind(&key)
+                    .fetch_one(conn)
+                    .await
+                    .unwrap_or(false)
+            }
             Err(_) => false,
         };
         if unlocked {

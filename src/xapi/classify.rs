@@ -174,7 +174,10 @@ fn classify_success(status: u16, body: &[u8], parsed: &ParsedBody) -> FollowOutc
         .object()
         .and_then(|o| o.get("data"))
         .and_then(Value::as_object);
-    if let Some(following) = data.and_then(|d| d.get("following")).and_then(Value::as_bool) {
+    if let Some(following) = data
+        .and_then(|d| d.get("following"))
+        .and_then(Value::as_bool)
+    {
         let pending_follow = data
             .and_then(|d| d.get("pending_follow"))
             .and_then(Value::as_bool)
@@ -360,7 +363,10 @@ mod tests {
     #[test]
     fn following_and_pending_follow_succeed() {
         assert_eq!(
-            classify(200, br#"{"data":{"following":true,"pending_follow":false}}"#),
+            classify(
+                200,
+                br#"{"data":{"following":true,"pending_follow":false}}"#
+            ),
             FollowOutcome::Followed {
                 following: true,
                 pending_follow: false,
@@ -368,7 +374,10 @@ mod tests {
             }
         );
         assert_eq!(
-            classify(200, br#"{"data":{"following":false,"pending_follow":true}}"#),
+            classify(
+                200,
+                br#"{"data":{"following":false,"pending_follow":true}}"#
+            ),
             FollowOutcome::Followed {
                 following: false,
                 pending_follow: true,
@@ -417,7 +426,12 @@ mod tests {
             b"",
         ] {
             let outcome = classify(200, body);
-            assert_eq!(outcome.kind(), "transient", "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                outcome.kind(),
+                "transient",
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -508,8 +522,11 @@ mod tests {
         assert_eq!(details(&outcome).status, Some(401));
         assert_eq!(classify(401, b"").kind(), "unauthorized");
         assert_eq!(
-            classify(401, br#"{"errors":[{"code":89,"message":"Invalid or expired token."}]}"#)
-                .kind(),
+            classify(
+                401,
+                br#"{"errors":[{"code":89,"message":"Invalid or expired token."}]}"#
+            )
+            .kind(),
             "unauthorized"
         );
     }
@@ -523,7 +540,10 @@ mod tests {
                 "required_enrollment":"Appropriate Level of API Access","reason":"client-not-enrolled"}"#,
         );
         assert_eq!(outcome.kind(), "app_forbidden");
-        assert_eq!(details(&outcome).reason.as_deref(), Some("client-not-enrolled"));
+        assert_eq!(
+            details(&outcome).reason.as_deref(),
+            Some("client-not-enrolled")
+        );
         let outcome = classify(
             403,
             br#"{"title":"Unsupported Authentication","detail":"Authenticating with OAuth 2.0 Application-Only is forbidden for this endpoint.",
@@ -609,8 +629,14 @@ mod tests {
         for status in [500, 502, 503, 504, 408, 425, 302, 101] {
             assert_eq!(classify(status, b"").kind(), "transient", "{status}");
         }
-        let outcome = classify(503, br#"{"title":"Service Unavailable","type":"about:blank"}"#);
-        assert_eq!(details(&outcome).title.as_deref(), Some("Service Unavailable"));
+        let outcome = classify(
+            503,
+            br#"{"title":"Service Unavailable","type":"about:blank"}"#,
+        );
+        assert_eq!(
+            details(&outcome).title.as_deref(),
+            Some("Service Unavailable")
+        );
     }
 
     #[test]
@@ -648,7 +674,10 @@ mod tests {
         }
         let outcome = classify(500, long.as_bytes());
         assert_eq!(
-            details(&outcome).body_excerpt.as_ref().map(|e| e.chars().count()),
+            details(&outcome)
+                .body_excerpt
+                .as_ref()
+                .map(|e| e.chars().count()),
             Some(MAX_FIELD_CHARS)
         );
     }
@@ -657,7 +686,10 @@ mod tests {
     fn empty_bodies_are_classified() {
         assert_eq!(classify(200, b"").kind(), "transient");
         assert_eq!(classify(403, b"").kind(), "transient");
-        assert_eq!(details(&classify(500, b"")).body_excerpt.as_deref(), Some(""));
+        assert_eq!(
+            details(&classify(500, b"")).body_excerpt.as_deref(),
+            Some("")
+        );
     }
 
     #[test]

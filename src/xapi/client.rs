@@ -90,11 +90,16 @@ impl XClient {
     }
 
     /// Asks X to make `source` follow `target`, signed with `auth` (which must be `source`'s).
-    pub async fn follow(&self, source: &UserId, target: &UserId, auth: &RequestAuth) -> FollowResponse {
+    pub async fn follow(
+        &self,
+        source: &UserId,
+        target: &UserId,
+        auth: &RequestAuth,
+    ) -> FollowResponse {
         let started = Instant::now();
         let url = follow_url(&self.base, source);
         let outcome = match authorization(auth, &url) {
-            Ok(value) => {
+            Some(value) => {
                 let request = self
                     .http
                     .post(url)
@@ -105,7 +110,10 @@ impl XClient {
                 send(request).await
             }
             // A token that cannot even be a header value will never be accepted.
-            Err(details) => Sent::NoAnswer(FollowOutcome::Unauthorized(details)),
+            None => Sent::NoAnswer(FollowOutcome::Unauthorized(ErrorDetails {
+                reason: Some(String::from(INVALID_CREDENTIALS_REASON)),
+                ..ErrorDetails::default()
+            })),
         };
         let latency = started.elapsed();
         let response = match outcome {
@@ -176,7 +184,11 @@ async fn send(request: reqwest::RequestBuilder) -> Sent {
     // Headers are read before the body, so even a body cut short keeps them.
     let limits = RateLimitInfo::from_headers(response.headers(), Utc::now());
     match read_capped(response, MAX_BODY_BYTES).await {
-        Ok(body) => Sent::Answer { status, limits, body },
+        Ok(body) => Sent::Answer {
+            status,
+            limits,
+            body,
+        },
         Err(e) => Sent::BodyFailed {
             status,
             limits,
@@ -196,10 +208,16 @@ fn transport_details(status: Option<u16>, error: &reqwest::Error) -> ErrorDetail
     }
 }
 
-/// The `Authorization` header value, marked sensitive so no debug output shows it.
-fn authorization(auth: &RequestAuth, url: &reqwest::Url) -> Result<HeaderValue, ErrorDetails> {
+/// `ErrorDetails::reason` when a credential cannot be sent at all.
+const INVALID_CREDENTIALS_REASON: &str = "credentials_not_a_valid_header_value";
+
+/// The `Authorization` header value, marked sensitive so no debug output shows it; `None` if
+/// the credentials hold bytes no header may carry.
+fn authorization(auth: &RequestAuth, url: &reqwest::Url) -> Option<HeaderValue> {
     let value: SecretString = match auth {
-        RequestAuth::Bearer(token) => SecretString::from(format!("Bearer {}", token.expose_secret())),
+        RequestAuth::Bearer(token) => {
+            SecretString::from(format!("Bearer {}", token.expose_secret()))
+        }
         RequestAuth::OAuth1 {
             consumer_key,
             consumer_secret,
@@ -216,12 +234,9 @@ fn authorization(auth: &RequestAuth, url: &reqwest::Url) -> Result<HeaderValue, 
             },
         ),
     };
-    let mut header = HeaderValue::from_str(value.expose_secret()).map_err(|_| ErrorDetails {
-        reason: Some(String::from("credentials_not_a_valid_header_value")),
-        ..ErrorDetails::default()
-    })?;
+    let mut header = HeaderValue::from_str(value.expose_secret()).ok()?;
     header.set_sensitive(true);
-    Ok(header)
+    Some(header)
 }
 
 /// `{base}/2/users/{source}/following`.
@@ -273,10 +288,18 @@ mod tests {
             let url = follow_url(&endpoint(base, &[]).unwrap(), &source);
             assert_eq!(url.as_str(), "https://api.x.com/2/users/6253282/following");
         }
-        let url = follow_url(&endpoint("http://127.0.0.1:9/prefix/", &[]).unwrap(), &source);
-        assert_eq!(url.as_str(), "http://127.0.0.1:9/prefix/2/users/6253282/following");
+        let url = follow_url(
+            &endpoint("http://127.0.0.1:9/prefix/", &[]).unwrap(),
+            &source,
+        );
         assert_eq!(
-            endpoint("https://api.x.com", &["2", "oauth2", "token"]).unwrap().as_str(),
+            url.as_str(),
+            "http://127.0.0.1:9/prefix/2/users/6253282/following"
+        );
+        assert_eq!(
+            endpoint("https://api.x.com", &["2", "oauth2", "token"])
+                .unwrap()
+                .as_str(),
             "https://api.x.com/2/oauth2/token"
         );
         assert!(endpoint("mailto:x@example.com", &[]).is_err());
@@ -296,16 +319,41 @@ mod tests {
             token: SecretString::from("t-SECRET"),
             token_secret: SecretString::from("ts-SECRET"),
         };
-        let printed = format!("{auth:?} {:?}", RequestAuth::Bearer(SecretString::from("b-SECRET")));
+        let printed = format!(
+            "{auth:?} {:?}",
+            RequestAuth::Bearer(SecretString::from("b-SECRET"))
+        );
         assert!(!printed.contains("SECRET"), "{printed}");
     }
 
-    #[test]
-    fn a_token_that_is_no_header_value_is_unauthorized_not_a_panic() {
+    #[tokio::test]
+    async fn a_token_that_is_no_header_value_is_unauthorized_not_a_panic() {
+        // Nothing listens on the discard port: the request must not even be tried.
+        let settings = XApiSettings {
+            base_url: String::from("http://127.0.0.1:9"),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            oauth2: crate::config::OAuth2AppSettings {
+                client_id: String::new(),
+                client_secret: None,
+                refresh_margin: Duration::from_secs(60),
+            },
+            oauth1: crate::config::OAuth1AppSettings {
+                consumer_key: String::new(),
+                consumer_secret: None,
+            },
+        };
+        let client = XClient::new(&settings).unwrap();
+        let (source, target) = (UserId::parse("1").unwrap(), UserId::parse("2").unwrap());
+        let auth = RequestAuth::Bearer(SecretString::from("bad\ntoken"));
+        let response = client.follow(&source, &target, &auth).await;
+        let FollowOutcome::Unauthorized(details) = &response.outcome else {
+            panic!("{:?}", response.outcome);
+        };
+        assert_eq!(details.reason.as_deref(), Some(INVALID_CREDENTIALS_REASON));
+        assert_eq!(response.http_status, None);
+
         let url = reqwest::Url::parse("https://api.x.com/2/users/1/following").unwrap();
-        let err = authorization(&RequestAuth::Bearer(SecretString::from("bad\ntoken")), &url)
-            .unwrap_err();
-        assert_eq!(err.reason.as_deref(), Some("credentials_not_a_valid_header_value"));
         let ok = authorization(&RequestAuth::Bearer(SecretString::from("good")), &url).unwrap();
         assert!(ok.is_sensitive());
     }

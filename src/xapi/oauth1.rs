@@ -22,7 +22,11 @@ pub struct OAuth1Keys<'a> {
 /// The `Authorization` header value for `method uri` with no signed parameters beyond the
 /// `oauth_*` ones, with a fresh random nonce and the current time. `uri` must not carry a
 /// query string. The value names the token, so it stays a secret.
-pub fn authorization_header(method: &str, uri: &reqwest::Url, keys: &OAuth1Keys<'_>) -> SecretString {
+pub fn authorization_header(
+    method: &str,
+    uri: &reqwest::Url,
+    keys: &OAuth1Keys<'_>,
+) -> SecretString {
     SecretString::from(sign(method, uri.as_str(), &(), keys, None, None))
 }
 
@@ -37,7 +41,10 @@ fn sign<R: oauth::Request + ?Sized>(
     timestamp: Option<NonZeroU64>,
 ) -> String {
     let client = oauth::Credentials::new(keys.consumer_key, keys.consumer_secret.expose_secret());
-    let token = oauth::Credentials::new(keys.token.expose_secret(), keys.token_secret.expose_secret());
+    let token = oauth::Credentials::new(
+        keys.token.expose_secret(),
+        keys.token_secret.expose_secret(),
+    );
     let mut builder = oauth::Builder::<_, _>::new(client, oauth::HmacSha1::new());
     builder.token(token).version(true);
     if nonce.is_some() {
@@ -82,7 +89,10 @@ mod tests {
         };
         let request = oauth::ParameterList::new([
             ("include_entities", "true"),
-            ("status", "Hello Ladies + Gentlemen, a signed OAuth request!"),
+            (
+                "status",
+                "Hello Ladies + Gentlemen, a signed OAuth request!",
+            ),
         ]);
         let header = sign(
             "POST",

@@ -52,7 +52,9 @@ pub enum RefreshError {
     },
     /// Any other OAuth error (`invalid_client`, `unauthorized_client`, …): the app's own
     /// client settings are wrong; the user's tokens may be fine.
-    #[error("the token endpoint rejected the app's client credentials ({error}, HTTP {status}): check x_api.oauth2")]
+    #[error(
+        "the token endpoint rejected the app's client credentials ({error}, HTTP {status}): check x_api.oauth2"
+    )]
     ClientRejected {
         status: u16,
         error: String,
@@ -188,10 +190,13 @@ fn parse_answer(status: u16, body: &[u8], now: DateTime<Utc>) -> Result<TokenPai
     let error: Option<ErrorBody> = serde_json::from_slice(body).ok();
     match (status, error) {
         (429 | 500..=599, _) => Err(RefreshError::Transient(format!("HTTP {status}"))),
-        (_, Some(ErrorBody {
-            error,
-            error_description,
-        })) => {
+        (
+            _,
+            Some(ErrorBody {
+                error,
+                error_description,
+            }),
+        ) => {
             let description = error_description.map(|d| d.chars().take(300).collect());
             if matches!(error.as_str(), "invalid_request" | "invalid_grant") {
                 Err(RefreshError::Rejected { error, description })
@@ -249,7 +254,8 @@ mod tests {
 
     #[test]
     fn missing_refresh_token_and_expiry_are_none() {
-        let pair = parse_answer(200, br#"{"access_token":"a","expires_in":"soon"}"#, now()).unwrap();
+        let pair =
+            parse_answer(200, br#"{"access_token":"a","expires_in":"soon"}"#, now()).unwrap();
         assert!(pair.refresh_token.is_none());
         assert_eq!(pair.expires_at, None);
     }
@@ -275,7 +281,10 @@ mod tests {
             now(),
         )
         .unwrap_err();
-        assert!(matches!(err, RefreshError::ClientRejected { status: 401, .. }));
+        assert!(matches!(
+            err,
+            RefreshError::ClientRejected { status: 401, .. }
+        ));
     }
 
     #[test]
@@ -290,7 +299,10 @@ mod tests {
             (200, b"{\"access_token\":42}"),
         ] {
             let err = parse_answer(status, body, now()).unwrap_err();
-            assert!(matches!(err, RefreshError::Transient(_)), "{status}: {err:?}");
+            assert!(
+                matches!(err, RefreshError::Transient(_)),
+                "{status}: {err:?}"
+            );
         }
     }
 

@@ -117,19 +117,67 @@ async fn signs_with_oauth1_when_the_account_uses_it() {
 #[tokio::test]
 async fn every_classification_through_the_client() {
     let cases: &[(u16, &str, &str)] = &[
-        (200, r#"{"data":{"following":false,"pending_follow":true}}"#, "succeeded"),
-        (200, r#"{"data":{"following":true,"pending_follow":false},"errors":[{"detail":"odd"}]}"#, "succeeded"),
+        (
+            200,
+            r#"{"data":{"following":false,"pending_follow":true}}"#,
+            "succeeded",
+        ),
+        (
+            200,
+            r#"{"data":{"following":true,"pending_follow":false},"errors":[{"detail":"odd"}]}"#,
+            "succeeded",
+        ),
         (200, r#"{"errors":[{"message":"no data"}]}"#, "transient"),
-        (429, r#"{"errors":[{"code":88,"message":"Rate limit exceeded"}]}"#, "rate_limited"),
-        (429, r#"{"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}"#, "rate_limited"),
-        (429, r#"{"type":"https://api.x.com/2/problems/usage-capped","period":"Daily","scope":"Account"}"#, "usage_capped"),
-        (401, r#"{"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}"#, "unauthorized"),
-        (403, r#"{"title":"Client Forbidden","type":"https://api.twitter.com/2/problems/client-forbidden","reason":"client-not-enrolled"}"#, "app_forbidden"),
-        (403, r#"{"title":"Unsupported Authentication","type":"https://api.x.com/2/problems/unsupported-authentication"}"#, "app_forbidden"),
-        (403, r#"{"errors":[{"code":161,"message":"You are unable to follow more people at this time."}]}"#, "daily_cap"),
-        (403, r#"{"title":"Forbidden","type":"about:blank","detail":"You cannot follow an account that is blocking you."}"#, "permanent"),
-        (400, r#"{"errors":[{"message":"bad id"}],"title":"Invalid Request","type":"https://api.twitter.com/2/problems/invalid-request"}"#, "permanent"),
-        (404, r#"{"title":"Not Found Error","type":"https://api.x.com/2/problems/resource-not-found"}"#, "permanent"),
+        (
+            429,
+            r#"{"errors":[{"code":88,"message":"Rate limit exceeded"}]}"#,
+            "rate_limited",
+        ),
+        (
+            429,
+            r#"{"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}"#,
+            "rate_limited",
+        ),
+        (
+            429,
+            r#"{"type":"https://api.x.com/2/problems/usage-capped","period":"Daily","scope":"Account"}"#,
+            "usage_capped",
+        ),
+        (
+            401,
+            r#"{"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}"#,
+            "unauthorized",
+        ),
+        (
+            403,
+            r#"{"title":"Client Forbidden","type":"https://api.twitter.com/2/problems/client-forbidden","reason":"client-not-enrolled"}"#,
+            "app_forbidden",
+        ),
+        (
+            403,
+            r#"{"title":"Unsupported Authentication","type":"https://api.x.com/2/problems/unsupported-authentication"}"#,
+            "app_forbidden",
+        ),
+        (
+            403,
+            r#"{"errors":[{"code":161,"message":"You are unable to follow more people at this time."}]}"#,
+            "daily_cap",
+        ),
+        (
+            403,
+            r#"{"title":"Forbidden","type":"about:blank","detail":"You cannot follow an account that is blocking you."}"#,
+            "permanent",
+        ),
+        (
+            400,
+            r#"{"errors":[{"message":"bad id"}],"title":"Invalid Request","type":"https://api.twitter.com/2/problems/invalid-request"}"#,
+            "permanent",
+        ),
+        (
+            404,
+            r#"{"title":"Not Found Error","type":"https://api.x.com/2/problems/resource-not-found"}"#,
+            "permanent",
+        ),
         (500, r#"{"title":"Internal Error"}"#, "transient"),
         (503, "", "transient"),
         (502, "<html>Bad Gateway</html>", "transient"),
@@ -153,7 +201,10 @@ async fn every_classification_through_the_client() {
     );
     let response = answer(json(502, "<html>Bad Gateway</html>")).await;
     let details = response.outcome.details().unwrap();
-    assert_eq!(details.body_excerpt.as_deref(), Some("<html>Bad Gateway</html>"));
+    assert_eq!(
+        details.body_excerpt.as_deref(),
+        Some("<html>Bad Gateway</html>")
+    );
 }
 
 #[tokio::test]
@@ -161,16 +212,19 @@ async fn a_429_carries_reset_24_hour_limits_and_retry_after() {
     let reset = Utc::now().timestamp() + 600;
     let day = Utc::now().timestamp() + 80_000;
     let response = answer(
-        json(429, r#"{"errors":[{"code":88,"message":"Rate limit exceeded"}]}"#)
-            .insert_header("x-rate-limit-limit", "50")
-            .insert_header("x-rate-limit-remaining", "0")
-            .insert_header("x-rate-limit-reset", reset.to_string().as_str())
-            .insert_header("x-user-limit-24hour-limit", "400")
-            .insert_header("x-user-limit-24hour-remaining", "12")
-            .insert_header("x-user-limit-24hour-reset", day.to_string().as_str())
-            .insert_header("x-app-limit-24hour-limit", "1000")
-            .insert_header("x-app-limit-24hour-remaining", "0")
-            .insert_header("retry-after", "42"),
+        json(
+            429,
+            r#"{"errors":[{"code":88,"message":"Rate limit exceeded"}]}"#,
+        )
+        .insert_header("x-rate-limit-limit", "50")
+        .insert_header("x-rate-limit-remaining", "0")
+        .insert_header("x-rate-limit-reset", reset.to_string().as_str())
+        .insert_header("x-user-limit-24hour-limit", "400")
+        .insert_header("x-user-limit-24hour-remaining", "12")
+        .insert_header("x-user-limit-24hour-reset", day.to_string().as_str())
+        .insert_header("x-app-limit-24hour-limit", "1000")
+        .insert_header("x-app-limit-24hour-remaining", "0")
+        .insert_header("retry-after", "42"),
     )
     .await;
     assert_eq!(response.outcome, FollowOutcome::RateLimited);
@@ -238,7 +292,11 @@ async fn a_slow_answer_times_out_as_transient() {
     assert_eq!(details.reason.as_deref(), Some("timeout"));
     assert_eq!(response.http_status, None);
     assert!(response.latency >= Duration::from_millis(300));
-    assert!(response.latency < Duration::from_secs(3), "{:?}", response.latency);
+    assert!(
+        response.latency < Duration::from_secs(3),
+        "{:?}",
+        response.latency
+    );
 }
 
 /// A server that reads the request, then writes `reply` (maybe nothing) and hangs up.
@@ -262,7 +320,12 @@ async fn a_dropped_connection_is_transient_without_a_status() {
     let client = XClient::new(&settings(&base)).unwrap();
     let (source, target) = ids();
     let response = client.follow(&source, &target, &bearer()).await;
-    assert_eq!(response.outcome.kind(), "transient", "{:?}", response.outcome);
+    assert_eq!(
+        response.outcome.kind(),
+        "transient",
+        "{:?}",
+        response.outcome
+    );
     assert_eq!(response.http_status, None);
     assert_eq!(
         response.outcome.details().and_then(|d| d.reason.as_deref()),
@@ -280,7 +343,12 @@ async fn a_body_cut_short_is_transient_and_keeps_the_headers() {
     let client = XClient::new(&settings(&base)).unwrap();
     let (source, target) = ids();
     let response = client.follow(&source, &target, &bearer()).await;
-    assert_eq!(response.outcome.kind(), "transient", "{:?}", response.outcome);
+    assert_eq!(
+        response.outcome.kind(),
+        "transient",
+        "{:?}",
+        response.outcome
+    );
     assert_eq!(response.http_status, Some(200));
     assert_eq!(response.limits.remaining, Some(7));
 }

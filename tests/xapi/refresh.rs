@@ -28,7 +28,11 @@ fn oauth2(access: &str, refresh: Option<&str>, expires_in: Option<i64>) -> Crede
 
 fn store(pool: &PgPool, server: &MockServer) -> TokenStore {
     let settings = settings(&server.uri());
-    TokenStore::new(pool.clone(), TokenClient::new(&settings).unwrap(), &settings)
+    TokenStore::new(
+        pool.clone(),
+        TokenClient::new(&settings).unwrap(),
+        &settings,
+    )
 }
 
 fn new_pair() -> ResponseTemplate {
@@ -335,7 +339,9 @@ async fn accounts_that_cannot_refresh_are_parked() {
     assert_eq!(stored_status(&db.pool, "222").await, "needs_reauth");
 
     // OAuth 2.0 without a refresh token.
-    let user = db.add_account(USER, oauth2("only-access", None, None)).await;
+    let user = db
+        .add_account(USER, oauth2("only-access", None, None))
+        .await;
     let rejected = RequestAuth::Bearer(SecretString::from("only-access"));
     let err = tokens
         .refresh_after_unauthorized(&user, &rejected)
@@ -377,10 +383,12 @@ async fn a_token_endpoint_outage_is_transient_and_changes_nothing() {
     assert_eq!(row.refresh.as_deref(), Some("old-refresh"));
 
     // Expiring soon but still valid: the outage does not stop sending with it.
-    sqlx::query("UPDATE followq.account_credentials SET oauth2_expires_at = now() + interval '1 minute'")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE followq.account_credentials SET oauth2_expires_at = now() + interval '1 minute'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let auth = tokens.auth_for(&user).await.unwrap();
     assert_eq!(bearer_of(&auth), "old-access");
 }
@@ -401,7 +409,7 @@ async fn a_cancelled_refresh_frees_the_lock() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
     Mock::given(path("/2/oauth2/token"))
-        .respond_with(new_pair().set_delay(Duration::from_secs(10)))
+        .respond_with(new_pair().set_delay(Duration::from_secs(2)))
         .mount(&server)
         .await;
     let user = db

@@ -92,7 +92,10 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         .await;
     Mock::given(method("POST"))
         .and(header("authorization", "Bearer new-access-SECRET-3"))
-        .respond_with(json(200, r#"{"data":{"following":true,"pending_follow":false}}"#))
+        .respond_with(json(
+            200,
+            r#"{"data":{"following":true,"pending_follow":false}}"#,
+        ))
         .mount(&server)
         .await;
     Mock::given(method("POST"))
@@ -146,7 +149,10 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     let old = tokens.auth_for(&user).await.unwrap();
     let failed = client.follow(&user, &target, &old).await;
     assert_eq!(failed.outcome.kind(), "unauthorized");
-    let fresh = tokens.refresh_after_unauthorized(&user, &old).await.unwrap();
+    let fresh = tokens
+        .refresh_after_unauthorized(&user, &old)
+        .await
+        .unwrap();
     let retried = client.follow(&user, &target, &fresh).await;
     assert_eq!(retried.outcome.kind(), "succeeded");
 
