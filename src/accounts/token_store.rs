@@ -16,11 +16,11 @@
 //! column would need a migration, an expiry for claims whose holder died, and a sweeper. A
 //! session-level advisory lock needs none of that: it lives on one pooled connection, outside
 //! any transaction, while every statement stays short (`pg_try_advisory_lock` is polled every
-//! [`LOCK_POLL`] instead of blocking server-side, up to a deadline of twice the request
+//! `LOCK_POLL` instead of blocking server-side, up to a deadline of twice the request
 //! timeout plus 5 s, after which the caller gets [`AuthError::Transient`]).
 //!
 //! A session lock outlives a dropped future if its connection goes back to the pool, so the
-//! connection is held by a guard ([`RefreshLock`]) whose `Drop`, unless the lock was released
+//! connection is held by a guard (`RefreshLock`) whose `Drop`, unless the lock was released
 //! normally, detaches the connection from the pool and drops it: the socket closes, Postgres
 //! ends the session and frees the lock. The key is `hashtextextended('followq.oauth2_refresh:'
 //! || user_id, 0)`: a user id of 19 digits does not fit a bigint, and a hash collision only

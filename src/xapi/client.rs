@@ -1,6 +1,6 @@
 //! The HTTP client for the follow endpoint: builds and sends `POST {base}/2/users/{source}/
 //! following` with the account's credentials, reads the answer (capped), and hands it to
-//! [`classify`](super::classify::classify) and the rate-limit header reader.
+//! [`classify`](super::classify()) and the rate-limit header reader.
 //!
 //! [`XClient::follow`] never returns an error: a failure to get an answer is
 //! [`FollowOutcome::Transient`] with `status: None`, so the caller has one match to write.
