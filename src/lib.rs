@@ -15,3 +15,4 @@ pub mod queue;
 pub mod ratelimit;
 pub mod sim;
 pub mod telemetry;
+pub mod xapi;

@@ -9,6 +9,8 @@ pub mod credentials;
 pub mod lease;
 pub mod pause;
 pub mod register;
+pub mod token_store;
 
 pub use credentials::{AuthKind, Credentials};
 pub use register::{AccountError, NewAccount, Quota, Registered, register};
+pub use token_store::{AuthError, TokenStore};
