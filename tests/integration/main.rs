@@ -3,5 +3,6 @@
 mod accounts;
 mod cli;
 mod enqueue;
+#[path = "../common/mod.rs"]
 mod helpers;
 mod schema;

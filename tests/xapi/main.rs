@@ -2,6 +2,7 @@
 //! X, a bare TCP listener for a server that misbehaves, and each database test gets a fresh
 //! database (see `db.rs`; needs `DATABASE_URL`).
 
+#[path = "../common/mod.rs"]
 mod db;
 mod follow;
 mod refresh;

@@ -85,7 +85,7 @@ async fn a_token_far_from_expiry_is_used_as_is() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), Some(7200)))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), Some(7200)))
         .await;
     let auth = store(&db.pool, &server).auth_for(&user).await.unwrap();
     assert_eq!(bearer_of(&auth), "old-access");
@@ -106,7 +106,7 @@ async fn a_token_within_the_margin_is_refreshed_and_the_rotated_pair_stored() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), Some(60)))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), Some(60)))
         .await;
     let auth = store(&db.pool, &server).auth_for(&user).await.unwrap();
     assert_eq!(bearer_of(&auth), "new-access");
@@ -137,7 +137,7 @@ async fn a_confidential_client_authenticates_with_http_basic() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), None))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), None))
         .await;
     let mut settings = settings(&server.uri());
     settings.oauth2.client_secret = Some(SecretString::from("csec-SECRET"));
@@ -164,7 +164,7 @@ async fn a_401_refreshes_once_and_rotates() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), None))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), None))
         .await;
     let tokens = store(&db.pool, &server);
     let rejected = tokens.auth_for(&user).await.unwrap();
@@ -196,7 +196,7 @@ async fn two_processes_refreshing_at_once_call_the_endpoint_once() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), None))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), None))
         .await;
     let first = store(&db.pool, &server);
     let second_pool = db.another_pool().await;
@@ -224,7 +224,7 @@ async fn two_processes_refreshing_ahead_of_expiry_call_the_endpoint_once() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), Some(30)))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), Some(30)))
         .await;
     let second_pool = db.another_pool().await;
     let (first, second) = (store(&db.pool, &server), store(&second_pool, &server));
@@ -247,7 +247,7 @@ async fn a_spent_refresh_token_parks_the_account_and_keeps_its_jobs() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("spent-refresh"), None))
+        .add_account_with(USER, oauth2("old-access", Some("spent-refresh"), None))
         .await;
     let job: i64 = sqlx::query_scalar("SELECT followq.enqueue('111', '222')")
         .fetch_one(&db.pool)
@@ -295,7 +295,7 @@ async fn a_token_already_refreshed_elsewhere_is_used_without_a_call() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("newer-access", Some("newer-refresh"), None))
+        .add_account_with(USER, oauth2("newer-access", Some("newer-refresh"), None))
         .await;
     let rejected = RequestAuth::Bearer(SecretString::from("old-access"));
     let auth = store(&db.pool, &server)
@@ -318,7 +318,7 @@ async fn accounts_that_cannot_refresh_are_parked() {
 
     // OAuth 1.0a: its tokens do not expire, so a 401 means they were revoked.
     let oauth1_user = db
-        .add_account(
+        .add_account_with(
             "222",
             Credentials::OAuth1 {
                 token: SecretString::from("t1"),
@@ -340,7 +340,7 @@ async fn accounts_that_cannot_refresh_are_parked() {
 
     // OAuth 2.0 without a refresh token.
     let user = db
-        .add_account(USER, oauth2("only-access", None, None))
+        .add_account_with(USER, oauth2("only-access", None, None))
         .await;
     let rejected = RequestAuth::Bearer(SecretString::from("only-access"));
     let err = tokens
@@ -369,7 +369,7 @@ async fn a_token_endpoint_outage_is_transient_and_changes_nothing() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), None))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), None))
         .await;
     let tokens = store(&db.pool, &server);
     let rejected = RequestAuth::Bearer(SecretString::from("old-access"));
@@ -413,7 +413,7 @@ async fn a_cancelled_refresh_frees_the_lock() {
         .mount(&server)
         .await;
     let user = db
-        .add_account(USER, oauth2("old-access", Some("old-refresh"), None))
+        .add_account_with(USER, oauth2("old-access", Some("old-refresh"), None))
         .await;
     let tokens = store(&db.pool, &server);
     let rejected = RequestAuth::Bearer(SecretString::from("old-access"));

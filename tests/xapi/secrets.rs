@@ -107,7 +107,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         .await;
 
     let user = db
-        .add_account(
+        .add_account_with(
             "111",
             Credentials::OAuth2 {
                 access_token: SecretString::from("old-access-SECRET-1"),
@@ -117,7 +117,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         )
         .await;
     let parked = db
-        .add_account(
+        .add_account_with(
             "333",
             Credentials::OAuth2 {
                 access_token: SecretString::from("access-SECRET-6"),
@@ -127,7 +127,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         )
         .await;
     let oauth1_user = db
-        .add_account(
+        .add_account_with(
             "444",
             Credentials::OAuth1 {
                 token: SecretString::from("o1-token-SECRET-8"),

@@ -5,6 +5,9 @@
 //! by testcontainers (a laptop with Docker). With neither, the first test fails with a message
 //! saying what to set.
 
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
+
 use std::process::Output;
 use std::str::FromStr;
 
@@ -55,6 +58,7 @@ pub struct TestDb {
     pub pool: PgPool,
     /// A URL to this database, for spawning the `followq` binary against it.
     pub url: String,
+    options: PgConnectOptions,
     name: String,
     server_url: String,
 }
@@ -91,34 +95,64 @@ impl TestDb {
         url.set_path(&format!("/{name}"));
         let url = url.to_string();
         let options = PgConnectOptions::from_str(&url).expect("test database URL");
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .expect("connect to the test database");
+        let pool = Self::pool_for(&options, 8).await;
         TestDb {
             pool,
             url,
+            options,
             name,
             server_url,
         }
     }
 
+    async fn pool_for(options: &PgConnectOptions, size: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(size)
+            .connect_with(options.clone())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Another pool on the same database: what a second daemon process would have.
+    pub async fn another_pool(&self) -> PgPool {
+        Self::pool_for(&self.options, 8).await
+    }
+
+    /// A fresh connection outside every pool.
+    pub async fn connection(&self) -> PgConnection {
+        PgConnection::connect_with(&self.options)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Registers an account with the given credentials.
+    pub async fn add_account_with(
+        &self,
+        user_id: &str,
+        credentials: followq::accounts::Credentials,
+    ) -> followq::ids::UserId {
+        let user_id = followq::ids::UserId::parse(user_id).expect("valid test user id");
+        followq::accounts::register(
+            &self.pool,
+            &followq::accounts::NewAccount {
+                user_id: user_id.clone(),
+                credentials,
+                quota: None,
+            },
+        )
+        .await
+        .expect("register test account");
+        user_id
+    }
+
     /// Registers an OAuth 2.0 account with placeholder tokens.
     pub async fn add_account(&self, user_id: &str) {
-        use followq::accounts::{Credentials, NewAccount, register};
-        let account = NewAccount {
-            user_id: followq::ids::UserId::parse(user_id).expect("valid test user id"),
-            credentials: Credentials::OAuth2 {
-                access_token: format!("test-access-{user_id}").into(),
-                refresh_token: Some(format!("test-refresh-{user_id}").into()),
-                expires_at: None,
-            },
-            quota: None,
+        let credentials = followq::accounts::Credentials::OAuth2 {
+            access_token: format!("test-access-{user_id}").into(),
+            refresh_token: Some(format!("test-refresh-{user_id}").into()),
+            expires_at: None,
         };
-        register(&self.pool, &account)
-            .await
-            .expect("register test account");
+        self.add_account_with(user_id, credentials).await;
     }
 
     /// Runs the `followq` binary against this database, feeding `stdin`.
