@@ -48,3 +48,16 @@ CREATE TRIGGER follow_jobs_notify_finished
     FOR EACH ROW
     WHEN (NEW.state IN ('succeeded', 'failed', 'cancelled') AND OLD.state IS DISTINCT FROM NEW.state)
     EXECUTE FUNCTION followq.notify_job_finished();
+
+-- Live daemons: each registers at start, heartbeats with its leases, and leaves on a clean
+-- stop. Replicas use it to share accounts fairly; operators to see who runs.
+CREATE TABLE followq.daemons (
+    worker_id    text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+
+    CONSTRAINT daemons_pkey PRIMARY KEY (worker_id)
+);
+
+COMMENT ON TABLE followq.daemons IS
+    'One row per running daemon (worker_id as in leases and the ledger). A row whose heartbeat is older than the account lease belongs to a daemon that died.';

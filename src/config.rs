@@ -117,6 +117,9 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    pub max_accounts: u32,
+    #[serde(with = "humantime_serde")]
+    pub summary_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -262,6 +265,19 @@ impl Settings {
                 "worker.heartbeat_interval",
                 "must be more than zero and shorter than worker.account_lease",
             ));
+        }
+        if self.worker.account_lease <= self.x_api.request_timeout + self.worker.heartbeat_interval
+        {
+            return Err(invalid(
+                "worker.account_lease",
+                "must be longer than x_api.request_timeout plus worker.heartbeat_interval, or a lease could lapse while a request is in flight",
+            ));
+        }
+        if self.worker.max_accounts == 0 {
+            return Err(invalid("worker.max_accounts", "must be at least 1"));
+        }
+        if self.worker.summary_interval.is_zero() {
+            return Err(invalid("worker.summary_interval", "must be more than zero"));
         }
         if self.worker.job_lease <= self.x_api.request_timeout {
             return Err(invalid(
@@ -426,6 +442,10 @@ mod tests {
             assert!(text.contains("x_api.request_timeout"), "{text}");
 
             jail.set_env("FOLLOWQ_X_API__REQUEST_TIMEOUT", "60s");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("worker.account_lease"), "{text}");
+
+            jail.set_env("FOLLOWQ_WORKER__ACCOUNT_LEASE", "5m");
             let text = message(Settings::load(&sources(jail)));
             assert!(text.contains("worker.job_lease"), "{text}");
 

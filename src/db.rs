@@ -36,6 +36,12 @@ pub enum DbError {
     },
     #[error("migrating the followq schema failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the followq schema is at migration {found:?} but this binary needs {needed}: run `followq migrate` first"
+    )]
+    SchemaBehind { found: Option<i64>, needed: i64 },
+    #[error("could not read the applied migrations")]
+    Query(#[source] sqlx::Error),
 }
 
 /// Parses the URL into options, with an application name that shows in `pg_stat_activity`.
@@ -72,4 +78,29 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     migrator().run(pool).await?;
     Ok(())
+}
+
+/// Checks that every migration this binary carries has been applied (the daemon does not
+/// migrate by itself: in a rolling upgrade, migrations run first, once).
+pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
+    let needed = migrator().iter().map(|m| m.version).max().unwrap_or(0);
+    let found: Option<i64> =
+        match sqlx::query_scalar("SELECT max(version) FROM followq._sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(found) => found,
+            // No bookkeeping table: nothing was ever migrated.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P01" | "3F000")) =>
+            {
+                None
+            }
+            Err(e) => return Err(DbError::Query(e)),
+        };
+    if found.is_some_and(|found| found >= needed) {
+        Ok(())
+    } else {
+        Err(DbError::SchemaBehind { found, needed })
+    }
 }

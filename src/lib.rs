@@ -15,4 +15,5 @@ pub mod queue;
 pub mod ratelimit;
 pub mod sim;
 pub mod telemetry;
+pub mod worker;
 pub mod xapi;

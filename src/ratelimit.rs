@@ -93,8 +93,9 @@ pub struct LedgerSeed {
     pub requests_in_period: u32,
     /// The most recent response's window, if its reset is still ahead.
     pub server: ServerWindow,
-    /// Instants of the follows made in the last 24 hours, oldest first.
-    pub follows_last_24h: Vec<Instant>,
+    /// For each follow made in the last 24 hours, when it stops counting (24 hours after it),
+    /// oldest first. Future instants only, so a recent boot cannot make them unrepresentable.
+    pub follow_expiries: Vec<Instant>,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -118,7 +119,8 @@ pub struct AccountLimiter {
     window: FixedWindow,
     server: ServerWindow,
     daily_cap: u32,
-    follows: VecDeque<Instant>,
+    /// When each follow of the last 24 hours stops counting, oldest first.
+    follow_expiries: VecDeque<Instant>,
 }
 
 impl std::fmt::Debug for AccountLimiter {
@@ -127,7 +129,7 @@ impl std::fmt::Debug for AccountLimiter {
             .field("quota", &self.quota)
             .field("window", &self.window)
             .field("server", &self.server)
-            .field("follows_24h", &self.follows.len())
+            .field("follows_24h", &self.follow_expiries.len())
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +142,7 @@ impl AccountLimiter {
             window: FixedWindow::default(),
             server: ServerWindow::default(),
             daily_cap,
-            follows: VecDeque::new(),
+            follow_expiries: VecDeque::new(),
         }
     }
 
@@ -164,24 +166,28 @@ impl AccountLimiter {
                 self.window.count = self.window.count.max(limit.saturating_sub(remaining));
             }
         }
-        self.follows = seed
-            .follows_last_24h
+        self.follow_expiries = seed
+            .follow_expiries
             .iter()
             .copied()
-            .filter(|&at| at + DAY > now)
+            .filter(|&expiry| expiry > now)
             .collect();
     }
 
     /// When the account may send next, without spending anything. `None`: now, as far as the
     /// window and the daily cap go (the bucket is checked by [`AccountLimiter::try_acquire`]).
     pub fn blocked_until(&mut self, now: Instant) -> Option<(Instant, WaitReason)> {
-        while self.follows.front().is_some_and(|&at| at + DAY <= now) {
-            self.follows.pop_front();
-        }
-        if self.follows.len() >= self.daily_cap as usize
-            && let Some(&oldest) = self.follows.front()
+        while self
+            .follow_expiries
+            .front()
+            .is_some_and(|&expiry| expiry <= now)
         {
-            return Some((oldest + DAY, WaitReason::DailyCap));
+            self.follow_expiries.pop_front();
+        }
+        if self.follow_expiries.len() >= self.daily_cap as usize
+            && let Some(&first_to_expire) = self.follow_expiries.front()
+        {
+            return Some((first_to_expire, WaitReason::DailyCap));
         }
         if let Some(resume) = self.server_resume_at()
             && now < resume
@@ -211,10 +217,16 @@ impl AccountLimiter {
         Gate::Go
     }
 
+    /// Gives back the window slot of an acquisition that sent nothing (no job was ready, or
+    /// the account turned out unusable). The bucket's token stays spent: conservative.
+    pub fn refund(&mut self) {
+        self.window.count = self.window.count.saturating_sub(1);
+    }
+
     /// Learns from a response (or from a request that got none: pass the default window).
     pub fn record_response(&mut self, completed_at: Instant, server: ServerWindow, followed: bool) {
         if followed {
-            self.follows.push_back(completed_at);
+            self.follow_expiries.push_back(completed_at + DAY);
         }
         if let Some(limit) = server.limit.and_then(NonZeroU32::new)
             && limit < self.quota.requests
@@ -393,7 +405,7 @@ mod tests {
         let seed = LedgerSeed {
             requests_in_period: 0,
             server: ServerWindow::default(),
-            follows_last_24h: vec![start, start + Duration::from_secs(5)],
+            follow_expiries: vec![start + DAY, start + DAY + Duration::from_secs(5)],
         };
         limiter.seed(&seed, start + Duration::from_secs(10));
         assert_eq!(
@@ -410,7 +422,7 @@ mod tests {
             &LedgerSeed {
                 requests_in_period: 3,
                 server: headers(3, 0, now + Duration::from_secs(30)),
-                follows_last_24h: vec![],
+                follow_expiries: vec![],
             },
             now,
         );

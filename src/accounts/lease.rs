@@ -62,31 +62,39 @@ pub async fn acquire(
     .await
 }
 
-/// Leases one named account if it is free and has a ready job (the NOTIFY path).
-pub async fn acquire_one(
+/// Leases the named accounts that are free (or already this daemon's) and have a ready job:
+/// the NOTIFY path, for a burst of notifications at once.
+pub async fn acquire_named(
     pool: &PgPool,
     worker_id: &str,
-    user_id: &str,
+    accounts: &[String],
     lease: Duration,
-) -> Result<Option<LeasedAccount>, sqlx::Error> {
+) -> Result<Vec<LeasedAccount>, sqlx::Error> {
     sqlx::query_as::<_, LeasedAccount>(
         r#"
+        WITH candidates AS MATERIALIZED (
+            SELECT a.user_id
+            FROM followq.accounts AS a
+            WHERE a.user_id = ANY($2)
+              AND (a.leased_by IS NULL OR a.lease_expires_at < now() OR a.leased_by = $1)
+              AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
+              AND EXISTS (
+                  SELECT 1 FROM followq.follow_jobs AS j
+                  WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
+            FOR UPDATE OF a SKIP LOCKED
+        )
         UPDATE followq.accounts AS a
         SET leased_by = $1,
             lease_expires_at = now() + make_interval(secs => $3)
-        WHERE a.user_id = $2
-          AND (a.leased_by IS NULL OR a.lease_expires_at < now())
-          AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
-          AND EXISTS (
-              SELECT 1 FROM followq.follow_jobs AS j
-              WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
+        FROM candidates
+        WHERE a.user_id = candidates.user_id
         RETURNING a.user_id, a.quota_requests, a.quota_period_seconds
         "#,
     )
     .bind(worker_id)
-    .bind(user_id)
+    .bind(accounts)
     .bind(seconds(lease))
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await
 }
 
@@ -113,24 +121,49 @@ pub async fn renew(
     .await
 }
 
-/// Gives accounts back (nothing ready, or shutting down).
+/// Gives accounts back (parked, or shutting down). Returns the ones released.
 pub async fn release(
     pool: &PgPool,
     worker_id: &str,
     accounts: &[String],
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
         r#"
         UPDATE followq.accounts
         SET leased_by = NULL, lease_expires_at = NULL
         WHERE user_id = ANY($2) AND leased_by = $1
+        RETURNING user_id
         "#,
     )
     .bind(worker_id)
     .bind(accounts)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(pool)
+    .await
+}
+
+/// Gives back the idle accounts among `accounts` that still have no ready job; returns the
+/// ones released. One whose job arrived meanwhile stays leased (its NOTIFY may have been
+/// handled while it looked idle).
+pub async fn release_idle(
+    pool: &PgPool,
+    worker_id: &str,
+    accounts: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        UPDATE followq.accounts AS a
+        SET leased_by = NULL, lease_expires_at = NULL
+        WHERE a.user_id = ANY($2) AND a.leased_by = $1
+          AND NOT EXISTS (
+              SELECT 1 FROM followq.follow_jobs AS j
+              WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
+        RETURNING a.user_id
+        "#,
+    )
+    .bind(worker_id)
+    .bind(accounts)
+    .fetch_all(pool)
+    .await
 }
 
 /// Gives back every lease this daemon holds.

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod enqueue;
+mod run;
 mod sim;
 mod tokens;
 
@@ -47,6 +48,9 @@ pub enum Command {
         #[command(subcommand)]
         command: accounts::AccountsCommand,
     },
+    /// Run the daemon: drain the queue within every account's rate limit until SIGTERM/SIGINT.
+    /// Several replicas may run against one database; each account is sent for by one at a time.
+    Run,
     /// Run the bundled X API simulator (follow and token endpoints with X's rules, faults on
     /// demand). Needs no database.
     Sim(Box<sim::SimArgs>),
@@ -70,6 +74,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
         Command::Accounts { command } => accounts::run(&pool, command).await,
+        Command::Run => match db::check_schema(&pool).await {
+            Ok(()) => run::run(settings, pool.clone()).await,
+            Err(e) => Err(e.into()),
+        },
         // Dispatched above, before connecting; kept so the match stays exhaustive.
         Command::Sim(args) => sim::run(*args).await,
     };

@@ -6,6 +6,12 @@
 //! lease (so a rescuer can return it if this daemon dies), counts the attempt, and writes the
 //! ledger row of the request about to be sent, so that even a request whose answer is never
 //! recorded counts against the account's window.
+//!
+//! Pauses: the account row's automatic pauses (`rate_limited`, `rate_limit_window`, caps)
+//! keep other daemons from leasing the account, and are timed precisely by the holder's own
+//! limiter, so they do not block the holder's claims (a database clock a few milliseconds
+//! off must not stall a window that the limiter knows has ended). An operator's pause, a
+//! `needs_reauth` or a `disabled` account does.
 
 use std::time::Duration;
 
@@ -48,7 +54,12 @@ pub async fn claim_next(
                   WHERE a.user_id = $1
                     AND a.leased_by = $2
                     AND a.lease_expires_at > now() + make_interval(secs => $3)
-                    AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now())))
+                    -- Automatic pauses (429 reset, window, caps) are this holder's own and
+                    -- its limiter times them precisely; only an operator's pause stops a
+                    -- claim here. Every pause stops other daemons from leasing the account.
+                    AND (a.status = 'active'
+                         OR (a.status = 'paused'
+                             AND (a.paused_until <= now() OR a.pause_reason <> 'operator'))))
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT 1
             FOR UPDATE SKIP LOCKED

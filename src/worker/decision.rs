@@ -1,0 +1,514 @@
+//! What to do with a job, its account and the app after one answer from X: a pure function
+//! of the classified outcome, the rate-limit headers and the retry policy, so every rule can
+//! be unit-tested without a server.
+//!
+//! | outcome | job | account | app |
+//! | --- | --- | --- | --- |
+//! | followed | succeeded (`errors[]` kept in `last_error`) | – | – |
+//! | 429 window | queued at the reset, attempt refunded, `rate_limited_count` + 1 | paused until the reset (`rate_limited`) | – |
+//! | 429 usage cap, scope account | queued at the period's end, attempt refunded | paused (`usage_capped`) | – |
+//! | 429 usage cap, scope product | queued at the period's end, attempt refunded | – | stopped until then |
+//! | 401 | queued now, attempt refunded | token refresh (a second 401 in a row: needs_reauth) | – |
+//! | 403 app forbidden | queued, attempt refunded | – | stopped until an operator acts |
+//! | 403 daily cap | queued at the 24-hour reset, attempt refunded | paused (`daily_cap`) | – |
+//! | permanent | failed | – | – |
+//! | transient | queued after backoff; failed once attempts reach max_attempts | – | – |
+//!
+//! Besides the outcome, the headers can pause: `x-rate-limit-remaining: 0` pauses the account
+//! until the reset (`rate_limit_window`), `x-user-limit-24hour-remaining: 0` until its reset
+//! (`user_24h_limit`), `x-app-limit-24hour-remaining: 0` stops the app until its reset.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+
+use crate::config::RetrySettings;
+use crate::queue::complete::NextState;
+use crate::xapi::{FollowOutcome, RateLimitInfo, UsageCapScope};
+
+/// An account-level consequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AccountAction {
+    /// Persist a pause until this instant, with this reason.
+    Pause {
+        until: DateTime<Utc>,
+        reason: &'static str,
+    },
+    /// X rejected the token: refresh it before the account's next request.
+    Refresh,
+}
+
+/// An app-level consequence: no account sends until `until` (`None`: until an operator acts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppStop {
+    pub until: Option<DateTime<Utc>>,
+    pub reason: &'static str,
+}
+
+/// Everything that follows from one answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub next: NextState,
+    /// For the job's `last_error` and the ledger row's `error`.
+    pub error: Option<Value>,
+    pub account: Vec<AccountAction>,
+    pub app: Option<AppStop>,
+}
+
+/// What the decision needs to know about the job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobFacts {
+    /// Attempts including the one just made.
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub rate_limited_count: i32,
+}
+
+const DAY: TimeDelta = TimeDelta::hours(24);
+/// How long a usage cap lasts when X does not say (its period, conservatively).
+const MONTH: TimeDelta = TimeDelta::days(31);
+
+/// Decides. `jitter` in [0, 1) picks the point inside the backoff's random half.
+pub fn decide(
+    outcome: &FollowOutcome,
+    limits: &RateLimitInfo,
+    job: JobFacts,
+    retry: &RetrySettings,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Decision {
+    let requeue_refunded = |run_at: DateTime<Utc>| NextState::Queued {
+        run_at,
+        refund_attempt: true,
+        rate_limited: false,
+    };
+    let mut account = header_pauses(limits, now);
+    let mut app = app_header_stop(limits, now);
+    let (next, error) = match outcome {
+        FollowOutcome::Followed {
+            following,
+            pending_follow,
+            errors,
+        } => (
+            NextState::Succeeded {
+                following: *following,
+                pending_follow: *pending_follow,
+            },
+            (!errors.is_empty()).then(|| json!({ "partial_errors": errors })),
+        ),
+        FollowOutcome::RateLimited => {
+            let resume = limits
+                .resume_at(now)
+                .unwrap_or_else(|| now + backoff(job.rate_limited_count + 1, retry, jitter));
+            account.push(AccountAction::Pause {
+                until: resume,
+                reason: "rate_limited",
+            });
+            (
+                NextState::Queued {
+                    run_at: resume,
+                    refund_attempt: true,
+                    rate_limited: true,
+                },
+                Some(json!({ "kind": "rate_limited", "status": 429, "retry_at": resume })),
+            )
+        }
+        FollowOutcome::UsageCapped { period, scope } => {
+            let default_length = match period.as_deref() {
+                Some(p) if p.eq_ignore_ascii_case("daily") => DAY,
+                _ => MONTH,
+            };
+            let until = limits.resume_at(now).unwrap_or(now + default_length);
+            let error = json!({
+                "kind": "usage_capped", "status": 429, "period": period, "scope": scope,
+                "retry_at": until,
+            });
+            match scope {
+                Some(UsageCapScope::Product) => {
+                    app = Some(AppStop {
+                        until: Some(until),
+                        reason: "usage_capped",
+                    });
+                }
+                _ => account.push(AccountAction::Pause {
+                    until,
+                    reason: "usage_capped",
+                }),
+            }
+            (requeue_refunded(until), Some(error))
+        }
+        FollowOutcome::Unauthorized(details) => {
+            account.push(AccountAction::Refresh);
+            (requeue_refunded(now), Some(tagged("unauthorized", details)))
+        }
+        FollowOutcome::AppForbidden(details) => {
+            app = Some(AppStop {
+                until: None,
+                reason: "app_forbidden",
+            });
+            (
+                requeue_refunded(now),
+                Some(tagged("app_forbidden", details)),
+            )
+        }
+        FollowOutcome::AccountDailyCap(details) => {
+            let until = limits
+                .user_24h
+                .and_then(|l| l.reset_at)
+                .filter(|reset| *reset > now)
+                .unwrap_or(now + DAY);
+            account.push(AccountAction::Pause {
+                until,
+                reason: "daily_cap",
+            });
+            (requeue_refunded(until), Some(tagged("daily_cap", details)))
+        }
+        FollowOutcome::Permanent(details) => {
+            (NextState::Failed, Some(tagged("permanent", details)))
+        }
+        FollowOutcome::Transient(details) => {
+            let error = tagged("transient", details);
+            if job.attempts >= job.max_attempts {
+                (NextState::Failed, Some(error))
+            } else {
+                (
+                    NextState::Queued {
+                        run_at: now + backoff(job.attempts, retry, jitter),
+                        refund_attempt: false,
+                        rate_limited: false,
+                    },
+                    Some(error),
+                )
+            }
+        }
+    };
+    Decision {
+        next,
+        error,
+        account,
+        app,
+    }
+}
+
+/// `{"kind": …, "status": …, "problem_type": …, …}`: the client's details with our kind.
+fn tagged(kind: &str, details: &impl serde::Serialize) -> Value {
+    let mut value = serde_json::to_value(details).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+        map.insert("kind".into(), Value::from(kind));
+    }
+    value
+}
+
+/// Pauses the headers call for, whatever the outcome.
+fn header_pauses(limits: &RateLimitInfo, now: DateTime<Utc>) -> Vec<AccountAction> {
+    let mut pauses = Vec::new();
+    if limits.window_exhausted()
+        && let Some(reset) = limits.reset_at.filter(|r| *r > now)
+    {
+        pauses.push(AccountAction::Pause {
+            until: reset,
+            reason: "rate_limit_window",
+        });
+    }
+    if let Some(user) = limits.user_24h
+        && user.remaining == Some(0)
+    {
+        pauses.push(AccountAction::Pause {
+            until: user.reset_at.filter(|r| *r > now).unwrap_or(now + DAY),
+            reason: "user_24h_limit",
+        });
+    }
+    pauses
+}
+
+fn app_header_stop(limits: &RateLimitInfo, now: DateTime<Utc>) -> Option<AppStop> {
+    let app = limits.app_24h?;
+    (app.remaining == Some(0)).then(|| AppStop {
+        until: Some(app.reset_at.filter(|r| *r > now).unwrap_or(now + DAY)),
+        reason: "app_24h_limit",
+    })
+}
+
+/// Exponential backoff with "equal jitter": half the delay fixed, half random, so that
+/// retries spread out yet the wait still grows visibly with each attempt.
+/// The n-th retry's delay is min(max_delay, base_delay * 2^(n-1)).
+pub fn backoff(attempt: i32, retry: &RetrySettings, jitter: f64) -> TimeDelta {
+    let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+    let full = retry
+        .base_delay
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(retry.max_delay);
+    let half = full / 2;
+    let delay = half + half.mul_f64(jitter.clamp(0.0, 1.0));
+    TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)
+}
+
+/// The backoff used when the token endpoint is unreachable and the account must wait.
+pub const AUTH_RETRY: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xapi::{ErrorDetails, Limit24h};
+
+    fn retry() -> RetrySettings {
+        RetrySettings {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+
+    fn job(attempts: i32) -> JobFacts {
+        JobFacts {
+            attempts,
+            max_attempts: 3,
+            rate_limited_count: 0,
+        }
+    }
+
+    fn details(status: u16) -> ErrorDetails {
+        ErrorDetails {
+            status: Some(status),
+            ..ErrorDetails::default()
+        }
+    }
+
+    #[test]
+    fn a_429_snoozes_to_the_reset_without_spending_an_attempt() {
+        let now = Utc::now();
+        let reset = now + TimeDelta::seconds(120);
+        let limits = RateLimitInfo {
+            limit: Some(50),
+            remaining: Some(0),
+            reset_at: Some(reset),
+            ..RateLimitInfo::default()
+        };
+        let d = decide(
+            &FollowOutcome::RateLimited,
+            &limits,
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(
+            d.next,
+            NextState::Queued {
+                run_at: reset,
+                refund_attempt: true,
+                rate_limited: true
+            }
+        );
+        assert!(d.account.contains(&AccountAction::Pause {
+            until: reset,
+            reason: "rate_limited"
+        }));
+        assert_eq!(d.app, None);
+    }
+
+    #[test]
+    fn transient_errors_back_off_then_fail_at_max_attempts() {
+        let now = Utc::now();
+        let outcome = FollowOutcome::Transient(details(503));
+        let first = decide(
+            &outcome,
+            &RateLimitInfo::default(),
+            job(1),
+            &retry(),
+            now,
+            0.0,
+        );
+        let second = decide(
+            &outcome,
+            &RateLimitInfo::default(),
+            job(2),
+            &retry(),
+            now,
+            0.0,
+        );
+        let NextState::Queued {
+            run_at: a,
+            refund_attempt: false,
+            ..
+        } = first.next
+        else {
+            panic!("{first:?}");
+        };
+        let NextState::Queued { run_at: b, .. } = second.next else {
+            panic!("{second:?}");
+        };
+        assert_eq!(a - now, TimeDelta::seconds(1), "half of 2 s");
+        assert_eq!(b - now, TimeDelta::seconds(2), "half of 4 s");
+        let last = decide(
+            &outcome,
+            &RateLimitInfo::default(),
+            job(3),
+            &retry(),
+            now,
+            0.0,
+        );
+        assert_eq!(last.next, NextState::Failed);
+        assert_eq!(last.error.unwrap()["status"], 503);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered_in_its_upper_half() {
+        let r = retry();
+        assert_eq!(backoff(30, &r, 0.0), TimeDelta::seconds(30));
+        assert_eq!(
+            backoff(30, &r, 0.999_999),
+            TimeDelta::microseconds(59_999_970)
+        );
+        assert!(backoff(1, &r, 1.0) <= TimeDelta::seconds(2));
+    }
+
+    #[test]
+    fn app_forbidden_stops_the_app_and_keeps_the_job() {
+        let now = Utc::now();
+        let d = decide(
+            &FollowOutcome::AppForbidden(details(403)),
+            &RateLimitInfo::default(),
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(
+            d.app,
+            Some(AppStop {
+                until: None,
+                reason: "app_forbidden"
+            })
+        );
+        assert!(matches!(
+            d.next,
+            NextState::Queued {
+                refund_attempt: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn usage_caps_pause_the_scope_they_name() {
+        let now = Utc::now();
+        let product = decide(
+            &FollowOutcome::UsageCapped {
+                period: Some("Daily".into()),
+                scope: Some(UsageCapScope::Product),
+            },
+            &RateLimitInfo::default(),
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(product.app.unwrap().until, Some(now + DAY));
+        let account = decide(
+            &FollowOutcome::UsageCapped {
+                period: Some("Monthly".into()),
+                scope: Some(UsageCapScope::Account),
+            },
+            &RateLimitInfo::default(),
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(account.app, None);
+        assert!(account.account.contains(&AccountAction::Pause {
+            until: now + MONTH,
+            reason: "usage_capped"
+        }));
+    }
+
+    #[test]
+    fn the_daily_cap_pauses_until_the_24_hour_reset_when_known() {
+        let now = Utc::now();
+        let reset = now + TimeDelta::hours(3);
+        let limits = RateLimitInfo {
+            user_24h: Some(Limit24h {
+                limit: Some(400),
+                remaining: Some(0),
+                reset_at: Some(reset),
+            }),
+            ..RateLimitInfo::default()
+        };
+        let d = decide(
+            &FollowOutcome::AccountDailyCap(details(403)),
+            &limits,
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert!(d.account.contains(&AccountAction::Pause {
+            until: reset,
+            reason: "daily_cap"
+        }));
+        assert!(matches!(d.next, NextState::Queued { run_at, .. } if run_at == reset));
+    }
+
+    #[test]
+    fn a_success_that_spends_the_window_pauses_the_account() {
+        let now = Utc::now();
+        let reset = now + TimeDelta::seconds(600);
+        let limits = RateLimitInfo {
+            limit: Some(50),
+            remaining: Some(0),
+            reset_at: Some(reset),
+            ..RateLimitInfo::default()
+        };
+        let d = decide(
+            &FollowOutcome::Followed {
+                following: true,
+                pending_follow: false,
+                errors: vec![],
+            },
+            &limits,
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(
+            d.next,
+            NextState::Succeeded {
+                following: true,
+                pending_follow: false
+            }
+        );
+        assert_eq!(d.error, None);
+        assert_eq!(
+            d.account,
+            vec![AccountAction::Pause {
+                until: reset,
+                reason: "rate_limit_window"
+            }]
+        );
+    }
+
+    #[test]
+    fn permanent_errors_fail_the_job_with_the_details() {
+        let d = decide(
+            &FollowOutcome::Permanent(ErrorDetails {
+                status: Some(404),
+                problem_type: Some("https://api.x.com/2/problems/resource-not-found".into()),
+                ..ErrorDetails::default()
+            }),
+            &RateLimitInfo::default(),
+            job(1),
+            &retry(),
+            Utc::now(),
+            0.5,
+        );
+        assert_eq!(d.next, NextState::Failed);
+        let error = d.error.unwrap();
+        assert_eq!(error["kind"], "permanent");
+        assert_eq!(error["status"], 404);
+        assert!(error.get("title").is_none(), "nulls are dropped: {error}");
+    }
+}

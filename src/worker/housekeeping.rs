@@ -1,0 +1,210 @@
+//! The daemon's background chores, each a loop until shutdown:
+//!
+//! - the rescuer returns orphaned jobs (left `running` by a dead daemon) to the queue;
+//! - the app monitor follows the app-wide stop (`followq.app_pause`, set by any replica or
+//!   lifted by an operator), enforces the per-app daily follow cap, and logs an error every
+//!   summary interval while the app is stopped;
+//! - the summary logs one line per interval: what was sent and how it ended, the queue depth,
+//!   and the paused accounts by reason.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, info_span, warn};
+
+use super::Context;
+use super::job::instant_at;
+use super::scheduler::Event;
+use crate::accounts::pause::{self, AppPause};
+use crate::queue::rescue::rescue_orphans;
+
+/// Orphans taken back per statement.
+const RESCUE_BATCH: i64 = 1000;
+
+pub async fn rescuer(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let every = (ctx.settings.worker.job_lease / 2).max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    let max_attempts = i32::try_from(ctx.settings.retry.max_attempts).unwrap_or(i32::MAX);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match rescue_orphans(&ctx.pool, max_attempts, RESCUE_BATCH).await {
+            Ok(rescued) => {
+                for job in rescued {
+                    let span = info_span!(
+                        "job",
+                        job_id = job.id,
+                        source = %job.source_user_id,
+                        target = %job.target_user_id,
+                        attempt = job.attempts,
+                    );
+                    let _entered = span.enter();
+                    warn!(
+                        event = "job_rescued",
+                        state = %job.state,
+                        "job taken back from a daemon that stopped before recording its answer"
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "rescuing orphaned jobs failed; retrying"),
+        }
+    }
+}
+
+pub async fn app_monitor(
+    ctx: Arc<Context>,
+    events: mpsc::UnboundedSender<Event>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ctx.settings.worker.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current: Option<AppPause> = None;
+    let mut last_complaint: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = ctx.app_check.notified() => {}
+        }
+        if let Some(cap) = ctx.settings.rate_limit.daily_follows_per_app
+            && let Err(e) = enforce_app_daily_cap(&ctx.pool, cap).await
+        {
+            warn!(error = %e, "could not count the app's follows of the last 24 hours");
+        }
+        let pause = match pause::current_app_pause(&ctx.pool).await {
+            Ok(pause) => pause,
+            Err(e) => {
+                warn!(error = %e, "could not read the app-wide stop");
+                continue;
+            }
+        };
+        match &pause {
+            None => {
+                if current.is_some() {
+                    let _ = events.send(Event::AppStop(None));
+                }
+                last_complaint = None;
+            }
+            Some(pause) => {
+                // A stop without an end lasts until an operator deletes the row: re-read
+                // every poll, so extend it one poll at a time.
+                let until = pause.paused_until.map_or_else(
+                    || Instant::now() + ctx.settings.worker.poll_interval * 2,
+                    instant_at,
+                );
+                let _ = events.send(Event::AppStop(Some(until)));
+                let due = last_complaint
+                    .is_none_or(|at| at.elapsed() >= ctx.settings.worker.summary_interval);
+                if due {
+                    last_complaint = Some(Instant::now());
+                    error!(
+                        reason = %pause.reason,
+                        since = %pause.created_at,
+                        until = ?pause.paused_until,
+                        detail = %pause.detail.clone().unwrap_or_default(),
+                        "app-wide stop in force: no account sends. Fix the cause, then DELETE FROM followq.app_pause"
+                    );
+                }
+            }
+        }
+        current = pause;
+    }
+}
+
+/// Stops the app until the oldest follow of the last 24 hours ages out, when there are `cap`.
+async fn enforce_app_daily_cap(pool: &PgPool, cap: u32) -> Result<(), sqlx::Error> {
+    let (count, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        r#"
+        SELECT count(*), min(completed_at)
+        FROM followq.attempts
+        WHERE outcome = 'succeeded' AND sent_at > now() - interval '24 hours'
+        "#,
+    )
+    .fetch_one(pool)
+    .await?;
+    if count >= i64::from(cap)
+        && let Some(oldest) = oldest
+    {
+        let until = oldest + TimeDelta::hours(24);
+        pause::pause_app(pool, "app_daily_cap", None, Some(until)).await?;
+        info!(follows = count, cap, until = %until, "the app's follows in the last 24 hours reached rate_limit.daily_follows_per_app");
+    }
+    Ok(())
+}
+
+pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.settings.worker.summary_interval);
+    tick.tick().await;
+    let mut previous = ctx.counters.snapshot();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = ctx.counters.snapshot();
+        let delta = now.since(previous);
+        previous = now;
+        let (queued, running) = match queue_depth(&ctx.pool).await {
+            Ok(depth) => depth,
+            Err(e) => {
+                warn!(error = %e, "could not read the queue depth");
+                (-1, -1)
+            }
+        };
+        let paused = paused_accounts(&ctx.pool).await.unwrap_or_else(|e| {
+            warn!(error = %e, "could not read the paused accounts");
+            String::new()
+        });
+        info!(
+            sent = delta.sent,
+            succeeded = delta.succeeded,
+            pending = delta.pending,
+            failed = delta.failed,
+            rate_limited = delta.rate_limited,
+            requeued = delta.requeued,
+            queued,
+            running,
+            accounts_held = ctx.held_count(),
+            paused = %paused,
+            "summary of the last {:?}",
+            ctx.settings.worker.summary_interval
+        );
+    }
+}
+
+async fn queue_depth(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'running') \
+         FROM followq.follow_jobs WHERE state IN ('queued', 'running')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// `reason=count, …` for paused and needs_reauth accounts.
+async fn paused_accounts(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        r#"
+        SELECT CASE WHEN status = 'needs_reauth' THEN 'needs_reauth'
+                    ELSE coalesce(pause_reason, status) END AS reason,
+               count(*)
+        FROM followq.accounts
+        WHERE status IN ('needs_reauth', 'disabled')
+           OR (status = 'paused' AND paused_until > now())
+        GROUP BY 1 ORDER BY 1
+        "#,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|(reason, count)| format!("{reason}={count}"))
+        .collect::<Vec<_>>()
+        .join(","))
+}

@@ -1,0 +1,411 @@
+//! One job, end to end: claim (committed) → credentials → the request → decide → record the
+//! job row and its ledger row (one statement) → apply pauses. No transaction is open while the
+//! request is in flight.
+//!
+//! Every state change of the job emits one event inside the job's span (`job_id`, `source`,
+//! `target`, `attempt`); `event` names the change and `reason` says why a job waits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::Context;
+use super::decision::{AUTH_RETRY, AccountAction, Decision, JobFacts, decide};
+use super::stats::Counters;
+use crate::accounts::pause;
+use crate::accounts::token_store::AuthError;
+use crate::ids::UserId;
+use crate::queue::claim::{ClaimedJob, claim_next, next_run_at};
+use crate::queue::complete::{AttemptRecord, NextState, record};
+use crate::ratelimit::ServerWindow;
+use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
+
+/// What the scheduler learns from one turn of an account.
+#[derive(Debug)]
+pub enum JobReport {
+    /// No job was ready. The account's next queued job becomes ready at this time (`None`: the
+    /// account has none queued).
+    NoJob { next_run_at: Option<DateTime<Utc>> },
+    /// A request went out and its answer is recorded.
+    Sent {
+        completed_at: Instant,
+        server: ServerWindow,
+        followed: bool,
+        unauthorized: bool,
+        /// The account must not send before this instant (pause, 429, usage cap).
+        pause_until: Option<Instant>,
+    },
+    /// The account cannot send any more (needs_reauth, no credentials): give it up.
+    AccountParked,
+    /// Nothing was sent; try this account again at this instant.
+    RetryAt(Instant),
+}
+
+/// Runs one turn of `account`. `unauthorized_streak` counts the account's 401s in a row: a
+/// second one after a refresh parks the account.
+pub async fn run(ctx: Arc<Context>, account: String, unauthorized_streak: u32) -> JobReport {
+    let claimed = match claim_next(
+        &ctx.pool,
+        &ctx.worker_id,
+        &account,
+        ctx.settings.x_api.request_timeout,
+        ctx.settings.worker.job_lease,
+    )
+    .await
+    {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            return match next_run_at(&ctx.pool, &account).await {
+                Ok(next_run_at) => JobReport::NoJob { next_run_at },
+                Err(e) => database_trouble(&account, &e),
+            };
+        }
+        Err(e) => return database_trouble(&account, &e),
+    };
+    let span = info_span!(
+        "job",
+        job_id = claimed.id,
+        source = %claimed.source_user_id,
+        target = %claimed.target_user_id,
+        attempt = claimed.attempts,
+    );
+    send_and_record(ctx, claimed, unauthorized_streak)
+        .instrument(span)
+        .await
+}
+
+fn database_trouble(account: &str, error: &sqlx::Error) -> JobReport {
+    warn!(account, error = %error, "database error while claiming; the account retries in 1 s");
+    JobReport::RetryAt(Instant::now() + Duration::from_secs(1))
+}
+
+async fn send_and_record(
+    ctx: Arc<Context>,
+    job: ClaimedJob,
+    unauthorized_streak: u32,
+) -> JobReport {
+    info!(event = "job_claimed", state = "running", "job claimed");
+    let (Ok(source), Ok(target)) = (
+        UserId::parse(&job.source_user_id),
+        UserId::parse(&job.target_user_id),
+    ) else {
+        // The schema's CHECK constraints make this unreachable; fail the job, not the daemon.
+        let error = json!({"kind": "permanent", "detail": "malformed user id in the row"});
+        finish(&ctx, &job, &NextState::Failed, Some(&error), unsent(&job)).await;
+        return JobReport::RetryAt(Instant::now());
+    };
+
+    let auth = match ctx.tokens.auth_for(&source).await {
+        Ok(auth) => auth,
+        Err(problem) => return without_credentials(&ctx, &job, &source, problem).await,
+    };
+
+    let sent_at = Instant::now();
+    Counters::add(&ctx.counters.sent);
+    let response = ctx.client.follow(&source, &target, &auth).await;
+    let completed_at = Instant::now();
+    let now = Utc::now();
+
+    let facts = JobFacts {
+        attempts: job.attempts,
+        max_attempts: job
+            .max_attempts
+            .unwrap_or(ctx.settings.retry.max_attempts as i32),
+        rate_limited_count: job.rate_limited_count,
+    };
+    let decision = decide(
+        &response.outcome,
+        &response.limits,
+        facts,
+        &ctx.settings.retry,
+        now,
+        rand::random::<f64>(),
+    );
+    if decision.app.is_some() {
+        // Before any write: no other account may start a request meanwhile.
+        ctx.app_stop_seen();
+    }
+    let attempt = attempt_record(&job, &response, sent_at, completed_at);
+    let recorded = finish(&ctx, &job, &decision.next, decision.error.as_ref(), attempt).await;
+    if recorded {
+        log_transition(&ctx, &decision, &response.outcome);
+    }
+
+    let mut pause_until = apply_consequences(&ctx, &source, &decision).await;
+    let unauthorized = matches!(response.outcome, FollowOutcome::Unauthorized(_));
+    if unauthorized {
+        match refresh_after_401(&ctx, &source, &auth, unauthorized_streak).await {
+            Ok(()) => {}
+            Err(RefreshOutcome::Parked) => return JobReport::AccountParked,
+            Err(RefreshOutcome::Later(at)) => {
+                pause_until = Some(pause_until.map_or(at, |p| p.max(at)))
+            }
+        }
+    }
+    JobReport::Sent {
+        completed_at,
+        server: server_window(&response.limits, now, completed_at),
+        followed: matches!(response.outcome, FollowOutcome::Followed { .. }),
+        unauthorized,
+        pause_until,
+    }
+}
+
+/// No usable credentials: the job goes back untouched (no attempt spent) and the account
+/// either parks (needs_reauth) or waits for the token endpoint.
+async fn without_credentials(
+    ctx: &Context,
+    job: &ClaimedJob,
+    source: &UserId,
+    problem: AuthError,
+) -> JobReport {
+    let (report, error) = match problem {
+        AuthError::NeedsReauth { reason } => (
+            JobReport::AccountParked,
+            json!({"kind": "needs_reauth", "detail": reason}),
+        ),
+        AuthError::NoCredentials => {
+            let reason = "no credentials stored for the account";
+            if let Err(e) = ctx.tokens.mark_needs_reauth(source, reason).await {
+                warn!(error = %e, "could not mark the account needs_reauth");
+            }
+            warn!(account = %source, reason, "account marked needs_reauth");
+            (
+                JobReport::AccountParked,
+                json!({"kind": "needs_reauth", "detail": reason}),
+            )
+        }
+        AuthError::Transient(detail) => (
+            JobReport::RetryAt(Instant::now() + AUTH_RETRY),
+            json!({"kind": "token_unavailable", "detail": detail}),
+        ),
+        AuthError::Database(e) => (
+            JobReport::RetryAt(Instant::now() + Duration::from_secs(1)),
+            json!({"kind": "database", "detail": e.to_string()}),
+        ),
+    };
+    let run_at = match &report {
+        JobReport::RetryAt(_) => Utc::now() + AUTH_RETRY,
+        _ => Utc::now(),
+    };
+    let next = NextState::Queued {
+        run_at,
+        refund_attempt: true,
+        rate_limited: false,
+    };
+    if finish(ctx, job, &next, Some(&error), unsent(job)).await {
+        Counters::add(&ctx.counters.requeued);
+        info!(
+            event = "job_requeued",
+            state = "queued",
+            reason = error["kind"].as_str().unwrap_or("credentials"),
+            run_at = %run_at,
+            "job back in the queue: the account has no usable token"
+        );
+    }
+    report
+}
+
+enum RefreshOutcome {
+    Parked,
+    Later(Instant),
+}
+
+/// After a 401: refresh once; a second 401 in a row (the fresh token was refused too)
+/// parks the account.
+async fn refresh_after_401(
+    ctx: &Context,
+    source: &UserId,
+    rejected: &crate::xapi::RequestAuth,
+    unauthorized_streak: u32,
+) -> Result<(), RefreshOutcome> {
+    if unauthorized_streak >= 1 {
+        let reason = "X refused the account's token twice in a row (401), even after a refresh";
+        if let Err(e) = ctx.tokens.mark_needs_reauth(source, reason).await {
+            warn!(error = %e, "could not mark the account needs_reauth");
+        }
+        warn!(account = %source, reason, "account marked needs_reauth");
+        return Err(RefreshOutcome::Parked);
+    }
+    match ctx
+        .tokens
+        .refresh_after_unauthorized(source, rejected)
+        .await
+    {
+        Ok(_) => {
+            info!(account = %source, "access token refreshed after a 401");
+            Ok(())
+        }
+        Err(AuthError::NeedsReauth { .. } | AuthError::NoCredentials) => {
+            Err(RefreshOutcome::Parked)
+        }
+        Err(AuthError::Transient(detail)) => {
+            warn!(account = %source, detail, "token refresh failed; the account waits");
+            Err(RefreshOutcome::Later(Instant::now() + AUTH_RETRY))
+        }
+        Err(AuthError::Database(e)) => {
+            warn!(account = %source, error = %e, "token refresh failed; the account waits");
+            Err(RefreshOutcome::Later(Instant::now() + AUTH_RETRY))
+        }
+    }
+}
+
+/// Persists account pauses and the app stop; returns when this account may send again.
+async fn apply_consequences(
+    ctx: &Context,
+    source: &UserId,
+    decision: &Decision,
+) -> Option<Instant> {
+    let mut resume: Option<Instant> = None;
+    for action in &decision.account {
+        if let AccountAction::Pause { until, reason } = action {
+            if let Err(e) = pause::pause_account(&ctx.pool, source.as_str(), *until, reason).await {
+                warn!(error = %e, reason, "could not persist the account pause");
+            }
+            info!(account = %source, reason, until = %until, "account paused");
+            if *reason == "rate_limit_window" {
+                // The limiter knows this window's end to the millisecond; the header's
+                // whole-second reset stays in the row for operators and other daemons.
+                continue;
+            }
+            let at = instant_at(*until);
+            resume = Some(resume.map_or(at, |r| r.max(at)));
+        }
+    }
+    if let Some(stop) = &decision.app {
+        if let Err(e) =
+            pause::pause_app(&ctx.pool, stop.reason, decision.error.as_ref(), stop.until).await
+        {
+            error!(error = %e, "could not persist the app-wide stop");
+        }
+        error!(
+            reason = stop.reason,
+            until = ?stop.until,
+            "app-wide stop: no account sends until it ends (or an operator deletes the row in followq.app_pause)"
+        );
+    }
+    resume
+}
+
+fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
+    match &decision.next {
+        NextState::Succeeded {
+            following,
+            pending_follow,
+        } => {
+            Counters::add(&ctx.counters.succeeded);
+            if *pending_follow {
+                Counters::add(&ctx.counters.pending);
+            }
+            info!(
+                event = "job_succeeded",
+                state = "succeeded",
+                following,
+                pending_follow,
+                "job succeeded"
+            );
+        }
+        NextState::Failed => {
+            Counters::add(&ctx.counters.failed);
+            warn!(
+                event = "job_failed",
+                state = "failed",
+                outcome = outcome.kind(),
+                error = %decision.error.clone().unwrap_or(serde_json::Value::Null),
+                "job failed"
+            );
+        }
+        NextState::Queued {
+            run_at,
+            rate_limited,
+            ..
+        } => {
+            Counters::add(&ctx.counters.requeued);
+            if *rate_limited || matches!(outcome, FollowOutcome::UsageCapped { .. }) {
+                Counters::add(&ctx.counters.rate_limited);
+            }
+            info!(
+                event = "job_requeued",
+                state = "queued",
+                reason = outcome.kind(),
+                run_at = %run_at,
+                "job back in the queue"
+            );
+        }
+    }
+}
+
+/// Records the job's next state, retrying a few times through a database blip. A job whose
+/// answer cannot be recorded stays running and is rescued after its lease: sent again, safely.
+async fn finish(
+    ctx: &Context,
+    job: &ClaimedJob,
+    next: &NextState,
+    error: Option<&Value>,
+    attempt: AttemptRecord,
+) -> bool {
+    for delay_ms in [0u64, 200, 1000] {
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        match record(&ctx.pool, &ctx.worker_id, job.id, next, error, &attempt).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                warn!(
+                    "the job's lease ran out and it was taken back before its answer was recorded"
+                );
+                return false;
+            }
+            Err(e) => warn!(error = %e, "could not record the job's outcome; retrying"),
+        }
+    }
+    error!("gave up recording the job's outcome; the rescuer will send it again after its lease");
+    false
+}
+
+fn unsent(job: &ClaimedJob) -> AttemptRecord {
+    AttemptRecord {
+        attempt_id: job.attempt_id,
+        outcome: "not_sent".into(),
+        ..AttemptRecord::default()
+    }
+}
+
+fn attempt_record(
+    job: &ClaimedJob,
+    response: &FollowResponse,
+    sent_at: Instant,
+    completed_at: Instant,
+) -> AttemptRecord {
+    let limits = &response.limits;
+    let latency = completed_at.saturating_duration_since(sent_at);
+    AttemptRecord {
+        attempt_id: job.attempt_id,
+        latency_ms: i32::try_from(latency.as_millis()).ok(),
+        http_status: response.http_status.and_then(|s| i16::try_from(s).ok()),
+        outcome: response.outcome.kind().to_owned(),
+        rate_limit_limit: limits.limit.and_then(|v| i32::try_from(v).ok()),
+        rate_limit_remaining: limits.remaining.and_then(|v| i32::try_from(v).ok()),
+        rate_limit_reset_at: limits.reset_at,
+    }
+}
+
+/// The response's window in local instants, for the limiter.
+fn server_window(limits: &RateLimitInfo, now: DateTime<Utc>, at: Instant) -> ServerWindow {
+    ServerWindow {
+        limit: limits.limit,
+        remaining: limits.remaining,
+        reset_at: limits
+            .reset_at
+            .map(|reset| (reset - now).to_std().map_or(at, |ahead| at + ahead)),
+    }
+}
+
+/// A wall-clock instant as a monotonic one (now, if it is already past).
+pub fn instant_at(at: DateTime<Utc>) -> Instant {
+    let now = Instant::now();
+    (at - Utc::now()).to_std().map_or(now, |ahead| now + ahead)
+}

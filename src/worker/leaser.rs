@@ -1,0 +1,242 @@
+//! The leaser: finds accounts with ready jobs and leases them to this daemon, seeding each
+//! one's limiter from the ledger before the scheduler may send for it.
+//!
+//! It wakes on `NOTIFY followq_job_enqueued` (payload: the source account) within
+//! milliseconds of an insert, and polls every `worker.poll_interval` in case a notification
+//! was lost (the listener's connection dropped, or the account was being given back).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::Context;
+use super::job::instant_at;
+use super::scheduler::Event;
+use crate::accounts::lease::{self, LeasedAccount};
+use crate::queue::JOB_ENQUEUED_CHANNEL;
+use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, ServerWindow};
+
+/// Accounts leased per statement on the poll path.
+const LEASE_BATCH: u32 = 500;
+
+pub async fn run(
+    ctx: Arc<Context>,
+    events: mpsc::UnboundedSender<Event>,
+    shutdown: CancellationToken,
+) {
+    let mut listener = connect_listener(&ctx).await;
+    // The first poll waits one interval, so that replicas started together have all
+    // registered before the first of them works out its share.
+    let mut poll = tokio::time::interval_at(
+        tokio::time::Instant::now() + ctx.settings.worker.poll_interval,
+        ctx.settings.worker.poll_interval,
+    );
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = poll.tick() => {
+                lease_ready_accounts(&ctx, &events).await;
+                if listener.is_none() {
+                    listener = connect_listener(&ctx).await;
+                }
+            }
+            accounts = next_notifications(&mut listener) => match accounts {
+                Some(accounts) => on_enqueued(&ctx, &events, accounts).await,
+                None => {
+                    warn!("lost the NOTIFY listener; polling every {:?} until it is back", ctx.settings.worker.poll_interval);
+                    listener = None;
+                }
+            },
+        }
+    }
+}
+
+async fn connect_listener(ctx: &Context) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(&ctx.pool).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            warn!(error = %e, "could not open the NOTIFY listener; polling only");
+            return None;
+        }
+    };
+    if let Err(e) = listener.listen(JOB_ENQUEUED_CHANNEL).await {
+        warn!(error = %e, "could not LISTEN; polling only");
+        return None;
+    }
+    Some(listener)
+}
+
+/// The accounts named by the next notification and any already buffered behind it.
+/// `None` when the listener failed; pending forever when there is none.
+async fn next_notifications(listener: &mut Option<PgListener>) -> Option<Vec<String>> {
+    let Some(active) = listener.as_mut() else {
+        return std::future::pending().await;
+    };
+    let first = active.recv().await.ok()?;
+    let mut accounts: HashSet<String> = HashSet::from([first.payload().to_owned()]);
+    // Drain what is already buffered, so a batch insert becomes one lease statement.
+    while accounts.len() < LEASE_BATCH as usize {
+        match tokio::time::timeout(Duration::ZERO, active.recv()).await {
+            Ok(Ok(more)) => {
+                accounts.insert(more.payload().to_owned());
+            }
+            Ok(Err(_)) => return None,
+            Err(_) => break,
+        }
+    }
+    Some(accounts.into_iter().collect())
+}
+
+async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accounts: Vec<String>) {
+    let (held, free): (Vec<String>, Vec<String>) =
+        accounts.into_iter().partition(|a| ctx.held_contains(a));
+    if !held.is_empty() {
+        let _ = events.send(Event::Wake(held));
+    }
+    if free.is_empty() || ctx.held_count() >= ctx.settings.worker.max_accounts as usize {
+        return;
+    }
+    match lease::acquire_named(
+        &ctx.pool,
+        &ctx.worker_id,
+        &free,
+        ctx.settings.worker.account_lease,
+    )
+    .await
+    {
+        Ok(leased) => hand_over(ctx, events, leased).await,
+        Err(e) => warn!(error = %e, "could not lease notified accounts; the poll will retry"),
+    }
+}
+
+/// Leases free accounts with ready jobs, batch after batch, up to `worker.max_accounts`.
+async fn lease_ready_accounts(ctx: &Context, events: &mpsc::UnboundedSender<Event>) {
+    let lease_length = ctx.settings.worker.account_lease;
+    let limit = match super::registry::fair_share(&ctx.pool, &ctx.worker_id, lease_length).await {
+        Ok(Some(share)) => share.min(ctx.settings.worker.max_accounts as usize),
+        Ok(None) => ctx.settings.worker.max_accounts as usize,
+        Err(e) => {
+            warn!(error = %e, "could not work out this daemon's share of accounts");
+            ctx.settings.worker.max_accounts as usize
+        }
+    };
+    loop {
+        let room = limit.saturating_sub(ctx.held_count());
+        let batch = room.min(LEASE_BATCH as usize);
+        if batch == 0 {
+            return;
+        }
+        let leased = match lease::acquire(
+            &ctx.pool,
+            &ctx.worker_id,
+            ctx.settings.worker.account_lease,
+            batch as i64,
+        )
+        .await
+        {
+            Ok(leased) => leased,
+            Err(e) => {
+                warn!(error = %e, "could not lease accounts; retrying at the next poll");
+                return;
+            }
+        };
+        let full = leased.len() == batch;
+        hand_over(ctx, events, leased).await;
+        if !full {
+            return;
+        }
+    }
+}
+
+/// Builds each leased account's limiter from its quota and the ledger, then hands them to
+/// the scheduler.
+async fn hand_over(
+    ctx: &Context,
+    events: &mpsc::UnboundedSender<Event>,
+    leased: Vec<LeasedAccount>,
+) {
+    if leased.is_empty() {
+        return;
+    }
+    let settings = &ctx.settings.rate_limit;
+    let quotas: Vec<Quota> = leased
+        .iter()
+        .map(|account| {
+            let own = match (account.quota_requests, account.quota_period_seconds) {
+                (Some(requests), Some(seconds)) => Quota::new(
+                    u32::try_from(requests).unwrap_or(0),
+                    Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
+                ),
+                _ => None,
+            };
+            own.or_else(|| Quota::new(settings.requests_per_period, settings.period))
+                .unwrap_or(Quota {
+                    requests: std::num::NonZeroU32::MIN,
+                    period: settings.period,
+                })
+        })
+        .collect();
+    let names: Vec<String> = leased.iter().map(|a| a.user_id.clone()).collect();
+    let periods: Vec<f64> = quotas.iter().map(|q| q.period.as_secs_f64()).collect();
+    let rows = match lease::ledger_seeds(&ctx.pool, &names, &periods).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Without the ledger we cannot know what was spent: give the accounts back.
+            warn!(error = %e, "could not read the ledger for newly leased accounts; releasing them");
+            let _ = lease::release(&ctx.pool, &ctx.worker_id, &names).await;
+            return;
+        }
+    };
+    let mut by_account: HashMap<String, lease::LedgerRow> = rows
+        .into_iter()
+        .map(|row| (row.account_user_id.clone(), row))
+        .collect();
+    let now = Instant::now();
+    let accounts: Vec<(String, AccountLimiter)> = names
+        .into_iter()
+        .zip(quotas)
+        .map(|(name, quota)| {
+            let mut limiter = AccountLimiter::new(quota, settings.daily_follows_per_account);
+            if let Some(row) = by_account.remove(&name) {
+                limiter.seed(&seed_from(&row), now);
+                debug!(
+                    account = name,
+                    spent = row.requests_in_period,
+                    "limiter seeded from the ledger"
+                );
+            }
+            (name, limiter)
+        })
+        .collect();
+    // Counted as held from now on, so the next batch of this round sees the room left (the
+    // scheduler adds them too, when it takes the event).
+    for (name, _) in &accounts {
+        ctx.held_insert(name);
+    }
+    let _ = events.send(Event::Leased(accounts));
+}
+
+fn seed_from(row: &lease::LedgerRow) -> LedgerSeed {
+    let now = Utc::now();
+    LedgerSeed {
+        requests_in_period: u32::try_from(row.requests_in_period).unwrap_or(u32::MAX),
+        server: ServerWindow {
+            limit: row.last_limit.and_then(|v| u32::try_from(v).ok()),
+            remaining: row.last_remaining.and_then(|v| u32::try_from(v).ok()),
+            reset_at: row.last_reset_at.filter(|r| *r > now).map(instant_at),
+        },
+        follow_expiries: row
+            .follows_last_24h
+            .iter()
+            .map(|at| instant_at(*at + chrono::TimeDelta::hours(24)))
+            .collect(),
+    }
+}

@@ -1,0 +1,238 @@
+//! The daemon (`followq run`): drains `followq.follow_jobs` as fast as every account's rate
+//! limit allows and never faster, with any number of replicas on one database.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `leaser.rs` | leasing accounts with ready jobs (NOTIFY + poll), seeding their limiters from the ledger |
+//! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
+//! | `job.rs` | one job: claim → token → request → record → pauses |
+//! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
+//! | `registry.rs` | live daemons (`followq.daemons`) and each one's fair share of accounts |
+//! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
+//! | `stats.rs` | counters for the summary |
+//!
+//! Why the limit holds across processes: governor's buckets live in process memory, so
+//! each account is *leased* to one daemon at a time and only the lease holder sends for it.
+//! A new holder charges its bucket with what the ledger (`followq.attempts`, one row per
+//! request, written before the request goes out) says was sent in the current period, and
+//! re-reads the last window the server reported. Claiming a job re-checks the lease in the
+//! same statement. See README.md, "Running the daemon".
+
+mod decision;
+mod housekeeping;
+mod job;
+mod leaser;
+mod registry;
+mod scheduler;
+pub mod stats;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use decision::backoff;
+
+use crate::accounts::lease;
+use crate::accounts::token_store::TokenStore;
+use crate::config::Settings;
+use crate::xapi::{TokenClient, XApiError, XClient};
+use stats::Counters;
+
+/// What every part of the daemon shares.
+pub struct Context {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub client: XClient,
+    pub tokens: TokenStore,
+    /// Names this daemon in leases and the ledger: host, pid and a random suffix.
+    pub worker_id: String,
+    pub counters: Counters,
+    /// Accounts this daemon holds a lease on (the scheduler writes, the leaser reads).
+    held: Mutex<HashSet<String>>,
+    /// Wakes the app monitor at once when a job hit an app-wide stop.
+    app_check: Notify,
+    /// The scheduler's inbox.
+    events: mpsc::UnboundedSender<scheduler::Event>,
+}
+
+impl Context {
+    fn held_insert(&self, account: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(account.to_owned());
+        }
+    }
+
+    fn held_remove(&self, account: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(account);
+        }
+    }
+
+    fn held_contains(&self, account: &str) -> bool {
+        self.held.lock().is_ok_and(|held| held.contains(account))
+    }
+
+    pub fn held_count(&self) -> usize {
+        self.held.lock().map_or(0, |held| held.len())
+    }
+
+    /// A job hit an app-wide stop: tell the scheduler before anything else, so no account
+    /// starts another request, then have the app monitor read the stop's details.
+    fn app_stop_seen(&self) {
+        let until = std::time::Instant::now() + self.settings.worker.poll_interval * 2;
+        let _ = self.events.send(scheduler::Event::AppStop(Some(until)));
+        self.app_check.notify_one();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("could not build the HTTP client")]
+    Client(#[from] XApiError),
+}
+
+/// A daemon ready to run.
+pub struct Daemon {
+    ctx: Arc<Context>,
+    events: mpsc::UnboundedReceiver<scheduler::Event>,
+}
+
+impl Daemon {
+    pub fn new(settings: Settings, pool: PgPool) -> Result<Daemon, WorkerError> {
+        let client = XClient::new(&settings.x_api)?;
+        let tokens = TokenStore::new(
+            pool.clone(),
+            TokenClient::new(&settings.x_api)?,
+            &settings.x_api,
+        );
+        let (sender, events) = mpsc::unbounded_channel();
+        Ok(Daemon {
+            events,
+            ctx: Arc::new(Context {
+                events: sender,
+                worker_id: worker_id(),
+                settings,
+                pool,
+                client,
+                tokens,
+                counters: Counters::default(),
+                held: Mutex::new(HashSet::new()),
+                app_check: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.ctx.worker_id
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops gracefully: no new requests, requests
+    /// in flight get `worker.shutdown_grace` to finish and record their answers, jobs still
+    /// running after that go back to the queue, and every lease is released.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Daemon { ctx, events } = self;
+        info!(
+            worker_id = %ctx.worker_id,
+            concurrency = ctx.settings.worker.concurrency,
+            quota = ctx.settings.rate_limit.requests_per_period,
+            period = ?ctx.settings.rate_limit.period,
+            base_url = %ctx.settings.x_api.base_url,
+            "followq daemon started"
+        );
+        if let Err(e) = registry::register(&ctx.pool, &ctx.worker_id).await {
+            warn!(error = %e, "could not register in followq.daemons; replicas may share accounts unevenly");
+        }
+        let sender = ctx.events.clone();
+        let background = CancellationToken::new();
+        let mut chores = tokio::task::JoinSet::new();
+        chores.spawn(leaser::run(
+            Arc::clone(&ctx),
+            sender.clone(),
+            background.clone(),
+        ));
+        chores.spawn(housekeeping::rescuer(Arc::clone(&ctx), background.clone()));
+        chores.spawn(housekeeping::app_monitor(
+            Arc::clone(&ctx),
+            sender.clone(),
+            background.clone(),
+        ));
+        chores.spawn(housekeeping::summary(Arc::clone(&ctx), background.clone()));
+
+        let scheduler = scheduler::Scheduler::new(Arc::clone(&ctx), events);
+        let abandoned = scheduler.run(shutdown).await;
+        background.cancel();
+        while chores.join_next().await.is_some() {}
+
+        if abandoned > 0 {
+            warn!(
+                abandoned,
+                "grace period over: putting the requests still in flight back in the queue"
+            );
+        }
+        match return_running_jobs(&ctx.pool, &ctx.worker_id).await {
+            Ok(0) => {}
+            Ok(n) => info!(jobs = n, "jobs still running went back to the queue"),
+            Err(e) => {
+                warn!(error = %e, "could not return running jobs; the rescuer will after their lease")
+            }
+        }
+        match lease::release_all(&ctx.pool, &ctx.worker_id).await {
+            Ok(n) => info!(accounts = n, "account leases released; daemon stopped"),
+            Err(e) => {
+                warn!(error = %e, "could not release account leases; they expire by themselves")
+            }
+        }
+        if let Err(e) = registry::leave(&ctx.pool, &ctx.worker_id).await {
+            warn!(error = %e, "could not leave followq.daemons; the entry expires by itself");
+        }
+    }
+}
+
+/// Jobs this daemon still holds after the grace period go back to the queue at once (their
+/// requests may have reached X: the ledger rows say `abandoned`, and they still count).
+async fn return_running_jobs(pool: &PgPool, worker_id: &str) -> Result<u64, sqlx::Error> {
+    let rows: i64 = sqlx::query_scalar(
+        r#"
+        WITH returned AS (
+            UPDATE followq.follow_jobs
+            SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
+                run_at = now(), updated_at = now(),
+                last_error = jsonb_build_object('kind', 'abandoned',
+                    'detail', 'the daemon stopped before the answer arrived')
+            WHERE state = 'running' AND leased_by = $1
+            RETURNING id
+        ),
+        ledger AS (
+            UPDATE followq.attempts AS t SET outcome = 'abandoned', completed_at = now()
+            FROM returned AS r
+            WHERE t.job_id = r.id AND t.outcome IS NULL
+        )
+        SELECT count(*) FROM returned
+        "#,
+    )
+    .bind(worker_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(rows).unwrap_or(0))
+}
+
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}

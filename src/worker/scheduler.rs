@@ -1,0 +1,474 @@
+//! The scheduler: one task that owns every leased account's limiter and decides which account
+//! sends next. No locks: everything reaches it as an [`Event`].
+//!
+//! - Accounts whose gates are open wait in a FIFO ready queue, so accounts are served round
+//!   robin and a paused, limited or slow account never holds up another.
+//! - An account has at most one job in flight; at most `worker.concurrency` are in flight in
+//!   all (each job is a task holding one permit).
+//! - An account that must wait sits on a timer heap until the exact instant its gate opens
+//!   (governor's readiness, the window's end, a pause's end): no polling.
+//! - Every `worker.heartbeat_interval` the leases are renewed in one statement, and accounts
+//!   idle for that long are given back.
+//! - On shutdown no new request starts; requests in flight get `worker.shutdown_grace` to
+//!   finish and record their answers.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Context;
+use super::job::{self, JobReport};
+use crate::accounts::{lease, pause};
+use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
+
+/// Messages to the scheduler.
+#[derive(Debug)]
+pub enum Event {
+    /// Newly leased accounts, their limiters seeded from the ledger.
+    Leased(Vec<(String, AccountLimiter)>),
+    /// New jobs were enqueued for these (held) accounts.
+    Wake(Vec<String>),
+    /// One turn of an account ended.
+    JobDone { account: String, report: JobReport },
+    /// The heartbeat's result: leases kept, and idle accounts given back.
+    Heartbeat {
+        lost: Vec<String>,
+        released: Vec<String>,
+        kept_idle: Vec<String>,
+    },
+    /// The app-wide stop: `Some(until)` while in force, `None` once lifted.
+    AppStop(Option<Instant>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// In the ready queue.
+    Ready,
+    /// A job task is running for it.
+    Busy,
+    /// On the timer heap until this instant; `for_jobs` when it waits for a job's `run_at`
+    /// rather than for its limiter (a NOTIFY then wakes it early).
+    Waiting { until: Instant, for_jobs: bool },
+    /// Nothing queued; given back at the next heartbeat unless a NOTIFY wakes it.
+    Idle { since: Instant },
+    /// Being given back by the heartbeat.
+    Releasing,
+}
+
+struct Slot {
+    limiter: AccountLimiter,
+    phase: Phase,
+    unauthorized_streak: u32,
+    /// The lease was lost while a job ran: drop the slot when it ends.
+    lost: bool,
+    /// The daily-cap pause already persisted for this wait.
+    persisted_daily_cap: Option<Instant>,
+}
+
+pub struct Scheduler {
+    ctx: Arc<Context>,
+    events: mpsc::UnboundedReceiver<Event>,
+    sender: mpsc::UnboundedSender<Event>,
+    slots: HashMap<String, Slot>,
+    ready: VecDeque<String>,
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    jobs: JoinSet<()>,
+    in_flight: usize,
+    app_stopped_until: Option<Instant>,
+    next_heartbeat: Instant,
+    heartbeat_running: bool,
+}
+
+impl Scheduler {
+    pub fn new(ctx: Arc<Context>, events: mpsc::UnboundedReceiver<Event>) -> Scheduler {
+        let sender = ctx.events.clone();
+        let next_heartbeat = Instant::now() + ctx.settings.worker.heartbeat_interval;
+        Scheduler {
+            ctx,
+            events,
+            sender,
+            slots: HashMap::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            jobs: JoinSet::new(),
+            in_flight: 0,
+            app_stopped_until: None,
+            next_heartbeat,
+            heartbeat_running: false,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled and the requests in flight have finished (or the
+    /// grace period ran out). Returns how many were still in flight when it gave up.
+    pub async fn run(mut self, shutdown: CancellationToken) -> usize {
+        loop {
+            self.dispatch(Instant::now());
+            let wake_at = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                event = self.events.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+            if Instant::now() >= self.next_heartbeat {
+                self.heartbeat();
+            }
+        }
+        self.drain().await
+    }
+
+    /// Waits for the requests in flight, up to the grace period, recording their answers.
+    async fn drain(mut self) -> usize {
+        let grace = self.ctx.settings.worker.shutdown_grace;
+        info!(
+            in_flight = self.in_flight,
+            grace = ?grace,
+            "stopping: no new requests; waiting for those in flight"
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.in_flight > 0 {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(Event::JobDone { account, report }) => self.job_done(account, report),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let abandoned = self.in_flight;
+        self.jobs.abort_all();
+        abandoned
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_heartbeat;
+        if let Some(Reverse((at, _))) = self.timers.peek() {
+            wake = wake.min(*at);
+        }
+        if let Some(until) = self.app_stopped_until {
+            wake = wake.min(until);
+        }
+        wake
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Leased(accounts) => {
+                for (account, limiter) in accounts {
+                    match self.slots.get_mut(&account) {
+                        Some(slot) => Self::wake_slot(slot, &account, &mut self.ready),
+                        None => {
+                            self.ctx.held_insert(&account);
+                            self.slots.insert(
+                                account.clone(),
+                                Slot {
+                                    limiter,
+                                    phase: Phase::Ready,
+                                    unauthorized_streak: 0,
+                                    lost: false,
+                                    persisted_daily_cap: None,
+                                },
+                            );
+                            self.ready.push_back(account);
+                        }
+                    }
+                }
+            }
+            Event::Wake(accounts) => {
+                for account in accounts {
+                    if let Some(slot) = self.slots.get_mut(&account) {
+                        Self::wake_slot(slot, &account, &mut self.ready);
+                    }
+                }
+            }
+            Event::JobDone { account, report } => self.job_done(account, report),
+            Event::Heartbeat {
+                lost,
+                released,
+                kept_idle,
+            } => {
+                self.heartbeat_running = false;
+                for account in lost {
+                    warn!(
+                        account,
+                        "lease lost: another daemon may now send for this account"
+                    );
+                    self.forget_or_mark_lost(&account);
+                }
+                for account in released {
+                    if matches!(
+                        self.slots.get(&account).map(|s| s.phase),
+                        Some(Phase::Releasing)
+                    ) {
+                        self.slots.remove(&account);
+                        self.ctx.held_remove(&account);
+                    }
+                }
+                for account in kept_idle {
+                    if let Some(slot) = self.slots.get_mut(&account)
+                        && slot.phase == Phase::Releasing
+                    {
+                        slot.phase = Phase::Ready;
+                        self.ready.push_back(account);
+                    }
+                }
+            }
+            Event::AppStop(until) => {
+                if until.is_none() && self.app_stopped_until.is_some() {
+                    info!("app-wide stop lifted: accounts send again");
+                }
+                self.app_stopped_until = until;
+            }
+        }
+    }
+
+    fn wake_slot(slot: &mut Slot, account: &str, ready: &mut VecDeque<String>) {
+        match slot.phase {
+            Phase::Idle { .. } | Phase::Waiting { for_jobs: true, .. } => {
+                slot.phase = Phase::Ready;
+                ready.push_back(account.to_owned());
+            }
+            _ => {}
+        }
+    }
+
+    fn forget_or_mark_lost(&mut self, account: &str) {
+        if let Some(slot) = self.slots.get_mut(account) {
+            if slot.phase == Phase::Busy {
+                slot.lost = true;
+            } else {
+                self.slots.remove(account);
+                self.ctx.held_remove(account);
+            }
+        }
+    }
+
+    /// Starts as many requests as the gates and the concurrency cap allow.
+    fn dispatch(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, account))) = self.timers.pop() else {
+                break;
+            };
+            if let Some(slot) = self.slots.get_mut(&account)
+                && matches!(slot.phase, Phase::Waiting { until, .. } if until == at)
+            {
+                slot.phase = Phase::Ready;
+                self.ready.push_back(account);
+            }
+        }
+        match self.app_stopped_until {
+            Some(until) if until > now => return,
+            Some(_) => self.app_stopped_until = None,
+            None => {}
+        }
+        let concurrency = self.ctx.settings.worker.concurrency as usize;
+        while self.in_flight < concurrency {
+            let Some(account) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.slots.get_mut(&account) else {
+                continue;
+            };
+            if slot.phase != Phase::Ready {
+                continue;
+            }
+            match slot.limiter.try_acquire(now) {
+                Gate::Go => {
+                    slot.phase = Phase::Busy;
+                    self.in_flight += 1;
+                    let ctx = Arc::clone(&self.ctx);
+                    let sender = self.sender.clone();
+                    let streak = slot.unauthorized_streak;
+                    self.jobs.spawn(async move {
+                        let report = job::run(ctx, account.clone(), streak).await;
+                        let _ = sender.send(Event::JobDone { account, report });
+                    });
+                }
+                Gate::WaitUntil(until, reason) => {
+                    debug!(account, reason = reason.as_str(), "account waits");
+                    if reason == WaitReason::DailyCap && slot.persisted_daily_cap != Some(until) {
+                        slot.persisted_daily_cap = Some(until);
+                        Self::persist_daily_cap(&self.ctx, &account, until);
+                    }
+                    slot.phase = Phase::Waiting {
+                        until,
+                        for_jobs: false,
+                    };
+                    self.timers.push(Reverse((until, account)));
+                }
+            }
+        }
+        // Reap finished job tasks (their results arrive as events).
+        while self.jobs.try_join_next().is_some() {}
+    }
+
+    fn persist_daily_cap(ctx: &Arc<Context>, account: &str, until: Instant) {
+        let ctx = Arc::clone(ctx);
+        let account = account.to_owned();
+        let until_wall = chrono::Utc::now()
+            + chrono::TimeDelta::from_std(until.saturating_duration_since(Instant::now()))
+                .unwrap_or(chrono::TimeDelta::zero());
+        info!(account, until = %until_wall, reason = "daily_cap", "account paused: its follows in the last 24 hours reached rate_limit.daily_follows_per_account");
+        tokio::spawn(async move {
+            if let Err(e) = pause::pause_account(&ctx.pool, &account, until_wall, "daily_cap").await
+            {
+                warn!(account, error = %e, "could not persist the daily-cap pause");
+            }
+        });
+    }
+
+    fn job_done(&mut self, account: String, report: JobReport) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let now = Instant::now();
+        let Some(slot) = self.slots.get_mut(&account) else {
+            return;
+        };
+        if slot.lost {
+            self.slots.remove(&account);
+            self.ctx.held_remove(&account);
+            return;
+        }
+        let next = match report {
+            JobReport::Sent {
+                completed_at,
+                server,
+                followed,
+                unauthorized,
+                pause_until,
+            } => {
+                slot.limiter.record_response(completed_at, server, followed);
+                slot.unauthorized_streak = if unauthorized {
+                    slot.unauthorized_streak + 1
+                } else {
+                    0
+                };
+                match pause_until {
+                    Some(until) if until > now => Phase::Waiting {
+                        until,
+                        for_jobs: false,
+                    },
+                    _ => Phase::Ready,
+                }
+            }
+            JobReport::NoJob { next_run_at } => {
+                slot.limiter.refund();
+                let lease = self.ctx.settings.worker.account_lease;
+                match next_run_at {
+                    None => Phase::Idle { since: now },
+                    Some(at) => {
+                        let until = job::instant_at(at).max(now + Duration::from_millis(5));
+                        if until > now + lease / 2 {
+                            Phase::Idle { since: now }
+                        } else {
+                            Phase::Waiting {
+                                until,
+                                for_jobs: true,
+                            }
+                        }
+                    }
+                }
+            }
+            JobReport::AccountParked => {
+                slot.limiter.refund();
+                self.slots.remove(&account);
+                self.ctx.held_remove(&account);
+                let ctx = Arc::clone(&self.ctx);
+                tokio::spawn(async move {
+                    if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, &[account]).await {
+                        warn!(error = %e, "could not release a parked account's lease");
+                    }
+                });
+                return;
+            }
+            JobReport::RetryAt(until) => {
+                slot.limiter.refund();
+                Phase::Waiting {
+                    until: until.max(now),
+                    for_jobs: false,
+                }
+            }
+        };
+        slot.phase = next;
+        match next {
+            Phase::Ready => self.ready.push_back(account),
+            Phase::Waiting { until, .. } => self.timers.push(Reverse((until, account))),
+            _ => {}
+        }
+    }
+
+    /// Renews every lease and gives back accounts idle for a whole interval, in a task.
+    fn heartbeat(&mut self) {
+        let interval = self.ctx.settings.worker.heartbeat_interval;
+        self.next_heartbeat = Instant::now() + interval;
+        if self.heartbeat_running {
+            return;
+        }
+        let now = Instant::now();
+        let mut held = Vec::with_capacity(self.slots.len());
+        let mut idle = Vec::new();
+        for (account, slot) in &mut self.slots {
+            match slot.phase {
+                Phase::Idle { since } if now.saturating_duration_since(since) >= interval => {
+                    slot.phase = Phase::Releasing;
+                    idle.push(account.clone());
+                }
+                Phase::Releasing => {}
+                _ => held.push(account.clone()),
+            }
+        }
+        self.heartbeat_running = true;
+        let ctx = Arc::clone(&self.ctx);
+        let sender = self.sender.clone();
+        tokio::spawn(async move {
+            let lease_length = ctx.settings.worker.account_lease;
+            if let Err(e) =
+                super::registry::heartbeat(&ctx.pool, &ctx.worker_id, lease_length).await
+            {
+                warn!(error = %e, "could not renew this daemon's heartbeat");
+            }
+            let lost = match lease::renew(&ctx.pool, &ctx.worker_id, &held, lease_length).await {
+                Ok(kept) => {
+                    let kept: std::collections::HashSet<String> = kept.into_iter().collect();
+                    held.into_iter().filter(|a| !kept.contains(a)).collect()
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not renew account leases; trying again next heartbeat");
+                    Vec::new()
+                }
+            };
+            let released = if idle.is_empty() {
+                Vec::new()
+            } else {
+                lease::release_idle(&ctx.pool, &ctx.worker_id, &idle)
+                    .await
+                    .unwrap_or_else(|e| {
+                        warn!(error = %e, "could not release idle accounts");
+                        Vec::new()
+                    })
+            };
+            let released_set: std::collections::HashSet<&String> = released.iter().collect();
+            let kept_idle = idle
+                .into_iter()
+                .filter(|a| !released_set.contains(a))
+                .collect();
+            let _ = sender.send(Event::Heartbeat {
+                lost,
+                released,
+                kept_idle,
+            });
+        });
+    }
+}

@@ -1,0 +1,10 @@
+//! The daemon against a real Postgres and the bundled simulator over loopback, with windows
+//! scaled to seconds. The scenarios run one at a time (see `support::serial`): their timing
+//! assertions must not compete with each other for the machine's two cores.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod failures;
+mod lifecycle;
+mod pacing;
+mod support;

@@ -1,0 +1,255 @@
+//! The rate limit holds: one daemon, several daemons, a daemon that dies and its successor,
+//! another app spending the window, and a paused account beside fifty that flow.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Harness, assert_within_quota, serial, sim_config};
+
+/// (a) One account, 120 jobs, quota 50 per window: no window above 50, no 429, all done in
+/// about two windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_drains_in_about_the_ideal_time() {
+    let _serial = serial().await;
+    let window = Duration::from_secs(3);
+    let harness = Harness::new(sim_config(50, window)).await;
+    harness.account("100").await;
+    harness.enqueue("100", 1_000, 120).await;
+
+    let started = Instant::now();
+    let daemon = harness.start().await;
+    harness.wait_all_finished(Duration::from_secs(30)).await;
+    let elapsed = started.elapsed();
+    daemon.stop().await;
+
+    let stats = harness.stats().await;
+    assert_within_quota(&stats, 50);
+    let user = stats.user("100");
+    assert_eq!(user.requests, 120, "one request per job: {user:?}");
+    assert_eq!(user.follows, 120);
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded' AND attempts = 1")
+            .await,
+        120
+    );
+    // Three windows are needed; the third starts two windows after the first. The first
+    // poll waits one poll interval (200 ms) before leasing.
+    assert!(
+        elapsed >= window * 2,
+        "faster than the quota allows: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= window * 2 + Duration::from_millis(2500),
+        "much slower than ideal (2 windows): {elapsed:?}"
+    );
+}
+
+/// (b) Three daemons sharing nothing but the database, 20 accounts x 120 jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_never_exceed_any_accounts_quota() {
+    let _serial = serial().await;
+    let window = Duration::from_secs(3);
+    let harness = Harness::new(sim_config(50, window)).await;
+    let accounts: Vec<String> = (0..20).map(|i| (200 + i).to_string()).collect();
+    for account in &accounts {
+        harness.account(account).await;
+        harness.enqueue(account, 10_000, 120).await;
+    }
+    let daemons = vec![
+        harness.start().await,
+        harness.start().await,
+        harness.start().await,
+    ];
+    harness.wait_all_finished(Duration::from_secs(60)).await;
+    for daemon in daemons {
+        daemon.stop().await;
+    }
+
+    let stats = harness.stats().await;
+    assert_within_quota(&stats, 50);
+    for account in &accounts {
+        let user = stats.user(account);
+        assert_eq!(user.requests, 120, "account {account}: {user:?}");
+        assert_eq!(user.repeated, 0, "account {account} had a job sent twice");
+    }
+    // Every job succeeded exactly once, with exactly one request.
+    assert_eq!(
+        harness
+            .count(
+                "SELECT count(*) FROM followq.follow_jobs j WHERE j.state = 'succeeded' \
+                 AND (SELECT count(*) FROM followq.attempts t WHERE t.job_id = j.id) = 1"
+            )
+            .await,
+        2400
+    );
+    // No account ever had two requests in flight: per account, each request was sent after
+    // the previous one was answered.
+    assert_eq!(
+        harness
+            .count(
+                "SELECT count(*) FROM (SELECT sent_at, lag(completed_at) OVER \
+                 (PARTITION BY account_user_id ORDER BY sent_at) AS previous_done \
+                 FROM followq.attempts) t WHERE sent_at < previous_done"
+            )
+            .await,
+        0
+    );
+    let shares: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT worker_id, count(DISTINCT account_user_id) FROM followq.attempts GROUP BY 1",
+    )
+    .fetch_all(&harness.db.pool)
+    .await
+    .unwrap();
+    eprintln!("accounts per daemon: {shares:?}");
+    // The work was shared.
+    assert_eq!(
+        harness
+            .count("SELECT count(DISTINCT worker_id) FROM followq.attempts")
+            .await,
+        3
+    );
+}
+
+/// (c) A daemon killed mid-run and a new one started: nothing lost, no window over the
+/// limit, and the successor counts what its predecessor sent (from the ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_counts_what_a_killed_daemon_sent() {
+    let _serial = serial().await;
+    // A window longer than the account lease, so the successor takes over mid-window.
+    let window = Duration::from_secs(8);
+    let harness = Harness::new(sim_config(20, window)).await;
+    for account in ["300", "301", "302"] {
+        harness.account(account).await;
+        harness.enqueue(account, 20_000, 30).await;
+    }
+    let first = harness.start().await;
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "the first window spent",
+            "SELECT count(*) >= 60 FROM followq.attempts",
+        )
+        .await;
+    first.kill().await;
+
+    let second = harness.start().await;
+    harness.wait_all_finished(Duration::from_secs(40)).await;
+    second.stop().await;
+
+    let stats = harness.stats().await;
+    assert_within_quota(&stats, 20);
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded'")
+            .await,
+        90
+    );
+    assert_eq!(
+        harness
+            .count("SELECT count(DISTINCT worker_id) FROM followq.attempts")
+            .await,
+        2,
+        "the second daemon finished the work"
+    );
+}
+
+/// (d) Another app of the user spends the rest of the window: the 429 is absorbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_account() {
+    let _serial = serial().await;
+    let window = Duration::from_secs(5);
+    let harness = Harness::new(sim_config(50, window)).await;
+    harness.account("400").await;
+    harness.account("401").await;
+    harness.enqueue("400", 1_000, 10).await;
+    let daemon = harness.start().await;
+    harness.wait_all_finished(Duration::from_secs(10)).await;
+
+    // The user's other app spends the 40 requests left in this window.
+    harness.sim.prespend("400", 40);
+    harness.enqueue("400", 2_000, 3).await;
+    harness.enqueue("401", 2_000, 10).await;
+    harness
+        .wait_until(
+            Duration::from_secs(4),
+            "the other account done",
+            "SELECT count(*) = 10 FROM followq.follow_jobs \
+             WHERE source_user_id = '401' AND state = 'succeeded'",
+        )
+        .await;
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, pause_reason FROM followq.accounts WHERE user_id = '400'")
+            .fetch_one(&harness.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_deref()),
+        ("paused", Some("rate_limited"))
+    );
+    let snoozed: (String, i32, i32) = sqlx::query_as(
+        "SELECT state, attempts, rate_limited_count FROM followq.follow_jobs \
+         WHERE source_user_id = '400' AND rate_limited_count > 0",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        snoozed,
+        ("queued".into(), 0, 1),
+        "snoozed, no attempt spent"
+    );
+
+    harness.wait_all_finished(Duration::from_secs(15)).await;
+    daemon.stop().await;
+    let user = harness.user("400").await;
+    assert_eq!(user.rate_limited, 1, "exactly one 429: {user:?}");
+    assert_eq!(
+        harness
+            .count(
+                "SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded' \
+                 AND attempts = 1 AND rate_limited_count = 1"
+            )
+            .await,
+        1
+    );
+}
+
+/// (h) One account paused for an hour while fifty others flow at full rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_account_never_delays_the_others() {
+    let _serial = serial().await;
+    let harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
+    harness.account("500").await;
+    harness.enqueue("500", 1_000, 5).await;
+    sqlx::query(
+        "UPDATE followq.accounts SET status = 'paused', pause_reason = 'operator', \
+         paused_until = now() + interval '1 hour' WHERE user_id = '500'",
+    )
+    .execute(&harness.db.pool)
+    .await
+    .unwrap();
+    for i in 0..50 {
+        let account = (600 + i).to_string();
+        harness.account(&account).await;
+        harness.enqueue(&account, 1_000, 10).await;
+    }
+    let daemon = harness.start().await;
+    let took = harness
+        .wait_until(
+            Duration::from_secs(20),
+            "the 50 active accounts done",
+            "SELECT count(*) = 500 FROM followq.follow_jobs WHERE state = 'succeeded'",
+        )
+        .await;
+    daemon.stop().await;
+
+    assert_eq!(harness.user("500").await.requests, 0);
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.follow_jobs WHERE source_user_id = '500' AND state = 'queued' AND attempts = 0")
+            .await,
+        5
+    );
+    // 500 requests at full rate: well under the 60 s window the quota would allow.
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
