@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod ids;
 pub mod queue;
 pub mod ratelimit;

@@ -5,6 +5,7 @@
 //! (`enqueue --file`).
 
 mod accounts;
+mod demo;
 mod enqueue;
 mod run;
 mod sim;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Run the daemon: drain the queue within every account's rate limit until SIGTERM/SIGINT.
     /// Several replicas may run against one database; each account is sent for by one at a time.
     Run,
+    /// See followq work in about a minute: a scratch database, the bundled simulator, a few
+    /// thousand jobs, the real daemon, and a report. Needs only a Postgres server.
+    Demo(demo::DemoArgs),
     /// Run the bundled X API simulator (follow and token endpoints with X's rules, faults on
     /// demand). Needs no database.
     Sim(Box<sim::SimArgs>),
@@ -58,11 +62,17 @@ pub enum Command {
 
 /// Loads settings, installs logging, and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
+    let mut settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
+    if matches!(cli.command, Command::Demo(_)) && !log_filter_chosen() {
+        // The demo shows a progress bar and a report; the daemon's info lines would drown them.
+        settings.log.filter = "warn".into();
+    }
     telemetry::init(&settings.log)?;
     // The simulator stands in for X: it must run where there is no database.
     let command = match cli.command {
         Command::Sim(args) => return sim::run(*args).await,
+        // The demo makes its own scratch database on the configured server.
+        Command::Demo(args) => return demo::run(settings, args).await,
         command => command,
     };
     let pool = db::connect(&settings.database).await?;
@@ -80,9 +90,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         // Dispatched above, before connecting; kept so the match stays exhaustive.
         Command::Sim(args) => sim::run(*args).await,
+        Command::Demo(args) => demo::run(settings, args).await,
     };
     pool.close().await;
     outcome.map_err(explain_missing_schema)
+}
+
+/// Whether the user picked a log filter (RUST_LOG or FOLLOWQ_LOG__FILTER).
+fn log_filter_chosen() -> bool {
+    ["RUST_LOG", "FOLLOWQ_LOG__FILTER"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 /// A command other than `migrate` on a database without the schema: say what to do.

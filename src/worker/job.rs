@@ -310,7 +310,8 @@ fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
         }
         NextState::Failed => {
             Counters::add(&ctx.counters.failed);
-            warn!(
+            // A failed job is an outcome, not a fault of the daemon: info, like the others.
+            info!(
                 event = "job_failed",
                 state = "failed",
                 outcome = outcome.kind(),

@@ -1,0 +1,184 @@
+//! The demo's closing report: what became of the jobs, what the simulator saw, and how the
+//! run compares with the fastest the quota allows.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+
+use super::DemoOptions;
+use crate::sim::SimStats;
+
+#[derive(Debug, Clone, Copy, Default, FromRow)]
+pub struct JobCounts {
+    pub queued: i64,
+    pub running: i64,
+    pub following: i64,
+    pub pending: i64,
+    pub failed: i64,
+}
+
+impl JobCounts {
+    pub fn finished(&self) -> u64 {
+        u64::try_from(self.following + self.pending + self.failed).unwrap_or(0)
+    }
+}
+
+/// Jobs by state (one statement).
+pub async fn job_counts(pool: &PgPool) -> Result<JobCounts, sqlx::Error> {
+    sqlx::query_as::<_, JobCounts>(
+        r#"
+        SELECT count(*) FILTER (WHERE state = 'queued') AS queued,
+               count(*) FILTER (WHERE state = 'running') AS running,
+               count(*) FILTER (WHERE state = 'succeeded' AND NOT pending_follow) AS following,
+               count(*) FILTER (WHERE state = 'succeeded' AND pending_follow) AS pending,
+               count(*) FILTER (WHERE state = 'failed') AS failed
+        FROM followq.follow_jobs
+        "#,
+    )
+    .fetch_one(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub completed: bool,
+    pub jobs: u64,
+    pub following: i64,
+    pub pending: i64,
+    pub failed: i64,
+    /// Failed jobs by reason (`kind status`, e.g. `permanent 404`).
+    pub failed_by_reason: Vec<(String, i64)>,
+    pub still_queued: i64,
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub token_refreshes: u64,
+    pub quota: u32,
+    pub window_seconds: f64,
+    /// The most requests any account had in one window (must not exceed the quota).
+    pub max_requests_in_window: u64,
+    /// The most requests one account needed (jobs plus retries).
+    pub max_requests_per_account: u64,
+    /// From the first request sent to the last job finished.
+    pub achieved_seconds: f64,
+    /// The fastest the quota allows: the busiest account's last window cannot open before
+    /// (windows needed - 1) windows after its first request.
+    pub ideal_seconds: f64,
+}
+
+pub async fn build(
+    pool: &PgPool,
+    stats: &SimStats,
+    options: &DemoOptions,
+    achieved: Duration,
+    completed: bool,
+) -> Result<DemoReport, sqlx::Error> {
+    let counts = job_counts(pool).await?;
+    let failed_by_reason: Vec<(String, i64)> = sqlx::query_as(
+        r#"
+        SELECT concat_ws(' ', last_error->>'kind', last_error->>'status') AS reason, count(*)
+        FROM followq.follow_jobs WHERE state = 'failed'
+        GROUP BY 1 ORDER BY 2 DESC, 1
+        "#,
+    )
+    .fetch_all(pool)
+    .await?;
+    // From the first request out to the last job finished, as the database recorded them (the
+    // progress loop only looks once a second).
+    let measured: Option<f64> = sqlx::query_scalar(
+        r#"
+        SELECT extract(epoch FROM
+            (SELECT max(finished_at) FROM followq.follow_jobs)
+            - (SELECT min(sent_at) FROM followq.attempts))::float8
+        "#,
+    )
+    .fetch_one(pool)
+    .await?;
+    let achieved = match measured {
+        Some(seconds) if completed && seconds > 0.0 => Duration::from_secs_f64(seconds),
+        _ => achieved,
+    };
+    let max_requests_per_account = stats.users.values().map(|u| u.requests).max().unwrap_or(0);
+    let windows_needed = max_requests_per_account.div_ceil(u64::from(options.quota.max(1)));
+    let ideal = options.window.as_secs_f64() * windows_needed.saturating_sub(1) as f64;
+    Ok(DemoReport {
+        completed,
+        jobs: u64::from(options.jobs),
+        following: counts.following,
+        pending: counts.pending,
+        failed: counts.failed,
+        failed_by_reason,
+        still_queued: counts.queued + counts.running,
+        requests: stats.totals.all_users.requests,
+        rate_limited: stats.totals.all_users.rate_limited,
+        token_refreshes: stats.totals.all_users.refreshes,
+        quota: options.quota,
+        window_seconds: options.window.as_secs_f64(),
+        max_requests_in_window: stats
+            .users
+            .values()
+            .map(|u| u.max_requests_in_window)
+            .max()
+            .unwrap_or(0),
+        max_requests_per_account,
+        achieved_seconds: achieved.as_secs_f64(),
+        ideal_seconds: ideal,
+    })
+}
+
+impl fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let row = |f: &mut fmt::Formatter<'_>, label: &str, value: String| {
+            writeln!(f, "  {label:<38} {value}")
+        };
+        writeln!(f)?;
+        writeln!(
+            f,
+            "followq demo: {}",
+            if self.completed {
+                "done"
+            } else {
+                "interrupted"
+            }
+        )?;
+        row(f, "jobs", self.jobs.to_string())?;
+        row(f, "  following", self.following.to_string())?;
+        row(f, "  pending (protected targets)", self.pending.to_string())?;
+        row(f, "  failed", self.failed.to_string())?;
+        for (reason, count) in &self.failed_by_reason {
+            row(f, &format!("    {reason}"), count.to_string())?;
+        }
+        if self.still_queued > 0 {
+            row(
+                f,
+                "  still queued or running",
+                self.still_queued.to_string(),
+            )?;
+        }
+        row(f, "requests sent", self.requests.to_string())?;
+        row(f, "answered 429", self.rate_limited.to_string())?;
+        row(f, "token refreshes", self.token_refreshes.to_string())?;
+        row(
+            f,
+            "most requests in one window",
+            format!(
+                "{} (quota {} per {:.0} s)",
+                self.max_requests_in_window, self.quota, self.window_seconds
+            ),
+        )?;
+        let efficiency = if self.achieved_seconds > 0.0 {
+            100.0 * self.ideal_seconds / self.achieved_seconds
+        } else {
+            0.0
+        };
+        row(
+            f,
+            "time",
+            format!(
+                "{:.1} s achieved, {:.1} s ideal ({efficiency:.1}% of ideal; busiest account sent {} requests)",
+                self.achieved_seconds, self.ideal_seconds, self.max_requests_per_account
+            ),
+        )
+    }
+}
