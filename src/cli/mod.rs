@@ -5,6 +5,7 @@
 //! (`enqueue --file`).
 
 mod accounts;
+mod bench;
 mod demo;
 mod enqueue;
 mod run;
@@ -55,6 +56,9 @@ pub enum Command {
     /// See followq work in about a minute: a scratch database, the bundled simulator, a few
     /// thousand jobs, the real daemon, and a report. Needs only a Postgres server.
     Demo(demo::DemoArgs),
+    /// Measure followq against the limits set by X's quota and by Postgres (scenarios print
+    /// one line each and write JSON). Build with --release.
+    Bench(bench::BenchArgs),
     /// Run the bundled X API simulator (follow and token endpoints with X's rules, faults on
     /// demand). Needs no database.
     Sim(Box<sim::SimArgs>),
@@ -63,7 +67,7 @@ pub enum Command {
 /// Loads settings, installs logging, and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
-    if matches!(cli.command, Command::Demo(_)) && !log_filter_chosen() {
+    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && !log_filter_chosen() {
         // The demo shows a progress bar and a report; the daemon's info lines would drown them.
         settings.log.filter = "warn".into();
     }
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => return sim::run(*args).await,
         // The demo makes its own scratch database on the configured server.
         Command::Demo(args) => return demo::run(settings, args).await,
+        Command::Bench(args) => return bench::run(settings, args).await,
         command => command,
     };
     let pool = db::connect(&settings.database).await?;
@@ -91,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Dispatched above, before connecting; kept so the match stays exhaustive.
         Command::Sim(args) => sim::run(*args).await,
         Command::Demo(args) => demo::run(settings, args).await,
+        Command::Bench(args) => bench::run(settings, args).await,
     };
     pool.close().await;
     outcome.map_err(explain_missing_schema)

@@ -1,5 +1,5 @@
-//! Claiming the next job of an account: one short statement, committed before any request
-//! goes out.
+//! Claiming the next job of each of a batch of accounts: one short statement, committed before
+//! any request goes out.
 //!
 //! The statement re-checks, atomically with the claim, that this daemon still holds the
 //! account's lease for longer than one request can take; it marks the job running with a job
@@ -30,39 +30,44 @@ pub struct ClaimedJob {
     pub attempt_id: i64,
 }
 
-/// Claims the account's next ready job (highest priority, then oldest `run_at`), or `None`.
+/// Claims, for each of `accounts`, its next ready job (highest priority, then oldest
+/// `run_at`), in one statement. Accounts with nothing ready (or no valid lease) are simply
+/// absent from the answer.
 ///
-/// `request_timeout` is how long the request may take: the account lease must outlast it.
-/// `job_lease` is how long the job stays running before a rescuer may take it back.
-pub async fn claim_next(
+/// `request_timeout` is how long a request may take: the account lease must outlast it.
+/// `job_lease` is how long a job stays running before a rescuer may take it back.
+pub async fn claim_batch(
     pool: &PgPool,
     worker_id: &str,
-    account: &str,
+    accounts: &[String],
     request_timeout: Duration,
     job_lease: Duration,
-) -> Result<Option<ClaimedJob>, sqlx::Error> {
+) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     sqlx::query_as::<_, ClaimedJob>(
         r#"
         WITH next AS MATERIALIZED (
             SELECT j.id
-            FROM followq.follow_jobs AS j
-            WHERE j.source_user_id = $1
-              AND j.state = 'queued'
-              AND j.run_at <= now()
-              AND EXISTS (
-                  SELECT 1 FROM followq.accounts AS a
-                  WHERE a.user_id = $1
-                    AND a.leased_by = $2
-                    AND a.lease_expires_at > now() + make_interval(secs => $3)
-                    -- Automatic pauses (429 reset, window, caps) are this holder's own and
-                    -- its limiter times them precisely; only an operator's pause stops a
-                    -- claim here. Every pause stops other daemons from leasing the account.
-                    AND (a.status = 'active'
-                         OR (a.status = 'paused'
-                             AND (a.paused_until <= now() OR a.pause_reason <> 'operator'))))
-            ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED
+            FROM UNNEST($1::text[]) AS acc(user_id)
+            JOIN followq.accounts AS a
+              ON a.user_id = acc.user_id
+             AND a.leased_by = $2
+             AND a.lease_expires_at > now() + make_interval(secs => $3)
+             -- Automatic pauses (429 reset, window, caps) are this holder's own and its
+             -- limiter times them precisely; only an operator's pause stops a claim here.
+             -- Every pause stops other daemons from leasing the account.
+             AND (a.status = 'active'
+                  OR (a.status = 'paused'
+                      AND (a.paused_until <= now() OR a.pause_reason <> 'operator')))
+            CROSS JOIN LATERAL (
+                SELECT j.id
+                FROM followq.follow_jobs AS j
+                WHERE j.source_user_id = acc.user_id
+                  AND j.state = 'queued'
+                  AND j.run_at <= now()
+                ORDER BY j.priority DESC, j.run_at, j.id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            ) AS j
         ),
         claimed AS (
             UPDATE followq.follow_jobs AS j
@@ -79,8 +84,8 @@ pub async fn claim_next(
         resumed AS (
             UPDATE followq.accounts AS a
             SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
-            WHERE a.user_id = $1 AND a.status = 'paused' AND a.paused_until <= now()
-              AND EXISTS (SELECT 1 FROM claimed)
+            WHERE a.user_id IN (SELECT source_user_id FROM claimed)
+              AND a.status = 'paused' AND a.paused_until <= now()
         ),
         ledger AS (
             INSERT INTO followq.attempts (job_id, account_user_id, worker_id)
@@ -92,23 +97,29 @@ pub async fn claim_next(
         JOIN ledger AS l ON l.job_id = c.id
         "#,
     )
-    .bind(account)
+    .bind(accounts)
     .bind(worker_id)
     .bind(request_timeout.as_secs_f64())
     .bind(job_lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await
 }
 
-/// When the account's earliest queued job becomes ready (`None`: it has no queued job).
+/// For each of `accounts`, when its earliest queued job becomes ready. An account with no
+/// queued job is absent from the answer.
 pub async fn next_run_at(
     pool: &PgPool,
-    account: &str,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT min(run_at) FROM followq.follow_jobs WHERE source_user_id = $1 AND state = 'queued'",
+    accounts: &[String],
+) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT source_user_id, min(run_at)
+        FROM followq.follow_jobs
+        WHERE source_user_id = ANY($1) AND state = 'queued'
+        GROUP BY source_user_id
+        "#,
     )
-    .bind(account)
-    .fetch_one(pool)
+    .bind(accounts)
+    .fetch_all(pool)
     .await
 }

@@ -1,7 +1,8 @@
-//! Recording what became of a request: the job row and its ledger row, in one statement.
+//! Recording what became of requests: job rows and their ledger rows, for a whole batch of
+//! jobs in one statement.
 //!
-//! Every transition out of `running` goes through [`record`]: succeeded, failed, or back to
-//! queued (a retry after backoff, a 429 snooze, or a pause of the account or the app). The
+//! Every transition out of `running` goes through [`record_batch`]: succeeded, failed, or back
+//! to queued (a retry after backoff, a 429 snooze, or a pause of the account or the app). The
 //! update only applies while this daemon still holds the job, so an answer that arrives after
 //! a rescuer took the job back changes nothing but the ledger.
 
@@ -50,81 +51,143 @@ pub struct AttemptRecord {
     pub rate_limit_reset_at: Option<DateTime<Utc>>,
 }
 
-/// Writes the job's next state and completes its ledger row. Returns false when the job was
-/// no longer this daemon's (its lease ran out and a rescuer took it back).
-pub async fn record(
+/// One job's outcome, to be written.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub job_id: i64,
+    pub next: NextState,
+    /// For the job's `last_error` and the ledger row's `error`.
+    pub error: Option<Value>,
+    pub attempt: AttemptRecord,
+}
+
+/// Writes the next state of every job in `completions` and completes their ledger rows, in
+/// one statement. Returns the ids of the jobs updated: a job missing from it was no longer
+/// this daemon's (its lease ran out and a rescuer took it back); its ledger row is completed
+/// all the same.
+pub async fn record_batch(
     pool: &PgPool,
     worker_id: &str,
-    job_id: i64,
-    next: &NextState,
-    last_error: Option<&Value>,
-    attempt: &AttemptRecord,
-) -> Result<bool, sqlx::Error> {
-    let (following, pending_follow) = match next {
-        NextState::Succeeded {
-            following,
-            pending_follow,
-        } => (Some(*following), Some(*pending_follow)),
-        _ => (None, None),
-    };
-    let (run_at, refund, rate_limited) = match next {
-        NextState::Queued {
-            run_at,
-            refund_attempt,
-            rate_limited,
-        } => (Some(*run_at), *refund_attempt, *rate_limited),
-        _ => (None, false, false),
-    };
-    let updated: i64 = sqlx::query_scalar(
+    completions: &[Completion],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let n = completions.len();
+    let mut job_ids = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut refunds = Vec::with_capacity(n);
+    let mut rate_limited = Vec::with_capacity(n);
+    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut following: Vec<Option<bool>> = Vec::with_capacity(n);
+    let mut pending: Vec<Option<bool>> = Vec::with_capacity(n);
+    let mut errors: Vec<Option<Value>> = Vec::with_capacity(n);
+    let mut attempt_ids = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut limits = Vec::with_capacity(n);
+    let mut remainings = Vec::with_capacity(n);
+    let mut resets = Vec::with_capacity(n);
+    for c in completions {
+        job_ids.push(c.job_id);
+        states.push(c.next.state());
+        match &c.next {
+            NextState::Succeeded {
+                following: f,
+                pending_follow: p,
+            } => {
+                following.push(Some(*f));
+                pending.push(Some(*p));
+                run_ats.push(None);
+                refunds.push(false);
+                rate_limited.push(false);
+            }
+            NextState::Failed => {
+                following.push(None);
+                pending.push(None);
+                run_ats.push(None);
+                refunds.push(false);
+                rate_limited.push(false);
+            }
+            NextState::Queued {
+                run_at,
+                refund_attempt,
+                rate_limited: limited,
+            } => {
+                following.push(None);
+                pending.push(None);
+                run_ats.push(Some(*run_at));
+                refunds.push(*refund_attempt);
+                rate_limited.push(*limited);
+            }
+        }
+        errors.push(c.error.clone());
+        attempt_ids.push(c.attempt.attempt_id);
+        latencies.push(c.attempt.latency_ms);
+        statuses.push(c.attempt.http_status);
+        outcomes.push(c.attempt.outcome.as_str());
+        limits.push(c.attempt.rate_limit_limit);
+        remainings.push(c.attempt.rate_limit_remaining);
+        resets.push(c.attempt.rate_limit_reset_at);
+    }
+    sqlx::query_scalar(
         r#"
-        WITH job AS (
+        WITH input AS MATERIALIZED (
+            SELECT * FROM UNNEST(
+                $2::bigint[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[],
+                $7::bool[], $8::bool[], $9::jsonb[], $10::bigint[], $11::int[],
+                $12::smallint[], $13::text[], $14::int[], $15::int[], $16::timestamptz[])
+            AS t(job_id, state, refund, rate_limited, run_at,
+                 following, pending_follow, error, attempt_id, latency_ms,
+                 http_status, outcome, rl_limit, rl_remaining, rl_reset)
+        ),
+        job AS (
             UPDATE followq.follow_jobs AS j
-            SET state = $3,
-                attempts = CASE WHEN $4 THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
-                rate_limited_count = j.rate_limited_count + CASE WHEN $5 THEN 1 ELSE 0 END,
-                run_at = coalesce($6, j.run_at),
-                following = $7,
-                pending_follow = $8,
-                last_error = $9,
-                finished_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN now() END,
+            SET state = i.state,
+                attempts = CASE WHEN i.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+                rate_limited_count = j.rate_limited_count + CASE WHEN i.rate_limited THEN 1 ELSE 0 END,
+                run_at = coalesce(i.run_at, j.run_at),
+                following = i.following,
+                pending_follow = i.pending_follow,
+                last_error = i.error,
+                finished_at = CASE WHEN i.state IN ('succeeded', 'failed') THEN now() END,
                 leased_by = NULL,
                 lease_expires_at = NULL,
                 updated_at = now()
-            WHERE j.id = $1 AND j.state = 'running' AND j.leased_by = $2
+            FROM input AS i
+            WHERE j.id = i.job_id AND j.state = 'running' AND j.leased_by = $1
             RETURNING j.id
         ),
         ledger AS (
-            UPDATE followq.attempts
+            UPDATE followq.attempts AS t
             SET completed_at = now(),
-                latency_ms = $11,
-                http_status = $12,
-                outcome = $13,
-                rate_limit_limit = $14,
-                rate_limit_remaining = $15,
-                rate_limit_reset_at = $16,
-                error = $9
-            WHERE id = $10
+                latency_ms = i.latency_ms,
+                http_status = i.http_status,
+                outcome = i.outcome,
+                rate_limit_limit = i.rl_limit,
+                rate_limit_remaining = i.rl_remaining,
+                rate_limit_reset_at = i.rl_reset,
+                error = i.error
+            FROM input AS i
+            WHERE t.id = i.attempt_id
         )
-        SELECT count(*) FROM job
+        SELECT id FROM job
         "#,
     )
-    .bind(job_id)
     .bind(worker_id)
-    .bind(next.state())
-    .bind(refund)
-    .bind(rate_limited)
-    .bind(run_at)
-    .bind(following)
-    .bind(pending_follow)
-    .bind(last_error)
-    .bind(attempt.attempt_id)
-    .bind(attempt.latency_ms)
-    .bind(attempt.http_status)
-    .bind(&attempt.outcome)
-    .bind(attempt.rate_limit_limit)
-    .bind(attempt.rate_limit_remaining)
-    .bind(attempt.rate_limit_reset_at)
-    .fetch_one(pool)
-    .await?;
-    Ok(updated == 1)
+    .bind(&job_ids)
+    .bind(&states)
+    .bind(&refunds)
+    .bind(&rate_limited)
+    .bind(&run_ats)
+    .bind(&following)
+    .bind(&pending)
+    .bind(&errors)
+    .bind(&attempt_ids)
+    .bind(&latencies)
+    .bind(&statuses)
+    .bind(&outcomes)
+    .bind(&limits)
+    .bind(&remainings)
+    .bind(&resets)
+    .fetch_all(pool)
+    .await
 }

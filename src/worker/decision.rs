@@ -98,9 +98,17 @@ pub fn decide(
             (!errors.is_empty()).then(|| json!({ "partial_errors": errors })),
         ),
         FollowOutcome::RateLimited => {
+            // Retry-After and the reset header may differ by the rounding of either: wait for
+            // the later one. The 429 pause replaces the header's window pause.
             let resume = limits
                 .resume_at(now)
+                .into_iter()
+                .chain(limits.reset_at.filter(|reset| *reset > now))
+                .max()
                 .unwrap_or_else(|| now + backoff(job.rate_limited_count + 1, retry, jitter));
+            account.retain(|a| {
+                !matches!(a, AccountAction::Pause { reason, .. } if *reason == "rate_limit_window")
+            });
             account.push(AccountAction::Pause {
                 until: resume,
                 reason: "rate_limited",

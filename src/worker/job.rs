@@ -1,25 +1,29 @@
-//! One job, end to end: claim (committed) → credentials → the request → decide → record the
-//! job row and its ledger row (one statement) → apply pauses. No transaction is open while the
+//! Jobs, end to end: claim a batch (one committed statement for every account the scheduler
+//! let through) → for each job, credentials → the request → decide → record the job row and
+//! its ledger row (batched by the completer) → apply pauses. No transaction is open while a
 //! request is in flight.
 //!
 //! Every state change of the job emits one event inside the job's span (`job_id`, `source`,
 //! `target`, `attempt`); `event` names the change and `reason` says why a job waits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::Context;
 use super::decision::{AUTH_RETRY, AccountAction, Decision, JobFacts, decide};
+use super::scheduler::Event;
 use super::stats::Counters;
 use crate::accounts::pause;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
-use crate::queue::claim::{ClaimedJob, claim_next, next_run_at};
-use crate::queue::complete::{AttemptRecord, NextState, record};
+use crate::queue::claim::{ClaimedJob, claim_batch, next_run_at};
+use crate::queue::complete::{AttemptRecord, Completion, NextState};
 use crate::ratelimit::ServerWindow;
 use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
 
@@ -44,49 +48,81 @@ pub enum JobReport {
     RetryAt(Instant),
 }
 
-/// Runs one turn of `account`. `unauthorized_streak` counts the account's 401s in a row: a
-/// second one after a refresh parks the account.
-pub async fn run(ctx: Arc<Context>, account: String, unauthorized_streak: u32) -> JobReport {
-    let claimed = match claim_next(
+/// Runs one turn of each of `accounts` (with its count of 401s in a row: a second one after
+/// a refresh parks the account), reporting each turn's end to the scheduler as it happens.
+pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
+    let names: Vec<String> = accounts.iter().map(|(name, _)| name.clone()).collect();
+    let claimed = match claim_batch(
         &ctx.pool,
         &ctx.worker_id,
-        &account,
+        &names,
         ctx.settings.x_api.request_timeout,
         ctx.settings.worker.job_lease,
     )
     .await
     {
-        Ok(Some(job)) => job,
-        Ok(None) => {
-            return match next_run_at(&ctx.pool, &account).await {
-                Ok(next_run_at) => JobReport::NoJob { next_run_at },
-                Err(e) => database_trouble(&account, &e),
-            };
+        Ok(claimed) => claimed,
+        Err(e) => {
+            warn!(error = %e, accounts = names.len(), "database error while claiming; the accounts retry in 1 s");
+            for account in names {
+                report(
+                    &ctx,
+                    account,
+                    JobReport::RetryAt(Instant::now() + Duration::from_secs(1)),
+                );
+            }
+            return;
         }
-        Err(e) => return database_trouble(&account, &e),
     };
-    let span = info_span!(
-        "job",
-        job_id = claimed.id,
-        source = %claimed.source_user_id,
-        target = %claimed.target_user_id,
-        attempt = claimed.attempts,
-    );
-    send_and_record(ctx, claimed, unauthorized_streak)
-        .instrument(span)
-        .await
+    let mut streaks: HashMap<String, u32> = accounts.into_iter().collect();
+    let mut jobs = JoinSet::new();
+    for job in claimed {
+        let streak = streaks.remove(&job.source_user_id).unwrap_or(0);
+        let ctx = Arc::clone(&ctx);
+        jobs.spawn(async move {
+            let account = job.source_user_id.clone();
+            let span = info_span!(
+                "job",
+                job_id = job.id,
+                source = %job.source_user_id,
+                target = %job.target_user_id,
+                attempt = job.attempts,
+            );
+            let outcome = send_and_record(&ctx, job, streak).instrument(span).await;
+            report(&ctx, account, outcome);
+        });
+    }
+    // The accounts left had nothing ready: say when their next job is due.
+    let empty: Vec<String> = streaks.into_keys().collect();
+    if !empty.is_empty() {
+        match next_run_at(&ctx.pool, &empty).await {
+            Ok(due) => {
+                let due: HashMap<String, DateTime<Utc>> = due.into_iter().collect();
+                for account in empty {
+                    let next_run_at = due.get(&account).copied();
+                    report(&ctx, account, JobReport::NoJob { next_run_at });
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "database error while looking for the next jobs; retrying in 1 s");
+                for account in empty {
+                    report(
+                        &ctx,
+                        account,
+                        JobReport::RetryAt(Instant::now() + Duration::from_secs(1)),
+                    );
+                }
+            }
+        }
+    }
+    while jobs.join_next().await.is_some() {}
 }
 
-fn database_trouble(account: &str, error: &sqlx::Error) -> JobReport {
-    warn!(account, error = %error, "database error while claiming; the account retries in 1 s");
-    JobReport::RetryAt(Instant::now() + Duration::from_secs(1))
+fn report(ctx: &Context, account: String, report: JobReport) {
+    let _ = ctx.events.send(Event::JobDone { account, report });
 }
 
-async fn send_and_record(
-    ctx: Arc<Context>,
-    job: ClaimedJob,
-    unauthorized_streak: u32,
-) -> JobReport {
+async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u32) -> JobReport {
     info!(event = "job_claimed", state = "running", "job claimed");
     let (Ok(source), Ok(target)) = (
         UserId::parse(&job.source_user_id),
@@ -94,13 +130,13 @@ async fn send_and_record(
     ) else {
         // The schema's CHECK constraints make this unreachable; fail the job, not the daemon.
         let error = json!({"kind": "permanent", "detail": "malformed user id in the row"});
-        finish(&ctx, &job, &NextState::Failed, Some(&error), unsent(&job)).await;
+        finish(ctx, &job, NextState::Failed, Some(error), unsent(&job)).await;
         return JobReport::RetryAt(Instant::now());
     };
 
-    let auth = match ctx.tokens.auth_for(&source).await {
+    let auth = match ctx.auth_for(&source).await {
         Ok(auth) => auth,
-        Err(problem) => return without_credentials(&ctx, &job, &source, problem).await,
+        Err(problem) => return without_credentials(ctx, &job, &source, problem).await,
     };
 
     let sent_at = Instant::now();
@@ -129,15 +165,23 @@ async fn send_and_record(
         ctx.app_stop_seen();
     }
     let attempt = attempt_record(&job, &response, sent_at, completed_at);
-    let recorded = finish(&ctx, &job, &decision.next, decision.error.as_ref(), attempt).await;
+    let recorded = finish(
+        ctx,
+        &job,
+        decision.next.clone(),
+        decision.error.clone(),
+        attempt,
+    )
+    .await;
     if recorded {
-        log_transition(&ctx, &decision, &response.outcome);
+        log_transition(ctx, &decision, &response.outcome);
     }
 
-    let mut pause_until = apply_consequences(&ctx, &source, &decision).await;
+    let mut pause_until = apply_consequences(ctx, &source, &decision).await;
     let unauthorized = matches!(response.outcome, FollowOutcome::Unauthorized(_));
     if unauthorized {
-        match refresh_after_401(&ctx, &source, &auth, unauthorized_streak).await {
+        ctx.forget_auth(&source);
+        match refresh_after_401(ctx, &source, &auth, unauthorized_streak).await {
             Ok(()) => {}
             Err(RefreshOutcome::Parked) => return JobReport::AccountParked,
             Err(RefreshOutcome::Later(at)) => {
@@ -162,6 +206,7 @@ async fn without_credentials(
     source: &UserId,
     problem: AuthError,
 ) -> JobReport {
+    ctx.forget_auth(source);
     let (report, error) = match problem {
         AuthError::NeedsReauth { reason } => (
             JobReport::AccountParked,
@@ -196,12 +241,13 @@ async fn without_credentials(
         refund_attempt: true,
         rate_limited: false,
     };
-    if finish(ctx, job, &next, Some(&error), unsent(job)).await {
+    let kind = error["kind"].as_str().unwrap_or("credentials").to_owned();
+    if finish(ctx, job, next, Some(error), unsent(job)).await {
         Counters::add(&ctx.counters.requeued);
         info!(
             event = "job_requeued",
             state = "queued",
-            reason = error["kind"].as_str().unwrap_or("credentials"),
+            reason = %kind,
             run_at = %run_at,
             "job back in the queue: the account has no usable token"
         );
@@ -339,32 +385,30 @@ fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
     }
 }
 
-/// Records the job's next state, retrying a few times through a database blip. A job whose
-/// answer cannot be recorded stays running and is rescued after its lease: sent again, safely.
+/// Records the job's next state through the completer; false when the job was no longer
+/// this daemon's (a rescuer took it back) or could not be written.
 async fn finish(
     ctx: &Context,
     job: &ClaimedJob,
-    next: &NextState,
-    error: Option<&Value>,
+    next: NextState,
+    error: Option<Value>,
     attempt: AttemptRecord,
 ) -> bool {
-    for delay_ms in [0u64, 200, 1000] {
-        if delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        }
-        match record(&ctx.pool, &ctx.worker_id, job.id, next, error, &attempt).await {
-            Ok(true) => return true,
-            Ok(false) => {
-                warn!(
-                    "the job's lease ran out and it was taken back before its answer was recorded"
-                );
-                return false;
-            }
-            Err(e) => warn!(error = %e, "could not record the job's outcome; retrying"),
-        }
+    let recorded = ctx
+        .completer
+        .complete(Completion {
+            job_id: job.id,
+            next,
+            error,
+            attempt,
+        })
+        .await;
+    if !recorded {
+        warn!(
+            "the job's outcome was not recorded: its lease ran out and it was taken back, or the database is unreachable"
+        );
     }
-    error!("gave up recording the job's outcome; the rescuer will send it again after its lease");
-    false
+    recorded
 }
 
 fn unsent(job: &ClaimedJob) -> AttemptRecord {

@@ -5,7 +5,8 @@
 //! | --- | --- |
 //! | `leaser.rs` | leasing accounts with ready jobs (NOTIFY + poll), seeding their limiters from the ledger |
 //! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
-//! | `job.rs` | one job: claim → token → request → record → pauses |
+//! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
+//! | `completer.rs` | writing job outcomes in batches |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | live daemons (`followq.daemons`) and each one's fair share of accounts |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
@@ -18,6 +19,7 @@
 //! re-reads the last window the server reported. Claiming a job re-checks the lease in the
 //! same statement. See README.md, "Running the daemon".
 
+mod completer;
 mod decision;
 mod housekeeping;
 mod job;
@@ -26,8 +28,9 @@ mod registry;
 mod scheduler;
 pub mod stats;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
@@ -37,10 +40,15 @@ use tracing::{info, warn};
 pub use decision::backoff;
 
 use crate::accounts::lease;
-use crate::accounts::token_store::TokenStore;
+use crate::accounts::token_store::{AuthError, TokenStore};
 use crate::config::Settings;
+use crate::ids::UserId;
+use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
 use stats::Counters;
+
+/// The longest credentials stay cached (see `Context::auth_cache`).
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// What every part of the daemon shares.
 pub struct Context {
@@ -57,6 +65,12 @@ pub struct Context {
     app_check: Notify,
     /// The scheduler's inbox.
     events: mpsc::UnboundedSender<scheduler::Event>,
+    /// Writes job outcomes in batches.
+    completer: completer::Completer,
+    /// Credentials recently loaded, so a busy account does not read its tokens for every
+    /// request. Kept for less than half the refresh margin, so a token near expiry is always
+    /// seen by the token store, which refreshes it; dropped on a 401.
+    auth_cache: Mutex<HashMap<String, (RequestAuth, Instant)>>,
 }
 
 impl Context {
@@ -82,6 +96,29 @@ impl Context {
 
     /// A job hit an app-wide stop: tell the scheduler before anything else, so no account
     /// starts another request, then have the app monitor read the stop's details.
+    /// The credentials for `user`'s next request (cached briefly; see `auth_cache`).
+    async fn auth_for(&self, user: &UserId) -> Result<RequestAuth, AuthError> {
+        let ttl = (self.settings.x_api.oauth2.refresh_margin / 2).min(AUTH_CACHE_TTL);
+        if let Ok(cache) = self.auth_cache.lock()
+            && let Some((auth, at)) = cache.get(user.as_str())
+            && at.elapsed() < ttl
+        {
+            return Ok(auth.clone());
+        }
+        let auth = self.tokens.auth_for(user).await?;
+        if let Ok(mut cache) = self.auth_cache.lock() {
+            cache.insert(user.as_str().to_owned(), (auth.clone(), Instant::now()));
+        }
+        Ok(auth)
+    }
+
+    /// X refused the cached credentials: the next request reads them afresh.
+    fn forget_auth(&self, user: &UserId) {
+        if let Ok(mut cache) = self.auth_cache.lock() {
+            cache.remove(user.as_str());
+        }
+    }
+
     fn app_stop_seen(&self) {
         let until = std::time::Instant::now() + self.settings.worker.poll_interval * 2;
         let _ = self.events.send(scheduler::Event::AppStop(Some(until)));
@@ -99,6 +136,7 @@ pub enum WorkerError {
 pub struct Daemon {
     ctx: Arc<Context>,
     events: mpsc::UnboundedReceiver<scheduler::Event>,
+    completions: mpsc::UnboundedReceiver<completer::Request>,
 }
 
 impl Daemon {
@@ -110,10 +148,14 @@ impl Daemon {
             &settings.x_api,
         );
         let (sender, events) = mpsc::unbounded_channel();
+        let (completer, completions) = completer::Completer::new();
         Ok(Daemon {
             events,
+            completions,
             ctx: Arc::new(Context {
                 events: sender,
+                completer,
+                auth_cache: Mutex::new(HashMap::new()),
                 worker_id: worker_id(),
                 settings,
                 pool,
@@ -134,7 +176,11 @@ impl Daemon {
     /// in flight get `worker.shutdown_grace` to finish and record their answers, jobs still
     /// running after that go back to the queue, and every lease is released.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Daemon { ctx, events } = self;
+        let Daemon {
+            ctx,
+            events,
+            completions,
+        } = self;
         info!(
             worker_id = %ctx.worker_id,
             concurrency = ctx.settings.worker.concurrency,
@@ -161,6 +207,11 @@ impl Daemon {
             background.clone(),
         ));
         chores.spawn(housekeeping::summary(Arc::clone(&ctx), background.clone()));
+        chores.spawn(completer::run(
+            Arc::clone(&ctx),
+            completions,
+            background.clone(),
+        ));
 
         let scheduler = scheduler::Scheduler::new(Arc::clone(&ctx), events);
         let abandoned = scheduler.run(shutdown).await;

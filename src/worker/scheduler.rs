@@ -275,6 +275,7 @@ impl Scheduler {
             None => {}
         }
         let concurrency = self.ctx.settings.worker.concurrency as usize;
+        let mut batch: Vec<(String, u32)> = Vec::new();
         while self.in_flight < concurrency {
             let Some(account) = self.ready.pop_front() else {
                 break;
@@ -289,13 +290,7 @@ impl Scheduler {
                 Gate::Go => {
                     slot.phase = Phase::Busy;
                     self.in_flight += 1;
-                    let ctx = Arc::clone(&self.ctx);
-                    let sender = self.sender.clone();
-                    let streak = slot.unauthorized_streak;
-                    self.jobs.spawn(async move {
-                        let report = job::run(ctx, account.clone(), streak).await;
-                        let _ = sender.send(Event::JobDone { account, report });
-                    });
+                    batch.push((account, slot.unauthorized_streak));
                 }
                 Gate::WaitUntil(until, reason) => {
                     debug!(account, reason = reason.as_str(), "account waits");
@@ -310,6 +305,11 @@ impl Scheduler {
                     self.timers.push(Reverse((until, account)));
                 }
             }
+        }
+        if !batch.is_empty() {
+            // One claim statement for every account let through in this round.
+            self.jobs
+                .spawn(job::run_batch(Arc::clone(&self.ctx), batch));
         }
         // Reap finished job tasks (their results arrive as events).
         while self.jobs.try_join_next().is_some() {}
@@ -368,8 +368,17 @@ impl Scheduler {
                 let lease = self.ctx.settings.worker.account_lease;
                 match next_run_at {
                     None => Phase::Idle { since: now },
+                    Some(at) if job::instant_at(at) <= now + Duration::from_millis(50) => {
+                        // A job is ready but could not be claimed: an operator paused or
+                        // disabled the account, it needs re-authorization, or the lease is
+                        // gone. Give it back rather than ask again and again; the leaser
+                        // takes it again once it can be served.
+                        debug!(account, "ready job not claimable: giving the account back");
+                        self.give_back(account);
+                        return;
+                    }
                     Some(at) => {
-                        let until = job::instant_at(at).max(now + Duration::from_millis(5));
+                        let until = job::instant_at(at);
                         if until > now + lease / 2 {
                             Phase::Idle { since: now }
                         } else {
@@ -382,15 +391,7 @@ impl Scheduler {
                 }
             }
             JobReport::AccountParked => {
-                slot.limiter.refund();
-                self.slots.remove(&account);
-                self.ctx.held_remove(&account);
-                let ctx = Arc::clone(&self.ctx);
-                tokio::spawn(async move {
-                    if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, &[account]).await {
-                        warn!(error = %e, "could not release a parked account's lease");
-                    }
-                });
+                self.give_back(account);
                 return;
             }
             JobReport::RetryAt(until) => {
@@ -407,6 +408,18 @@ impl Scheduler {
             Phase::Waiting { until, .. } => self.timers.push(Reverse((until, account))),
             _ => {}
         }
+    }
+
+    /// Forgets an account and releases its lease (in a task).
+    fn give_back(&mut self, account: String) {
+        self.slots.remove(&account);
+        self.ctx.held_remove(&account);
+        let ctx = Arc::clone(&self.ctx);
+        tokio::spawn(async move {
+            if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, &[account]).await {
+                warn!(error = %e, "could not release an account's lease; it expires by itself");
+            }
+        });
     }
 
     /// Renews every lease and gives back accounts idle for a whole interval, in a task.

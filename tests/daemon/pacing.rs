@@ -172,6 +172,13 @@ async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_a
     harness
         .wait_until(
             Duration::from_secs(4),
+            "the 429 absorbed",
+            "SELECT status = 'paused' FROM followq.accounts WHERE user_id = '400'",
+        )
+        .await;
+    harness
+        .wait_until(
+            Duration::from_secs(4),
             "the other account done",
             "SELECT count(*) = 10 FROM followq.follow_jobs \
              WHERE source_user_id = '401' AND state = 'succeeded'",

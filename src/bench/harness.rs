@@ -1,0 +1,234 @@
+//! What every benchmark scenario needs: a scratch database filled in bulk, accounts known to
+//! the simulator, a daemon to run, and the measurements (wall time from the database's own
+//! timestamps, CPU time of this process and of Postgres, transactions committed).
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::demo::scratch_db::ScratchDb;
+use crate::sim::SimHandle;
+use crate::worker::Daemon;
+
+/// First account id of a scenario: realistic 10-digit ids.
+pub const FIRST_ACCOUNT: u64 = 1_000_000_000;
+/// First target id: far from the accounts, so no job is a self-follow.
+pub const FIRST_TARGET: u64 = 5_000_000_000;
+
+pub fn account_id(n: u64) -> String {
+    (FIRST_ACCOUNT + n).to_string()
+}
+
+pub fn access_token(n: u64) -> String {
+    format!("bench-access-{}", FIRST_ACCOUNT + n)
+}
+
+/// Registers `count` OAuth 2.0 accounts in two statements (the token is `access_token(n)`).
+pub async fn add_accounts(pool: &PgPool, first: u64, count: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO followq.accounts (user_id, auth_kind) \
+         SELECT ($1 + g)::text, 'oauth2' FROM generate_series($2, $3 - 1) AS g",
+    )
+    .bind(FIRST_ACCOUNT as i64)
+    .bind(first as i64)
+    .bind((first + count) as i64)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO followq.account_credentials (user_id, oauth2_access_token) \
+         SELECT ($1 + g)::text, 'bench-access-' || ($1 + g) FROM generate_series($2, $3 - 1) AS g",
+    )
+    .bind(FIRST_ACCOUNT as i64)
+    .bind(first as i64)
+    .bind((first + count) as i64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Tells the in-process simulator the same accounts and tokens.
+pub fn add_sim_users(sim: &SimHandle, first: u64, count: u64) {
+    for n in first..first + count {
+        sim.add_user_with_tokens(
+            &account_id(n),
+            &access_token(n),
+            &format!("bench-refresh-{n}"),
+        );
+    }
+}
+
+/// Enqueues `jobs_per_account` follows for each account in `first..first + accounts`, in
+/// statements of at most 200,000 rows.
+pub async fn enqueue(
+    pool: &PgPool,
+    first: u64,
+    accounts: u64,
+    jobs_per_account: u64,
+) -> Result<(), sqlx::Error> {
+    let total = accounts * jobs_per_account;
+    let step = 200_000u64;
+    let mut start = 0;
+    while start < total {
+        let end = (start + step).min(total);
+        sqlx::query(
+            "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) \
+             SELECT ($1 + $2 + g % $3)::text, ($4 + g / $3)::text \
+             FROM generate_series($5, $6 - 1) AS g",
+        )
+        .bind(FIRST_ACCOUNT as i64)
+        .bind(first as i64)
+        .bind(accounts as i64)
+        .bind(FIRST_TARGET as i64)
+        .bind(start as i64)
+        .bind(end as i64)
+        .execute(pool)
+        .await?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Settings for a scenario: the operator's, pointed at the scratch database and `base_url`.
+pub fn settings(base: &Settings, scratch: &ScratchDb, base_url: &str) -> Settings {
+    let mut settings = base.clone();
+    settings.database.url = scratch.url.clone();
+    settings.x_api.base_url = base_url.to_owned();
+    settings.x_api.connect_timeout = Duration::from_secs(2);
+    settings.x_api.request_timeout = Duration::from_secs(5);
+    settings.rate_limit.daily_follows_per_account = u32::MAX;
+    settings.rate_limit.daily_follows_per_app = None;
+    settings.worker.poll_interval = Duration::from_millis(250);
+    settings.worker.job_lease = Duration::from_secs(11);
+    settings.worker.summary_interval = Duration::from_secs(3600);
+    settings
+}
+
+/// A daemon running in this process.
+pub struct RunningDaemon {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pub started: Instant,
+}
+
+pub async fn start_daemon(settings: Settings, pool: PgPool) -> anyhow::Result<RunningDaemon> {
+    let daemon = Daemon::new(settings, pool)?;
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(daemon.run(stop.clone()));
+    Ok(RunningDaemon {
+        stop,
+        task,
+        started,
+    })
+}
+
+impl RunningDaemon {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Waits until `sql` (a boolean) holds, polling every `every`; gives up after `limit`.
+pub async fn wait_for(
+    pool: &PgPool,
+    sql: &'static str,
+    every: Duration,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if sqlx::query_scalar::<_, bool>(sql).fetch_one(pool).await? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            anyhow::bail!("gave up after {limit:?} waiting for: {sql}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Seconds from the first request sent to the last job finished, by the database's clock.
+pub async fn first_sent_to_last_finished(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM (SELECT max(finished_at) FROM followq.follow_jobs) \
+                                 - (SELECT min(sent_at) FROM followq.attempts))::float8",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(seconds.unwrap_or(0.0))
+}
+
+/// Transactions committed in the scratch database so far (each autocommit statement is one).
+pub async fn transactions(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    // The statistics snapshot is per transaction: clear it so the figure is current.
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(pool)
+        .await?;
+    sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// CPU seconds (user + system) used by a process so far, from /proc; `None` off Linux.
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
+    100.0
+}
+
+/// CPU seconds used so far by all Postgres server processes on this machine.
+pub fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "postgres"
+            && let Some(cpu) = process_cpu_seconds(pid)
+        {
+            total += cpu;
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
+/// A process's resident set now and at its peak, in MiB, from /proc/<pid>/status.
+pub fn rss_mib(pid: &str) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The p-th percentile (0..=100) of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

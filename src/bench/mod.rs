@@ -1,0 +1,103 @@
+//! `followq bench`: how close followq comes to the limits set by X's quota and by Postgres.
+//! Not part of `cargo test`; every scenario prints one line of figures and the whole run is
+//! written as JSON. BENCHMARKS.md holds the method and the figures measured on this machine.
+//!
+//! | scenario | question |
+//! | --- | --- |
+//! | `utilisation` | with the quota binding, how close to the ideal completion time, with no window over and no 429? |
+//! | `throughput` | with no quota binding, how many jobs per second, at what cost per job? |
+
+pub mod harness;
+pub mod throughput;
+pub mod utilisation;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Settings;
+
+/// What scenarios share.
+pub struct BenchContext {
+    pub settings: Settings,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: &'static str,
+    /// The one line printed for it.
+    pub line: String,
+    pub figures: serde_json::Value,
+}
+
+/// The scenarios, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    Utilisation,
+    Throughput,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 2] = [Scenario::Utilisation, Scenario::Throughput];
+}
+
+/// Knobs of the run (each scenario has sensible defaults for a 2-core machine).
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub base_url: Option<String>,
+    pub throughput_accounts: u64,
+    pub throughput_jobs_per_account: u64,
+    pub utilisation_accounts: u64,
+    pub utilisation_jobs_per_account: u64,
+    pub utilisation_quota: u32,
+    pub utilisation_window: Duration,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            base_url: None,
+            throughput_accounts: 1_000,
+            throughput_jobs_per_account: 50,
+            utilisation_accounts: 20,
+            utilisation_jobs_per_account: 201,
+            utilisation_quota: 50,
+            utilisation_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs one scenario.
+pub async fn run(
+    ctx: &BenchContext,
+    scenario: Scenario,
+    options: &BenchOptions,
+) -> anyhow::Result<ScenarioResult> {
+    match scenario {
+        Scenario::Utilisation => {
+            utilisation::run(
+                ctx,
+                &utilisation::UtilisationOptions {
+                    accounts: options.utilisation_accounts,
+                    jobs_per_account: options.utilisation_jobs_per_account,
+                    quota: options.utilisation_quota,
+                    window: options.utilisation_window,
+                },
+            )
+            .await
+        }
+        Scenario::Throughput => {
+            throughput::run(
+                ctx,
+                &throughput::ThroughputOptions {
+                    accounts: options.throughput_accounts,
+                    jobs_per_account: options.throughput_jobs_per_account,
+                    base_url: options.base_url.clone(),
+                },
+            )
+            .await
+        }
+    }
+}

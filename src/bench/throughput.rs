@@ -1,0 +1,155 @@
+//! Engine throughput: a limit that never binds, many accounts, an endpoint that answers at
+//! once. Jobs per second end to end, transactions per job, CPU per job (this process runs the
+//! daemon; the endpoint runs in another process, Postgres in its own).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::harness::{self, access_token, account_id};
+use super::{BenchContext, ScenarioResult};
+use crate::demo::scratch_db::ScratchDb;
+
+pub struct ThroughputOptions {
+    pub accounts: u64,
+    pub jobs_per_account: u64,
+    /// Aim at this endpoint instead of a simulator process of our own.
+    pub base_url: Option<String>,
+}
+
+pub async fn run(
+    ctx: &BenchContext,
+    options: &ThroughputOptions,
+) -> anyhow::Result<ScenarioResult> {
+    let scratch = ScratchDb::create(&ctx.settings.database.url, "followq_bench", 40).await?;
+    let outcome = measure(ctx, options, &scratch).await;
+    let _ = scratch.drop_now().await;
+    outcome
+}
+
+async fn measure(
+    ctx: &BenchContext,
+    options: &ThroughputOptions,
+    scratch: &ScratchDb,
+) -> anyhow::Result<ScenarioResult> {
+    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::enqueue(&scratch.pool, 0, options.accounts, options.jobs_per_account).await?;
+    let jobs = options.accounts * options.jobs_per_account;
+
+    let (base_url, mut endpoint) = match &options.base_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (url, child) = spawn_simulator(options.accounts).await?;
+            (url, Some(child))
+        }
+    };
+    let mut settings = harness::settings(&ctx.settings, scratch, &base_url);
+    settings.rate_limit.requests_per_period = 1_000_000;
+    settings.rate_limit.period = Duration::from_secs(1);
+
+    let transactions_before = harness::transactions(&scratch.pool).await?;
+    let cpu_before = harness::process_cpu_seconds("self");
+    let postgres_before = harness::postgres_cpu_seconds();
+    let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
+    harness::wait_for(
+        &scratch.pool,
+        "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state IN ('queued', 'running'))",
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    )
+    .await?;
+    let cpu_after = harness::process_cpu_seconds("self");
+    let postgres_after = harness::postgres_cpu_seconds();
+    daemon.stop().await;
+    let transactions_after = harness::transactions(&scratch.pool).await?;
+    if let Some(child) = endpoint.as_mut() {
+        let _ = child.kill().await;
+    }
+
+    let seconds = harness::first_sent_to_last_finished(&scratch.pool).await?;
+    let succeeded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded'")
+            .fetch_one(&scratch.pool)
+            .await?;
+    let per_job = |total: f64| total / jobs as f64;
+    let jobs_per_second = jobs as f64 / seconds.max(f64::EPSILON);
+    let transactions_per_job = per_job((transactions_after - transactions_before) as f64);
+    let daemon_cpu_ms = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| per_job(after - before) * 1000.0);
+    let postgres_cpu_ms = postgres_before
+        .zip(postgres_after)
+        .map(|(before, after)| per_job(after - before) * 1000.0);
+    Ok(ScenarioResult {
+        name: "throughput",
+        line: format!(
+            "throughput: {jobs} jobs over {} accounts in {seconds:.2} s = {jobs_per_second:.0} jobs/s \
+             (target >= 6500); {transactions_per_job:.2} transactions/job; daemon CPU {} ms/job; \
+             Postgres CPU {} ms/job; {succeeded} succeeded",
+            options.accounts,
+            daemon_cpu_ms.map_or("?".into(), |v| format!("{v:.3}")),
+            postgres_cpu_ms.map_or("?".into(), |v| format!("{v:.3}")),
+        ),
+        figures: json!({
+            "jobs": jobs,
+            "accounts": options.accounts,
+            "seconds": seconds,
+            "jobs_per_second": jobs_per_second,
+            "transactions_per_job": transactions_per_job,
+            "daemon_cpu_ms_per_job": daemon_cpu_ms,
+            "postgres_cpu_ms_per_job": postgres_cpu_ms,
+            "succeeded": succeeded,
+            "endpoint": if options.base_url.is_some() { "external" } else { "followq sim (own process)" },
+        }),
+    })
+}
+
+/// Starts `followq sim` as its own process with every account's token and a limit that never
+/// binds; returns its base URL.
+async fn spawn_simulator(accounts: u64) -> anyhow::Result<(String, Child)> {
+    let exe = std::env::current_exe().context("locating the followq binary")?;
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--window-requests",
+            "1000000000",
+            "--window",
+            "1s",
+            "--daily-cap",
+            "0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for n in 0..accounts {
+        command.arg("--user").arg(format!(
+            "{}:{}:bench-refresh-{n}",
+            account_id(n),
+            access_token(n)
+        ));
+    }
+    let mut child = command.spawn().context("starting followq sim")?;
+    let stdout = child.stdout.take().context("the simulator's stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines
+        .next_line()
+        .await?
+        .context("the simulator printed nothing")?;
+    let parsed: serde_json::Value = serde_json::from_str(&first)?;
+    let url = parsed["base_url"]
+        .as_str()
+        .context("the simulator's first line names its base_url")?
+        .to_owned();
+    // Keep reading (and discarding) its stdout so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((url, child))
+}

@@ -1,0 +1,68 @@
+//! `followq bench`: runs the benchmark scenarios, prints one line each, writes JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use crate::bench::{self, BenchContext, BenchOptions, Scenario};
+use crate::config::Settings;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Needs a Postgres server where it may create databases (DATABASE_URL). Each scenario makes its
+own scratch database and drops it. Build with --release: debug builds measure the compiler.")]
+pub struct BenchArgs {
+    /// Scenarios to run (repeatable); all of them by default.
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Where to write the figures as JSON.
+    #[arg(long, value_name = "PATH", default_value = "bench-results.json")]
+    json: PathBuf,
+    /// Aim the throughput scenario at this endpoint (e.g. a loopback nginx answering the follow
+    /// JSON) instead of a simulator process of its own.
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// Throughput: accounts.
+    #[arg(long, default_value_t = BenchOptions::default().throughput_accounts)]
+    throughput_accounts: u64,
+    /// Throughput: jobs per account.
+    #[arg(long, default_value_t = BenchOptions::default().throughput_jobs_per_account)]
+    throughput_jobs_per_account: u64,
+}
+
+pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let options = BenchOptions {
+        base_url: args.base_url.clone(),
+        throughput_accounts: args.throughput_accounts,
+        throughput_jobs_per_account: args.throughput_jobs_per_account,
+        ..BenchOptions::default()
+    };
+    let ctx = BenchContext { settings };
+    let mut results = Vec::new();
+    for scenario in scenarios {
+        let result = bench::run(&ctx, scenario, &options)
+            .await
+            .with_context(|| format!("scenario {scenario:?}"))?;
+        println!("{}", result.line);
+        results.push(result);
+    }
+    let document = json!({
+        "followq_version": env!("CARGO_PKG_VERSION"),
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        },
+        "scenarios": results,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&document)?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    eprintln!("figures written to {}", args.json.display());
+    Ok(ExitCode::SUCCESS)
+}
