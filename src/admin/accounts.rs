@@ -356,27 +356,45 @@ pub fn until_after(duration: std::time::Duration) -> Option<DateTime<Utc>> {
         .and_then(|delta| Utc::now().checked_add_signed(delta))
 }
 
+/// The row before `resume` changed it.
+#[derive(Debug, FromRow)]
+struct ResumedFrom {
+    status: String,
+    updated_at: DateTime<Utc>,
+    paused_until: Option<DateTime<Utc>>,
+    pause_reason: Option<String>,
+    now: DateTime<Utc>,
+}
+
 /// `accounts resume ID`: a paused or disabled account becomes active; a needs_reauth one too
 /// when credentials are stored (the note says whether they were stored after it was parked).
 pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, AccountsError> {
     let credentials = fetch_credentials(pool, user_id).await?;
-    let updated: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+    let updated: Option<ResumedFrom> = sqlx::query_as(
         r#"
         UPDATE followq.accounts AS a
         SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
-        FROM (SELECT user_id, status, updated_at FROM followq.accounts
-              WHERE user_id = $1 FOR UPDATE) AS before
+        FROM (SELECT user_id, status, updated_at, paused_until, pause_reason
+              FROM followq.accounts WHERE user_id = $1 FOR UPDATE) AS before
         WHERE a.user_id = before.user_id
           AND (a.status IN ('paused', 'disabled')
                OR (a.status = 'needs_reauth' AND $2))
-        RETURNING before.status, before.updated_at
+        RETURNING before.status, before.updated_at, before.paused_until, before.pause_reason,
+                  now() AS now
         "#,
     )
     .bind(user_id.as_str())
     .bind(credentials.is_some())
     .fetch_optional(pool)
     .await?;
-    let Some((from, parked_at)) = updated else {
+    let Some(ResumedFrom {
+        status: from,
+        updated_at: parked_at,
+        paused_until,
+        pause_reason,
+        now,
+    }) = updated
+    else {
         let account = fetch_account(pool, user_id).await?;
         if account.status == "needs_reauth" {
             return Err(AccountsError::NoCredentials(user_id.clone()));
@@ -389,6 +407,19 @@ pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Acc
     };
     // The row's updated_at is when the daemon parked it; tokens stored since are new ones.
     let note = match (&*from, credentials) {
+        // Ending the daemon's own pause early: X's window has not reset yet.
+        ("paused", _)
+            if pause_reason.as_deref().is_some_and(|r| r != "operator")
+                && paused_until.is_some_and(|at| at > now) =>
+        {
+            Some(format!(
+                "it was paused by the daemon ({}) until {}: X may refuse requests until then",
+                pause_reason.as_deref().unwrap_or("-"),
+                paused_until.map_or_else(String::new, |at| at
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string())
+            ))
+        }
         ("needs_reauth", Some(c)) if c.updated_at > parked_at => Some(format!(
             "needs_reauth cleared: {} credentials were stored at {}, after the account was parked",
             c.kind,

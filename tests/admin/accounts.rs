@@ -178,6 +178,23 @@ async fn resume_ends_pauses_and_disables_and_refuses_active_accounts() {
 
     let err = accounts::resume(&db.pool, &user("100")).await.unwrap_err();
     assert_eq!(err.to_string(), "account 100 is active: nothing to resume");
+
+    // Ending the daemon's own pause early is allowed, with a warning.
+    followq::accounts::pause::pause_account(
+        &db.pool,
+        "101",
+        Utc::now() + TimeDelta::minutes(5),
+        "rate_limited",
+    )
+    .await
+    .unwrap();
+    let change = accounts::resume(&db.pool, &user("101")).await.unwrap();
+    assert!(
+        change.to_string().starts_with(
+            "account 101: paused -> active; it was paused by the daemon (rate_limited) until "
+        ),
+        "{change}"
+    );
     let err = accounts::resume(&db.pool, &user("555")).await.unwrap_err();
     assert!(matches!(err, AccountsError::NotFound(_)), "{err}");
 }
