@@ -7,6 +7,7 @@
 //! `POST /2/users/:id/following`, and writes the outcome back.
 
 pub mod accounts;
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -8,8 +8,11 @@ mod accounts;
 mod bench;
 mod demo;
 mod enqueue;
+mod jobs;
 mod run;
 mod sim;
+mod status;
+mod table;
 mod tokens;
 
 use std::path::PathBuf;
@@ -45,10 +48,17 @@ pub enum Command {
     Migrate,
     /// Enqueue follow requests: one with --source/--target, or many from a CSV file.
     Enqueue(enqueue::EnqueueArgs),
-    /// Register accounts and store their tokens.
+    /// Register accounts and store their tokens; list, inspect, pause, resume, disable them.
     Accounts {
         #[command(subcommand)]
         command: accounts::AccountsCommand,
+    },
+    /// What the queue, the accounts and the daemons are doing now (text, or --json).
+    Status(status::StatusArgs),
+    /// Inspect jobs and retry or cancel them.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
     },
     /// Run the daemon: drain the queue within every account's rate limit until SIGTERM/SIGINT.
     /// Several replicas may run against one database; each account is sent for by one at a time.
@@ -81,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         command => command,
     };
     let pool = db::connect(&settings.database).await?;
+    let default_max_attempts = settings.retry.max_attempts;
     let outcome = match command {
         Command::Migrate => {
             db::migrate(&pool).await?;
@@ -89,6 +100,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
         Command::Accounts { command } => accounts::run(&pool, command).await,
+        Command::Status(args) => status::run(&pool, args).await,
+        Command::Jobs { command } => jobs::run(&pool, command, default_max_attempts).await,
         Command::Run => match db::check_schema(&pool).await {
             Ok(()) => run::run(settings, pool.clone()).await,
             Err(e) => Err(e.into()),

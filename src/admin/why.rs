@@ -1,0 +1,442 @@
+//! "Why is this job waiting?": one sentence from the job row, its account row, the app-wide
+//! stop and the job's `last_error`. Pure (the caller reads the rows and passes `now`), so each
+//! case is unit-tested.
+//!
+//! The order of the checks is the order in which the daemon itself would be stopped: the
+//! app-wide stop first, then the account (disabled, needs_reauth, paused), then the job's own
+//! `run_at`, and only then its place in the account's line.
+
+use chrono::{DateTime, Datelike, Utc};
+use serde_json::Value;
+use sqlx::FromRow;
+
+use super::jobs::JobRow;
+
+/// The parts of the job's account that can hold it back.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct AccountFacts {
+    pub user_id: String,
+    pub status: String,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pause_reason: Option<String>,
+    pub leased_by: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The app-wide stop (`followq.app_pause`), if a row is there.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct AppStopFacts {
+    pub reason: String,
+    pub paused_until: Option<DateTime<Utc>>,
+}
+
+/// Everything [`explain`] looks at.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub job: &'a JobRow,
+    pub account: Option<&'a AccountFacts>,
+    pub app: Option<&'a AppStopFacts>,
+    /// Ready jobs of the same account that run before this one (priority, run_at, id).
+    pub ahead: i64,
+    /// `retry.max_attempts`, for jobs whose `max_attempts` is NULL.
+    pub default_max_attempts: u32,
+    pub now: DateTime<Utc>,
+}
+
+/// A time for a sentence: `12:03:05 UTC` today, `2026-11-28 12:03:05 UTC` otherwise.
+pub fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if at.date_naive() == now.date_naive() {
+        at.format("%H:%M:%S UTC").to_string()
+    } else {
+        at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    }
+}
+
+/// Operator pauses without an end are stored with this far-future `paused_until` (the
+/// schema needs a value for every pause).
+pub fn is_indefinite(at: DateTime<Utc>) -> bool {
+    at.year() >= 9999
+}
+
+fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if is_indefinite(at) {
+        "until an operator resumes it".to_owned()
+    } else {
+        format!("until {}", when(at, now))
+    }
+}
+
+/// What each pause reason means, for people.
+pub fn pause_reason_meaning(reason: &str) -> &'static str {
+    match reason {
+        "rate_limited" => "X answered 429",
+        "rate_limit_window" => "X's 15-minute window is spent",
+        "daily_cap" => "the account's 24-hour follow cap is reached",
+        "usage_capped" => "X's usage cap for the account is reached",
+        "user_24h_limit" => "the account's 24-hour limit header reached 0",
+        "operator" => "paused by an operator",
+        _ => "",
+    }
+}
+
+/// A short phrase for a `last_error` value: "a 503", "a timeout", "a 429", ….
+pub fn error_phrase(error: &Value) -> String {
+    let kind = error.get("kind").and_then(Value::as_str);
+    let status = error.get("status").and_then(Value::as_u64);
+    let reason = error.get("reason").and_then(Value::as_str);
+    let detail = error.get("detail").and_then(Value::as_str);
+    match (kind, status) {
+        (_, Some(status)) => match detail {
+            Some(detail) if kind != Some("rate_limited") => format!("a {status} ({detail})"),
+            _ => format!("a {status}"),
+        },
+        (Some("needs_reauth"), None) => {
+            format!("no usable token ({})", detail.unwrap_or("needs_reauth"))
+        }
+        (Some(kind), None) => match reason.or(detail) {
+            Some(what) => format!("a {kind} error ({what})"),
+            None => format!("a {kind} error"),
+        },
+        (None, None) if error.get("partial_errors").is_some() => {
+            "partial errors in X's answer".to_owned()
+        }
+        (None, None) => "an error".to_owned(),
+    }
+}
+
+/// The one sentence.
+pub fn explain(facts: &Facts<'_>) -> String {
+    let job = facts.job;
+    let now = facts.now;
+    let max_attempts = job
+        .max_attempts
+        .map_or(i64::from(facts.default_max_attempts), i64::from);
+    match job.state.as_str() {
+        "running" => running(facts, max_attempts),
+        "succeeded" => {
+            let what = if job.pending_follow == Some(true) {
+                "follow request pending (the target's account is protected)"
+            } else {
+                "following"
+            };
+            format!("succeeded{}: {what}", finished_at(job, now))
+        }
+        "failed" => {
+            let error = job
+                .last_error
+                .as_ref()
+                .map_or_else(|| "no error recorded".to_owned(), error_phrase);
+            format!(
+                "failed{} after {} attempt(s): {error}; `followq jobs retry {}` queues it again",
+                finished_at(job, now),
+                job.attempts,
+                job.id
+            )
+        }
+        "cancelled" => format!(
+            "cancelled{}; `followq jobs retry {}` queues it again",
+            finished_at(job, now),
+            job.id
+        ),
+        "queued" => queued(facts, max_attempts),
+        other => format!("in unknown state {other:?}"),
+    }
+}
+
+fn finished_at(job: &JobRow, now: DateTime<Utc>) -> String {
+    job.finished_at
+        .map_or_else(String::new, |at| format!(" at {}", when(at, now)))
+}
+
+fn running(facts: &Facts<'_>, max_attempts: i64) -> String {
+    let job = facts.job;
+    let now = facts.now;
+    let daemon = job.leased_by.as_deref().unwrap_or("(unknown)");
+    // The claim sets updated_at, and nothing else touches a running row until its answer.
+    let mut sentence = format!(
+        "running on daemon {daemon} since {} (attempt {} of {max_attempts})",
+        when(job.updated_at, now),
+        job.attempts
+    );
+    if let Some(lease) = job.lease_expires_at
+        && lease < now
+    {
+        sentence.push_str(&format!(
+            "; its lease ran out at {}, so a rescuer will put it back in the queue",
+            when(lease, now)
+        ));
+    }
+    sentence
+}
+
+fn queued(facts: &Facts<'_>, max_attempts: i64) -> String {
+    let job = facts.job;
+    let now = facts.now;
+    let source = &job.source_user_id;
+    if let Some(app) = facts.app
+        && app.paused_until.is_none_or(|at| at > now)
+    {
+        return match app.paused_until {
+            None => format!(
+                "waiting: the app is stopped ({}) until an operator deletes followq.app_pause",
+                app.reason
+            ),
+            Some(at) => format!(
+                "waiting: the app is stopped ({}) until {}",
+                app.reason,
+                when(at, now)
+            ),
+        };
+    }
+    if let Some(account) = facts.account {
+        match account.status.as_str() {
+            "disabled" => {
+                return format!(
+                    "waiting: account {source} is disabled; `followq accounts resume {source}` lets its jobs run"
+                );
+            }
+            "needs_reauth" => {
+                let reason = account
+                    .pause_reason
+                    .as_deref()
+                    .unwrap_or("X refused its tokens");
+                return format!(
+                    "waiting: account {source} needs re-authorization: {reason}; store new tokens with followq accounts add"
+                );
+            }
+            "paused" => {
+                if let Some(at) = account.paused_until
+                    && at > now
+                {
+                    let reason = account.pause_reason.as_deref().unwrap_or("unknown");
+                    let meaning = pause_reason_meaning(reason);
+                    let reason = if meaning.is_empty() {
+                        reason.to_owned()
+                    } else {
+                        format!("{reason}: {meaning}")
+                    };
+                    return format!(
+                        "waiting: account {source} is paused {} ({reason})",
+                        until(at, now)
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let next_attempt = i64::from(job.attempts) + 1;
+    if job.run_at > now {
+        return match &job.last_error {
+            Some(error) => format!(
+                "queued until {} after {} (attempt {next_attempt} of {max_attempts})",
+                when(job.run_at, now),
+                error_phrase(error)
+            ),
+            None => format!(
+                "scheduled: not sent before {} (attempt {next_attempt} of {max_attempts})",
+                when(job.run_at, now)
+            ),
+        };
+    }
+    let holder = facts.account.and_then(|account| {
+        account
+            .leased_by
+            .as_deref()
+            .filter(|_| account.lease_expires_at.is_some_and(|at| at > now))
+    });
+    let holder = match holder {
+        Some(daemon) => format!("daemon {daemon} holds the account"),
+        None => "no live daemon holds the account yet".to_owned(),
+    };
+    match facts.ahead {
+        0 => format!("ready: next in line for account {source} ({holder})"),
+        1 => format!("ready: 1 job ahead of it for account {source} ({holder})"),
+        n => format!("ready: {n} jobs ahead of it for account {source} ({holder})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use serde_json::json;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap()
+    }
+
+    fn job(state: &str) -> JobRow {
+        JobRow {
+            id: 42,
+            source_user_id: "100".into(),
+            target_user_id: "200".into(),
+            state: state.into(),
+            priority: 0,
+            run_at: now() - TimeDelta::seconds(10),
+            attempts: 0,
+            max_attempts: None,
+            rate_limited_count: 0,
+            following: None,
+            pending_follow: None,
+            last_error: None,
+            created_at: now() - TimeDelta::minutes(5),
+            updated_at: now() - TimeDelta::minutes(1),
+            finished_at: None,
+            leased_by: None,
+            lease_expires_at: None,
+        }
+    }
+
+    fn account(status: &str) -> AccountFacts {
+        AccountFacts {
+            user_id: "100".into(),
+            status: status.into(),
+            paused_until: None,
+            pause_reason: None,
+            leased_by: None,
+            lease_expires_at: None,
+        }
+    }
+
+    fn explain_with(job: &JobRow, account: Option<&AccountFacts>, ahead: i64) -> String {
+        explain(&Facts {
+            job,
+            account,
+            app: None,
+            ahead,
+            default_max_attempts: 8,
+            now: now(),
+        })
+    }
+
+    #[test]
+    fn backoff_after_a_503_names_the_status_and_the_attempt() {
+        let mut job = job("queued");
+        job.attempts = 1;
+        job.run_at = now() + TimeDelta::seconds(185);
+        job.last_error = Some(json!({"kind": "transient", "status": 503}));
+        assert_eq!(
+            explain_with(&job, Some(&account("active")), 0),
+            "queued until 12:03:05 UTC after a 503 (attempt 2 of 8)"
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_named_by_its_reason() {
+        let mut job = job("queued");
+        job.attempts = 3;
+        job.max_attempts = Some(5);
+        job.run_at = now() + TimeDelta::days(1);
+        job.last_error = Some(json!({"kind": "transient", "reason": "timeout"}));
+        assert_eq!(
+            explain_with(&job, None, 0),
+            "queued until 2026-11-28 12:00:00 UTC after a transient error (timeout) (attempt 4 of 5)"
+        );
+    }
+
+    #[test]
+    fn the_app_stop_comes_before_everything() {
+        let job = job("queued");
+        let app = AppStopFacts {
+            reason: "app_forbidden".into(),
+            paused_until: None,
+        };
+        let sentence = explain(&Facts {
+            job: &job,
+            account: Some(&account("disabled")),
+            app: Some(&app),
+            ahead: 0,
+            default_max_attempts: 8,
+            now: now(),
+        });
+        assert_eq!(
+            sentence,
+            "waiting: the app is stopped (app_forbidden) until an operator deletes followq.app_pause"
+        );
+        // An expired timed stop does not hold the job.
+        let expired = AppStopFacts {
+            reason: "usage_capped".into(),
+            paused_until: Some(now() - TimeDelta::seconds(1)),
+        };
+        let sentence = explain(&Facts {
+            app: Some(&expired),
+            account: Some(&account("active")),
+            ..Facts {
+                job: &job,
+                account: None,
+                app: None,
+                ahead: 0,
+                default_max_attempts: 8,
+                now: now(),
+            }
+        });
+        assert!(sentence.starts_with("ready: next in line"), "{sentence}");
+    }
+
+    #[test]
+    fn account_states_hold_the_job() {
+        let job = job("queued");
+        let mut paused = account("paused");
+        paused.paused_until = Some(now() + TimeDelta::minutes(3));
+        paused.pause_reason = Some("rate_limited".into());
+        assert_eq!(
+            explain_with(&job, Some(&paused), 0),
+            "waiting: account 100 is paused until 12:03:00 UTC (rate_limited: X answered 429)"
+        );
+        paused.pause_reason = Some("operator".into());
+        paused.paused_until = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        assert_eq!(
+            explain_with(&job, Some(&paused), 0),
+            "waiting: account 100 is paused until an operator resumes it (operator: paused by an operator)"
+        );
+        let mut reauth = account("needs_reauth");
+        reauth.pause_reason = Some("refresh token revoked".into());
+        assert_eq!(
+            explain_with(&job, Some(&reauth), 0),
+            "waiting: account 100 needs re-authorization: refresh token revoked; store new tokens with followq accounts add"
+        );
+        assert!(explain_with(&job, Some(&account("disabled")), 0).contains("is disabled"));
+    }
+
+    #[test]
+    fn a_pause_that_ended_no_longer_holds_the_job() {
+        let job = job("queued");
+        let mut paused = account("paused");
+        paused.paused_until = Some(now() - TimeDelta::seconds(1));
+        paused.pause_reason = Some("rate_limited".into());
+        paused.leased_by = Some("host-1".into());
+        paused.lease_expires_at = Some(now() + TimeDelta::seconds(30));
+        assert_eq!(
+            explain_with(&job, Some(&paused), 2),
+            "ready: 2 jobs ahead of it for account 100 (daemon host-1 holds the account)"
+        );
+    }
+
+    #[test]
+    fn running_and_finished_jobs() {
+        let mut running = job("running");
+        running.attempts = 2;
+        running.leased_by = Some("host-1".into());
+        running.lease_expires_at = Some(now() - TimeDelta::seconds(5));
+        let sentence = explain_with(&running, None, 0);
+        assert!(
+            sentence.starts_with("running on daemon host-1 since 11:59:00 UTC (attempt 2 of 8)"),
+            "{sentence}"
+        );
+        assert!(sentence.contains("lease ran out"), "{sentence}");
+
+        let mut failed = job("failed");
+        failed.attempts = 1;
+        failed.finished_at = Some(now());
+        failed.last_error = Some(json!({"kind": "permanent", "status": 403, "detail": "nope"}));
+        assert_eq!(
+            explain_with(&failed, None, 0),
+            "failed at 12:00:00 UTC after 1 attempt(s): a 403 (nope); `followq jobs retry 42` queues it again"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! `followq status`: prints the report of `admin::status` as text, or as JSON with `--json`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::Args;
+use sqlx::PgPool;
+
+use super::table::{Table, duration_secs, opt, print_json, time};
+use crate::admin::status::{StatusReport, report};
+use crate::admin::why::pause_reason_meaning;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the report as JSON (for scripts) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(pool: &PgPool, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let report = report(pool).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text form. Sections with nothing to show say "none" rather than disappear, so an
+/// operator can tell "no paused accounts" from "not reported".
+pub fn render(report: &StatusReport) -> String {
+    let now = report.generated_at;
+    let q = &report.queue;
+    let mut out = String::new();
+    let _ = writeln!(out, "followq status at {}", time(Some(now), now));
+    let _ = writeln!(out);
+
+    let _ = writeln!(out, "Queue");
+    let mut queue = Table::new(&["", "JOBS", ""]);
+    let oldest = report.oldest_ready.as_ref().map_or_else(String::new, |o| {
+        format!(
+            "oldest: job {} of account {}, ready for {} (enqueued {} ago)",
+            o.job_id,
+            o.source_user_id,
+            duration_secs(o.ready_for_seconds),
+            duration_secs(o.age_seconds)
+        )
+    });
+    queue.row(vec!["ready".into(), q.queued_ready.to_string(), oldest]);
+    queue.row(vec![
+        "scheduled".into(),
+        q.queued_scheduled.to_string(),
+        "run_at ahead (delay, backoff, 429 reset)".into(),
+    ]);
+    queue.row(vec![
+        "blocked".into(),
+        q.queued_blocked.to_string(),
+        "account paused, needs_reauth or disabled".into(),
+    ]);
+    queue.row(vec!["running".into(), q.running.to_string(), String::new()]);
+    let _ = writeln!(out, "{}", queue.render("  "));
+    let _ = writeln!(
+        out,
+        "  finished in the last 24 h: {} succeeded, {} failed, {} cancelled",
+        q.succeeded_last_24h, q.failed_last_24h, q.cancelled_last_24h
+    );
+    let _ = writeln!(out);
+
+    let t = &report.throughput;
+    let _ = writeln!(out, "Requests sent (ledger)");
+    let mut requests = Table::new(&["OUTCOME", "LAST 1M", "LAST 5M", "LAST 15M", "PER MIN (15M)"]);
+    let per_minute = |n: i64| format!("{:.1}", n as f64 / 15.0);
+    requests.row(vec![
+        "all".into(),
+        t.total[0].to_string(),
+        t.total[1].to_string(),
+        t.total[2].to_string(),
+        per_minute(t.total[2]),
+    ]);
+    for row in &t.by_outcome {
+        requests.row(vec![
+            row.outcome.clone(),
+            row.counts[0].to_string(),
+            row.counts[1].to_string(),
+            row.counts[2].to_string(),
+            per_minute(row.counts[2]),
+        ]);
+    }
+    let _ = writeln!(out, "{}", requests.render("  "));
+    let _ = writeln!(out);
+
+    match &report.app_pause {
+        None => {
+            let _ = writeln!(out, "App-wide stop: none");
+        }
+        Some(stop) => {
+            let until = match stop.paused_until {
+                None => "until an operator deletes the row in followq.app_pause".to_owned(),
+                Some(at) => format!("until {}", time(Some(at), now)),
+            };
+            let _ = writeln!(
+                out,
+                "App-wide stop: {} since {}, {until}",
+                stop.reason,
+                time(Some(stop.created_at), now)
+            );
+        }
+    }
+    let _ = writeln!(out);
+
+    section(
+        &mut out,
+        "Paused accounts",
+        report.paused_accounts.len(),
+        || {
+            let mut table = Table::new(&["ACCOUNT", "UNTIL", "QUEUED", "REASON"]);
+            for a in &report.paused_accounts {
+                let reason = a.pause_reason.as_deref().unwrap_or("-");
+                let meaning = pause_reason_meaning(reason);
+                table.row(vec![
+                    a.user_id.clone(),
+                    time(a.paused_until, now),
+                    a.queued.to_string(),
+                    if meaning.is_empty() {
+                        reason.to_owned()
+                    } else {
+                        format!("{reason} ({meaning})")
+                    },
+                ]);
+            }
+            table
+        },
+    );
+    section(
+        &mut out,
+        "Accounts needing re-authorization",
+        report.needs_reauth_accounts.len(),
+        || {
+            let mut table = Table::new(&["ACCOUNT", "SINCE", "QUEUED", "REASON"]);
+            for a in &report.needs_reauth_accounts {
+                table.row(vec![
+                    a.user_id.clone(),
+                    time(Some(a.since), now),
+                    a.queued.to_string(),
+                    opt(a.reason.as_deref()),
+                ]);
+            }
+            table
+        },
+    );
+    section(
+        &mut out,
+        "Disabled accounts",
+        report.disabled_accounts.len(),
+        || {
+            let mut table = Table::new(&["ACCOUNT", "SINCE", "QUEUED"]);
+            for a in &report.disabled_accounts {
+                table.row(vec![
+                    a.user_id.clone(),
+                    time(Some(a.since), now),
+                    a.queued.to_string(),
+                ]);
+            }
+            table
+        },
+    );
+    section(&mut out, "Live daemons", report.daemons.len(), || {
+        let mut table = Table::new(&["WORKER", "STARTED", "HEARTBEAT", "ACCOUNTS", "RUNNING"]);
+        for d in &report.daemons {
+            table.row(vec![
+                d.worker_id.clone(),
+                time(d.started_at, now),
+                d.heartbeat_at
+                    .map_or_else(|| "(lease only)".to_owned(), |at| time(Some(at), now)),
+                d.accounts_leased.to_string(),
+                d.jobs_running.to_string(),
+            ]);
+        }
+        table
+    });
+    out
+}
+
+fn section(out: &mut String, title: &str, count: usize, table: impl FnOnce() -> Table) {
+    if count == 0 {
+        let _ = writeln!(out, "{title}: none");
+    } else {
+        let _ = writeln!(out, "{title} ({count})");
+        let _ = writeln!(out, "{}", table().render("  "));
+    }
+}
