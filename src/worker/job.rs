@@ -107,6 +107,10 @@ async fn send_and_record(
     Counters::add(&ctx.counters.sent);
     let response = ctx.client.follow(&source, &target, &auth).await;
     let completed_at = Instant::now();
+    ctx.metrics.request_sent(
+        response.http_status,
+        completed_at.saturating_duration_since(sent_at),
+    );
     let now = Utc::now();
 
     let facts = JobFacts {
@@ -131,6 +135,7 @@ async fn send_and_record(
     let attempt = attempt_record(&job, &response, sent_at, completed_at);
     let recorded = finish(&ctx, &job, &decision.next, decision.error.as_ref(), attempt).await;
     if recorded {
+        ctx.metrics.job_recorded(&decision.next);
         log_transition(&ctx, &decision, &response.outcome);
     }
 
@@ -197,6 +202,7 @@ async fn without_credentials(
         rate_limited: false,
     };
     if finish(ctx, job, &next, Some(&error), unsent(job)).await {
+        ctx.metrics.job_recorded(&next);
         Counters::add(&ctx.counters.requeued);
         info!(
             event = "job_requeued",

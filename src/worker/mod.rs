@@ -39,6 +39,8 @@ pub use decision::backoff;
 use crate::accounts::lease;
 use crate::accounts::token_store::TokenStore;
 use crate::config::Settings;
+use crate::http::{HttpError, HttpListener, Ops};
+use crate::metrics::Metrics;
 use crate::xapi::{TokenClient, XApiError, XClient};
 use stats::Counters;
 
@@ -51,6 +53,7 @@ pub struct Context {
     /// Names this daemon in leases and the ledger: host, pid and a random suffix.
     pub worker_id: String,
     pub counters: Counters,
+    pub metrics: Metrics,
     /// Accounts this daemon holds a lease on (the scheduler writes, the leaser reads).
     held: Mutex<HashSet<String>>,
     /// Wakes the app monitor at once when a job hit an app-wide stop.
@@ -93,12 +96,16 @@ impl Context {
 pub enum WorkerError {
     #[error("could not build the HTTP client")]
     Client(#[from] XApiError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// A daemon ready to run.
 pub struct Daemon {
     ctx: Arc<Context>,
     events: mpsc::UnboundedReceiver<scheduler::Event>,
+    /// The operations listener, bound already (`[http] enabled`).
+    http: Option<HttpListener>,
 }
 
 impl Daemon {
@@ -110,8 +117,10 @@ impl Daemon {
             &settings.x_api,
         );
         let (sender, events) = mpsc::unbounded_channel();
+        let http = HttpListener::bind(&settings.http)?;
         Ok(Daemon {
             events,
+            http,
             ctx: Arc::new(Context {
                 events: sender,
                 worker_id: worker_id(),
@@ -120,6 +129,7 @@ impl Daemon {
                 client,
                 tokens,
                 counters: Counters::default(),
+                metrics: Metrics::new(),
                 held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
             }),
@@ -130,11 +140,16 @@ impl Daemon {
         &self.ctx.worker_id
     }
 
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, when `[http]` is enabled.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpListener::local_addr)
+    }
+
     /// Runs until `shutdown` is cancelled, then stops gracefully: no new requests, requests
     /// in flight get `worker.shutdown_grace` to finish and record their answers, jobs still
     /// running after that go back to the queue, and every lease is released.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Daemon { ctx, events } = self;
+        let Daemon { ctx, events, http } = self;
         info!(
             worker_id = %ctx.worker_id,
             concurrency = ctx.settings.worker.concurrency,
@@ -149,6 +164,15 @@ impl Daemon {
         let sender = ctx.events.clone();
         let background = CancellationToken::new();
         let mut chores = tokio::task::JoinSet::new();
+        if let Some(listener) = http {
+            let ops = Ops {
+                pool: ctx.pool.clone(),
+                metrics: ctx.metrics.clone(),
+                worker_id: ctx.worker_id.clone(),
+                stopping: shutdown.clone(),
+            };
+            chores.spawn(listener.serve(ops, background.clone()));
+        }
         chores.spawn(leaser::run(
             Arc::clone(&ctx),
             sender.clone(),
