@@ -9,6 +9,7 @@
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | live daemons (`followq.daemons`) and each one's fair share of accounts |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
+//! | `retention.rs` | pruning old finished jobs and ledger rows |
 //! | `stats.rs` | counters for the summary |
 //!
 //! Why the limit holds across processes: governor's buckets live in process memory, so
@@ -23,6 +24,7 @@ mod housekeeping;
 mod job;
 mod leaser;
 mod registry;
+mod retention;
 mod scheduler;
 pub mod stats;
 
@@ -185,6 +187,7 @@ impl Daemon {
             background.clone(),
         ));
         chores.spawn(housekeeping::summary(Arc::clone(&ctx), background.clone()));
+        chores.spawn(retention::run(Arc::clone(&ctx), background.clone()));
 
         let scheduler = scheduler::Scheduler::new(Arc::clone(&ctx), events);
         let abandoned = scheduler.run(shutdown).await;
