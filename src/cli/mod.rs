@@ -59,7 +59,8 @@ pub enum Command {
 /// Loads settings, installs logging, and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
-    telemetry::init(&settings.log)?;
+    // Held to the end: dropping it sends the last spans when trace export is on.
+    let _telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
     // The simulator stands in for X: it must run where there is no database.
     let command = match cli.command {
         Command::Sim(args) => return sim::run(*args).await,
