@@ -7,6 +7,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Subscriber;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,6 +43,25 @@ impl Drop for TelemetryGuard {
 /// Logs go to stderr so that commands printing results (`enqueue`, `status --json`) keep
 /// stdout clean for scripts.
 pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+    let (subscriber, guard) = subscriber(log, telemetry)?;
+    subscriber
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("could not install the log subscriber: {e}"))?;
+    if telemetry.otlp.enabled {
+        tracing::info!(
+            endpoint = %traces_url(&telemetry.otlp.endpoint),
+            "exporting spans over OTLP/HTTP"
+        );
+    }
+    Ok(guard)
+}
+
+/// The subscriber [`init`] installs, without installing it (tests scope it to a thread with
+/// `tracing::subscriber::set_default`), and the guard of its trace export.
+pub fn subscriber(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+) -> anyhow::Result<(impl Subscriber + Send + Sync + 'static, TelemetryGuard)> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
             .map_err(|e| anyhow::anyhow!("RUST_LOG is not a valid filter: {e}"))?,
@@ -68,19 +88,11 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
     });
-    tracing_subscriber::registry()
+    let subscriber = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
-        .with(otel)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("could not install the log subscriber: {e}"))?;
-    if telemetry.otlp.enabled {
-        tracing::info!(
-            endpoint = %traces_url(&telemetry.otlp.endpoint),
-            "exporting spans over OTLP/HTTP"
-        );
-    }
-    Ok(TelemetryGuard { provider })
+        .with(otel);
+    Ok((subscriber, TelemetryGuard { provider }))
 }
 
 /// The collector's traces URL: the base endpoint plus the OTLP/HTTP traces path.
