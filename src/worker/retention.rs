@@ -76,7 +76,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     if !settings.enabled {
         return;
     }
-    let mut tick = tokio::time::interval(settings.interval);
+    // The first round one interval after start, not at once: start-up (registering, leasing,
+    // seeding limiters) gets the pool and the database to itself, and replicas started
+    // together do not all prune in the same instant.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.interval,
+        settings.interval,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
