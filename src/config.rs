@@ -8,6 +8,7 @@
 //! `config/default.toml` documents every key. A bad value or an unknown key stops start-up
 //! with one message naming the key and what is wrong ([`ConfigError`]).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub retry: RetrySettings,
     pub log: LogSettings,
+    pub http: HttpSettings,
+    pub retention: RetentionSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +149,46 @@ pub enum LogFormat {
     Pretty,
     Json,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub finished_jobs: Duration,
+    #[serde(with = "humantime_serde")]
+    pub attempts: Duration,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub batch_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub otlp: OtlpSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSettings {
+    pub enabled: bool,
+    pub endpoint: String,
+    pub service_name: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// The shortest retention: ledger rows of the last 24 hours plus one quota period seed the
+/// limiters and the daily caps, and two days leaves a margin for any period up to a day.
+pub const MIN_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
 
 /// Where the file layers come from. Environment variables are read from the process
 /// (tests set them inside a `figment::Jail`).
@@ -300,6 +344,58 @@ impl Settings {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", format!("not a valid filter: {e}")));
         }
+        self.validate_ops()
+    }
+
+    /// The operations sections: retention ages the daemon can live with, a usable OTLP URL.
+    fn validate_ops(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        let retention = &self.retention;
+        if retention.finished_jobs < MIN_RETENTION {
+            return Err(invalid(
+                "retention.finished_jobs",
+                "must be at least 2d, so that services have time to read a job's outcome",
+            ));
+        }
+        let ledger_needed =
+            MIN_RETENTION.max(Duration::from_secs(24 * 3600) + self.rate_limit.period);
+        if retention.attempts < ledger_needed {
+            return Err(invalid(
+                "retention.attempts",
+                format!(
+                    "must be at least {} (2d, and 24h + rate_limit.period): the daemon reads that much of the ledger to keep the rate limits and daily caps",
+                    humantime::format_duration(ledger_needed)
+                ),
+            ));
+        }
+        if retention.interval.is_zero() {
+            return Err(invalid("retention.interval", "must be more than zero"));
+        }
+        if retention.batch_size == 0 {
+            return Err(invalid("retention.batch_size", "must be at least 1"));
+        }
+        let otlp = &self.telemetry.otlp;
+        if otlp.enabled {
+            let url = reqwest::Url::parse(&otlp.endpoint)
+                .map_err(|e| invalid("telemetry.otlp.endpoint", format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(
+                    "telemetry.otlp.endpoint",
+                    "must start with http:// or https:// (OTLP over HTTP)",
+                ));
+            }
+            if otlp.service_name.trim().is_empty() {
+                return Err(invalid("telemetry.otlp.service_name", "must not be empty"));
+            }
+            if otlp.timeout.is_zero() {
+                return Err(invalid("telemetry.otlp.timeout", "must be more than zero"));
+            }
+        }
         Ok(())
     }
 }
@@ -453,6 +549,65 @@ mod tests {
             jail.set_env("FOLLOWQ_RATE_LIMIT__REQUESTS_PER_PERIOD", "0");
             let text = message(Settings::load(&sources(jail)));
             assert!(text.contains("rate_limit.requests_per_period"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ops_sections_default_to_off_and_thirty_days() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let settings = Settings::load(&sources(jail)).expect("defaults are valid");
+            assert!(!settings.http.enabled);
+            assert_eq!(
+                settings.http.listen,
+                "127.0.0.1:9464".parse().expect("addr")
+            );
+            assert!(settings.retention.enabled);
+            assert_eq!(settings.retention.attempts, Duration::from_secs(30 * 86400));
+            assert!(!settings.telemetry.otlp.enabled);
+            jail.set_env("FOLLOWQ_HTTP__LISTEN", "0.0.0.0:0");
+            jail.set_env("FOLLOWQ_TELEMETRY__OTLP__ENABLED", "true");
+            let settings = Settings::load(&sources(jail)).expect("valid");
+            assert_eq!(settings.http.listen, "0.0.0.0:0".parse().expect("addr"));
+            assert!(settings.telemetry.otlp.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn retention_shorter_than_the_ledger_the_daemon_needs_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_RETENTION__ATTEMPTS", "36h");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("retention.attempts"), "{text}");
+
+            jail.set_env("FOLLOWQ_RETENTION__ATTEMPTS", "2d");
+            jail.set_env("FOLLOWQ_RATE_LIMIT__PERIOD", "30h");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("24h + rate_limit.period"), "{text}");
+
+            jail.set_env("FOLLOWQ_RATE_LIMIT__PERIOD", "15m");
+            jail.set_env("FOLLOWQ_RETENTION__FINISHED_JOBS", "1h");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("retention.finished_jobs"), "{text}");
+
+            jail.set_env("FOLLOWQ_RETENTION__FINISHED_JOBS", "2d");
+            Settings::load(&sources(jail)).expect("two days is enough");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_otlp_endpoint_is_refused_only_when_enabled() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_TELEMETRY__OTLP__ENDPOINT", "collector:4318");
+            Settings::load(&sources(jail)).expect("ignored while disabled");
+            jail.set_env("FOLLOWQ_TELEMETRY__OTLP__ENABLED", "true");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("telemetry.otlp.endpoint"), "{text}");
             Ok(())
         });
     }

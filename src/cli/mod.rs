@@ -81,7 +81,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // The demo shows a progress bar and a report; the daemon's info lines would drown them.
         settings.log.filter = "warn".into();
     }
-    telemetry::init(&settings.log)?;
+    // Held to the end: dropping it sends the last spans when trace export is on.
+    let _telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
     // The simulator stands in for X: it must run where there is no database.
     let command = match cli.command {
         Command::Sim(args) => return sim::run(*args).await,

@@ -143,6 +143,10 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
     Counters::add(&ctx.counters.sent);
     let response = ctx.client.follow(&source, &target, &auth).await;
     let completed_at = Instant::now();
+    ctx.metrics.request_sent(
+        response.http_status,
+        completed_at.saturating_duration_since(sent_at),
+    );
     let now = Utc::now();
 
     let facts = JobFacts {
@@ -174,6 +178,7 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
     )
     .await;
     if recorded {
+        ctx.metrics.job_recorded(&decision.next);
         log_transition(ctx, &decision, &response.outcome);
     }
 
@@ -242,7 +247,8 @@ async fn without_credentials(
         rate_limited: false,
     };
     let kind = error["kind"].as_str().unwrap_or("credentials").to_owned();
-    if finish(ctx, job, next, Some(error), unsent(job)).await {
+    if finish(ctx, job, next.clone(), Some(error), unsent(job)).await {
+        ctx.metrics.job_recorded(&next);
         Counters::add(&ctx.counters.requeued);
         info!(
             event = "job_requeued",

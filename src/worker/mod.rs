@@ -10,6 +10,7 @@
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | live daemons (`followq.daemons`) and each one's fair share of accounts |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
+//! | `retention.rs` | pruning old finished jobs and ledger rows |
 //! | `stats.rs` | counters for the summary |
 //!
 //! Why the limit holds across processes: governor's buckets live in process memory, so
@@ -25,6 +26,7 @@ mod housekeeping;
 mod job;
 mod leaser;
 mod registry;
+mod retention;
 mod scheduler;
 pub mod stats;
 
@@ -42,7 +44,9 @@ pub use decision::backoff;
 use crate::accounts::lease;
 use crate::accounts::token_store::{AuthError, TokenStore};
 use crate::config::Settings;
+use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
+use crate::metrics::Metrics;
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
 use stats::Counters;
@@ -59,6 +63,7 @@ pub struct Context {
     /// Names this daemon in leases and the ledger: host, pid and a random suffix.
     pub worker_id: String,
     pub counters: Counters,
+    pub metrics: Metrics,
     /// Accounts this daemon holds a lease on (the scheduler writes, the leaser reads).
     held: Mutex<HashSet<String>>,
     /// Wakes the app monitor at once when a job hit an app-wide stop.
@@ -130,6 +135,8 @@ impl Context {
 pub enum WorkerError {
     #[error("could not build the HTTP client")]
     Client(#[from] XApiError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// A daemon ready to run.
@@ -137,6 +144,8 @@ pub struct Daemon {
     ctx: Arc<Context>,
     events: mpsc::UnboundedReceiver<scheduler::Event>,
     completions: mpsc::UnboundedReceiver<completer::Request>,
+    /// The operations listener, bound already (`[http] enabled`).
+    http: Option<HttpListener>,
 }
 
 impl Daemon {
@@ -149,9 +158,11 @@ impl Daemon {
         );
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();
+        let http = HttpListener::bind(&settings.http)?;
         Ok(Daemon {
             events,
             completions,
+            http,
             ctx: Arc::new(Context {
                 events: sender,
                 completer,
@@ -162,6 +173,7 @@ impl Daemon {
                 client,
                 tokens,
                 counters: Counters::default(),
+                metrics: Metrics::new(),
                 held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
             }),
@@ -172,6 +184,11 @@ impl Daemon {
         &self.ctx.worker_id
     }
 
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, when `[http]` is enabled.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpListener::local_addr)
+    }
+
     /// Runs until `shutdown` is cancelled, then stops gracefully: no new requests, requests
     /// in flight get `worker.shutdown_grace` to finish and record their answers, jobs still
     /// running after that go back to the queue, and every lease is released.
@@ -180,6 +197,7 @@ impl Daemon {
             ctx,
             events,
             completions,
+            http,
         } = self;
         info!(
             worker_id = %ctx.worker_id,
@@ -195,6 +213,15 @@ impl Daemon {
         let sender = ctx.events.clone();
         let background = CancellationToken::new();
         let mut chores = tokio::task::JoinSet::new();
+        if let Some(listener) = http {
+            let ops = Ops {
+                pool: ctx.pool.clone(),
+                metrics: ctx.metrics.clone(),
+                worker_id: ctx.worker_id.clone(),
+                stopping: shutdown.clone(),
+            };
+            chores.spawn(listener.serve(ops, background.clone()));
+        }
         chores.spawn(leaser::run(
             Arc::clone(&ctx),
             sender.clone(),
@@ -212,6 +239,7 @@ impl Daemon {
             completions,
             background.clone(),
         ));
+        chores.spawn(retention::run(Arc::clone(&ctx), background.clone()));
 
         let scheduler = scheduler::Scheduler::new(Arc::clone(&ctx), events);
         let abandoned = scheduler.run(shutdown).await;

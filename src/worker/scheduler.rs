@@ -69,6 +69,8 @@ struct Slot {
     lost: bool,
     /// The daily-cap pause already persisted for this wait.
     persisted_daily_cap: Option<Instant>,
+    /// When the limiter first made the account wait (for the token-wait metric).
+    limiter_wait_since: Option<Instant>,
 }
 
 pub struct Scheduler {
@@ -177,6 +179,7 @@ impl Scheduler {
                                     unauthorized_streak: 0,
                                     lost: false,
                                     persisted_daily_cap: None,
+                                    limiter_wait_since: None,
                                 },
                             );
                             self.ready.push_back(account);
@@ -288,12 +291,18 @@ impl Scheduler {
             }
             match slot.limiter.try_acquire(now) {
                 Gate::Go => {
+                    let waited = slot
+                        .limiter_wait_since
+                        .take()
+                        .map(|at| now.saturating_duration_since(at));
+                    self.ctx.metrics.token_wait(waited.unwrap_or_default());
                     slot.phase = Phase::Busy;
                     self.in_flight += 1;
                     batch.push((account, slot.unauthorized_streak));
                 }
                 Gate::WaitUntil(until, reason) => {
                     debug!(account, reason = reason.as_str(), "account waits");
+                    slot.limiter_wait_since.get_or_insert(now);
                     if reason == WaitReason::DailyCap && slot.persisted_daily_cap != Some(until) {
                         slot.persisted_daily_cap = Some(until);
                         Self::persist_daily_cap(&self.ctx, &account, until);

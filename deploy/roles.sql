@@ -1,0 +1,82 @@
+-- followq's database roles. Run as the role that owns the followq schema (the one that runs
+-- `followq migrate`), after `followq migrate`, in every database followq uses:
+--
+--     psql "$OWNER_DATABASE_URL" -v ON_ERROR_STOP=1 -f deploy/roles.sql
+--
+-- Safe to run again (after every upgrade, for instance): roles are created only when
+-- missing, and GRANT/REVOKE are idempotent.
+--
+-- Three roles in all:
+--   * the owner (not created here): owns the schema, runs `followq migrate` and
+--     `followq accounts add`. Not for daemons or services.
+--   * followq_enqueuer: services that ask for follows. Enqueues (INSERT or followq.enqueue)
+--     and reads jobs and accounts; never sees a token.
+--   * followq_daemon: `followq run`. Reads and writes the queue, the ledger, the leases and
+--     the pauses, reads and refreshes tokens; changes no schema.
+--
+-- Both are group roles without LOGIN; give each service its own login role in them, e.g.
+--     CREATE ROLE billing_service LOGIN PASSWORD '…' IN ROLE followq_enqueuer;
+--     CREATE ROLE followq_worker  LOGIN PASSWORD '…' IN ROLE followq_daemon;
+
+-- Roles are shared by every database of the cluster: create them once, whoever runs first
+-- (two sessions creating the same role at once make one of them fail; ignore that too).
+DO $$
+BEGIN
+    CREATE ROLE followq_enqueuer NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+    CREATE ROLE followq_daemon NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- followq_enqueuer: the SQL contract of README.md, nothing more.
+-- ---------------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA followq TO followq_enqueuer;
+
+-- Only the columns a caller may set (README.md, "Enqueue with a plain INSERT"): the state and
+-- outcome columns belong to the daemon. INSERT … ON CONFLICT DO NOTHING needs no more, and
+-- RETURNING id needs SELECT.
+REVOKE ALL ON followq.follow_jobs FROM followq_enqueuer;
+GRANT INSERT (source_user_id, target_user_id, priority, run_at, max_attempts)
+    ON followq.follow_jobs TO followq_enqueuer;
+GRANT SELECT ON followq.follow_jobs TO followq_enqueuer;
+-- The job id comes from the identity sequence.
+GRANT USAGE ON SEQUENCE followq.follow_jobs_id_seq TO followq_enqueuer;
+-- followq.enqueue runs with the caller's rights (SECURITY INVOKER): the grants above are what
+-- it uses.
+GRANT EXECUTE ON FUNCTION followq.enqueue(text, text, integer, timestamptz, integer)
+    TO followq_enqueuer;
+-- Which accounts exist and whether they are paused: no secrets in this table.
+REVOKE ALL ON followq.accounts FROM followq_enqueuer;
+GRANT SELECT ON followq.accounts TO followq_enqueuer;
+-- The tokens: nothing, explicitly (a no-op unless someone granted it before).
+REVOKE ALL ON followq.account_credentials FROM followq_enqueuer;
+
+-- ---------------------------------------------------------------------------------------------
+-- followq_daemon: everything `followq run` reads and writes.
+-- ---------------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA followq TO followq_daemon;
+-- Claims and outcomes (UPDATE), retention (DELETE); INSERT for tests and tools that enqueue
+-- with the daemon's credentials.
+GRANT SELECT, INSERT, UPDATE, DELETE ON followq.follow_jobs TO followq_daemon;
+-- Leases, pauses, needs_reauth.
+GRANT SELECT, UPDATE ON followq.accounts TO followq_daemon;
+-- Reading tokens, storing refreshed ones.
+GRANT SELECT, UPDATE ON followq.account_credentials TO followq_daemon;
+-- The ledger: written before each request, completed after, pruned by retention.
+GRANT SELECT, INSERT, UPDATE, DELETE ON followq.attempts TO followq_daemon;
+-- The app-wide stop and the live-daemon registry.
+GRANT SELECT, INSERT, UPDATE, DELETE ON followq.app_pause TO followq_daemon;
+GRANT SELECT, INSERT, UPDATE, DELETE ON followq.daemons TO followq_daemon;
+-- Identity columns (job and attempt ids).
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA followq TO followq_daemon;
+-- The daemon refuses to start on a schema older than itself: it reads the migrations table.
+GRANT SELECT ON followq._sqlx_migrations TO followq_daemon;
+GRANT EXECUTE ON FUNCTION followq.enqueue(text, text, integer, timestamptz, integer)
+    TO followq_daemon;

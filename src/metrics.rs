@@ -1,0 +1,348 @@
+//! The daemon's Prometheus metrics: one typed registry per daemon (not a process-global
+//! recorder, so several daemons in one test process keep their own figures), the handles the
+//! worker records into, and the text exposition `/metrics` serves.
+//!
+//! Counters and histograms are recorded where things happen (`worker/job.rs`,
+//! `worker/scheduler.rs`, `worker/retention.rs`); the gauges (queue depth, paused accounts,
+//! accounts held, the app-wide stop) are set from the database when `/metrics` is scraped,
+//! see `http.rs`.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `followq_job_outcomes_total` | counter | `outcome`: succeeded, failed, requeued |
+//! | `followq_follows_pending_total` | counter | (succeeded jobs whose follow awaits approval) |
+//! | `followq_requests_total` | counter | `status_class`: 2xx, 3xx, 4xx, 5xx, none (no answer) |
+//! | `followq_rate_limited_total` | counter | (429 answers) |
+//! | `followq_request_duration_seconds` | histogram | |
+//! | `followq_token_wait_seconds` | histogram | |
+//! | `followq_retention_deleted_total` | counter | `table`: follow_jobs, attempts |
+//! | `followq_queue_jobs` | gauge | `state`: queued, running |
+//! | `followq_accounts_paused` | gauge | `reason` |
+//! | `followq_accounts_held` | gauge | |
+//! | `followq_app_stopped` | gauge | (1 while an app-wide stop is in force) |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::queue::complete::NextState;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Pause reasons exported as their own `reason` label value; any other reason an operator
+/// wrote is counted as `other`, so the label's values stay a small fixed set.
+pub const PAUSE_REASONS: &[&str] = &[
+    "rate_limit_window",
+    "rate_limited",
+    "daily_cap",
+    "usage_capped",
+    "user_24h_limit",
+    "operator",
+    "needs_reauth",
+    "disabled",
+    "other",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusClassLabels {
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+struct Inner {
+    /// Registered once in [`Metrics::new`] and never changed, so encoding needs no lock.
+    registry: Registry,
+    job_outcomes: Family<OutcomeLabels, Counter>,
+    follows_pending: Counter,
+    requests: Family<StatusClassLabels, Counter>,
+    rate_limited: Counter,
+    request_duration: Histogram,
+    token_wait: Histogram,
+    retention_deleted: Family<TableLabels, Counter>,
+    queue_jobs: Family<StateLabels, Gauge>,
+    accounts_paused: Family<ReasonLabels, Gauge>,
+    accounts_held: Gauge,
+    app_stopped: Gauge,
+}
+
+/// The daemon's metrics. Cheap to clone: every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("followq");
+        let job_outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "job_outcomes",
+            "Jobs whose next state was recorded after a turn: succeeded, failed, or requeued (retry, 429 snooze, no usable token)",
+            job_outcomes.clone(),
+        );
+        let follows_pending = Counter::default();
+        registry.register(
+            "follows_pending",
+            "Succeeded jobs whose follow awaits the target's approval (protected accounts)",
+            follows_pending.clone(),
+        );
+        let requests = Family::<StatusClassLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Follow requests sent to X, by HTTP status class (none: no answer arrived)",
+            requests.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Follow requests X answered with 429 (window spent or usage cap)",
+            rate_limited.clone(),
+        );
+        // 5 ms to about 20 s: the request timeout's range.
+        let request_duration = Histogram::new(exponential_buckets(0.005, 2.0, 13));
+        registry.register_with_unit(
+            "request_duration",
+            "Time from sending a follow request to its answer (or its failure)",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        // 10 ms to about 45 minutes: a spent 15-minute window, or a daily cap's first hours.
+        let token_wait = Histogram::new(exponential_buckets(0.01, 4.0, 10));
+        registry.register_with_unit(
+            "token_wait",
+            "Time an account with work waited for its rate limiter before a turn (0 when it did not wait)",
+            Unit::Seconds,
+            token_wait.clone(),
+        );
+        let retention_deleted = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "retention_deleted",
+            "Rows deleted by retention, by table",
+            retention_deleted.clone(),
+        );
+        let queue_jobs = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "queue_jobs",
+            "Jobs in the queue by state, read from the database at scrape time (the same on every replica)",
+            queue_jobs.clone(),
+        );
+        let accounts_paused = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "accounts_paused",
+            "Accounts that cannot send now, by reason (pause reason, needs_reauth, disabled), read at scrape time",
+            accounts_paused.clone(),
+        );
+        let accounts_held = Gauge::default();
+        registry.register(
+            "accounts_held",
+            "Accounts this daemon holds a lease on, read at scrape time",
+            accounts_held.clone(),
+        );
+        let app_stopped = Gauge::default();
+        registry.register(
+            "app_stopped",
+            "1 while an app-wide stop (followq.app_pause) is in force, read at scrape time",
+            app_stopped.clone(),
+        );
+
+        // Every label value from the start, so dashboards see zeros rather than gaps.
+        for outcome in ["succeeded", "failed", "requeued"] {
+            let _ = job_outcomes.get_or_create(&OutcomeLabels { outcome });
+        }
+        for status_class in ["2xx", "3xx", "4xx", "5xx", "none"] {
+            let _ = requests.get_or_create(&StatusClassLabels { status_class });
+        }
+        for table in ["follow_jobs", "attempts"] {
+            let _ = retention_deleted.get_or_create(&TableLabels { table });
+        }
+        for reason in PAUSE_REASONS {
+            let _ = accounts_paused.get_or_create(&ReasonLabels { reason });
+        }
+
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                job_outcomes,
+                follows_pending,
+                requests,
+                rate_limited,
+                request_duration,
+                token_wait,
+                retention_deleted,
+                queue_jobs,
+                accounts_paused,
+                accounts_held,
+                app_stopped,
+            }),
+        }
+    }
+
+    /// A job's next state was recorded.
+    pub fn job_recorded(&self, next: &NextState) {
+        let outcome = match next {
+            NextState::Succeeded { pending_follow, .. } => {
+                if *pending_follow {
+                    self.inner.follows_pending.inc();
+                }
+                "succeeded"
+            }
+            NextState::Failed => "failed",
+            NextState::Queued { .. } => "requeued",
+        };
+        self.inner
+            .job_outcomes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A follow request got its answer (`status`), or none, after `latency`.
+    pub fn request_sent(&self, status: Option<u16>, latency: Duration) {
+        let status_class = match status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            // No answer, or a status outside HTTP's classes: either way not a real answer.
+            _ => "none",
+        };
+        self.inner
+            .requests
+            .get_or_create(&StatusClassLabels { status_class })
+            .inc();
+        if status == Some(429) {
+            self.inner.rate_limited.inc();
+        }
+        self.inner.request_duration.observe(latency.as_secs_f64());
+    }
+
+    /// An account's limiter let it go after it waited `waited` (zero: it did not wait).
+    pub fn token_wait(&self, waited: Duration) {
+        self.inner.token_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Retention deleted `rows` rows of `table` (`follow_jobs` or `attempts`).
+    pub fn retention_deleted(&self, table: &'static str, rows: u64) {
+        self.inner
+            .retention_deleted
+            .get_or_create(&TableLabels { table })
+            .inc_by(rows);
+    }
+
+    /// The queue's depth.
+    pub fn set_queue_depth(&self, queued: i64, running: i64) {
+        let family = &self.inner.queue_jobs;
+        family
+            .get_or_create(&StateLabels { state: "queued" })
+            .set(queued);
+        family
+            .get_or_create(&StateLabels { state: "running" })
+            .set(running);
+    }
+
+    /// Paused accounts by reason; reasons not listed are set to 0. `reason` must be one of
+    /// [`PAUSE_REASONS`] (anything else is counted as `other`).
+    pub fn set_paused_accounts<'a>(&self, counts: impl IntoIterator<Item = (&'a str, i64)>) {
+        let mut values = vec![0i64; PAUSE_REASONS.len()];
+        let other = PAUSE_REASONS.len() - 1;
+        for (reason, count) in counts {
+            let index = PAUSE_REASONS
+                .iter()
+                .position(|known| *known == reason)
+                .unwrap_or(other);
+            values[index] += count;
+        }
+        for (reason, value) in PAUSE_REASONS.iter().zip(values) {
+            self.inner
+                .accounts_paused
+                .get_or_create(&ReasonLabels { reason })
+                .set(value);
+        }
+    }
+
+    pub fn set_accounts_held(&self, held: i64) {
+        self.inner.accounts_held.set(held);
+    }
+
+    pub fn set_app_stopped(&self, stopped: bool) {
+        self.inner.app_stopped.set(i64::from(stopped));
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(4096);
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.inner.registry)?;
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_show_in_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.job_recorded(&NextState::Succeeded {
+            following: true,
+            pending_follow: true,
+        });
+        metrics.job_recorded(&NextState::Failed);
+        metrics.request_sent(Some(429), Duration::from_millis(30));
+        metrics.request_sent(None, Duration::from_secs(2));
+        metrics.set_paused_accounts([("daily_cap", 2), ("something an operator wrote", 1)]);
+        let text = metrics.encode().expect("encodes");
+        for line in [
+            "followq_job_outcomes_total{outcome=\"succeeded\"} 1",
+            "followq_job_outcomes_total{outcome=\"failed\"} 1",
+            "followq_job_outcomes_total{outcome=\"requeued\"} 0",
+            "followq_follows_pending_total 1",
+            "followq_requests_total{status_class=\"4xx\"} 1",
+            "followq_requests_total{status_class=\"none\"} 1",
+            "followq_rate_limited_total 1",
+            "followq_request_duration_seconds_count 2",
+            "followq_accounts_paused{reason=\"daily_cap\"} 2",
+            "followq_accounts_paused{reason=\"other\"} 1",
+            "followq_accounts_paused{reason=\"operator\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+    }
+}
