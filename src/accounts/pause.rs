@@ -38,19 +38,21 @@ pub async fn pause_account(
     Ok(())
 }
 
-/// Ends a pause whose time has come (the holder does this before sending again).
-pub async fn resume_if_due(pool: &PgPool, user_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Ends the pauses that have run out among the accounts `worker_id` holds (the holder does
+/// this at each heartbeat: its own limiter already resumed sending at the exact instant; this
+/// keeps the row, which operators and other daemons read, truthful).
+pub async fn resume_due(pool: &PgPool, worker_id: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
         r#"
         UPDATE followq.accounts
         SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
-        WHERE user_id = $1 AND status = 'paused' AND paused_until <= now()
+        WHERE leased_by = $1 AND status = 'paused' AND paused_until <= now()
         "#,
     )
-    .bind(user_id)
+    .bind(worker_id)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// Parks an account until a person stores new tokens. Its jobs stay queued.

@@ -131,6 +131,10 @@ impl RunningDaemon {
     }
 }
 
+/// True once no job is queued or running (each half served by its partial index).
+pub const ALL_FINISHED: &str = "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'queued') \
+     AND NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'running')";
+
 /// Waits until `sql` (a boolean) holds, polling every `every`; gives up after `limit`.
 pub async fn wait_for(
     pool: &PgPool,

@@ -6,9 +6,18 @@
 //! | --- | --- |
 //! | `utilisation` | with the quota binding, how close to the ideal completion time, with no window over and no 429? |
 //! | `throughput` | with no quota binding, how many jobs per second, at what cost per job? |
+//! | `latency` | on an idle daemon, how long from an insert's commit to the request? |
+//! | `scale` | 100k accounts, 1M jobs: the daemon's memory, the claim's latency full and drained |
+//! | `noisy_neighbour` | one deep backlog beside 1,000 one-job accounts: are the small ones served at once? |
+//! | `timer` | how late after a window opens does its first request arrive? |
 
+pub mod endpoint;
 pub mod harness;
+pub mod latency;
+pub mod noisy;
+pub mod scale;
 pub mod throughput;
+pub mod timer;
 pub mod utilisation;
 
 use std::time::Duration;
@@ -37,10 +46,21 @@ pub struct ScenarioResult {
 pub enum Scenario {
     Utilisation,
     Throughput,
+    Latency,
+    Scale,
+    NoisyNeighbour,
+    Timer,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 2] = [Scenario::Utilisation, Scenario::Throughput];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Utilisation,
+        Scenario::Throughput,
+        Scenario::Latency,
+        Scenario::Scale,
+        Scenario::NoisyNeighbour,
+        Scenario::Timer,
+    ];
 }
 
 /// Knobs of the run (each scenario has sensible defaults for a 2-core machine).
@@ -53,6 +73,8 @@ pub struct BenchOptions {
     pub utilisation_jobs_per_account: u64,
     pub utilisation_quota: u32,
     pub utilisation_window: Duration,
+    pub scale_accounts: u64,
+    pub scale_jobs: u64,
 }
 
 impl Default for BenchOptions {
@@ -65,6 +87,8 @@ impl Default for BenchOptions {
             utilisation_jobs_per_account: 201,
             utilisation_quota: 50,
             utilisation_window: Duration::from_secs(10),
+            scale_accounts: 100_000,
+            scale_jobs: 1_000_000,
         }
     }
 }
@@ -84,6 +108,48 @@ pub async fn run(
                     jobs_per_account: options.utilisation_jobs_per_account,
                     quota: options.utilisation_quota,
                     window: options.utilisation_window,
+                },
+            )
+            .await
+        }
+        Scenario::Latency => {
+            latency::run(
+                ctx,
+                &latency::LatencyOptions {
+                    accounts: 50,
+                    samples: 300,
+                },
+            )
+            .await
+        }
+        Scenario::Scale => {
+            scale::run(
+                ctx,
+                &scale::ScaleOptions {
+                    accounts: options.scale_accounts,
+                    jobs: options.scale_jobs,
+                },
+            )
+            .await
+        }
+        Scenario::NoisyNeighbour => {
+            noisy::run(
+                ctx,
+                &noisy::NoisyOptions {
+                    big_jobs: 10_000,
+                    small_accounts: 1_000,
+                },
+            )
+            .await
+        }
+        Scenario::Timer => {
+            timer::run(
+                ctx,
+                &timer::TimerOptions {
+                    accounts: 20,
+                    quota: 10,
+                    window: Duration::from_secs(2),
+                    windows: 4,
                 },
             )
             .await

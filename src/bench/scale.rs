@@ -78,11 +78,10 @@ async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<
     let pid = daemon.id().context("the daemon's pid")?.to_string();
     let leasing = Instant::now();
     let held = loop {
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM followq.accounts WHERE leased_by IS NOT NULL",
-        )
-        .fetch_one(&scratch.pool)
-        .await?;
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM followq.accounts WHERE leased_by IS NOT NULL")
+                .fetch_one(&scratch.pool)
+                .await?;
         if held as u64 >= options.accounts || leasing.elapsed() > Duration::from_secs(180) {
             break held;
         }
@@ -140,11 +139,7 @@ async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<
 
 /// Times the daemon's claim statement for one account at a time: a probe leases `count`
 /// accounts as a daemon would, then claims one job of each.
-async fn claim_latencies(
-    pool: &sqlx::PgPool,
-    probe: &str,
-    count: u64,
-) -> anyhow::Result<Vec<f64>> {
+async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow::Result<Vec<f64>> {
     let accounts: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT source_user_id FROM followq.follow_jobs WHERE state = 'queued' \
          ORDER BY 1 DESC LIMIT $1",

@@ -57,7 +57,7 @@ async fn measure(
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state IN ('queued', 'running'))",
+        harness::ALL_FINISHED,
         Duration::from_millis(100),
         Duration::from_secs(600),
     )

@@ -43,7 +43,7 @@ async fn measure(
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state IN ('queued', 'running'))",
+        harness::ALL_FINISHED,
         Duration::from_millis(50),
         options.window * (options.windows as u32 + 3),
     )

@@ -49,7 +49,7 @@ async fn measure(
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state IN ('queued', 'running'))",
+        harness::ALL_FINISHED,
         Duration::from_millis(50),
         options.window * (options.jobs_per_account as u32 / options.quota + 3),
     )

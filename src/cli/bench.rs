@@ -31,6 +31,12 @@ pub struct BenchArgs {
     /// Throughput: jobs per account.
     #[arg(long, default_value_t = BenchOptions::default().throughput_jobs_per_account)]
     throughput_jobs_per_account: u64,
+    /// Scale: accounts.
+    #[arg(long, default_value_t = BenchOptions::default().scale_accounts)]
+    scale_accounts: u64,
+    /// Scale: queued jobs.
+    #[arg(long, default_value_t = BenchOptions::default().scale_jobs)]
+    scale_jobs: u64,
 }
 
 pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -43,6 +49,8 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         base_url: args.base_url.clone(),
         throughput_accounts: args.throughput_accounts,
         throughput_jobs_per_account: args.throughput_jobs_per_account,
+        scale_accounts: args.scale_accounts,
+        scale_jobs: args.scale_jobs,
         ..BenchOptions::default()
     };
     let ctx = BenchContext { settings };

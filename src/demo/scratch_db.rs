@@ -1,8 +1,6 @@
 //! A throw-away database for the demo and the benchmark: created on the configured server,
 //! migrated, and dropped at the end (`WITH (FORCE)`, so a connection left open cannot keep it).
 
-use std::str::FromStr;
-
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
@@ -48,8 +46,7 @@ impl ScratchDb {
         prefix: &str,
         max_connections: u32,
     ) -> Result<ScratchDb, ScratchDbError> {
-        let server = PgConnectOptions::from_str(server_url.expose_secret())
-            .map_err(|_| ScratchDbError::BadUrl)?;
+        let server = db::connect_options(server_url).map_err(|_| ScratchDbError::BadUrl)?;
         let name = format!(
             "{prefix}_{}_{:06x}",
             std::process::id(),

@@ -47,27 +47,27 @@ pub async fn claim_batch(
         r#"
         WITH next AS MATERIALIZED (
             SELECT j.id
-            FROM UNNEST($1::text[]) AS acc(user_id)
-            JOIN followq.accounts AS a
-              ON a.user_id = acc.user_id
-             AND a.leased_by = $2
-             AND a.lease_expires_at > now() + make_interval(secs => $3)
-             -- Automatic pauses (429 reset, window, caps) are this holder's own and its
-             -- limiter times them precisely; only an operator's pause stops a claim here.
-             -- Every pause stops other daemons from leasing the account.
-             AND (a.status = 'active'
-                  OR (a.status = 'paused'
-                      AND (a.paused_until <= now() OR a.pause_reason <> 'operator')))
+            FROM followq.accounts AS a
             CROSS JOIN LATERAL (
                 SELECT j.id
                 FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = acc.user_id
+                WHERE j.source_user_id = a.user_id
                   AND j.state = 'queued'
                   AND j.run_at <= now()
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
             ) AS j
+            -- By primary key: the cost follows the batch, not the number of accounts.
+            WHERE a.user_id = ANY($1)
+              AND a.leased_by = $2
+              AND a.lease_expires_at > now() + make_interval(secs => $3)
+              -- Automatic pauses (429 reset, window, caps) are this holder's own and its
+              -- limiter times them precisely; only an operator's pause stops a claim here.
+              -- Every pause stops other daemons from leasing the account.
+              AND (a.status = 'active'
+                   OR (a.status = 'paused'
+                       AND (a.paused_until <= now() OR a.pause_reason <> 'operator')))
         ),
         claimed AS (
             UPDATE followq.follow_jobs AS j
@@ -80,12 +80,6 @@ pub async fn claim_batch(
             WHERE j.id = next.id
             RETURNING j.id, j.source_user_id, j.target_user_id, j.attempts, j.max_attempts,
                       j.rate_limited_count
-        ),
-        resumed AS (
-            UPDATE followq.accounts AS a
-            SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
-            WHERE a.user_id IN (SELECT source_user_id FROM claimed)
-              AND a.status = 'paused' AND a.paused_until <= now()
         ),
         ledger AS (
             INSERT INTO followq.attempts (job_id, account_user_id, worker_id)

@@ -116,7 +116,14 @@ impl Scheduler {
                 biased;
                 _ = shutdown.cancelled() => break,
                 event = self.events.recv() => match event {
-                    Some(event) => self.handle(event),
+                    Some(event) => {
+                        self.handle(event);
+                        // Take in everything else that is waiting before dispatching, so that
+                        // under load one claim statement serves many accounts.
+                        while let Ok(event) = self.events.try_recv() {
+                            self.handle(event);
+                        }
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(wake_at.into()) => {}
@@ -456,6 +463,9 @@ impl Scheduler {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let lease_length = ctx.settings.worker.account_lease;
+            if let Err(e) = pause::resume_due(&ctx.pool, &ctx.worker_id).await {
+                warn!(error = %e, "could not mark ended pauses as over");
+            }
             if let Err(e) =
                 super::registry::heartbeat(&ctx.pool, &ctx.worker_id, lease_length).await
             {
