@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
     if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && !log_filter_chosen() {
         // The demo shows a progress bar and a report; the daemon's info lines would drown them.
-        settings.log.filter = "warn".into();
+        settings.log.filter = "warn,sqlx=error".into();
     }
     // Held to the end: dropping it sends the last spans when trace export is on.
     let _telemetry = telemetry::init(&settings.log, &settings.telemetry)?;

@@ -49,7 +49,10 @@ async fn one_account_drains_in_about_the_ideal_time() {
 async fn three_daemons_never_exceed_any_accounts_quota() {
     let _serial = serial().await;
     let window = Duration::from_secs(3);
-    let harness = Harness::new(sim_config(50, window)).await;
+    let mut harness = Harness::new(sim_config(50, window)).await;
+    // The daemons start a few hundred milliseconds apart on a busy machine; their first poll
+    // waits one interval, by which time all three have registered and share fairly.
+    harness.settings.worker.poll_interval = Duration::from_secs(1);
     let accounts: Vec<String> = (0..20).map(|i| (200 + i).to_string()).collect();
     for account in &accounts {
         harness.account(account).await;
