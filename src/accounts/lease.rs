@@ -32,12 +32,39 @@ pub async fn acquire(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<LeasedAccount>, sqlx::Error> {
+    acquire_where(pool, worker_id, lease, limit, None).await
+}
+
+/// Leases the named accounts that are free (or already this daemon's) and have a ready job:
+/// the NOTIFY path, for a burst of notifications at once.
+pub async fn acquire_named(
+    pool: &PgPool,
+    worker_id: &str,
+    accounts: &[String],
+    lease: Duration,
+) -> Result<Vec<LeasedAccount>, sqlx::Error> {
+    let limit = i64::try_from(accounts.len()).unwrap_or(i64::MAX);
+    acquire_where(pool, worker_id, lease, limit, Some(accounts)).await
+}
+
+/// The one lease statement: among `named` accounts (or any), those that are free, or this
+/// daemon's own when named, with a ready job.
+async fn acquire_where(
+    pool: &PgPool,
+    worker_id: &str,
+    lease: Duration,
+    limit: i64,
+    named: Option<&[String]>,
+) -> Result<Vec<LeasedAccount>, sqlx::Error> {
     sqlx::query_as::<_, LeasedAccount>(
         r#"
         WITH candidates AS MATERIALIZED (
             SELECT a.user_id
             FROM followq.accounts AS a
-            WHERE (a.leased_by IS NULL OR a.lease_expires_at < now())
+            WHERE ($4::text[] IS NULL OR a.user_id = ANY($4))
+              AND (a.leased_by IS NULL
+                   OR a.lease_expires_at < now()
+                   OR ($4::text[] IS NOT NULL AND a.leased_by = $1))
               AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
               AND EXISTS (
                   SELECT 1 FROM followq.follow_jobs AS j
@@ -58,42 +85,7 @@ pub async fn acquire(
     .bind(worker_id)
     .bind(seconds(lease))
     .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-/// Leases the named accounts that are free (or already this daemon's) and have a ready job:
-/// the NOTIFY path, for a burst of notifications at once.
-pub async fn acquire_named(
-    pool: &PgPool,
-    worker_id: &str,
-    accounts: &[String],
-    lease: Duration,
-) -> Result<Vec<LeasedAccount>, sqlx::Error> {
-    sqlx::query_as::<_, LeasedAccount>(
-        r#"
-        WITH candidates AS MATERIALIZED (
-            SELECT a.user_id
-            FROM followq.accounts AS a
-            WHERE a.user_id = ANY($2)
-              AND (a.leased_by IS NULL OR a.lease_expires_at < now() OR a.leased_by = $1)
-              AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
-              AND EXISTS (
-                  SELECT 1 FROM followq.follow_jobs AS j
-                  WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
-            FOR UPDATE OF a SKIP LOCKED
-        )
-        UPDATE followq.accounts AS a
-        SET leased_by = $1,
-            lease_expires_at = now() + make_interval(secs => $3)
-        FROM candidates
-        WHERE a.user_id = candidates.user_id
-        RETURNING a.user_id, a.quota_requests, a.quota_period_seconds
-        "#,
-    )
-    .bind(worker_id)
-    .bind(accounts)
-    .bind(seconds(lease))
+    .bind(named)
     .fetch_all(pool)
     .await
 }

@@ -14,10 +14,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, info_span, warn};
+use tracing::{error, info, warn};
 
 use super::Context;
-use super::job::instant_at;
+use super::job::{instant_at, job_span};
 use super::scheduler::Event;
 use crate::accounts::pause::{self, AppPause};
 use crate::queue::rescue::rescue_orphans;
@@ -37,12 +37,11 @@ pub async fn rescuer(ctx: Arc<Context>, shutdown: CancellationToken) {
         match rescue_orphans(&ctx.pool, max_attempts, RESCUE_BATCH).await {
             Ok(rescued) => {
                 for job in rescued {
-                    let span = info_span!(
-                        "job",
-                        job_id = job.id,
-                        source = %job.source_user_id,
-                        target = %job.target_user_id,
-                        attempt = job.attempts,
+                    let span = job_span(
+                        job.id,
+                        &job.source_user_id,
+                        &job.target_user_id,
+                        job.attempts,
                     );
                     let _entered = span.enter();
                     warn!(

@@ -81,12 +81,11 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
         let ctx = Arc::clone(&ctx);
         jobs.spawn(async move {
             let account = job.source_user_id.clone();
-            let span = info_span!(
-                "job",
-                job_id = job.id,
-                source = %job.source_user_id,
-                target = %job.target_user_id,
-                attempt = job.attempts,
+            let span = job_span(
+                job.id,
+                &job.source_user_id,
+                &job.target_user_id,
+                job.attempts,
             );
             let outcome = send_and_record(&ctx, job, streak).instrument(span).await;
             report(&ctx, account, outcome);
@@ -116,6 +115,11 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
         }
     }
     while jobs.join_next().await.is_some() {}
+}
+
+/// The span every event about one job is logged in.
+pub fn job_span(job_id: i64, source: &str, target: &str, attempt: i32) -> tracing::Span {
+    info_span!("job", job_id, source, target, attempt)
 }
 
 fn report(ctx: &Context, account: String, report: JobReport) {
