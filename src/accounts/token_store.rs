@@ -177,12 +177,12 @@ impl TokenStore {
 
     /// Marks the account `needs_reauth` with `reason`; its jobs stay queued.
     pub async fn mark_needs_reauth(&self, user: &UserId, reason: &str) -> Result<(), sqlx::Error> {
-        mark_needs_reauth(&self.pool, user, reason).await
+        super::pause::mark_needs_reauth(&self.pool, user.as_str(), reason).await
     }
 
     async fn park(&self, user: &UserId, reason: &str) -> Result<AuthError, AuthError> {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-        mark_needs_reauth(&self.pool, user, &reason).await?;
+        super::pause::mark_needs_reauth(&self.pool, user.as_str(), &reason).await?;
         tracing::warn!(account = %user, reason = %reason, "account marked needs_reauth");
         Ok(AuthError::NeedsReauth { reason })
     }
@@ -422,21 +422,6 @@ async fn store_pair<'e>(
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-async fn mark_needs_reauth<'e>(
-    executor: impl PgExecutor<'e>,
-    user: &UserId,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE followq.accounts SET status = 'needs_reauth', pause_reason = $2, paused_until = NULL, updated_at = now() WHERE user_id = $1",
-    )
-    .bind(user.as_str())
-    .bind(reason)
-    .execute(executor)
-    .await?;
-    Ok(())
 }
 
 /// A session advisory lock held on one pooled connection; see the module doc.
