@@ -25,6 +25,21 @@ pub fn access_token(n: u64) -> String {
     format!("bench-access-{}", FIRST_ACCOUNT + n)
 }
 
+/// Runs `measure` in a fresh scratch database (`followq_bench_…`), dropped afterwards
+/// whatever the outcome.
+pub async fn in_scratch_db<T>(
+    server: &secrecy::SecretString,
+    connections: u32,
+    measure: impl AsyncFnOnce(&ScratchDb) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let scratch = ScratchDb::create(server, "followq_bench", connections).await?;
+    let outcome = measure(&scratch).await;
+    if let Err(e) = scratch.drop_now().await {
+        tracing::warn!(error = %e, "could not drop a scratch database");
+    }
+    outcome
+}
+
 /// Registers `count` OAuth 2.0 accounts in two statements (the token is `access_token(n)`).
 pub async fn add_accounts(pool: &PgPool, first: u64, count: u64) -> Result<(), sqlx::Error> {
     sqlx::query(

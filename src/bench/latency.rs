@@ -19,10 +19,10 @@ pub struct LatencyOptions {
 }
 
 pub async fn run(ctx: &BenchContext, options: &LatencyOptions) -> anyhow::Result<ScenarioResult> {
-    let scratch = ScratchDb::create(&ctx.settings.database.url, "followq_bench", 16).await?;
-    let outcome = measure(ctx, options, &scratch).await;
-    let _ = scratch.drop_now().await;
-    outcome
+    harness::in_scratch_db(&ctx.settings.database.url, 16, async |scratch| {
+        measure(ctx, options, scratch).await
+    })
+    .await
 }
 
 async fn measure(

@@ -17,10 +17,10 @@ pub struct NoisyOptions {
 }
 
 pub async fn run(ctx: &BenchContext, options: &NoisyOptions) -> anyhow::Result<ScenarioResult> {
-    let scratch = ScratchDb::create(&ctx.settings.database.url, "followq_bench", 24).await?;
-    let outcome = measure(ctx, options, &scratch).await;
-    let _ = scratch.drop_now().await;
-    outcome
+    harness::in_scratch_db(&ctx.settings.database.url, 24, async |scratch| {
+        measure(ctx, options, scratch).await
+    })
+    .await
 }
 
 async fn measure(

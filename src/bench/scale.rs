@@ -24,10 +24,10 @@ pub struct ScaleOptions {
 }
 
 pub async fn run(ctx: &BenchContext, options: &ScaleOptions) -> anyhow::Result<ScenarioResult> {
-    let scratch = ScratchDb::create(&ctx.settings.database.url, "followq_bench", 8).await?;
-    let outcome = measure(options, &scratch).await;
-    let _ = scratch.drop_now().await;
-    outcome
+    harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
+        measure(options, scratch).await
+    })
+    .await
 }
 
 async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<ScenarioResult> {

@@ -25,10 +25,10 @@ pub async fn run(
     ctx: &BenchContext,
     options: &ThroughputOptions,
 ) -> anyhow::Result<ScenarioResult> {
-    let scratch = ScratchDb::create(&ctx.settings.database.url, "followq_bench", 40).await?;
-    let outcome = measure(ctx, options, &scratch).await;
-    let _ = scratch.drop_now().await;
-    outcome
+    harness::in_scratch_db(&ctx.settings.database.url, 40, async |scratch| {
+        measure(ctx, options, scratch).await
+    })
+    .await
 }
 
 async fn measure(

@@ -22,10 +22,10 @@ pub async fn run(
     ctx: &BenchContext,
     options: &UtilisationOptions,
 ) -> anyhow::Result<ScenarioResult> {
-    let scratch = ScratchDb::create(&ctx.settings.database.url, "followq_bench", 24).await?;
-    let outcome = measure(ctx, options, &scratch).await;
-    let _ = scratch.drop_now().await;
-    outcome
+    harness::in_scratch_db(&ctx.settings.database.url, 24, async |scratch| {
+        measure(ctx, options, scratch).await
+    })
+    .await
 }
 
 async fn measure(
