@@ -39,8 +39,6 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use decision::backoff;
-
 use crate::accounts::lease;
 use crate::accounts::token_store::{AuthError, TokenStore};
 use crate::config::Settings;
