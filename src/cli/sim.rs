@@ -65,6 +65,10 @@ pub struct SimArgs {
     /// Reusing a spent refresh token only fails, instead of also revoking the user's tokens.
     #[arg(long)]
     keep_tokens_on_reuse: bool,
+    /// Answer without `x-rate-limit-*` headers (the window is still enforced), as through a
+    /// proxy that strips them.
+    #[arg(long)]
+    no_rate_limit_headers: bool,
 
     /// Target ids divisible by N are protected: follows become pending.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -207,6 +211,7 @@ impl SimArgs {
                 malformed: self.malformed,
                 errors_200: self.errors_200,
             },
+            rate_limit_headers: !self.no_rate_limit_headers,
         }
     }
 }

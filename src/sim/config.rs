@@ -36,6 +36,9 @@ pub struct SimConfig {
     pub usage_capped: Option<UsageCap>,
     /// Injected faults.
     pub faults: FaultConfig,
+    /// Send `x-rate-limit-*` headers with every counted answer, as X does. Off: answers carry
+    /// none (a proxy that strips them, or X leaving them out), the window is still enforced.
+    pub rate_limit_headers: bool,
 }
 
 impl Default for SimConfig {
@@ -52,6 +55,7 @@ impl Default for SimConfig {
             app_forbidden: false,
             usage_capped: None,
             faults: FaultConfig::default(),
+            rate_limit_headers: true,
         }
     }
 }

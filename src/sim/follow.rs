@@ -50,10 +50,33 @@ pub async fn follow(
     };
     let request = validate(path_id, &headers, body);
     let outcome = state.follow(&user_id, request);
+    // Counted in flight until this handler ends, however it ends (a client that gives up
+    // drops it).
+    let _handled = Handling {
+        state: Arc::clone(&state),
+        target: outcome.target.clone(),
+        user_id,
+    };
     if let Some(delay) = outcome.fault.delay {
         tokio::time::sleep(delay).await;
     }
+    if let Some(delay) = outcome.user_delay {
+        tokio::time::sleep(delay).await;
+    }
     respond(outcome)
+}
+
+/// Releases a counted request's place in the user's in-flight figures.
+struct Handling {
+    state: Arc<SimState>,
+    user_id: String,
+    target: Option<String>,
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.state.leave(&self.user_id, self.target.as_deref());
+    }
 }
 
 /// The path's `:id` and the body, checked as X does: ids `^[0-9]{1,19}$`, a JSON body that is
@@ -137,7 +160,9 @@ fn respond(outcome: FollowOutcome) -> Response {
         }
         _ => answer(outcome.answer),
     };
-    set_rate_headers(response.headers_mut(), outcome.rate);
+    if let Some(rate) = outcome.rate {
+        set_rate_headers(response.headers_mut(), rate);
+    }
     response
 }
 

@@ -21,7 +21,8 @@
 //!    **fixed window** (`window_requests` per `window`, default 50 per 900 s), whatever its
 //!    answer. A window starts at the first request after the previous one ended. Every answer
 //!    from here on carries `x-rate-limit-limit`, `x-rate-limit-remaining` and
-//!    `x-rate-limit-reset` (epoch seconds of window start + window, rounded up).
+//!    `x-rate-limit-reset` (epoch seconds of window start + window, rounded up), unless
+//!    `rate_limit_headers` is off (the window is enforced all the same).
 //! 3. App-wide switches: `app_forbidden` gives 403 `client-forbidden`; `usage_capped` gives
 //!    429 `usage-capped` with `period` and `scope`.
 //! 4. Past the window's limit: 429 problem JSON (`about:blank`, "Too Many Requests").
@@ -56,7 +57,15 @@
 //! Each user's figures ([`UserStats`]) are updated under that user's lock in the step that
 //! decides the answer, so they are exact under concurrency; [`TotalStats`] sums them. The one
 //! that proves a client never over-sent is `max_requests_in_window`: the most requests received
-//! inside any one of the user's windows, rejected ones included.
+//! inside any one of the user's windows, rejected ones included. `max_in_flight` (the most
+//! requests of one user being handled at once) and `same_target_overlaps` (a request arriving
+//! while another for the same target is still being handled) prove one request per account at
+//! a time and no job sent twice at once.
+//!
+//! # Test controls
+//! Beyond the faults, [`SimHandle`] can turn the rate-limit headers off
+//! (`set_rate_limit_headers`), make one user's answers slow (`set_answer_delay`), and hold the
+//! token endpoint so that a refresh stalls (`hold_token_endpoint`).
 //!
 //! # Serving and throughput
 //! HTTP/1.1 only (what a client reaches over `http://`), keep-alive, one task per connection.

@@ -26,6 +26,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    state.token_gate().await;
     match refresh(&state, &headers, body) {
         Ok(response) => response,
         Err(problem) => problem.into_response(),

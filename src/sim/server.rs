@@ -212,6 +212,27 @@ impl SimHandle {
         self.state.add_oauth1_user(user_id, token);
     }
 
+    /// Sends (true) or leaves out (false) the `x-rate-limit-*` headers from now on.
+    pub fn set_rate_limit_headers(&self, on: bool) {
+        self.state.set_rate_limit_headers(on);
+    }
+
+    /// Every later answer to `user_id` waits `delay` before it is sent (`None`: at once). The
+    /// request is counted in the window when it arrives, as X counts it.
+    pub fn set_answer_delay(&self, user_id: &str, delay: Option<Duration>) {
+        self.state.set_answer_delay(user_id, delay);
+    }
+
+    /// While held, token endpoint requests wait without an answer: a refresh stalls.
+    pub fn hold_token_endpoint(&self, held: bool) {
+        self.state.hold_token_endpoint(held);
+    }
+
+    /// Token endpoint requests waiting on the hold right now.
+    pub fn token_requests_waiting(&self) -> u64 {
+        self.state.token_requests_waiting()
+    }
+
     /// App-wide 403 `client-forbidden` on every follow request while on.
     pub fn set_app_forbidden(&self, on: bool) {
         self.state.set_app_forbidden(on);

@@ -87,7 +87,12 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct FollowOutcome {
     pub answer: Answer,
-    pub rate: RateHeaders,
+    /// `None` when the simulator sends no rate-limit headers.
+    pub rate: Option<RateHeaders>,
+    /// The user's own answer delay, on top of any injected one.
+    pub user_delay: Option<Duration>,
+    /// The target being handled, to release with [`SimState::leave`].
+    pub target: Option<String>,
     /// `Drop` and `Malformed` spoil `answer` when it is sent; `delay` delays it.
     pub fault: FaultDecision,
 }
@@ -124,6 +129,11 @@ struct UserState {
     seq: u64,
     graph: HashMap<String, Edge>,
     stats: UserStats,
+    /// Follow requests being handled now, in all and per target.
+    in_flight: u64,
+    targets_in_flight: HashMap<String, u32>,
+    /// Every answer to this user waits this long (a slow request, set by a test).
+    answer_delay: Option<Duration>,
 }
 
 impl UserState {
@@ -202,6 +212,10 @@ pub struct SimState {
     token_rejected: AtomicU64,
     in_flight: AtomicU64,
     idle: Notify,
+    rate_limit_headers: AtomicBool,
+    /// While true, token endpoint requests wait (a test holds a refresh in flight).
+    token_hold: tokio::sync::watch::Sender<bool>,
+    token_waiting: AtomicU64,
 }
 
 /// Locks a user, shrugging off poisoning: no code under these locks panics, and a poisoned
@@ -224,6 +238,7 @@ impl SimState {
             faults: RwLock::new(config.faults),
             app_forbidden: AtomicBool::new(config.app_forbidden),
             usage_capped: RwLock::new(config.usage_capped),
+            rate_limit_headers: AtomicBool::new(config.rate_limit_headers),
             config,
             users: DashMap::new(),
             access_tokens: DashMap::new(),
@@ -234,6 +249,8 @@ impl SimState {
             token_rejected: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             idle: Notify::new(),
+            token_hold: tokio::sync::watch::Sender::new(false),
+            token_waiting: AtomicU64::new(0),
         }
     }
 
@@ -395,6 +412,36 @@ impl SimState {
 
     // ---- switches ----
 
+    /// Turns the `x-rate-limit-*` headers on or off for later answers.
+    pub fn set_rate_limit_headers(&self, on: bool) {
+        self.rate_limit_headers.store(on, Ordering::SeqCst);
+    }
+
+    /// Every later answer to `user_id` waits `delay` (`None`: answer at once).
+    pub fn set_answer_delay(&self, user_id: &str, delay: Option<Duration>) {
+        lock(&self.user(user_id)).answer_delay = delay;
+    }
+
+    /// Holds (true) or releases (false) every request to the token endpoint.
+    pub fn hold_token_endpoint(&self, held: bool) {
+        self.token_hold.send_replace(held);
+    }
+
+    /// Token endpoint requests waiting on the hold right now.
+    pub fn token_requests_waiting(&self) -> u64 {
+        self.token_waiting.load(Ordering::SeqCst)
+    }
+
+    /// Waits while the token endpoint is held.
+    pub async fn token_gate(&self) {
+        let mut held = self.token_hold.subscribe();
+        if *held.borrow() {
+            self.token_waiting.fetch_add(1, Ordering::SeqCst);
+            let _ = held.wait_for(|held| !held).await;
+            self.token_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     pub fn set_app_forbidden(&self, on: bool) {
         self.app_forbidden.store(on, Ordering::SeqCst);
     }
@@ -473,11 +520,26 @@ impl SimState {
         let (used, received, reset) = (window.used, window.received, window.reset_epoch);
         user.stats.max_window_usage = user.stats.max_window_usage.max(used);
         user.stats.max_requests_in_window = user.stats.max_requests_in_window.max(received);
-        let rate = RateHeaders {
-            limit,
-            remaining: u64::from(limit).saturating_sub(used),
-            reset,
-        };
+        let rate = self
+            .rate_limit_headers
+            .load(Ordering::SeqCst)
+            .then_some(RateHeaders {
+                limit,
+                remaining: u64::from(limit).saturating_sub(used),
+                reset,
+            });
+        // Being handled from now until `leave`: in flight for this user, and for this target.
+        user.in_flight += 1;
+        user.stats.max_in_flight = user.stats.max_in_flight.max(user.in_flight);
+        let target = request.as_ref().ok().map(|r| r.target.clone());
+        if let Some(target) = &target {
+            let same = user.targets_in_flight.entry(target.clone()).or_default();
+            if *same > 0 {
+                user.stats.same_target_overlaps += 1;
+            }
+            *same += 1;
+        }
+        let user_delay = user.answer_delay;
 
         let answer = if app_forbidden {
             user.stats.app_forbidden += 1;
@@ -526,7 +588,24 @@ impl SimState {
         FollowOutcome {
             answer,
             rate,
+            user_delay,
+            target,
             fault,
+        }
+    }
+
+    /// A request counted by [`SimState::follow`] is no longer being handled.
+    pub fn leave(&self, user_id: &str, target: Option<&str>) {
+        let user = self.user(user_id);
+        let mut user = lock(&user);
+        user.in_flight = user.in_flight.saturating_sub(1);
+        if let Some(target) = target
+            && let Some(same) = user.targets_in_flight.get_mut(target)
+        {
+            *same = same.saturating_sub(1);
+            if *same == 0 {
+                user.targets_in_flight.remove(target);
+            }
         }
     }
 

@@ -57,6 +57,13 @@ pub struct UserStats {
     pub refreshes: u64,
     /// Refreshes with a spent refresh token of this user.
     pub refresh_reuses: u64,
+    /// The most follow requests of this user being handled at once (from the moment one is
+    /// counted until its answer is sent, its connection dropped, or its client gave up). A
+    /// client that keeps one request per user in flight never shows more than 1.
+    pub max_in_flight: u64,
+    /// Requests that arrived while another request of this user for the same target was still
+    /// being handled: one job sent twice at once.
+    pub same_target_overlaps: u64,
     /// Answers sent, by HTTP status (faulted ones included; dropped ones have none).
     pub by_status: BTreeMap<u16, u64>,
     pub faults: FaultStats,
@@ -70,6 +77,8 @@ impl UserStats {
             .max_requests_in_window
             .max(other.max_requests_in_window);
         self.max_window_usage = self.max_window_usage.max(other.max_window_usage);
+        self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+        self.same_target_overlaps += other.same_target_overlaps;
         self.windows += other.windows;
         self.follows += other.follows;
         self.pending += other.pending;

@@ -3,6 +3,7 @@
 //! None needs a database.
 
 mod cli;
+mod controls;
 mod faults;
 mod oauth;
 mod rules;
