@@ -67,6 +67,8 @@ impl Harness {
         settings.worker.heartbeat_interval = Duration::from_secs(1);
         settings.worker.account_lease = Duration::from_secs(4);
         settings.worker.job_lease = Duration::from_secs(3);
+        settings.worker.send_deadline = Duration::from_millis(500);
+        settings.worker.liveness_interval = Duration::from_millis(250);
         settings.worker.shutdown_grace = Duration::from_secs(5);
         settings.worker.summary_interval = Duration::from_secs(5);
         settings.retry.max_attempts = 4;
