@@ -249,14 +249,11 @@ impl AccountLimiter {
                 sent_since: report.sent_since,
             });
         }
+        // The ledger rule guards the window from these; the bucket is left full, as the
+        // previous holder's would have refilled, so that the next window opens at full speed.
         let keep = self.limit() as usize;
         for &at in &seed.arrivals {
             self.arrivals.push(at, keep);
-        }
-        // What the ledger shows was spent in the last period also empties the bucket, as if
-        // it had been sent just now: conservative.
-        if let Some(spent) = NonZeroU32::new(u32::try_from(self.arrivals.len()).unwrap_or(0)) {
-            let _ = self.bucket.check_n(spent.min(self.quota.requests));
         }
         self.outstanding_until = seed.outstanding_until.filter(|&until| until > now);
         self.follow_expiries = seed

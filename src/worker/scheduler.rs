@@ -75,6 +75,8 @@ struct Slot {
     unauthorized_streak: u32,
     /// The lease was lost while a job ran: drop the slot when it ends.
     lost: bool,
+    /// Beyond this daemon's fair share: give the account back when its turn ends.
+    hand_over: bool,
     /// The daily-cap pause already persisted for this wait.
     persisted_daily_cap: Option<Instant>,
     /// When the limiter first made the account wait (for the token-wait metric).
@@ -290,6 +292,7 @@ impl Scheduler {
                                     phase: Phase::Ready,
                                     unauthorized_streak: 0,
                                     lost: false,
+                                    hand_over: false,
                                     persisted_daily_cap: None,
                                     limiter_wait_since: None,
                                 },
@@ -515,6 +518,11 @@ impl Scheduler {
             self.ctx.held_remove(&account);
             return;
         }
+        if slot.hand_over {
+            // Its answer is recorded in the ledger, which is all a successor needs.
+            self.give_back(account);
+            return;
+        }
         let next = match report {
             JobReport::Sent {
                 sent_at,
@@ -592,35 +600,51 @@ impl Scheduler {
 
     /// A replica joined: give back the accounts beyond this daemon's fair share, so that it
     /// gets its part within a heartbeat. Accounts with a request in flight stay (they move
-    /// later, once answered); among the others, those waiting longest for their limiter go
-    /// first, as they cost a successor nothing to take over.
+    /// later, once answered). Accounts that could send now go first, so the new replica has
+    /// work at once; then those waiting for their limiter, the longest waits first (an
+    /// account paused for its window can only be taken once the pause ends).
     fn give_back_surplus(&mut self, share: usize) {
-        let surplus = self.slots.len().saturating_sub(share);
+        let leaving = self.slots.values().filter(|slot| slot.hand_over).count();
+        let surplus = self.slots.len().saturating_sub(share + leaving);
         if surplus == 0 {
             return;
         }
-        let mut movable: Vec<(Instant, String)> = self
+        let mut movable: Vec<(Option<Instant>, String)> = self
             .slots
             .iter()
             .filter_map(|(account, slot)| match slot.phase {
-                Phase::Waiting { until, .. } => Some((until, account.clone())),
-                Phase::Ready | Phase::Idle { .. } => Some((Instant::now(), account.clone())),
+                Phase::Waiting { until, .. } => Some((Some(until), account.clone())),
+                Phase::Ready | Phase::Idle { .. } => Some((None, account.clone())),
                 Phase::Busy | Phase::Releasing => None,
             })
             .collect();
-        movable.sort_by_key(|(until, _)| Reverse(*until));
+        // `None` (could send now) first, then the latest `until` first.
+        movable.sort_by_key(|(until, _)| until.map(Reverse));
         let moving: Vec<String> = movable
             .into_iter()
             .take(surplus)
             .map(|(_, account)| account)
             .collect();
+        // The rest of the surplus is busy: those go when their request has been answered.
+        let mut after_turn = 0;
+        for slot in self.slots.values_mut() {
+            if after_turn + moving.len() >= surplus {
+                break;
+            }
+            if slot.phase == Phase::Busy && !slot.hand_over {
+                slot.hand_over = true;
+                after_turn += 1;
+            }
+        }
+        info!(
+            now = moving.len(),
+            after_their_request = after_turn,
+            share,
+            "holding more than a fair share: giving accounts back for other replicas"
+        );
         if moving.is_empty() {
             return;
         }
-        info!(
-            accounts = moving.len(),
-            share, "holding more than a fair share: giving accounts back for other replicas"
-        );
         for account in &moving {
             self.slots.remove(account);
             self.ctx.held_remove(account);

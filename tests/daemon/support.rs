@@ -167,6 +167,28 @@ pub async fn start_with(settings: &Settings) -> Running {
     Running { shutdown, handle }
 }
 
+/// A daemon whose turn panics for jobs to `target`, with its ops listener's address.
+pub async fn start_with_panic(settings: &Settings, target: &str) -> Started {
+    let pool = followq::db::connect(&settings.database)
+        .await
+        .expect("daemon pool");
+    let mut daemon = Daemon::new(settings.clone(), pool).expect("daemon");
+    daemon.inject_panic_for_target(target);
+    let http_addr = daemon.http_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(daemon.run(shutdown.clone()));
+    Started {
+        running: Running { shutdown, handle },
+        http_addr,
+    }
+}
+
+/// A daemon started with [`start_with_panic`].
+pub struct Started {
+    pub running: Running,
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
 /// A daemon running in this process.
 pub struct Running {
     shutdown: CancellationToken,
@@ -174,6 +196,16 @@ pub struct Running {
 }
 
 impl Running {
+    /// The first SIGTERM, in effect, without waiting: the daemon starts its graceful stop.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether the daemon has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
     /// SIGTERM, in effect: returns once the daemon has stopped gracefully.
     pub async fn stop(self) {
         self.shutdown.cancel();
