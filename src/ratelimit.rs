@@ -311,6 +311,12 @@ impl AccountLimiter {
         if let Err(not_until) = self.bucket.check() {
             return Gate::WaitUntil(not_until.earliest_possible(), WaitReason::TokenBucket);
         }
+        self.take(now, answer_by);
+        Gate::Go
+    }
+
+    /// Counts a request that goes out now (every gate was open).
+    fn take(&mut self, now: Instant, answer_by: Instant) {
         self.outstanding_until = Some(answer_by.max(now));
         if let Some(reported) = &mut self.reported {
             reported.sent_since += 1;
@@ -318,7 +324,6 @@ impl AccountLimiter {
         // A follow may happen from now on: count it until X says otherwise.
         self.follow_expiries.push_back(answer_by.max(now) + DAY);
         self.follow_pending = true;
-        Gate::Go
     }
 
     /// Gives back an acquisition that sent nothing (no job was ready, the account turned out
@@ -684,5 +689,301 @@ mod tests {
             limiter.blocked_until(now),
             Some((ends, WaitReason::WindowExhausted))
         );
+    }
+
+    /// Random histories against a model of X that counts each request when it arrives
+    /// (anywhere between its send and its latest possible arrival), with answers with or
+    /// without headers, followed, refused, timed out, or cut off by the daemon's death (its
+    /// successor, a fresh limiter seeded the way the ledger seeds it, takes over at once),
+    /// and other apps of the user spending the window. Whatever the history: one request at a
+    /// time; X refuses a request of ours only when another app spent the window since our
+    /// last answer with headers; without any headers, no interval of one period of any
+    /// alignment holds more than the limit; no 24 hours hold more follows than the daily cap.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const DEADLINE: Duration = Duration::from_millis(2000);
+
+        #[derive(Debug, Clone)]
+        struct Step {
+            /// Idle time before the next attempt to send.
+            wait_ms: u64,
+            /// Requests another app of the user spends just before.
+            others: u32,
+            /// Where between send and its latest arrival the request reaches X, in [0, 1].
+            arrival: f64,
+            latency_ms: u64,
+            answer: Answer,
+            headers: bool,
+            /// Hand the account over to a fresh limiter seeded from the history first.
+            handover: bool,
+        }
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Answer {
+            Followed,
+            Refused,
+            /// No answer until the deadline (a timeout): it may have made a follow.
+            TimedOut,
+            /// The daemon dies with the request in the air: nothing is recorded, and a
+            /// successor takes the account over after `latency_ms`.
+            CutOff,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            (
+                prop_oneof![
+                    6 => 0u64..500,
+                    3 => 500u64..20_000,
+                    1 => 3_600_000u64..30 * 3_600_000,
+                ],
+                prop_oneof![9 => Just(0u32), 1 => 1u32..4],
+                0.0f64..=1.0,
+                0u64..1_500,
+                prop_oneof![
+                    6 => Just(Answer::Followed),
+                    2 => Just(Answer::Refused),
+                    1 => Just(Answer::TimedOut),
+                    1 => Just(Answer::CutOff),
+                ],
+                any::<bool>(),
+                prop::bool::weighted(0.1),
+            )
+                .prop_map(
+                    |(wait_ms, others, arrival, latency_ms, answer, headers, handover)| Step {
+                        wait_ms,
+                        others,
+                        arrival,
+                        latency_ms,
+                        answer,
+                        headers,
+                        handover,
+                    },
+                )
+        }
+
+        /// One request as the ledger would hold it.
+        #[derive(Debug, Clone)]
+        struct Sent {
+            sent: Instant,
+            /// When it reached X.
+            arrived: Instant,
+            /// Its latest possible arrival: the answer, or its deadline when unanswered.
+            latest: Instant,
+            followed: bool,
+            unanswered: bool,
+            headers: Option<(u32, u32, Instant)>,
+        }
+
+        /// X's fixed windows.
+        #[derive(Debug, Default)]
+        struct X {
+            /// The current window's start, its count, and whether another app spent in it
+            /// since our last answer with headers.
+            window: Option<(Instant, u32, bool)>,
+        }
+
+        impl X {
+            fn current(&mut self, at: Instant, period: Duration) -> &mut (Instant, u32, bool) {
+                if self.window.is_none_or(|(start, _, _)| at >= start + period) {
+                    self.window = Some((at, 0, false));
+                }
+                self.window.get_or_insert((at, 0, false))
+            }
+
+            fn others(&mut self, at: Instant, n: u32, period: Duration) {
+                if n > 0 {
+                    let window = self.current(at, period);
+                    window.1 += n;
+                    window.2 = true;
+                }
+            }
+
+            /// Counts our request; returns whether it was refused (429), whether another app
+            /// was to blame, the remaining count and the window's end.
+            fn arrive(
+                &mut self,
+                at: Instant,
+                limit: u32,
+                period: Duration,
+            ) -> (bool, bool, u32, Instant) {
+                let window = self.current(at, period);
+                let refused = window.1 >= limit;
+                let excused = window.2;
+                window.1 += 1;
+                (
+                    refused,
+                    excused,
+                    limit.saturating_sub(window.1),
+                    window.0 + period,
+                )
+            }
+
+            fn answered_with_headers(&mut self) {
+                if let Some(window) = &mut self.window {
+                    window.2 = false;
+                }
+            }
+        }
+
+        /// What `accounts::lease::ledger_seeds` computes, from the same rows.
+        fn seed_from(history: &[Sent], limit: u32, period: Duration, now: Instant) -> LedgerSeed {
+            let opened = history
+                .iter()
+                .rev()
+                .find(|s| matches!(s.headers, Some((l, r, _)) if r + 1 == l))
+                .map(|s| s.sent);
+            let mut arrivals: Vec<Instant> = history
+                .iter()
+                .map(|s| s.latest)
+                .filter(|&l| l + period > now && opened.is_none_or(|o| l > o))
+                .collect();
+            arrivals.sort();
+            arrivals.reverse();
+            arrivals.truncate(limit as usize);
+            let outstanding_until = history
+                .iter()
+                .filter(|s| s.unanswered && s.latest > now)
+                .map(|s| s.latest)
+                .max();
+            let reported = history
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, s)| s.headers.map(|h| (i, s, h)))
+                .and_then(|(i, s, (l, r, reset))| {
+                    let ends = if r + 1 == l { s.latest + period } else { reset };
+                    (ends > now).then(|| SeedReport {
+                        limit: l,
+                        remaining: r,
+                        ends,
+                        sent_since: u32::try_from(history.len() - i - 1).unwrap_or(u32::MAX),
+                    })
+                });
+            let follow_expiries = history
+                .iter()
+                .filter(|s| s.followed && s.latest + DAY > now)
+                .map(|s| s.latest + DAY)
+                .collect();
+            LedgerSeed {
+                arrivals,
+                outstanding_until,
+                reported,
+                follow_expiries,
+            }
+        }
+
+        fn run(limit: u32, period: Duration, daily_cap: u32, steps: &[Step]) -> Vec<Sent> {
+            let quota = Quota::new(limit, period).expect("quota");
+            let mut now = Instant::now();
+            let mut limiter = AccountLimiter::new(quota, daily_cap);
+            let mut x = X::default();
+            let mut history: Vec<Sent> = Vec::new();
+            let mut died = false;
+            for step in steps {
+                now += Duration::from_millis(step.wait_ms);
+                if step.handover || std::mem::take(&mut died) {
+                    limiter = AccountLimiter::new(quota, daily_cap);
+                    limiter.seed(&seed_from(&history, limit, period, now), now);
+                }
+                while let Some((until, _)) = limiter.blocked_until(now) {
+                    assert!(until > now, "a wait must end in the future");
+                    now = until;
+                }
+                x.others(now, step.others, period);
+                let answer_by = now + DEADLINE;
+                limiter.take(now, answer_by);
+                let latest = match step.answer {
+                    Answer::TimedOut | Answer::CutOff => answer_by,
+                    Answer::Followed | Answer::Refused => {
+                        now + Duration::from_millis(step.latency_ms)
+                    }
+                };
+                let arrived = now + (latest - now).mul_f64(step.arrival);
+                let (refused, excused, remaining, window_end) = x.arrive(arrived, limit, period);
+                assert!(
+                    !refused || excused,
+                    "X refused a request no other app is to blame for (limit {limit})"
+                );
+                // The reset header: the window's end rounded up to a whole second. A 429
+                // always says when the window ends.
+                let reset = window_end + Duration::from_millis(999);
+                let answered = matches!(step.answer, Answer::Followed | Answer::Refused);
+                let headers =
+                    (answered && (step.headers || refused)).then_some((limit, remaining, reset));
+                if headers.is_some() {
+                    x.answered_with_headers();
+                }
+                let followed = !refused && step.answer != Answer::Refused;
+                let server =
+                    headers.map_or(ServerWindow::default(), |(l, r, reset)| ServerWindow {
+                        limit: Some(l),
+                        remaining: Some(r),
+                        reset_at: Some(reset),
+                    });
+                history.push(Sent {
+                    sent: now,
+                    arrived,
+                    latest,
+                    followed,
+                    unanswered: step.answer == Answer::CutOff,
+                    headers,
+                });
+                if step.answer == Answer::CutOff {
+                    // The successor takes over while the request may still be in the air.
+                    died = true;
+                    now += Duration::from_millis(step.latency_ms);
+                } else {
+                    limiter.record_response(now, latest, server, followed);
+                    now = latest;
+                }
+            }
+            history
+        }
+
+        fn most_within(times: &mut [Instant], span: Duration) -> usize {
+            times.sort();
+            (0..times.len())
+                .map(|i| {
+                    times[i..]
+                        .iter()
+                        .take_while(|&&t| t < times[i] + span)
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_history_overruns_a_window_or_the_daily_cap(
+                limit in 1u32..6,
+                period_s in 1u64..20,
+                daily_cap in 1u32..12,
+                steps in prop::collection::vec(step(), 1..120),
+            ) {
+                let period = Duration::from_secs(period_s);
+                let history = run(limit, period, daily_cap, &steps);
+                for pair in history.windows(2) {
+                    prop_assert!(
+                        pair[1].sent >= pair[0].latest,
+                        "a request was sent while the previous one could still reach X"
+                    );
+                }
+                let others = steps.iter().any(|s| s.others > 0);
+                if !others && history.iter().all(|s| s.headers.is_none()) {
+                    let mut arrivals: Vec<Instant> = history.iter().map(|s| s.arrived).collect();
+                    let most = most_within(&mut arrivals, period);
+                    prop_assert!(most <= limit as usize, "{most} arrivals within one period (limit {limit})");
+                }
+                let mut follows: Vec<Instant> =
+                    history.iter().filter(|s| s.followed).map(|s| s.arrived).collect();
+                let most = most_within(&mut follows, DAY);
+                prop_assert!(most <= daily_cap as usize, "{most} follows within 24 hours (cap {daily_cap})");
+            }
+        }
     }
 }

@@ -75,8 +75,8 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
     harness
         .wait_until(
             Duration::from_secs(10),
-            "the frozen daemon's claim recorded as not sent",
-            "SELECT count(*) = 1 FROM followq.attempts WHERE outcome = 'not_sent'",
+            "the frozen daemon's claim settled",
+            "SELECT outcome NOT IN ('abandoned') FROM followq.attempts ORDER BY sent_at LIMIT 1",
         )
         .await;
     harness.wait_all_finished(Duration::from_secs(30)).await;
@@ -92,6 +92,12 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
     assert_eq!(user.same_target_overlaps, 0);
     assert_eq!(user.requests, 9, "one request per job: {user:?}");
     assert_within_quota(&stats, 3);
+    let stale: String =
+        sqlx::query_scalar("SELECT outcome FROM followq.attempts ORDER BY sent_at LIMIT 1")
+            .fetch_one(&harness.db.pool)
+            .await
+            .expect("the frozen daemon's claim");
+    assert_eq!(stale, "not_sent");
 }
 
 /// Guards: liveness sessions (a dead replica's accounts and jobs are freed within a liveness
