@@ -5,6 +5,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod demo;
+mod demo_postgres_choice;
+mod demo_throwaway;
 mod failures;
 mod lifecycle;
 mod pacing;
