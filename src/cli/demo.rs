@@ -59,7 +59,8 @@ pub struct DemoArgs {
     /// Seed for the injected faults.
     #[arg(long, default_value_t = DemoOptions::default().seed)]
     seed: u64,
-    /// Keep the scratch database afterwards, to look at with psql.
+    /// Keep the scratch database afterwards, to look at with psql (a throwaway Postgres is
+    /// then left running too; the demo says how to remove it).
     #[arg(long)]
     keep_database: bool,
     /// Print the report as JSON on stdout.

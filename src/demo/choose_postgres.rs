@@ -31,8 +31,9 @@ pub enum DemoPostgres {
     },
     /// A cluster from the local Postgres binaries.
     Throwaway(ThrowawayPostgres),
+    /// Boxed: the container handle is several times the size of the other variants.
     #[cfg(feature = "demo-docker")]
-    Docker(DockerPostgres),
+    Docker(Box<DockerPostgres>),
 }
 
 /// Where a throwaway Postgres may come from.
@@ -184,7 +185,7 @@ pub async fn choose(
     let docker = try_docker(lookup, &described, &why, progress).await;
     #[cfg(feature = "demo-docker")]
     let docker = match docker {
-        Ok(container) => return Ok(DemoPostgres::Docker(container)),
+        Ok(container) => return Ok(DemoPostgres::Docker(Box::new(container))),
         Err(reason) => reason,
     };
     Err(ChooseError::NoPostgres {
@@ -262,8 +263,8 @@ impl DemoPostgres {
             }),
             #[cfg(feature = "demo-docker")]
             DemoPostgres::Docker(container) => Some(match keep {
-                true => container.keep(),
-                false => match container.remove().await {
+                true => (*container).keep(),
+                false => match (*container).remove().await {
                     Ok(id) => format!("throwaway Postgres container {id} removed"),
                     Err(error) => format!("{error}"),
                 },
