@@ -6,6 +6,8 @@ mod child;
 #[path = "../common/mod.rs"]
 mod common;
 mod demo;
+mod demo_postgres_choice;
+mod demo_throwaway;
 mod failures;
 mod handover;
 mod lifecycle;
