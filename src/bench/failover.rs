@@ -64,8 +64,13 @@ async fn measure(
     })?;
     harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
     harness::add_sim_users(&sim, 0, options.accounts);
-    harness::enqueue(&scratch.pool, 0, options.accounts, 100_000 / options.accounts.max(1))
-        .await?;
+    harness::enqueue(
+        &scratch.pool,
+        0,
+        options.accounts,
+        100_000 / options.accounts.max(1),
+    )
+    .await?;
     // Half the accounts send steadily (a request in the air most of the time), half pace at one
     // request per 2 s (between requests most of the time).
     for n in 0..options.accounts {
@@ -169,11 +174,20 @@ async fn measure(
         values
     };
     let takeover = sorted(taken.values().copied().collect());
-    let (busy, idle): (Vec<(String, f64)>, Vec<(String, f64)>) = first_request
-        .into_iter()
-        .partition(|(account, _)| in_flight.contains(account));
-    let busy = sorted(busy.into_iter().map(|(_, s)| s).collect());
-    let idle = sorted(idle.into_iter().map(|(_, s)| s).collect());
+    let busy = sorted(
+        first_request
+            .iter()
+            .filter(|(account, _)| in_flight.contains(account))
+            .map(|(_, &s)| s)
+            .collect(),
+    );
+    let idle = sorted(
+        first_request
+            .iter()
+            .filter(|(account, _)| !in_flight.contains(account))
+            .map(|(_, &s)| s)
+            .collect(),
+    );
     let stat = |values: &[f64], p: f64| {
         if values.is_empty() {
             f64::NAN
@@ -181,8 +195,8 @@ async fn measure(
             percentile(values, p)
         }
     };
-    let answer_within = (ctx.settings.worker.send_deadline + ctx.settings.x_api.request_timeout)
-        .as_secs_f64();
+    let answer_within =
+        (ctx.settings.worker.send_deadline + ctx.settings.x_api.request_timeout).as_secs_f64();
     Ok(ScenarioResult {
         name: "failover",
         line: format!(

@@ -158,9 +158,7 @@ pub async fn run(
             )
             .await
         }
-        Scenario::Failover => {
-            failover::run(ctx, &failover::FailoverOptions { accounts: 40 }).await
-        }
+        Scenario::Failover => failover::run(ctx, &failover::FailoverOptions { accounts: 40 }).await,
         Scenario::Throughput => {
             throughput::run(
                 ctx,
