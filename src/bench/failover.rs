@@ -29,7 +29,13 @@ pub async fn run(ctx: &BenchContext, options: &FailoverOptions) -> anyhow::Resul
     .await
 }
 
-fn spawn_daemon(scratch: &ScratchDb, base_url: &str, ctx: &BenchContext) -> anyhow::Result<Child> {
+/// A daemon process holding at most `max_accounts`.
+fn spawn_daemon(
+    scratch: &ScratchDb,
+    base_url: &str,
+    ctx: &BenchContext,
+    max_accounts: u64,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("locating the followq binary")?;
     Command::new(exe)
         .arg("run")
@@ -42,6 +48,7 @@ fn spawn_daemon(scratch: &ScratchDb, base_url: &str, ctx: &BenchContext) -> anyh
             "FOLLOWQ_X_API__REQUEST_TIMEOUT",
             humantime::format_duration(ctx.settings.x_api.request_timeout).to_string(),
         )
+        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", max_accounts.to_string())
         .env("FOLLOWQ_LOG__FILTER", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -64,13 +71,8 @@ async fn measure(
     })?;
     harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
     harness::add_sim_users(&sim, 0, options.accounts);
-    harness::enqueue(
-        &scratch.pool,
-        0,
-        options.accounts,
-        100_000 / options.accounts.max(1),
-    )
-    .await?;
+    let half = options.accounts.div_ceil(2);
+    let jobs_each = 100_000 / options.accounts.max(1);
     // Half the accounts send steadily (a request in the air most of the time), half pace at one
     // request per 2 s (between requests most of the time).
     for n in 0..options.accounts {
@@ -84,11 +86,21 @@ async fn measure(
     .execute(&scratch.pool)
     .await?;
 
-    let mut victim = spawn_daemon(scratch, &sim.base_url(), ctx)?;
-    let mut survivor = spawn_daemon(scratch, &sim.base_url(), ctx)?;
+    // The victim takes the first half (steady and paced accounts alternate), the survivor the
+    // rest, and everything once the victim is gone.
+    harness::enqueue(&scratch.pool, 0, half, jobs_each).await?;
+    let mut victim = spawn_daemon(scratch, &sim.base_url(), ctx, half)?;
+    harness::wait_for(
+        &scratch.pool,
+        "SELECT count(*) > 0 FROM followq.accounts WHERE leased_by IS NOT NULL",
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .await?;
+    harness::enqueue(&scratch.pool, half, options.accounts - half, jobs_each).await?;
+    let mut survivor = spawn_daemon(scratch, &sim.base_url(), ctx, options.accounts)?;
     let victim_pid = victim.id().context("the daemon's pid")?;
-    // Both share the accounts and send for a while (replicas started together share at the
-    // first heartbeat at the latest).
+    // Both hold their half and send for a while.
     let sharing = Instant::now();
     let victim_id: String = loop {
         let holders: Vec<(String, i64)> = sqlx::query_as(
@@ -117,6 +129,20 @@ async fn measure(
             .bind(&victim_id)
             .fetch_all(&scratch.pool)
             .await?;
+    let (sent, unanswered): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE sent_at > now() - interval '3 seconds'), \
+                count(*) FILTER (WHERE outcome IS NULL) \
+         FROM followq.attempts WHERE worker_id = $1",
+    )
+    .bind(&victim_id)
+    .fetch_one(&scratch.pool)
+    .await?;
+    tracing::info!(
+        accounts = held.len(),
+        sent_in_3s = sent,
+        unanswered,
+        "killing one daemon"
+    );
     victim.start_kill().context("kill -9")?;
     let killed = Instant::now();
     let _ = victim.wait().await;
