@@ -61,6 +61,7 @@ pub async fn follow(
     };
     let request = validate(path_id, &headers, body);
     let outcome = state.follow(&user_id, request);
+    state.changed();
     // Counted in flight until this handler ends, however it ends (a client that gives up
     // drops it).
     let _handled = Handling {

@@ -281,6 +281,30 @@ impl SimHandle {
         self.state.stats()
     }
 
+    /// Waits until `done` holds for the figures, checking them again whenever they change (a
+    /// follow request counted, refused or answered; a token endpoint answer), for at most
+    /// `limit`. `Ok` with the figures that satisfied it, or `Err` with the last ones seen.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        done: impl Fn(&SimStats) -> bool,
+    ) -> Result<SimStats, SimStats> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changes = self.state.changes();
+        loop {
+            changes.borrow_and_update();
+            let stats = self.state.stats();
+            if done(&stats) {
+                return Ok(stats);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the simulator is gone.
+                _ => return Err(self.state.stats()),
+            }
+        }
+    }
+
     /// Stops accepting, lets open requests finish (up to 5 s), and waits for the server.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

@@ -251,6 +251,9 @@ pub struct SimState {
     /// While true, token endpoint requests wait (a test holds a refresh in flight).
     token_hold: tokio::sync::watch::Sender<bool>,
     token_waiting: AtomicU64,
+    /// Bumped whenever the figures change (a follow request counted, refused or answered; a
+    /// token endpoint answer), so a test can wait for a figure without polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Locks a user, shrugging off poisoning: no code under these locks panics, and a poisoned
@@ -287,7 +290,18 @@ impl SimState {
             idle: Notify::new(),
             token_hold: tokio::sync::watch::Sender::new(false),
             token_waiting: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Tells [`SimState::changes`] watchers that the figures moved.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later change of the figures.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -816,5 +830,6 @@ impl Drop for InFlight {
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
+        self.0.changed();
     }
 }
