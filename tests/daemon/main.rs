@@ -1,6 +1,7 @@
 //! The daemon against a real Postgres and the bundled simulator over loopback, with windows
-//! scaled to seconds. The scenarios run one at a time (see `support::serial`): their timing
-//! assertions must not compete with each other for the machine's two cores.
+//! scaled to seconds. Scenarios that assert timings run one at a time (`support::serial`):
+//! they must not compete with each other for the machine's two cores; the others
+//! (`support::shared`) may run beside each other, never beside a timed one.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -8,4 +9,5 @@ mod demo;
 mod failures;
 mod lifecycle;
 mod pacing;
+mod reactions;
 mod support;
