@@ -124,7 +124,7 @@ impl Context {
 
     fn app_stop_seen(&self) {
         let until = std::time::Instant::now() + self.settings.worker.poll_interval * 2;
-        let _ = self.events.send(scheduler::Event::AppStop(Some(until)));
+        let _ = self.events.send(scheduler::Event::AppStopSeen(until));
         self.app_check.notify_one();
     }
 }
