@@ -9,5 +9,6 @@ mod demo;
 mod failures;
 mod lifecycle;
 mod pacing;
+mod pauses;
 mod reactions;
 mod support;

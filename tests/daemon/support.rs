@@ -173,6 +173,20 @@ impl Harness {
         }
     }
 
+    /// Waits until the simulator's figures satisfy `done`, woken by every change of them
+    /// (no polling); panics after `limit` with the last figures.
+    pub async fn sim_wait(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&SimStats) -> bool,
+    ) -> SimStats {
+        match self.sim.wait_for(limit, done).await {
+            Ok(stats) => stats,
+            Err(last) => panic!("the simulator did not see {what} within {limit:?}: {last:?}"),
+        }
+    }
+
     async fn give_up(&self, what: &str, limit: Duration) -> ! {
         let states: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, count(*) FROM followq.follow_jobs GROUP BY 1 ORDER BY 1")
