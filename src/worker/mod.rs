@@ -6,6 +6,7 @@
 //! | `leaser.rs` | leasing accounts with ready jobs (NOTIFY + poll), seeding their limiters from the ledger |
 //! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
 //! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
+//! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
 //! | `completer.rs` | writing job outcomes in batches |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | live daemons (`followq.daemons`) and each one's fair share of accounts |
@@ -20,6 +21,7 @@
 //! re-reads the last window the server reported. Claiming a job re-checks the lease in the
 //! same statement. See README.md, "Running the daemon".
 
+mod app_cap;
 mod completer;
 mod decision;
 mod housekeeping;
@@ -66,6 +68,8 @@ pub struct Context {
     held: Mutex<HashSet<String>>,
     /// Wakes the app monitor at once when a job hit an app-wide stop.
     app_check: Notify,
+    /// The per-app daily follow cap, checked before each request.
+    app_cap: app_cap::AppCapGate,
     /// The scheduler's inbox.
     events: mpsc::UnboundedSender<scheduler::Event>,
     /// Writes job outcomes in batches.
@@ -157,6 +161,7 @@ impl Daemon {
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();
         let http = HttpListener::bind(&settings.http)?;
+        let app_cap = app_cap::AppCapGate::new(settings.rate_limit.daily_follows_per_app);
         Ok(Daemon {
             events,
             completions,
@@ -174,6 +179,7 @@ impl Daemon {
                 metrics: Metrics::new(),
                 held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
+                app_cap,
             }),
         })
     }
