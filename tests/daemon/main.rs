@@ -10,5 +10,6 @@ mod failures;
 mod lifecycle;
 mod pacing;
 mod pauses;
+mod quotas;
 mod reactions;
 mod support;
