@@ -110,6 +110,21 @@ impl Harness {
             .await;
     }
 
+    /// Registers `user` as an OAuth 1.0a account in followq and in the simulator, whose
+    /// consumer must be configured (`SimConfig::oauth1_consumer`).
+    pub async fn oauth1_account(&self, user: &str, token: &str, token_secret: &str) {
+        self.sim.add_oauth1_user(user, token, token_secret);
+        self.db
+            .add_account_with(
+                user,
+                Credentials::OAuth1 {
+                    token: token.to_owned().into(),
+                    token_secret: token_secret.to_owned().into(),
+                },
+            )
+            .await;
+    }
+
     /// Enqueues `count` follows for `source`, to targets `first_target..`.
     pub async fn enqueue(&self, source: &str, first_target: u64, count: u64) {
         let requests: Vec<FollowRequest> = (first_target..first_target + count)
