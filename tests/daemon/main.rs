@@ -8,6 +8,7 @@ mod common;
 mod demo;
 mod failures;
 mod lifecycle;
+mod logs;
 mod notifications;
 mod oauth1;
 mod pacing;
