@@ -244,7 +244,9 @@ async fn a_paused_account_never_delays_the_others() {
         harness.enqueue(&account, 1_000, 10).await;
     }
     let daemon = harness.start().await;
-    let took = harness
+    // The limit is the assertion: 500 requests at full rate, well under the 60 s window the
+    // quota would allow, the paused account holding none of them up.
+    harness
         .wait_until(
             Duration::from_secs(20),
             "the 50 active accounts done",
@@ -260,6 +262,4 @@ async fn a_paused_account_never_delays_the_others() {
             .await,
         5
     );
-    // 500 requests at full rate: well under the 60 s window the quota would allow.
-    assert!(took < Duration::from_secs(20), "{took:?}");
 }
