@@ -180,7 +180,7 @@ async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_a
         )
         .await;
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(4),
             "the other account done",
             "SELECT count(*) = 10 FROM followq.follow_jobs \
@@ -247,7 +247,7 @@ async fn a_paused_account_never_delays_the_others() {
     // The limit is the assertion: 500 requests at full rate, well under the 60 s window the
     // quota would allow, the paused account holding none of them up.
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(20),
             "the 50 active accounts done",
             "SELECT count(*) = 500 FROM followq.follow_jobs WHERE state = 'succeeded'",

@@ -314,8 +314,9 @@ async fn an_operator_pause_or_disable_stops_the_running_daemon() {
                 .await
                 .unwrap();
         }
+        // Recorded with its job, which finishes: a NOTIFY wakes the wait.
         harness
-            .wait_until(LIMIT, "the answer in flight recorded", recorded)
+            .wait_finished(LIMIT, "the answer in flight recorded", recorded)
             .await;
         tokio::time::sleep(QUIET).await;
         assert_eq!(
