@@ -78,7 +78,7 @@ async fn transient_faults_are_retried_with_backoff_then_fail_at_max_attempts() {
 /// then succeeds with the new token.
 ///
 /// Guard: `worker::job::refresh_after_401` after a 401. Checked by skipping it: the daemon
-/// sends the expired token again and the account is parked after the second 401.
+/// sends the expired token again and again, and no job finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_refreshed_and_the_job_succeeds() {
     let _scenario = shared().await;

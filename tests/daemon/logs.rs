@@ -168,8 +168,8 @@ async fn written_rows(harness: &Harness) -> String {
 /// secret, and no base64 of the Basic header.
 ///
 /// Guard: `secrecy` on every token and secret (`Debug` redacted) and `ErrorDetails` built
-/// from the response only. Checked by logging the refresh's `Authorization` header value at
-/// TRACE in `xapi::oauth2`: the Basic header's base64 is found.
+/// from the response only. Checked by logging the base64 of `client_id:client_secret` (the
+/// Basic header's value) at TRACE in `xapi::oauth2`: it is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemons_trace_logs_and_rows_hold_no_secret() {
     let _scenario = shared().await;

@@ -208,7 +208,7 @@ async fn the_users_24_hour_limit_pauses_the_account_until_its_reset() {
 /// once and X answers 429), and the scheduler's `AppStopSeen` hold, which keeps a stop a job
 /// has just met while the app monitor, having read the table before it was written, reports
 /// the previous window's stop lifted (without it, a request went out into the spent window
-/// and got a 429, in 2 runs of 2).
+/// and got a 429 in 5 runs of 7: the interleaving depends on the monitor's poll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_24_hour_limit_stops_every_account_until_its_reset() {
     let _scenario = shared().await;

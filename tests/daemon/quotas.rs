@@ -19,8 +19,9 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// `rate_limit.daily_follows_per_app`: once the app's follows in 24 hours reach it, the app
 /// stops (`app_daily_cap`) until the oldest of them is a day old; no account follows more.
 ///
-/// Guard: `enforce_app_daily_cap` in `worker::housekeeping` with the app stop it writes.
-/// Checked by removing it: all six follows go out.
+/// Guards: the slot each request takes first (`worker::app_cap`; without it, all six follows
+/// went out, the monitor's poll coming too late), and `enforce_app_daily_cap` in
+/// `worker::housekeeping`, which writes the stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_app_daily_cap_stops_the_app_for_a_day() {
     let _scenario = shared().await;
