@@ -117,6 +117,14 @@ pub struct WorkerSettings {
     pub heartbeat_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub job_lease: Duration,
+    /// A claimed request not on the wire this long after its account was let through is
+    /// never sent (the job goes back, the ledger row says `not_sent`).
+    #[serde(with = "humantime_serde")]
+    pub send_deadline: Duration,
+    /// How often a daemon confirms its own liveness session and looks for peers whose
+    /// session ended.
+    #[serde(with = "humantime_serde")]
+    pub liveness_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -323,10 +331,21 @@ impl Settings {
         if self.worker.summary_interval.is_zero() {
             return Err(invalid("worker.summary_interval", "must be more than zero"));
         }
-        if self.worker.job_lease <= self.x_api.request_timeout {
+        if self.worker.send_deadline.is_zero() {
+            return Err(invalid("worker.send_deadline", "must be more than zero"));
+        }
+        if self.worker.job_lease <= self.worker.send_deadline + self.x_api.request_timeout {
             return Err(invalid(
                 "worker.job_lease",
-                "must be longer than x_api.request_timeout (about twice it), or a job still in flight would be rescued",
+                "must be longer than worker.send_deadline plus x_api.request_timeout, or a job still in flight would be rescued",
+            ));
+        }
+        if self.worker.liveness_interval.is_zero()
+            || self.worker.liveness_interval >= self.worker.account_lease
+        {
+            return Err(invalid(
+                "worker.liveness_interval",
+                "must be more than zero and shorter than worker.account_lease",
             ));
         }
         if self.worker.poll_interval.is_zero() {

@@ -16,6 +16,9 @@
 //! | `followq_request_duration_seconds` | histogram | |
 //! | `followq_token_wait_seconds` | histogram | |
 //! | `followq_retention_deleted_total` | counter | `table`: follow_jobs, attempts |
+//! | `followq_task_panics_total` | counter | `task`: the daemon task that panicked and was recovered |
+//! | `followq_send_deadline_missed_total` | counter | (claimed requests not sent: their send deadline passed) |
+//! | `followq_daemons_reaped_total` | counter | (peers found gone and taken over by this daemon) |
 //! | `followq_queue_jobs` | gauge | `state`: queued, running |
 //! | `followq_accounts_paused` | gauge | `reason` |
 //! | `followq_accounts_held` | gauge | |
@@ -66,6 +69,11 @@ struct TableLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -85,6 +93,9 @@ struct Inner {
     request_duration: Histogram,
     token_wait: Histogram,
     retention_deleted: Family<TableLabels, Counter>,
+    task_panics: Family<TaskLabels, Counter>,
+    send_deadline_missed: Counter,
+    daemons_reaped: Counter,
     queue_jobs: Family<StateLabels, Gauge>,
     accounts_paused: Family<ReasonLabels, Gauge>,
     accounts_held: Gauge,
@@ -158,6 +169,24 @@ impl Metrics {
             "Rows deleted by retention, by table",
             retention_deleted.clone(),
         );
+        let task_panics = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_panics",
+            "Daemon tasks that panicked; each was logged with its cause and recovered from",
+            task_panics.clone(),
+        );
+        let send_deadline_missed = Counter::default();
+        registry.register(
+            "send_deadline_missed",
+            "Claimed requests never sent because worker.send_deadline passed first (the job went back to the queue)",
+            send_deadline_missed.clone(),
+        );
+        let daemons_reaped = Counter::default();
+        registry.register(
+            "daemons_reaped",
+            "Peer daemons this daemon found gone (their liveness session ended) and whose accounts and jobs it freed",
+            daemons_reaped.clone(),
+        );
         let queue_jobs = Family::<StateLabels, Gauge>::default();
         registry.register(
             "queue_jobs",
@@ -207,6 +236,9 @@ impl Metrics {
                 request_duration,
                 token_wait,
                 retention_deleted,
+                task_panics,
+                send_deadline_missed,
+                daemons_reaped,
                 queue_jobs,
                 accounts_paused,
                 accounts_held,
@@ -256,6 +288,24 @@ impl Metrics {
     /// An account's limiter let it go after it waited `waited` (zero: it did not wait).
     pub fn token_wait(&self, waited: Duration) {
         self.inner.token_wait.observe(waited.as_secs_f64());
+    }
+
+    /// A daemon task panicked (and was recovered from).
+    pub fn task_panicked(&self, task: &'static str) {
+        self.inner
+            .task_panics
+            .get_or_create(&TaskLabels { task })
+            .inc();
+    }
+
+    /// A claimed request was not sent: its send deadline passed first.
+    pub fn send_deadline_missed(&self) {
+        self.inner.send_deadline_missed.inc();
+    }
+
+    /// Peers found gone and taken over.
+    pub fn daemons_reaped(&self, n: u64) {
+        self.inner.daemons_reaped.inc_by(n);
     }
 
     /// Retention deleted `rows` rows of `table` (`follow_jobs` or `attempts`).

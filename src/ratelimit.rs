@@ -1,18 +1,30 @@
 //! Per-account pacing: when may this account send its next request?
 //!
-//! Three gates, the strictest wins:
+//! X counts a request in a *fixed* window when the request arrives; the window opens at the
+//! first arrival after the previous window ended and lasts one period. We never know exactly
+//! when a request arrives, only an interval: not before it was sent, and not after its answer
+//! came back (or, for a request whose answer never came, not after its deadline: the claim's
+//! send deadline plus the request timeout). The gates below use the *latest possible arrival*
+//! of each request, so they hold whatever the windows' alignment. The strictest gate wins:
 //!
-//! 1. **The governor token bucket** (`requests` per `period`, burst `requests`): the local pacer.
-//!    On its own it is not enough: a bucket of 50 refilled every 18 s lets ~99 requests through
-//!    in the first 15 minutes, while X counts a *fixed* window of 50 from the first request.
-//! 2. **X's fixed window**, tracked from the response headers, which are the truth: when
-//!    `x-rate-limit-remaining` reaches 0 the account waits until the window ends. The reset
-//!    header comes in whole seconds, so the end is also estimated locally: a response saying
-//!    `remaining = limit - 1` means *this* request opened the window, which therefore ends no
-//!    later than that request's completion + period. The earlier of the two (when they agree
-//!    to within a second) is the resume instant. Without any headers, the local count of
-//!    requests since the first one after the previous window still stops the 51st request.
-//! 3. **The daily follow cap**: follows made in the last 24 hours, a rolling count.
+//! 1. **One request at a time.** While a request may still reach X (ours in flight, or one a
+//!    previous holder left unanswered) nothing else is sent for the account.
+//! 2. **The ledger rule, which needs no headers.** At most `limit` requests may have arrived
+//!    in any interval of one period: the next request waits until the `limit`-th latest
+//!    arrival is a whole period old. No fixed window of any alignment can then hold more than
+//!    `limit`, so a successor that inherits a spent window from a ledger without headers
+//!    cannot overrun it.
+//! 3. **What the headers say.** `x-rate-limit-remaining` counts other apps of the same user
+//!    too: when it is spent, the account waits for the window's end. Headers can also shorten
+//!    the wait, but only with evidence that needs no clock agreement: an answer saying
+//!    `remaining = limit - 1` means *that* request opened X's window, so every earlier request
+//!    belongs to an earlier window and no longer counts, and this window ends at the latest one
+//!    period after that answer came back (exact to one round trip, where the reset header is
+//!    rounded up to whole seconds and read through the wall clock).
+//! 4. **The governor token bucket** (`requests` per `period`, burst `requests`): the local
+//!    pacer, which spreads a backlog rather than sending a window's worth back to back.
+//! 5. **The daily follow cap**: follows in the last 24 hours, counted from the moment a follow
+//!    *may* have happened (sent and not known to have failed), a rolling count.
 //!
 //! Everything here is synchronous and takes `now` as an argument; the worker owns the timers.
 
@@ -53,10 +65,12 @@ impl Quota {
 pub enum WaitReason {
     /// The governor bucket is empty.
     TokenBucket,
-    /// X's fixed window is spent (headers said remaining 0, or the local count reached the quota).
+    /// The window is spent: by the ledger rule, or the headers said so.
     WindowExhausted,
     /// The account's follows in the last 24 hours reached the configured cap.
     DailyCap,
+    /// A request that may still reach X is outstanding (one request per account at a time).
+    InFlight,
 }
 
 impl WaitReason {
@@ -65,6 +79,7 @@ impl WaitReason {
             WaitReason::TokenBucket => "token_bucket",
             WaitReason::WindowExhausted => "rate_limit_window",
             WaitReason::DailyCap => "daily_cap",
+            WaitReason::InFlight => "request_in_flight",
         }
     }
 }
@@ -86,49 +101,115 @@ pub struct ServerWindow {
     pub reset_at: Option<Instant>,
 }
 
-/// What the ledger knows about an account's recent past, for a daemon that just took it over.
+/// What the ledger knows about an account's recent past, for a daemon that just took it over,
+/// every time already mapped to this process's monotonic clock.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerSeed {
-    /// Requests sent within the last quota period.
-    pub requests_in_period: u32,
-    /// The most recent response's window, if its reset is still ahead.
-    pub server: ServerWindow,
-    /// For each follow made in the last 24 hours, when it stops counting (24 hours after it),
-    /// oldest first. Future instants only, so a recent boot cannot make them unrepresentable.
+    /// The latest possible arrival of each recent request that may still count: answered ones
+    /// at their answer, unanswered ones at their deadline; none older than the last answer
+    /// that opened a window.
+    pub arrivals: Vec<Instant>,
+    /// A request whose answer is not recorded may reach X until this instant.
+    pub outstanding_until: Option<Instant>,
+    /// The last window the server reported, if it has not ended.
+    pub reported: Option<SeedReport>,
+    /// For each follow that may have happened in the last 24 hours, when it stops counting.
+    /// Future instants only, so a recent boot cannot make them unrepresentable.
     pub follow_expiries: Vec<Instant>,
+}
+
+/// The last window a previous holder's answer reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedReport {
+    pub limit: u32,
+    pub remaining: u32,
+    /// When that window ends at the latest.
+    pub ends: Instant,
+    /// Requests sent after that answer (they may have landed in the same window).
+    pub sent_since: u32,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// The local view of X's fixed window.
+/// The latest possible arrivals of an account's recent requests, oldest first, at most
+/// `limit` of them (older ones can never decide a wait).
 #[derive(Debug, Clone, Default)]
-struct FixedWindow {
-    /// Requests counted in the current window.
-    count: u32,
-    /// When the current window ends at the latest; `None` while unknown.
-    ends: Option<Instant>,
-    /// `ends` comes from a response that opened the window (`remaining = limit - 1`), so it is
-    /// exact to within one round trip, not a guess.
+struct Arrivals {
+    sorted: VecDeque<Instant>,
+}
+
+impl Arrivals {
+    fn push(&mut self, at: Instant, keep: usize) {
+        let position = self.sorted.partition_point(|&t| t <= at);
+        self.sorted.insert(position, at);
+        while self.sorted.len() > keep.max(1) {
+            self.sorted.pop_front();
+        }
+    }
+
+    /// Forgets arrivals at or before `t`.
+    fn forget_through(&mut self, t: Instant) {
+        while self.sorted.front().is_some_and(|&at| at <= t) {
+            self.sorted.pop_front();
+        }
+        if self.sorted.is_empty() && self.sorted.capacity() > 0 {
+            self.sorted = VecDeque::new();
+        }
+    }
+
+    /// When one more request may arrive without `limit` having arrived within one period:
+    /// `None` when it may now.
+    fn next_slot(&self, limit: u32, period: Duration, now: Instant) -> Option<Instant> {
+        let limit = limit as usize;
+        let len = self.sorted.len();
+        if len < limit {
+            return None;
+        }
+        let opens = self.sorted[len - limit] + period;
+        (opens > now).then_some(opens)
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+}
+
+/// The server's word on the current window, while it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reported {
+    remaining: u32,
+    /// When the window ends at the latest.
+    ends: Instant,
+    /// `ends` comes from the answer that opened the window (one period after it came back),
+    /// not from a reset header read through the wall clock.
     aligned: bool,
+    /// Requests sent since that answer: they count against `remaining`.
+    sent_since: u32,
 }
 
 /// The pacing state of one account. Owned by the one task that sends for it.
 pub struct AccountLimiter {
     quota: Quota,
     bucket: governor::DefaultDirectRateLimiter,
-    window: FixedWindow,
-    server: ServerWindow,
+    arrivals: Arrivals,
+    reported: Option<Reported>,
+    /// A request may still reach X until this instant: ours in flight, or one a previous
+    /// holder left unanswered.
+    outstanding_until: Option<Instant>,
     daily_cap: u32,
     /// When each follow of the last 24 hours stops counting, oldest first.
     follow_expiries: VecDeque<Instant>,
+    /// The request in flight was counted as a follow (removed again if X says it was not).
+    follow_pending: bool,
 }
 
 impl std::fmt::Debug for AccountLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountLimiter")
             .field("quota", &self.quota)
-            .field("window", &self.window)
-            .field("server", &self.server)
+            .field("arrivals", &self.arrivals.len())
+            .field("reported", &self.reported)
+            .field("outstanding_until", &self.outstanding_until)
             .field("follows_24h", &self.follow_expiries.len())
             .finish_non_exhaustive()
     }
@@ -139,10 +220,12 @@ impl AccountLimiter {
         AccountLimiter {
             quota,
             bucket: RateLimiter::direct(quota.bucket()),
-            window: FixedWindow::default(),
-            server: ServerWindow::default(),
+            arrivals: Arrivals::default(),
+            reported: None,
+            outstanding_until: None,
             daily_cap,
             follow_expiries: VecDeque::new(),
+            follow_pending: false,
         }
     }
 
@@ -150,32 +233,41 @@ impl AccountLimiter {
         self.quota
     }
 
-    /// Charges what the ledger says was already spent (by this account's previous holder, or
-    /// before a restart): conservative, as if those requests were made just now.
+    /// Takes in what the ledger says about the account's recent past (a previous holder's
+    /// requests, or this daemon's before a restart).
     pub fn seed(&mut self, seed: &LedgerSeed, now: Instant) {
-        let spent = seed.requests_in_period.min(self.quota.requests.get());
-        if let Some(spent) = NonZeroU32::new(spent) {
-            // Cannot exceed the burst (clamped above); the result only reports that.
-            let _ = self.bucket.check_n(spent);
-        }
-        self.window.count = spent;
-        if let Some(reset_at) = seed.server.reset_at.filter(|&r| r > now) {
-            self.server = seed.server;
-            self.window.ends = Some(reset_at);
-            if let (Some(limit), Some(remaining)) = (seed.server.limit, seed.server.remaining) {
-                self.window.count = self.window.count.max(limit.saturating_sub(remaining));
+        if let Some(report) = seed.reported
+            && report.ends > now
+        {
+            if report.limit > 0 && report.limit < self.quota.requests.get() {
+                self.adopt_limit(report.limit);
             }
+            self.reported = Some(Reported {
+                remaining: report.remaining,
+                ends: report.ends,
+                aligned: false,
+                sent_since: report.sent_since,
+            });
         }
+        // The ledger rule guards the window from these; the bucket is left full, as the
+        // previous holder's would have refilled, so that the next window opens at full speed.
+        let keep = self.limit() as usize;
+        for &at in &seed.arrivals {
+            self.arrivals.push(at, keep);
+        }
+        self.outstanding_until = seed.outstanding_until.filter(|&until| until > now);
         self.follow_expiries = seed
             .follow_expiries
             .iter()
             .copied()
             .filter(|&expiry| expiry > now)
             .collect();
+        self.follow_expiries.make_contiguous().sort();
     }
 
     /// When the account may send next, without spending anything. `None`: now, as far as the
-    /// window and the daily cap go (the bucket is checked by [`AccountLimiter::try_acquire`]).
+    /// window, the outstanding request and the daily cap go (the bucket is checked by
+    /// [`AccountLimiter::try_acquire`]).
     pub fn blocked_until(&mut self, now: Instant) -> Option<(Instant, WaitReason)> {
         while self
             .follow_expiries
@@ -189,106 +281,148 @@ impl AccountLimiter {
         {
             return Some((first_to_expire, WaitReason::DailyCap));
         }
-        if let Some(resume) = self.server_resume_at()
-            && now < resume
-        {
-            return Some((resume, WaitReason::WindowExhausted));
+        match self.outstanding_until {
+            Some(until) if until > now => return Some((until, WaitReason::InFlight)),
+            Some(_) => self.outstanding_until = None,
+            None => {}
         }
-        if self.window.ends.is_some_and(|ends| now >= ends) {
-            self.window = FixedWindow::default();
+        match self.reported {
+            Some(reported) if now >= reported.ends => self.reported = None,
+            Some(reported) if reported.sent_since >= reported.remaining => {
+                return Some((reported.ends, WaitReason::WindowExhausted));
+            }
+            _ => {}
         }
-        if self.window.count >= self.limit()
-            && let Some(ends) = self.window.ends
-        {
-            return Some((ends, WaitReason::WindowExhausted));
+        if let Some(old) = now.checked_sub(self.quota.period) {
+            self.arrivals.forget_through(old);
         }
-        None
+        self.arrivals
+            .next_slot(self.limit(), self.quota.period, now)
+            .map(|at| (at, WaitReason::WindowExhausted))
     }
 
-    /// Spends a token if every gate is open.
-    pub fn try_acquire(&mut self, now: Instant) -> Gate {
+    /// Spends a token if every gate is open. `answer_by` is the latest instant the request
+    /// can reach X (its send deadline plus the request timeout): until it is answered, the
+    /// account sends nothing else and counts it as arriving then.
+    pub fn try_acquire(&mut self, now: Instant, answer_by: Instant) -> Gate {
         if let Some((until, reason)) = self.blocked_until(now) {
             return Gate::WaitUntil(until, reason);
         }
         if let Err(not_until) = self.bucket.check() {
             return Gate::WaitUntil(not_until.earliest_possible(), WaitReason::TokenBucket);
         }
-        self.window.count += 1;
+        self.take(now, answer_by);
         Gate::Go
     }
 
-    /// Gives back the window slot of an acquisition that sent nothing (no job was ready, or
-    /// the account turned out unusable). The bucket's token stays spent: conservative.
-    pub fn refund(&mut self) {
-        self.window.count = self.window.count.saturating_sub(1);
+    /// Counts a request that goes out now (every gate was open).
+    fn take(&mut self, now: Instant, answer_by: Instant) {
+        self.outstanding_until = Some(answer_by.max(now));
+        if let Some(reported) = &mut self.reported {
+            reported.sent_since += 1;
+        }
+        // A follow may happen from now on: count it until X says otherwise.
+        self.follow_expiries.push_back(answer_by.max(now) + DAY);
+        self.follow_pending = true;
     }
 
-    /// Learns from a response (or from a request that got none: pass the default window).
-    pub fn record_response(&mut self, completed_at: Instant, server: ServerWindow, followed: bool) {
-        if followed {
-            self.follow_expiries.push_back(completed_at + DAY);
+    /// Gives back an acquisition that sent nothing (no job was ready, the account turned out
+    /// unusable, or the send deadline passed). The bucket's token stays spent: conservative.
+    pub fn refund(&mut self) {
+        self.outstanding_until = None;
+        if let Some(reported) = &mut self.reported {
+            reported.sent_since = reported.sent_since.saturating_sub(1);
         }
-        if let Some(limit) = server.limit.and_then(NonZeroU32::new)
-            && limit < self.quota.requests
+        self.forget_pending_follow();
+    }
+
+    /// Learns from a request's end: its answer, or the transport error that ended it (pass
+    /// the default window). `sent_at` is when it went out, `completed_at` when it ended (its
+    /// latest possible arrival); `followed` is false only when X's answer shows no follow was
+    /// made (a request without an answer may have made one).
+    pub fn record_response(
+        &mut self,
+        sent_at: Instant,
+        completed_at: Instant,
+        server: ServerWindow,
+        followed: bool,
+    ) {
+        self.outstanding_until = None;
+        if followed {
+            self.follow_pending = false;
+        } else {
+            self.forget_pending_follow();
+        }
+        if let Some(limit) = server.limit.filter(|&limit| limit > 0)
+            && limit < self.quota.requests.get()
         {
             // X says this account's tier allows fewer: adopt it.
-            self.quota.requests = limit;
-            self.bucket = RateLimiter::direct(self.quota.bucket());
-            // What this window already spent, charged to the new bucket.
-            if let Some(spent) = NonZeroU32::new(self.window.count.min(limit.get())) {
-                let _ = self.bucket.check_n(spent);
-            }
+            self.adopt_limit(limit);
         }
-        match (server.limit, server.remaining) {
-            (Some(limit), Some(remaining)) if limit > 0 && remaining + 1 == limit => {
-                // This request opened the window: it ends at most one period after it returned.
-                self.window = FixedWindow {
-                    count: 1,
-                    ends: Some(completed_at + self.quota.period),
+        let opened_window = matches!(
+            (server.limit, server.remaining),
+            (Some(limit), Some(remaining)) if limit > 0 && remaining + 1 == limit
+        );
+        if opened_window {
+            // This request opened X's window: every earlier request arrived before it, in an
+            // earlier window, and no longer counts.
+            self.arrivals.forget_through(sent_at);
+        }
+        self.arrivals.push(completed_at, self.limit() as usize);
+        let known_window = self
+            .reported
+            .filter(|reported| reported.aligned && completed_at < reported.ends);
+        match (server.remaining, server.reset_at, known_window) {
+            (Some(remaining), _, _) if opened_window => {
+                self.reported = Some(Reported {
+                    remaining,
+                    ends: completed_at + self.quota.period,
                     aligned: true,
-                };
+                    sent_since: 0,
+                });
             }
-            (Some(limit), Some(remaining)) => {
-                self.window.count = self.window.count.max(limit.saturating_sub(remaining));
-                if self.window.ends.is_none() {
-                    self.window.ends = server.reset_at;
-                }
+            // Later in a window whose opening we saw: its end is already known, on this
+            // process's own clock, whatever the reset header says through the wall clock.
+            (Some(remaining), _, Some(window)) => {
+                self.reported = Some(Reported {
+                    remaining,
+                    sent_since: 0,
+                    ..window
+                });
             }
-            _ => {
-                if self.window.ends.is_none() {
-                    // No headers: the first request after the last window opens the next one.
-                    self.window.ends = Some(completed_at + self.quota.period);
-                }
+            (Some(remaining), Some(reset_at), None) => {
+                self.reported = Some(Reported {
+                    remaining,
+                    ends: reset_at,
+                    aligned: false,
+                    sent_since: 0,
+                });
             }
-        }
-        if server.remaining.is_some() || server.reset_at.is_some() {
-            self.server = server;
+            _ => {}
         }
     }
 
-    /// The server said its window is spent: when it reopens, as precisely as we know.
-    fn server_resume_at(&self) -> Option<Instant> {
-        if self.server.remaining != Some(0) {
-            return None;
+    fn forget_pending_follow(&mut self) {
+        if std::mem::take(&mut self.follow_pending) {
+            self.follow_expiries.pop_back();
         }
-        let reset = self.server.reset_at?;
-        // The reset header is the window end rounded up to a whole second. A window end known
-        // from the response that opened the window is as safe and up to a second earlier.
-        match self.window.ends {
-            Some(ends)
-                if self.window.aligned
-                    && ends <= reset
-                    && ends + Duration::from_secs(1) > reset =>
-            {
-                Some(ends)
-            }
-            _ => Some(reset),
+    }
+
+    fn adopt_limit(&mut self, limit: u32) {
+        let Some(limit) = NonZeroU32::new(limit) else {
+            return;
+        };
+        self.quota.requests = limit;
+        self.bucket = RateLimiter::direct(self.quota.bucket());
+        // What the period already spent, charged to the new bucket.
+        let spent = u32::try_from(self.arrivals.len()).unwrap_or(u32::MAX);
+        if let Some(spent) = NonZeroU32::new(spent.min(limit.get())) {
+            let _ = self.bucket.check_n(spent);
         }
     }
 
     fn limit(&self) -> u32 {
-        let server_limit = self.server.limit.unwrap_or(u32::MAX);
-        self.quota.requests.get().min(server_limit)
+        self.quota.requests.get()
     }
 }
 
@@ -308,20 +442,52 @@ mod tests {
         }
     }
 
+    const RTT: Duration = Duration::from_millis(10);
+    const DEADLINE: Duration = Duration::from_secs(3);
+
+    /// Sends one request at `at` (asserting the gate lets it) and records its answer one round
+    /// trip later.
+    fn send(limiter: &mut AccountLimiter, at: Instant, server: ServerWindow) -> Instant {
+        assert_eq!(
+            limiter.try_acquire(at, at + DEADLINE),
+            Gate::Go,
+            "at {at:?}"
+        );
+        limiter.record_response(at, at + RTT, server, true);
+        at + RTT
+    }
+
     #[test]
-    fn without_headers_the_local_window_stops_the_request_past_the_quota() {
+    fn without_headers_the_request_past_the_quota_waits_a_period_after_the_first_answer() {
         let start = Instant::now();
         let mut limiter = AccountLimiter::new(quota(5, 60), 400);
+        let mut at = start;
         for _ in 0..5 {
-            assert_eq!(limiter.try_acquire(start), Gate::Go);
-            limiter.record_response(start, ServerWindow::default(), true);
+            at = send(&mut limiter, at, ServerWindow::default());
         }
-        // The bucket would allow more after 12 s; the fixed window does not before 60 s.
+        // The bucket would allow more after 12 s; no window may hold a sixth before 60 s
+        // after the first request's answer.
         let later = start + Duration::from_secs(13);
         assert_eq!(
-            limiter.try_acquire(later),
-            Gate::WaitUntil(start + Duration::from_secs(60), WaitReason::WindowExhausted)
+            limiter.try_acquire(later, later + DEADLINE),
+            Gate::WaitUntil(
+                start + RTT + Duration::from_secs(60),
+                WaitReason::WindowExhausted
+            )
         );
+    }
+
+    #[test]
+    fn one_request_at_a_time_until_the_answer_or_its_deadline() {
+        let start = Instant::now();
+        let mut limiter = AccountLimiter::new(quota(50, 60), 400);
+        assert_eq!(limiter.try_acquire(start, start + DEADLINE), Gate::Go);
+        assert_eq!(
+            limiter.try_acquire(start, start + DEADLINE),
+            Gate::WaitUntil(start + DEADLINE, WaitReason::InFlight)
+        );
+        limiter.record_response(start, start + RTT, ServerWindow::default(), true);
+        assert_eq!(limiter.blocked_until(start + RTT), None);
     }
 
     #[test]
@@ -331,21 +497,49 @@ mod tests {
         let mut limiter = AccountLimiter::new(quota(3, 10), 400);
         // The server's reset header is rounded up to a whole second.
         let reset = start + period + Duration::from_millis(700);
+        let mut at = start;
         for remaining in [2, 1, 0] {
-            assert_eq!(limiter.try_acquire(start), Gate::Go);
-            limiter.record_response(start, headers(3, remaining, reset), true);
+            at = send(&mut limiter, at, headers(3, remaining, reset));
         }
-        let Gate::WaitUntil(until, reason) = limiter.try_acquire(start) else {
+        let Some((until, reason)) = limiter.blocked_until(at) else {
             panic!("the window is spent");
         };
         assert_eq!(reason, WaitReason::WindowExhausted);
         assert_eq!(
             until,
-            start + period,
+            start + RTT + period,
             "the precise end, not the rounded header"
         );
-        // (The bucket runs on the real clock, so only the window gate is asked here.)
-        assert_eq!(limiter.blocked_until(start + period), None);
+        assert_eq!(limiter.blocked_until(start + RTT + period), None);
+    }
+
+    #[test]
+    fn an_answer_that_opened_a_window_frees_the_requests_of_the_window_before() {
+        let start = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut limiter = AccountLimiter::new(quota(3, 10), 400);
+        let mut at = start;
+        for remaining in [2, 1, 0] {
+            at = send(&mut limiter, at, headers(3, remaining, start + period));
+        }
+        // The window ends; the next answer says it opened a new one. (The bucket runs on the
+        // real clock, so from here only the window gates are asked.)
+        let next = start + RTT + period;
+        assert_eq!(limiter.blocked_until(next), None);
+        limiter.record_response(next, next + RTT, headers(3, 2, next + period), true);
+        // Without that evidence the ledger rule would hold the second request back until the
+        // old window's second answer was a period old; with it, the new window's quota is
+        // free at once.
+        let mut at = next + RTT;
+        for remaining in [1, 0] {
+            assert_eq!(limiter.blocked_until(at), None, "remaining {remaining}");
+            limiter.record_response(at, at + RTT, headers(3, remaining, next + period), true);
+            at += RTT;
+        }
+        assert_eq!(
+            limiter.blocked_until(at),
+            Some((next + RTT + period, WaitReason::WindowExhausted))
+        );
     }
 
     #[test]
@@ -353,11 +547,10 @@ mod tests {
         let start = Instant::now();
         let mut limiter = AccountLimiter::new(quota(50, 900), 400);
         let reset = start + Duration::from_secs(300);
-        assert_eq!(limiter.try_acquire(start), Gate::Go);
         // 49 were already spent elsewhere: this was the last one.
-        limiter.record_response(start, headers(50, 0, reset), true);
+        let at = send(&mut limiter, start, headers(50, 0, reset));
         assert_eq!(
-            limiter.try_acquire(start + Duration::from_secs(1)),
+            limiter.try_acquire(at + Duration::from_secs(1), at + DEADLINE),
             Gate::WaitUntil(reset, WaitReason::WindowExhausted),
             "a window not opened by us ends at the header's reset"
         );
@@ -366,25 +559,16 @@ mod tests {
     #[test]
     fn a_smaller_server_limit_is_adopted() {
         let start = Instant::now();
+        let reset = start + Duration::from_secs(900);
         let mut limiter = AccountLimiter::new(quota(50, 900), 400);
-        assert_eq!(limiter.try_acquire(start), Gate::Go);
-        limiter.record_response(start, headers(5, 4, start + Duration::from_secs(900)), true);
+        let mut at = send(&mut limiter, start, headers(5, 4, reset));
         assert_eq!(limiter.quota().requests.get(), 5);
         for remaining in [3, 2, 1, 0] {
-            assert_eq!(
-                limiter.try_acquire(start),
-                Gate::Go,
-                "remaining {remaining}"
-            );
-            limiter.record_response(
-                start,
-                headers(5, remaining, start + Duration::from_secs(900)),
-                true,
-            );
+            at = send(&mut limiter, at, headers(5, remaining, reset));
         }
         assert!(matches!(
-            limiter.try_acquire(start),
-            Gate::WaitUntil(_, WaitReason::WindowExhausted)
+            limiter.blocked_until(at),
+            Some((_, WaitReason::WindowExhausted))
         ));
     }
 
@@ -393,9 +577,12 @@ mod tests {
         let start = Instant::now();
         // 2 per 10 s: burst 2, then one every 5 s.
         let mut limiter = AccountLimiter::new(quota(2, 10), 400);
-        assert_eq!(limiter.try_acquire(start), Gate::Go);
-        assert_eq!(limiter.try_acquire(start), Gate::Go);
-        assert!(matches!(limiter.try_acquire(start), Gate::WaitUntil(_, _)));
+        let at = send(&mut limiter, start, ServerWindow::default());
+        let at = send(&mut limiter, at, ServerWindow::default());
+        assert!(matches!(
+            limiter.try_acquire(at, at + DEADLINE),
+            Gate::WaitUntil(_, _)
+        ));
     }
 
     #[test]
@@ -403,32 +590,400 @@ mod tests {
         let start = Instant::now();
         let mut limiter = AccountLimiter::new(quota(50, 1), 2);
         let seed = LedgerSeed {
-            requests_in_period: 0,
-            server: ServerWindow::default(),
             follow_expiries: vec![start + DAY, start + DAY + Duration::from_secs(5)],
+            ..LedgerSeed::default()
         };
         limiter.seed(&seed, start + Duration::from_secs(10));
         assert_eq!(
-            limiter.try_acquire(start + Duration::from_secs(10)),
+            limiter.try_acquire(start + Duration::from_secs(10), start + DEADLINE),
             Gate::WaitUntil(start + DAY, WaitReason::DailyCap)
         );
     }
 
     #[test]
-    fn seeding_charges_what_the_ledger_says_was_spent() {
+    fn a_follow_counts_from_the_send_and_only_a_refusal_gives_it_back() {
+        let start = Instant::now();
+        let mut limiter = AccountLimiter::new(quota(50, 1), 2);
+        assert_eq!(limiter.try_acquire(start, start + DEADLINE), Gate::Go);
+        // A 404: no follow was made.
+        limiter.record_response(start, start + RTT, ServerWindow::default(), false);
+        let at = start + Duration::from_secs(2);
+        assert_eq!(limiter.try_acquire(at, at + DEADLINE), Gate::Go);
+        // Fate unknown (a timeout): it may have been made.
+        limiter.record_response(at, at + DEADLINE, ServerWindow::default(), true);
+        let at = at + Duration::from_secs(5);
+        assert_eq!(limiter.try_acquire(at, at + DEADLINE), Gate::Go);
+        // In flight: counted already.
+        assert!(matches!(
+            limiter.blocked_until(at + DEADLINE),
+            Some((_, WaitReason::DailyCap))
+        ));
+        limiter.refund();
+        assert_eq!(limiter.blocked_until(at + DEADLINE), None);
+    }
+
+    #[test]
+    fn a_successor_without_headers_waits_a_period_after_the_predecessors_answers() {
         let now = Instant::now();
+        let period = Duration::from_secs(60);
         let mut limiter = AccountLimiter::new(quota(3, 60), 400);
+        // Three answers 40, 30 and 20 s ago, no headers anywhere.
+        let ago = |s| now - Duration::from_secs(s);
         limiter.seed(
             &LedgerSeed {
-                requests_in_period: 3,
-                server: headers(3, 0, now + Duration::from_secs(30)),
-                follow_expiries: vec![],
+                arrivals: vec![ago(40), ago(30), ago(20)],
+                ..LedgerSeed::default()
             },
             now,
         );
         assert_eq!(
-            limiter.try_acquire(now),
-            Gate::WaitUntil(now + Duration::from_secs(30), WaitReason::WindowExhausted)
+            limiter.blocked_until(now),
+            Some((ago(40) + period, WaitReason::WindowExhausted))
         );
+    }
+
+    #[test]
+    fn a_successor_waits_for_an_unanswered_request_and_counts_it_at_its_deadline() {
+        let now = Instant::now();
+        let mut limiter = AccountLimiter::new(quota(2, 60), 400);
+        let deadline = now + Duration::from_secs(5);
+        limiter.seed(
+            &LedgerSeed {
+                arrivals: vec![now - Duration::from_secs(10), deadline],
+                outstanding_until: Some(deadline),
+                ..LedgerSeed::default()
+            },
+            now,
+        );
+        assert_eq!(
+            limiter.blocked_until(now),
+            Some((deadline, WaitReason::InFlight))
+        );
+        assert_eq!(
+            limiter.blocked_until(deadline),
+            Some((
+                now - Duration::from_secs(10) + Duration::from_secs(60),
+                WaitReason::WindowExhausted
+            ))
+        );
+    }
+
+    #[test]
+    fn a_successor_honours_the_last_reported_window_and_what_was_sent_after_it() {
+        let now = Instant::now();
+        let mut limiter = AccountLimiter::new(quota(3, 60), 400);
+        let ends = now + Duration::from_secs(30);
+        limiter.seed(
+            &LedgerSeed {
+                reported: Some(SeedReport {
+                    limit: 3,
+                    remaining: 1,
+                    ends,
+                    sent_since: 1,
+                }),
+                ..LedgerSeed::default()
+            },
+            now,
+        );
+        assert_eq!(
+            limiter.blocked_until(now),
+            Some((ends, WaitReason::WindowExhausted))
+        );
+    }
+
+    /// Random histories against a model of X that counts each request when it arrives
+    /// (anywhere between its send and its latest possible arrival), with answers with or
+    /// without headers, followed, refused, timed out, or cut off by the daemon's death (its
+    /// successor, a fresh limiter seeded the way the ledger seeds it, takes over at once),
+    /// and other apps of the user spending the window. Whatever the history: one request at a
+    /// time; X refuses a request of ours only when another app spent the window since our
+    /// last answer with headers; without any headers, no interval of one period of any
+    /// alignment holds more than the limit; no 24 hours hold more follows than the daily cap.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const DEADLINE: Duration = Duration::from_millis(2000);
+
+        #[derive(Debug, Clone)]
+        struct Step {
+            /// Idle time before the next attempt to send.
+            wait_ms: u64,
+            /// Requests another app of the user spends just before.
+            others: u32,
+            /// Where between send and its latest arrival the request reaches X, in [0, 1].
+            arrival: f64,
+            latency_ms: u64,
+            answer: Answer,
+            headers: bool,
+            /// Hand the account over to a fresh limiter seeded from the history first.
+            handover: bool,
+        }
+
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Answer {
+            Followed,
+            Refused,
+            /// No answer until the deadline (a timeout): it may have made a follow.
+            TimedOut,
+            /// The daemon dies with the request in the air: nothing is recorded, and a
+            /// successor takes the account over after `latency_ms`.
+            CutOff,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            (
+                prop_oneof![
+                    6 => 0u64..500,
+                    3 => 500u64..20_000,
+                    1 => 3_600_000u64..30 * 3_600_000,
+                ],
+                prop_oneof![9 => Just(0u32), 1 => 1u32..4],
+                0.0f64..=1.0,
+                0u64..1_500,
+                prop_oneof![
+                    6 => Just(Answer::Followed),
+                    2 => Just(Answer::Refused),
+                    1 => Just(Answer::TimedOut),
+                    1 => Just(Answer::CutOff),
+                ],
+                any::<bool>(),
+                prop::bool::weighted(0.1),
+            )
+                .prop_map(
+                    |(wait_ms, others, arrival, latency_ms, answer, headers, handover)| Step {
+                        wait_ms,
+                        others,
+                        arrival,
+                        latency_ms,
+                        answer,
+                        headers,
+                        handover,
+                    },
+                )
+        }
+
+        /// One request as the ledger would hold it.
+        #[derive(Debug, Clone)]
+        struct Sent {
+            sent: Instant,
+            /// When it reached X.
+            arrived: Instant,
+            /// Its latest possible arrival: the answer, or its deadline when unanswered.
+            latest: Instant,
+            followed: bool,
+            unanswered: bool,
+            headers: Option<(u32, u32, Instant)>,
+        }
+
+        /// X's fixed windows.
+        #[derive(Debug, Default)]
+        struct X {
+            /// The current window's start, its count, and whether another app spent in it
+            /// since our last answer with headers.
+            window: Option<(Instant, u32, bool)>,
+        }
+
+        impl X {
+            fn current(&mut self, at: Instant, period: Duration) -> &mut (Instant, u32, bool) {
+                if self.window.is_none_or(|(start, _, _)| at >= start + period) {
+                    self.window = Some((at, 0, false));
+                }
+                self.window.get_or_insert((at, 0, false))
+            }
+
+            fn others(&mut self, at: Instant, n: u32, period: Duration) {
+                if n > 0 {
+                    let window = self.current(at, period);
+                    window.1 += n;
+                    window.2 = true;
+                }
+            }
+
+            /// Counts our request; returns whether it was refused (429), whether another app
+            /// was to blame, the remaining count and the window's end.
+            fn arrive(
+                &mut self,
+                at: Instant,
+                limit: u32,
+                period: Duration,
+            ) -> (bool, bool, u32, Instant) {
+                let window = self.current(at, period);
+                let refused = window.1 >= limit;
+                let excused = window.2;
+                window.1 += 1;
+                (
+                    refused,
+                    excused,
+                    limit.saturating_sub(window.1),
+                    window.0 + period,
+                )
+            }
+
+            fn answered_with_headers(&mut self) {
+                if let Some(window) = &mut self.window {
+                    window.2 = false;
+                }
+            }
+        }
+
+        /// What `accounts::lease::ledger_seeds` computes, from the same rows.
+        fn seed_from(history: &[Sent], limit: u32, period: Duration, now: Instant) -> LedgerSeed {
+            let opened = history
+                .iter()
+                .rev()
+                .find(|s| matches!(s.headers, Some((l, r, _)) if r + 1 == l))
+                .map(|s| s.sent);
+            let mut arrivals: Vec<Instant> = history
+                .iter()
+                .map(|s| s.latest)
+                .filter(|&l| l + period > now && opened.is_none_or(|o| l > o))
+                .collect();
+            arrivals.sort();
+            arrivals.reverse();
+            arrivals.truncate(limit as usize);
+            let outstanding_until = history
+                .iter()
+                .filter(|s| s.unanswered && s.latest > now)
+                .map(|s| s.latest)
+                .max();
+            let reported = history
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, s)| s.headers.map(|h| (i, s, h)))
+                .and_then(|(i, s, (l, r, reset))| {
+                    let ends = if r + 1 == l { s.latest + period } else { reset };
+                    (ends > now).then(|| SeedReport {
+                        limit: l,
+                        remaining: r,
+                        ends,
+                        sent_since: u32::try_from(history.len() - i - 1).unwrap_or(u32::MAX),
+                    })
+                });
+            let follow_expiries = history
+                .iter()
+                .filter(|s| s.followed && s.latest + DAY > now)
+                .map(|s| s.latest + DAY)
+                .collect();
+            LedgerSeed {
+                arrivals,
+                outstanding_until,
+                reported,
+                follow_expiries,
+            }
+        }
+
+        fn run(limit: u32, period: Duration, daily_cap: u32, steps: &[Step]) -> Vec<Sent> {
+            let quota = Quota::new(limit, period).expect("quota");
+            let mut now = Instant::now();
+            let mut limiter = AccountLimiter::new(quota, daily_cap);
+            let mut x = X::default();
+            let mut history: Vec<Sent> = Vec::new();
+            let mut died = false;
+            for step in steps {
+                now += Duration::from_millis(step.wait_ms);
+                if step.handover || std::mem::take(&mut died) {
+                    limiter = AccountLimiter::new(quota, daily_cap);
+                    limiter.seed(&seed_from(&history, limit, period, now), now);
+                }
+                while let Some((until, _)) = limiter.blocked_until(now) {
+                    assert!(until > now, "a wait must end in the future");
+                    now = until;
+                }
+                x.others(now, step.others, period);
+                let answer_by = now + DEADLINE;
+                limiter.take(now, answer_by);
+                let latest = match step.answer {
+                    Answer::TimedOut | Answer::CutOff => answer_by,
+                    Answer::Followed | Answer::Refused => {
+                        now + Duration::from_millis(step.latency_ms)
+                    }
+                };
+                let arrived = now + (latest - now).mul_f64(step.arrival);
+                let (refused, excused, remaining, window_end) = x.arrive(arrived, limit, period);
+                assert!(
+                    !refused || excused,
+                    "X refused a request no other app is to blame for (limit {limit})"
+                );
+                // The reset header: the window's end rounded up to a whole second. A 429
+                // always says when the window ends.
+                let reset = window_end + Duration::from_millis(999);
+                let answered = matches!(step.answer, Answer::Followed | Answer::Refused);
+                let headers =
+                    (answered && (step.headers || refused)).then_some((limit, remaining, reset));
+                if headers.is_some() {
+                    x.answered_with_headers();
+                }
+                let followed = !refused && step.answer != Answer::Refused;
+                let server =
+                    headers.map_or(ServerWindow::default(), |(l, r, reset)| ServerWindow {
+                        limit: Some(l),
+                        remaining: Some(r),
+                        reset_at: Some(reset),
+                    });
+                history.push(Sent {
+                    sent: now,
+                    arrived,
+                    latest,
+                    followed,
+                    unanswered: step.answer == Answer::CutOff,
+                    headers,
+                });
+                if step.answer == Answer::CutOff {
+                    // The successor takes over while the request may still be in the air.
+                    died = true;
+                    now += Duration::from_millis(step.latency_ms);
+                } else {
+                    limiter.record_response(now, latest, server, followed);
+                    now = latest;
+                }
+            }
+            history
+        }
+
+        fn most_within(times: &mut [Instant], span: Duration) -> usize {
+            times.sort();
+            (0..times.len())
+                .map(|i| {
+                    times[i..]
+                        .iter()
+                        .take_while(|&&t| t < times[i] + span)
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+            #[test]
+            fn no_history_overruns_a_window_or_the_daily_cap(
+                limit in 1u32..6,
+                period_s in 1u64..20,
+                daily_cap in 1u32..12,
+                steps in prop::collection::vec(step(), 1..120),
+            ) {
+                let period = Duration::from_secs(period_s);
+                let history = run(limit, period, daily_cap, &steps);
+                for pair in history.windows(2) {
+                    prop_assert!(
+                        pair[1].sent >= pair[0].latest,
+                        "a request was sent while the previous one could still reach X"
+                    );
+                }
+                let others = steps.iter().any(|s| s.others > 0);
+                if !others && history.iter().all(|s| s.headers.is_none()) {
+                    let mut arrivals: Vec<Instant> = history.iter().map(|s| s.arrived).collect();
+                    let most = most_within(&mut arrivals, period);
+                    prop_assert!(most <= limit as usize, "{most} arrivals within one period (limit {limit})");
+                }
+                let mut follows: Vec<Instant> =
+                    history.iter().filter(|s| s.followed).map(|s| s.arrived).collect();
+                let most = most_within(&mut follows, DAY);
+                prop_assert!(most <= daily_cap as usize, "{most} follows within 24 hours (cap {daily_cap})");
+            }
+        }
     }
 }

@@ -6,10 +6,12 @@
 //! releases them when the account runs dry or the daemon stops. Claiming a job re-checks the
 //! lease in the same statement (see `queue::claim`), so a daemon whose lease lapsed cannot
 //! send. A new holder seeds its limiter from the ledger ([`ledger_seeds`]) before sending.
+//!
+//! Statements that change several account rows lock them in key order first, as the claim
+//! does, so that a renewal or a release never deadlocks with a claim.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
 
 /// A freshly leased account, with what its limiter needs.
@@ -100,10 +102,17 @@ pub async fn renew(
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         r#"
-        UPDATE followq.accounts
+        WITH mine AS (
+            SELECT user_id FROM followq.accounts
+            WHERE user_id = ANY($2) AND leased_by = $1
+            ORDER BY user_id
+            FOR NO KEY UPDATE
+        )
+        UPDATE followq.accounts AS a
         SET lease_expires_at = now() + make_interval(secs => $3)
-        WHERE user_id = ANY($2) AND leased_by = $1
-        RETURNING user_id
+        FROM mine
+        WHERE a.user_id = mine.user_id
+        RETURNING a.user_id
         "#,
     )
     .bind(worker_id)
@@ -121,10 +130,17 @@ pub async fn release(
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         r#"
-        UPDATE followq.accounts
+        WITH mine AS (
+            SELECT user_id FROM followq.accounts
+            WHERE user_id = ANY($2) AND leased_by = $1
+            ORDER BY user_id
+            FOR NO KEY UPDATE
+        )
+        UPDATE followq.accounts AS a
         SET leased_by = NULL, lease_expires_at = NULL
-        WHERE user_id = ANY($2) AND leased_by = $1
-        RETURNING user_id
+        FROM mine
+        WHERE a.user_id = mine.user_id
+        RETURNING a.user_id
         "#,
     )
     .bind(worker_id)
@@ -143,12 +159,19 @@ pub async fn release_idle(
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         r#"
+        WITH idle AS (
+            SELECT a.user_id FROM followq.accounts AS a
+            WHERE a.user_id = ANY($2) AND a.leased_by = $1
+              AND NOT EXISTS (
+                  SELECT 1 FROM followq.follow_jobs AS j
+                  WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
+            ORDER BY a.user_id
+            FOR NO KEY UPDATE OF a
+        )
         UPDATE followq.accounts AS a
         SET leased_by = NULL, lease_expires_at = NULL
-        WHERE a.user_id = ANY($2) AND a.leased_by = $1
-          AND NOT EXISTS (
-              SELECT 1 FROM followq.follow_jobs AS j
-              WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
+        FROM idle
+        WHERE a.user_id = idle.user_id
         RETURNING a.user_id
         "#,
     )
@@ -161,7 +184,15 @@ pub async fn release_idle(
 /// Gives back every lease this daemon holds.
 pub async fn release_all(pool: &PgPool, worker_id: &str) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE followq.accounts SET leased_by = NULL, lease_expires_at = NULL WHERE leased_by = $1",
+        r#"
+        WITH mine AS (
+            SELECT user_id FROM followq.accounts WHERE leased_by = $1
+            ORDER BY user_id
+            FOR NO KEY UPDATE
+        )
+        UPDATE followq.accounts AS a SET leased_by = NULL, lease_expires_at = NULL
+        FROM mine WHERE a.user_id = mine.user_id
+        "#,
     )
     .bind(worker_id)
     .execute(pool)
@@ -169,62 +200,139 @@ pub async fn release_all(pool: &PgPool, worker_id: &str) -> Result<u64, sqlx::Er
     Ok(done.rows_affected())
 }
 
-/// The ledger's view of one account's recent past, as stored (wall-clock times).
+/// The ledger's view of one account's recent past. Times are seconds relative to the
+/// database's `now()` (positive: ago; for `*_in`: ahead), so that a host clock that disagrees
+/// with the database's cannot shift them.
 #[derive(Debug, Clone, FromRow)]
 pub struct LedgerRow {
     pub account_user_id: String,
-    /// Requests sent within the account's quota period (in flight ones included).
-    pub requests_in_period: i64,
-    /// The latest response's window, if its reset is still ahead.
-    pub last_limit: Option<i32>,
-    pub last_remaining: Option<i32>,
-    pub last_reset_at: Option<DateTime<Utc>>,
-    /// Follows made in the last 24 hours, oldest first.
-    pub follows_last_24h: Vec<DateTime<Utc>>,
+    /// How long ago each request that may still count could have reached X at the latest
+    /// (negative: it may still reach X), newest first, at most the quota: answered requests at
+    /// their answer, unanswered ones at their `answer_by`; none older than the last answer
+    /// that opened a window, none older than one period.
+    pub arrivals_ago: Vec<f64>,
+    /// An unanswered request may still reach X for this many seconds.
+    pub outstanding_for: Option<f64>,
+    /// The last window the server reported, while it lasts.
+    pub report_limit: Option<i32>,
+    pub report_remaining: Option<i32>,
+    pub report_ends_in: Option<f64>,
+    /// Requests sent after the answer that reported it.
+    pub report_sent_since: Option<i64>,
+    /// How long ago each follow that may have happened in the last 24 hours happened at the
+    /// latest (succeeded, or sent without a known answer), oldest first.
+    pub follows_ago: Vec<f64>,
 }
 
-/// Reads what the ledger says about `accounts` (each with its quota period in seconds):
-/// one statement for a whole batch of newly leased accounts.
+/// How far back the ledger is read beyond one period: an answer recorded this late after its
+/// request (a database outage) still counts, later ones are ignored.
+const LATE_ANSWER_HORIZON_SECONDS: f64 = 3600.0;
+
+/// Reads what the ledger says about `accounts` (each with its quota: requests per period in
+/// seconds): one statement for a whole batch of newly leased accounts. `answer_within` is the
+/// bound assumed for rows written by daemons that did not record their `answer_by`.
 pub async fn ledger_seeds(
     pool: &PgPool,
     accounts: &[String],
     periods_seconds: &[f64],
+    quotas: &[i32],
+    answer_within: Duration,
 ) -> Result<Vec<LedgerRow>, sqlx::Error> {
     sqlx::query_as::<_, LedgerRow>(
         r#"
         SELECT acc.user_id AS account_user_id,
-               recent.requests_in_period,
-               last.rate_limit_limit AS last_limit,
-               last.rate_limit_remaining AS last_remaining,
-               last.rate_limit_reset_at AS last_reset_at,
-               coalesce(follows.at, '{}') AS follows_last_24h
-        FROM UNNEST($1::text[], $2::float8[]) AS acc(user_id, period_seconds)
+               coalesce(recent.ago, '{}') AS arrivals_ago,
+               outstanding.seconds AS outstanding_for,
+               report.rate_limit_limit AS report_limit,
+               report.rate_limit_remaining AS report_remaining,
+               report.ends_in AS report_ends_in,
+               report.sent_since AS report_sent_since,
+               coalesce(follows.ago, '{}') AS follows_ago
+        FROM UNNEST($1::text[], $2::float8[], $3::int[])
+             AS acc(user_id, period_seconds, quota)
         CROSS JOIN LATERAL (
-            SELECT count(*) AS requests_in_period
-            FROM followq.attempts AS t
-            WHERE t.account_user_id = acc.user_id
-              AND t.sent_at > now() - make_interval(secs => acc.period_seconds)
-        ) AS recent
+            SELECT now() - make_interval(secs => acc.period_seconds + $5) AS since
+        ) AS horizon
+        -- Every request that may count, with its latest possible arrival.
+        CROSS JOIN LATERAL (
+            SELECT coalesce(array_agg(r.sent_at ORDER BY r.sent_at), '{}') AS sent,
+                   coalesce(array_agg(r.arrives ORDER BY r.sent_at), '{}') AS arrives,
+                   coalesce(array_agg(r.unanswered ORDER BY r.sent_at), '{}') AS unanswered
+            FROM (
+                SELECT t.sent_at,
+                       CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
+                            THEN coalesce(t.answer_by,
+                                          greatest(t.sent_at + make_interval(secs => $4),
+                                                   t.completed_at))
+                            ELSE t.completed_at END AS arrives,
+                       (t.outcome IS NULL OR t.outcome = 'abandoned') AS unanswered
+                FROM followq.attempts AS t
+                WHERE t.account_user_id = acc.user_id
+                  AND t.sent_at > horizon.since
+                  AND t.outcome IS DISTINCT FROM 'not_sent'
+            ) AS r
+        ) AS rows
+        -- The last answer that opened a window: requests before it arrived in earlier windows.
         LEFT JOIN LATERAL (
-            SELECT t.rate_limit_limit, t.rate_limit_remaining, t.rate_limit_reset_at
+            SELECT t.sent_at
             FROM followq.attempts AS t
             WHERE t.account_user_id = acc.user_id
-              AND t.sent_at > now() - make_interval(secs => acc.period_seconds)
-              AND t.rate_limit_reset_at > now()
+              AND t.sent_at > horizon.since
+              AND t.rate_limit_remaining = t.rate_limit_limit - 1
             ORDER BY t.sent_at DESC
             LIMIT 1
-        ) AS last ON true
+        ) AS opened ON true
         LEFT JOIN LATERAL (
-            SELECT array_agg(t.completed_at ORDER BY t.completed_at) AS at
+            SELECT array_agg(extract(epoch FROM now() - x.arrives)::float8
+                             ORDER BY x.arrives DESC) AS ago
+            FROM (
+                SELECT u.arrives
+                FROM UNNEST(rows.sent, rows.arrives) AS u(sent_at, arrives)
+                WHERE u.arrives > now() - make_interval(secs => acc.period_seconds)
+                  AND (opened.sent_at IS NULL OR u.arrives > opened.sent_at)
+                ORDER BY u.arrives DESC
+                LIMIT acc.quota
+            ) AS x
+        ) AS recent ON true
+        LEFT JOIN LATERAL (
+            SELECT extract(epoch FROM max(u.arrives) - now())::float8 AS seconds
+            FROM UNNEST(rows.arrives, rows.unanswered) AS u(arrives, unanswered)
+            WHERE u.unanswered AND u.arrives > now()
+        ) AS outstanding ON true
+        -- The last answer with a window in it, while that window lasts.
+        LEFT JOIN LATERAL (
+            SELECT t.rate_limit_limit, t.rate_limit_remaining,
+                   extract(epoch FROM
+                       CASE WHEN t.rate_limit_remaining = t.rate_limit_limit - 1
+                            THEN t.completed_at + make_interval(secs => acc.period_seconds)
+                            ELSE t.rate_limit_reset_at END - now())::float8 AS ends_in,
+                   (SELECT count(*) FROM UNNEST(rows.sent) AS u(sent_at)
+                    WHERE u.sent_at > t.sent_at) AS sent_since
             FROM followq.attempts AS t
             WHERE t.account_user_id = acc.user_id
-              AND t.sent_at > now() - interval '24 hours'
-              AND t.outcome = 'succeeded'
+              AND t.sent_at > horizon.since
+              AND t.rate_limit_remaining IS NOT NULL
+              AND t.rate_limit_limit IS NOT NULL
+            ORDER BY t.sent_at DESC
+            LIMIT 1
+        ) AS report ON report.ends_in > 0
+        LEFT JOIN LATERAL (
+            SELECT array_agg(extract(epoch FROM now() - f.at)::float8 ORDER BY f.at) AS ago
+            FROM (
+                SELECT coalesce(t.completed_at, t.answer_by, t.sent_at) AS at
+                FROM followq.attempts AS t
+                WHERE t.account_user_id = acc.user_id
+                  AND t.sent_at > now() - interval '24 hours'
+                  AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
+            ) AS f
         ) AS follows ON true
         "#,
     )
     .bind(accounts)
     .bind(periods_seconds)
+    .bind(quotas)
+    .bind(answer_within.as_secs_f64())
+    .bind(LATE_ANSWER_HORIZON_SECONDS)
     .fetch_all(pool)
     .await
 }

@@ -10,8 +10,10 @@
 //! | `scale` | 100k accounts, 1M jobs: the daemon's memory, the claim's latency full and drained |
 //! | `noisy_neighbour` | one deep backlog beside 1,000 one-job accounts: are the small ones served at once? |
 //! | `timer` | how late after a window opens does its first request arrive? |
+//! | `failover` | one of two daemons killed with kill -9: how soon are its accounts taken over and sent for? |
 
 pub mod endpoint;
+pub mod failover;
 pub mod harness;
 pub mod latency;
 pub mod noisy;
@@ -50,16 +52,18 @@ pub enum Scenario {
     Scale,
     NoisyNeighbour,
     Timer,
+    Failover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Utilisation,
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Scale,
         Scenario::NoisyNeighbour,
         Scenario::Timer,
+        Scenario::Failover,
     ];
 }
 
@@ -154,6 +158,7 @@ pub async fn run(
             )
             .await
         }
+        Scenario::Failover => failover::run(ctx, &failover::FailoverOptions { accounts: 40 }).await,
         Scenario::Throughput => {
             throughput::run(
                 ctx,

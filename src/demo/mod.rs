@@ -9,9 +9,13 @@
 //! window against the quota, and the achieved time against the ideal one. Then it drops the
 //! database.
 
+pub mod choose_postgres;
+#[cfg(feature = "demo-docker")]
+pub mod docker_postgres;
 pub mod progress;
 pub mod report;
 pub mod scratch_db;
+pub mod throwaway_postgres;
 
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,9 @@
 //! The statement re-checks, atomically with the claim, that this daemon still holds the
 //! account's lease for longer than one request can take; it marks the job running with a job
 //! lease (so a rescuer can return it if this daemon dies), counts the attempt, and writes the
-//! ledger row of the request about to be sent, so that even a request whose answer is never
-//! recorded counts against the account's window.
+//! ledger row of the request about to be sent, with the latest instant it can reach X
+//! (`answer_by`), so that even a request whose answer is never recorded counts against the
+//! account's window, and a successor knows how long to wait for it.
 //!
 //! Pauses: the account row's automatic pauses (`rate_limited`, `rate_limit_window`, caps)
 //! keep other daemons from leasing the account, and are timed precisely by the holder's own
@@ -34,20 +35,44 @@ pub struct ClaimedJob {
 /// `run_at`), in one statement. Accounts with nothing ready (or no valid lease) are simply
 /// absent from the answer.
 ///
-/// `request_timeout` is how long a request may take: the account lease must outlast it.
-/// `job_lease` is how long a job stays running before a rescuer may take it back.
+/// `answer_within` is how long after the claim the request may still reach X (the send
+/// deadline plus the request timeout): the account lease must outlast it, and the ledger row
+/// says until when a successor must count the request. `job_lease` is how long a job stays
+/// running before a rescuer may take it back.
+///
+/// The account rows are locked `FOR SHARE`, in key order, for the statement's short life: a
+/// lease change (another daemon taking the account, a peer reaping this daemon, an operator's
+/// pause) waits for the claim to commit, so whoever takes the account next reads this claim's
+/// ledger row when it seeds its limiter. Other statements that lock several account rows take
+/// them in the same order, so none deadlocks with a claim.
 pub async fn claim_batch(
     pool: &PgPool,
     worker_id: &str,
     accounts: &[String],
-    request_timeout: Duration,
+    answer_within: Duration,
     job_lease: Duration,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     sqlx::query_as::<_, ClaimedJob>(
         r#"
-        WITH next AS MATERIALIZED (
-            SELECT j.id
+        WITH held AS MATERIALIZED (
+            -- By primary key: the cost follows the batch, not the number of accounts.
+            SELECT a.user_id
             FROM followq.accounts AS a
+            WHERE a.user_id = ANY($1)
+              AND a.leased_by = $2
+              AND a.lease_expires_at > now() + make_interval(secs => $3)
+              -- Automatic pauses (429 reset, window, caps) are this holder's own and its
+              -- limiter times them precisely; only an operator's pause stops a claim here.
+              -- Every pause stops other daemons from leasing the account.
+              AND (a.status = 'active'
+                   OR (a.status = 'paused'
+                       AND (a.paused_until <= now() OR a.pause_reason <> 'operator')))
+            ORDER BY a.user_id
+            FOR SHARE OF a
+        ),
+        next AS MATERIALIZED (
+            SELECT j.id
+            FROM held AS a
             CROSS JOIN LATERAL (
                 SELECT j.id
                 FROM followq.follow_jobs AS j
@@ -58,16 +83,6 @@ pub async fn claim_batch(
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
             ) AS j
-            -- By primary key: the cost follows the batch, not the number of accounts.
-            WHERE a.user_id = ANY($1)
-              AND a.leased_by = $2
-              AND a.lease_expires_at > now() + make_interval(secs => $3)
-              -- Automatic pauses (429 reset, window, caps) are this holder's own and its
-              -- limiter times them precisely; only an operator's pause stops a claim here.
-              -- Every pause stops other daemons from leasing the account.
-              AND (a.status = 'active'
-                   OR (a.status = 'paused'
-                       AND (a.paused_until <= now() OR a.pause_reason <> 'operator')))
         ),
         claimed AS (
             UPDATE followq.follow_jobs AS j
@@ -82,8 +97,9 @@ pub async fn claim_batch(
                       j.rate_limited_count
         ),
         ledger AS (
-            INSERT INTO followq.attempts (job_id, account_user_id, worker_id)
-            SELECT c.id, c.source_user_id, $2 FROM claimed AS c
+            INSERT INTO followq.attempts (job_id, account_user_id, worker_id, answer_by)
+            SELECT c.id, c.source_user_id, $2, now() + make_interval(secs => $3)
+            FROM claimed AS c
             RETURNING id, job_id
         )
         SELECT c.*, l.id AS attempt_id
@@ -93,7 +109,7 @@ pub async fn claim_batch(
     )
     .bind(accounts)
     .bind(worker_id)
-    .bind(request_timeout.as_secs_f64())
+    .bind(answer_within.as_secs_f64())
     .bind(job_lease.as_secs_f64())
     .fetch_all(pool)
     .await

@@ -3,8 +3,14 @@
 //!
 //! Every transition out of `running` goes through [`record_batch`]: succeeded, failed, or back
 //! to queued (a retry after backoff, a 429 snooze, or a pause of the account or the app). The
-//! update only applies while this daemon still holds the job, so an answer that arrives after
-//! a rescuer took the job back changes nothing but the ledger.
+//! update applies while this daemon still holds the job.
+//!
+//! An answer is never thrown away. The ledger row is always completed. An answer that arrives
+//! after the job was taken back (its daemon froze past the job lease, or a peer found it gone)
+//! still finishes the job when it is conclusive (a follow made, or a permanent refusal) and the
+//! job has not finished since: it is the truth about that follow, and the request that may be
+//! re-sending it is idempotent. An inconclusive late answer (a 5xx, a 429) leaves the job to
+//! its new turn.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -56,6 +62,8 @@ pub struct AttemptRecord {
 pub struct Completion {
     pub job_id: i64,
     pub next: NextState,
+    /// The answer settles the job whoever holds it now: a follow made, or a permanent refusal.
+    pub conclusive: bool,
     /// For the job's `last_error` and the ledger row's `error`.
     pub error: Option<Value>,
     pub attempt: AttemptRecord,
@@ -72,6 +80,7 @@ pub async fn record_batch(
 ) -> Result<Vec<i64>, sqlx::Error> {
     let n = completions.len();
     let mut job_ids = Vec::with_capacity(n);
+    let mut conclusive = Vec::with_capacity(n);
     let mut states = Vec::with_capacity(n);
     let mut refunds = Vec::with_capacity(n);
     let mut rate_limited = Vec::with_capacity(n);
@@ -88,6 +97,7 @@ pub async fn record_batch(
     let mut resets = Vec::with_capacity(n);
     for c in completions {
         job_ids.push(c.job_id);
+        conclusive.push(c.conclusive && !matches!(c.next, NextState::Queued { .. }));
         states.push(c.next.state());
         match &c.next {
             NextState::Succeeded {
@@ -134,10 +144,11 @@ pub async fn record_batch(
             SELECT * FROM UNNEST(
                 $2::bigint[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[],
                 $7::bool[], $8::bool[], $9::jsonb[], $10::bigint[], $11::int[],
-                $12::smallint[], $13::text[], $14::int[], $15::int[], $16::timestamptz[])
+                $12::smallint[], $13::text[], $14::int[], $15::int[], $16::timestamptz[],
+                $17::bool[])
             AS t(job_id, state, refund, rate_limited, run_at,
                  following, pending_follow, error, attempt_id, latency_ms,
-                 http_status, outcome, rl_limit, rl_remaining, rl_reset)
+                 http_status, outcome, rl_limit, rl_remaining, rl_reset, conclusive)
         ),
         job AS (
             UPDATE followq.follow_jobs AS j
@@ -153,7 +164,10 @@ pub async fn record_batch(
                 lease_expires_at = NULL,
                 updated_at = now()
             FROM input AS i
-            WHERE j.id = i.job_id AND j.state = 'running' AND j.leased_by = $1
+            WHERE j.id = i.job_id
+              AND ((j.state = 'running' AND j.leased_by = $1)
+                   -- A late answer that settles the job, which has not finished since.
+                   OR (i.conclusive AND j.state IN ('queued', 'running')))
             RETURNING j.id
         ),
         ledger AS (
@@ -188,6 +202,7 @@ pub async fn record_batch(
     .bind(&limits)
     .bind(&remainings)
     .bind(&resets)
+    .bind(&conclusive)
     .fetch_all(pool)
     .await
 }

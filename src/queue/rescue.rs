@@ -1,10 +1,16 @@
-//! Rescuing orphans: jobs left `running` by a daemon that died, once their job lease ran out.
+//! Taking jobs back to the queue from a daemon that can no longer finish them: orphans whose
+//! job lease ran out (their daemon froze or lost the database), and a daemon's own running
+//! jobs when it stops past its grace period or a turn panicked.
 //!
-//! The job goes back to the queue (or fails, when it has used all its attempts: a job that
-//! kills its daemon every time must not loop forever), and the ledger row of the request that
-//! never got its answer is marked `abandoned`. It still counts against the account's window:
-//! the request may well have reached X. The endpoint is idempotent, so sending it again is
-//! safe, and it goes through the account's limiter like any other request.
+//! A job taken back is never failed here, whatever its attempts: the request it was running
+//! may well have reached X and made the follow, and failing the job would report a follow that
+//! may exist as failed. It goes back to the queue and is sent again (the endpoint is
+//! idempotent) through the account's limiter like any other request, unless its late answer
+//! arrives first and finishes it (see `queue::complete`).
+//!
+//! The ledger row of the request keeps counting: a successor counts every row without an
+//! answer until its `answer_by`, whether it is marked `abandoned` (by the rescuer, for
+//! operators to see) or left without an outcome.
 
 use sqlx::{FromRow, PgPool};
 
@@ -16,40 +22,37 @@ pub struct RescuedJob {
     pub source_user_id: String,
     pub target_user_id: String,
     pub attempts: i32,
+    /// The daemon that had been running it.
+    pub worker_id: Option<String>,
 }
 
-/// Takes back up to `limit` orphaned jobs. `default_max_attempts` applies to jobs without
-/// their own `max_attempts`.
-pub async fn rescue_orphans(
-    pool: &PgPool,
-    default_max_attempts: i32,
-    limit: i64,
-) -> Result<Vec<RescuedJob>, sqlx::Error> {
+/// Takes back up to `limit` orphaned jobs: running jobs whose job lease ran out.
+pub async fn rescue_orphans(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>, sqlx::Error> {
     sqlx::query_as::<_, RescuedJob>(
         r#"
         WITH orphans AS MATERIALIZED (
-            SELECT j.id, j.attempts >= coalesce(j.max_attempts, $1) AS exhausted
+            SELECT j.id, j.leased_by
             FROM followq.follow_jobs AS j
             WHERE j.state = 'running' AND j.lease_expires_at < now()
             ORDER BY j.lease_expires_at
-            LIMIT $2
+            LIMIT $1
             FOR UPDATE SKIP LOCKED
         ),
         rescued AS (
             UPDATE followq.follow_jobs AS j
-            SET state = CASE WHEN o.exhausted THEN 'failed' ELSE 'queued' END,
-                finished_at = CASE WHEN o.exhausted THEN now() END,
+            SET state = 'queued',
                 last_error = jsonb_build_object(
                     'kind', 'abandoned',
                     'detail', 'the daemon that sent the request stopped before recording its answer',
-                    'worker_id', j.leased_by),
+                    'worker_id', o.leased_by),
                 run_at = now(),
                 leased_by = NULL,
                 lease_expires_at = NULL,
                 updated_at = now()
             FROM orphans AS o
             WHERE j.id = o.id
-            RETURNING j.id, j.state, j.source_user_id, j.target_user_id, j.attempts
+            RETURNING j.id, j.state, j.source_user_id, j.target_user_id, j.attempts,
+                      o.leased_by AS worker_id
         ),
         ledger AS (
             UPDATE followq.attempts AS t
@@ -60,8 +63,52 @@ pub async fn rescue_orphans(
         SELECT * FROM rescued
         "#,
     )
-    .bind(default_max_attempts)
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// Which of a daemon's running jobs [`return_jobs`] puts back.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// All of them (shutdown past the grace period, a scheduler that panicked).
+    All,
+    /// These jobs (a turn that panicked).
+    Jobs(&'a [i64]),
+    /// The jobs of these accounts (a claim batch that panicked).
+    Accounts(&'a [String]),
+}
+
+/// Puts jobs that `worker_id` is running back in the queue at once. Their ledger rows are
+/// left without an answer: the request may have gone out, and whoever sends for the account
+/// next counts it until its `answer_by`. Returns how many went back.
+pub async fn return_jobs(
+    pool: &PgPool,
+    worker_id: &str,
+    which: Which<'_>,
+    why: &str,
+) -> Result<u64, sqlx::Error> {
+    let (jobs, accounts) = match which {
+        Which::All => (None, None),
+        Which::Jobs(ids) => (Some(ids), None),
+        Which::Accounts(accounts) => (None, Some(accounts)),
+    };
+    let done = sqlx::query(
+        r#"
+        UPDATE followq.follow_jobs
+        SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
+            run_at = now(), updated_at = now(),
+            last_error = jsonb_build_object('kind', 'abandoned', 'detail', $3::text)
+        WHERE state = 'running' AND leased_by = $1
+          AND ($2::bigint[] IS NULL OR id = ANY($2))
+          AND ($4::text[] IS NULL OR source_user_id = ANY($4))
+        "#,
+    )
+    .bind(worker_id)
+    .bind(jobs)
+    .bind(why)
+    .bind(accounts)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

@@ -3,9 +3,9 @@
 //! ledger's follows reach the cap, but only every `worker.poll_interval`: between two of its
 //! polls a busy daemon would follow past the cap. So each request first takes a slot here.
 //!
-//! A slot is granted while the follows of the last 24 hours (the ledger's `succeeded` rows),
-//! the other daemons' requests still unanswered (each may be a follow), and this daemon's own
-//! requests holding a slot stay below the cap. The check and the count are serialised within
+//! A slot is granted while the follows that may have happened in the last 24 hours (the
+//! ledger's `succeeded` and `abandoned` rows, and the other daemons' requests still
+//! unanswered) and this daemon's own requests holding a slot stay below the cap. The check and the count are serialised within
 //! this daemon, and a slot is held until its answer is recorded, so one daemon never passes
 //! the cap. Replicas see each other's requests only once their ledger rows are committed,
 //! at the claim: two replicas checking in the same few milliseconds may still both pass.
@@ -60,7 +60,8 @@ impl AppCapGate {
             r#"
             SELECT count(*) FROM followq.attempts
             WHERE sent_at > now() - interval '24 hours'
-              AND (outcome = 'succeeded' OR (outcome IS NULL AND worker_id <> $1))
+              AND (outcome IN ('succeeded', 'abandoned')
+                   OR (outcome IS NULL AND worker_id <> $1))
             "#,
         )
         .bind(worker_id)

@@ -18,6 +18,17 @@ const MAX_BATCH: usize = 512;
 
 pub type Request = (Completion, oneshot::Sender<bool>);
 
+/// The completer's end of the channel, shared so that a completer restarted after a panic
+/// takes up where the last one stopped.
+#[derive(Clone)]
+pub struct Inbox(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>>);
+
+impl Inbox {
+    pub fn new(receiver: mpsc::UnboundedReceiver<Request>) -> Inbox {
+        Inbox(Arc::new(tokio::sync::Mutex::new(receiver)))
+    }
+}
+
 /// Where job tasks send their completions.
 #[derive(Clone)]
 pub struct Completer {
@@ -41,11 +52,8 @@ impl Completer {
 }
 
 /// Runs until `stop` is cancelled and nothing is left to write.
-pub async fn run(
-    ctx: Arc<Context>,
-    mut receiver: mpsc::UnboundedReceiver<Request>,
-    stop: CancellationToken,
-) {
+pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
+    let mut receiver = inbox.0.lock().await;
     loop {
         let first = tokio::select! {
             request = receiver.recv() => match request {

@@ -12,7 +12,7 @@
 //! | 403 app forbidden | queued, attempt refunded | – | stopped until an operator acts |
 //! | 403 daily cap | queued at the 24-hour reset, attempt refunded | paused (`daily_cap`) | – |
 //! | permanent | failed | – | – |
-//! | transient | queued after backoff; failed once attempts reach max_attempts | – | – |
+//! | transient | queued after backoff; failed once attempts reach max_attempts, unless the last one's fate is unknown (no answer): then queued again without spending it | – | – |
 //!
 //! Besides the outcome, the headers can pause: `x-rate-limit-remaining: 0` pauses the account
 //! until the reset (`rate_limit_window`), `x-user-limit-24hour-remaining: 0` until its reset
@@ -63,6 +63,10 @@ pub struct JobFacts {
     pub attempts: i32,
     pub max_attempts: i32,
     pub rate_limited_count: i32,
+    /// The outcome rests on an answer (or on a request known never to have left). When false
+    /// (a timeout, a connection lost after sending, a body cut short) X may have acted on it,
+    /// and the job is never failed for it.
+    pub answered: bool,
 }
 
 const DAY: TimeDelta = TimeDelta::hours(24);
@@ -183,8 +187,20 @@ pub fn decide(
         }
         FollowOutcome::Transient(details) => {
             let error = tagged("transient", details);
-            if job.attempts >= job.max_attempts {
+            if job.attempts >= job.max_attempts && job.answered {
                 (NextState::Failed, Some(error))
+            } else if job.attempts >= job.max_attempts {
+                // The last attempt's fate is unknown: the follow may have been made. Failing
+                // the job would report a follow that may exist as failed; try again (the
+                // endpoint is idempotent) without spending the attempt.
+                (
+                    NextState::Queued {
+                        run_at: now + backoff(job.attempts, retry, jitter),
+                        refund_attempt: true,
+                        rate_limited: false,
+                    },
+                    Some(error),
+                )
             } else {
                 (
                     NextState::Queued {
@@ -280,6 +296,7 @@ mod tests {
             attempts,
             max_attempts: 3,
             rate_limited_count: 0,
+            answered: true,
         }
     }
 
@@ -366,6 +383,36 @@ mod tests {
         );
         assert_eq!(last.next, NextState::Failed);
         assert_eq!(last.error.unwrap()["status"], 503);
+    }
+
+    #[test]
+    fn a_last_attempt_whose_fate_is_unknown_is_tried_again_not_failed() {
+        let now = Utc::now();
+        let timeout = FollowOutcome::Transient(ErrorDetails {
+            reason: Some("timeout".into()),
+            ..ErrorDetails::default()
+        });
+        let unanswered = JobFacts {
+            answered: false,
+            ..job(3)
+        };
+        let last = decide(
+            &timeout,
+            &RateLimitInfo::default(),
+            unanswered,
+            &retry(),
+            now,
+            0.0,
+        );
+        let NextState::Queued {
+            refund_attempt: true,
+            run_at,
+            ..
+        } = last.next
+        else {
+            panic!("a request that may have made the follow must not fail the job: {last:?}");
+        };
+        assert!(run_at > now, "after a backoff");
     }
 
     #[test]

@@ -28,13 +28,12 @@ const RESCUE_BATCH: i64 = 1000;
 pub async fn rescuer(ctx: Arc<Context>, shutdown: CancellationToken) {
     let every = (ctx.settings.worker.job_lease / 2).max(Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
-    let max_attempts = i32::try_from(ctx.settings.retry.max_attempts).unwrap_or(i32::MAX);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match rescue_orphans(&ctx.pool, max_attempts, RESCUE_BATCH).await {
+        match rescue_orphans(&ctx.pool, RESCUE_BATCH).await {
             Ok(rescued) => {
                 for job in rescued {
                     let span = job_span(
@@ -47,7 +46,8 @@ pub async fn rescuer(ctx: Arc<Context>, shutdown: CancellationToken) {
                     warn!(
                         event = "job_rescued",
                         state = %job.state,
-                        "job taken back from a daemon that stopped before recording its answer"
+                        worker_id = job.worker_id.as_deref().unwrap_or("?"),
+                        "job taken back from a daemon that did not record its answer within the job lease; its request still counts until its answer_by"
                     );
                 }
             }
@@ -117,12 +117,15 @@ pub async fn app_monitor(
 }
 
 /// Stops the app until the oldest follow of the last 24 hours ages out, when there are `cap`.
+/// A follow counts from the moment it may have happened: succeeded, in flight, or abandoned
+/// (sent, fate unknown).
 async fn enforce_app_daily_cap(pool: &PgPool, cap: u32) -> Result<(), sqlx::Error> {
     let (count, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
         r#"
-        SELECT count(*), min(completed_at)
+        SELECT count(*), min(coalesce(completed_at, answer_by, sent_at))
         FROM followq.attempts
-        WHERE outcome = 'succeeded' AND sent_at > now() - interval '24 hours'
+        WHERE (outcome IS NULL OR outcome IN ('succeeded', 'abandoned'))
+          AND sent_at > now() - interval '24 hours'
         "#,
     )
     .fetch_one(pool)

@@ -24,6 +24,7 @@ use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
 use crate::queue::claim::{ClaimedJob, claim_batch, next_run_at};
 use crate::queue::complete::{AttemptRecord, Completion, NextState};
+use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::ServerWindow;
 use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
 
@@ -33,30 +34,39 @@ pub enum JobReport {
     /// No job was ready. The account's next queued job becomes ready at this time (`None`: the
     /// account has none queued).
     NoJob { next_run_at: Option<DateTime<Utc>> },
-    /// A request went out and its answer is recorded.
+    /// A request went out and ended (answered, or failed in transport).
     Sent {
+        sent_at: Instant,
         completed_at: Instant,
         server: ServerWindow,
-        followed: bool,
+        /// False only when X's answer shows no follow was made.
+        may_have_followed: bool,
         unauthorized: bool,
         /// The account must not send before this instant (pause, 429, usage cap).
         pause_until: Option<Instant>,
     },
+    /// The job was claimed but its request was not sent: the send deadline passed first. The
+    /// job is back in the queue; the account may try again at once.
+    NotSent,
     /// The account cannot send any more (needs_reauth, no credentials): give it up.
     AccountParked,
     /// Nothing was sent; try this account again at this instant.
     RetryAt(Instant),
+    /// The turn panicked: its job went back to the queue with its ledger row unanswered (the
+    /// request may have gone out); give the account up so a fresh limiter reads the ledger.
+    Panicked,
 }
 
 /// Runs one turn of each of `accounts` (with its count of 401s in a row: a second one after
 /// a refresh parks the account), reporting each turn's end to the scheduler as it happens.
-pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
+/// A request not on the wire by `send_by` is not sent at all.
+pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by: Instant) {
     let names: Vec<String> = accounts.iter().map(|(name, _)| name.clone()).collect();
     let claimed = match claim_batch(
         &ctx.pool,
         &ctx.worker_id,
         &names,
-        ctx.settings.x_api.request_timeout,
+        ctx.answer_within(),
         ctx.settings.worker.job_lease,
     )
     .await
@@ -76,10 +86,12 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
     };
     let mut streaks: HashMap<String, u32> = accounts.into_iter().collect();
     let mut jobs = JoinSet::new();
+    let mut turns: HashMap<tokio::task::Id, (String, i64)> = HashMap::new();
     for job in claimed {
         let streak = streaks.remove(&job.source_user_id).unwrap_or(0);
+        let turn = (job.source_user_id.clone(), job.id);
         let ctx = Arc::clone(&ctx);
-        jobs.spawn(async move {
+        let handle = jobs.spawn(async move {
             let account = job.source_user_id.clone();
             let span = job_span(
                 job.id,
@@ -87,9 +99,12 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
                 &job.target_user_id,
                 job.attempts,
             );
-            let outcome = send_and_record(&ctx, job, streak).instrument(span).await;
+            let outcome = send_and_record(&ctx, job, streak, send_by)
+                .instrument(span)
+                .await;
             report(&ctx, account, outcome);
         });
+        turns.insert(handle.id(), turn);
     }
     // The accounts left had nothing ready: say when their next job is due.
     let empty: Vec<String> = streaks.into_keys().collect();
@@ -114,7 +129,57 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>) {
             }
         }
     }
-    while jobs.join_next().await.is_some() {}
+    while let Some(joined) = jobs.join_next_with_id().await {
+        let Err(failure) = joined else { continue };
+        let Some((account, job_id)) = turns.remove(&failure.id()) else {
+            continue;
+        };
+        if failure.is_panic() {
+            recover_panicked_turn(&ctx, account, job_id, failure).await;
+        }
+    }
+}
+
+/// A job's turn panicked: say so loudly, put the job back (its ledger row stays unanswered,
+/// so whoever sends for the account next counts the request that may have gone out), and have
+/// the scheduler give the account up. Every other account carries on.
+async fn recover_panicked_turn(
+    ctx: &Context,
+    account: String,
+    job_id: i64,
+    failure: tokio::task::JoinError,
+) {
+    let cause = panic_message(failure.into_panic());
+    ctx.metrics.task_panicked("job");
+    error!(
+        job_id,
+        account,
+        cause,
+        "a job's turn panicked: the job goes back to the queue and the account is given up"
+    );
+    if let Err(e) = return_jobs(
+        &ctx.pool,
+        &ctx.worker_id,
+        Which::Jobs(&[job_id]),
+        RETURNED_AFTER_PANIC,
+    )
+    .await
+    {
+        warn!(job_id, error = %e, "could not put the job back; the rescuer will after its lease");
+    }
+    report(ctx, account, JobReport::Panicked);
+}
+
+/// Why the job of a panicked turn went back to the queue (its `last_error`).
+const RETURNED_AFTER_PANIC: &str = "the daemon's turn for this job failed unexpectedly (a panic, logged with its cause); the request may have gone out";
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The span every event about one job is logged in.
@@ -126,7 +191,12 @@ fn report(ctx: &Context, account: String, report: JobReport) {
     let _ = ctx.events.send(Event::JobDone { account, report });
 }
 
-async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u32) -> JobReport {
+async fn send_and_record(
+    ctx: &Context,
+    job: ClaimedJob,
+    unauthorized_streak: u32,
+    send_by: Instant,
+) -> JobReport {
     info!(event = "job_claimed", state = "running", "job claimed");
     let (Ok(source), Ok(target)) = (
         UserId::parse(&job.source_user_id),
@@ -143,6 +213,7 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
         Err(problem) => return without_credentials(ctx, &job, &source, problem).await,
     };
 
+    ctx.inject_panic_for(&job.target_user_id);
     // Held until the answer is recorded (the end of this function).
     let _app_slot = match ctx.app_cap.admit(&ctx.pool, &ctx.worker_id).await {
         Ok(Some(slot)) => slot,
@@ -160,7 +231,13 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
         }
     };
 
+    // The claim's promise: a request not on the wire by its send deadline is never sent, so a
+    // daemon that stalled here (a slow token refresh, a frozen process) cannot send into a
+    // window that a successor has filled since.
     let sent_at = Instant::now();
+    if sent_at >= send_by {
+        return deadline_missed(ctx, &job, sent_at.saturating_duration_since(send_by)).await;
+    }
     Counters::add(&ctx.counters.sent);
     let response = ctx.client.follow(&source, &target, &auth).await;
     let completed_at = Instant::now();
@@ -176,6 +253,7 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
             .max_attempts
             .unwrap_or(ctx.settings.retry.max_attempts as i32),
         rate_limited_count: job.rate_limited_count,
+        answered: response.answered(),
     };
     let decision = decide(
         &response.outcome,
@@ -190,10 +268,15 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
         ctx.app_stop_seen();
     }
     let attempt = attempt_record(&job, &response, sent_at, completed_at);
-    let recorded = finish(
+    let conclusive = matches!(
+        response.outcome,
+        FollowOutcome::Followed { .. } | FollowOutcome::Permanent(_)
+    ) && response.answered();
+    let recorded = finish_with(
         ctx,
         &job,
         decision.next.clone(),
+        conclusive,
         decision.error.clone(),
         attempt,
     )
@@ -216,12 +299,41 @@ async fn send_and_record(ctx: &Context, job: ClaimedJob, unauthorized_streak: u3
         }
     }
     JobReport::Sent {
+        sent_at,
         completed_at,
         server: server_window(&response.limits, now, completed_at),
-        followed: matches!(response.outcome, FollowOutcome::Followed { .. }),
+        may_have_followed: !response.refused(),
         unauthorized,
         pause_until,
     }
+}
+
+/// The send deadline passed before the request went out: it is never sent. The job goes back
+/// as it was (no attempt spent) and its ledger row says `not_sent`.
+async fn deadline_missed(ctx: &Context, job: &ClaimedJob, late_by: Duration) -> JobReport {
+    ctx.metrics.send_deadline_missed();
+    let next = NextState::Queued {
+        run_at: Utc::now(),
+        refund_attempt: true,
+        rate_limited: false,
+    };
+    let error = json!({
+        "kind": "send_deadline",
+        "detail": "the request was not sent: its send deadline passed before it could go out",
+        "late_ms": u64::try_from(late_by.as_millis()).unwrap_or(u64::MAX),
+    });
+    if finish(ctx, job, next.clone(), Some(error), unsent(job)).await {
+        ctx.metrics.job_recorded(&next);
+        Counters::add(&ctx.counters.requeued);
+        warn!(
+            event = "job_requeued",
+            state = "queued",
+            reason = "send_deadline",
+            late_ms = u64::try_from(late_by.as_millis()).unwrap_or(u64::MAX),
+            "job back in the queue unsent: it was claimed too long ago to be sent safely"
+        );
+    }
+    JobReport::NotSent
 }
 
 /// No usable credentials: the job goes back untouched (no attempt spent) and the account
@@ -447,18 +559,31 @@ async fn finish(
     error: Option<Value>,
     attempt: AttemptRecord,
 ) -> bool {
+    finish_with(ctx, job, next, false, error, attempt).await
+}
+
+/// [`finish`] for an answer that may settle the job even after it was taken back.
+async fn finish_with(
+    ctx: &Context,
+    job: &ClaimedJob,
+    next: NextState,
+    conclusive: bool,
+    error: Option<Value>,
+    attempt: AttemptRecord,
+) -> bool {
     let recorded = ctx
         .completer
         .complete(Completion {
             job_id: job.id,
             next,
+            conclusive,
             error,
             attempt,
         })
         .await;
     if !recorded {
         warn!(
-            "the job's outcome was not recorded: its lease ran out and it was taken back, or the database is unreachable"
+            "the job's outcome was not recorded: it was taken back meanwhile (the answer is in the ledger), or the database is unreachable"
         );
     }
     recorded

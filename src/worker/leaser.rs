@@ -9,18 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Context;
-use super::job::instant_at;
 use super::scheduler::Event;
 use crate::accounts::lease::{self, LeasedAccount};
 use crate::queue::JOB_ENQUEUED_CHANNEL;
-use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, ServerWindow};
+use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, SeedReport};
 
 /// Accounts leased per statement on the poll path.
 const LEASE_BATCH: u32 = 500;
@@ -48,6 +46,8 @@ pub async fn run(
                     listener = connect_listener(&ctx).await;
                 }
             }
+            // Peers were found gone: their accounts are free now.
+            _ = ctx.lease_now.notified() => lease_ready_accounts(&ctx, &events).await,
             accounts = next_notifications(&mut listener) => match accounts {
                 Some(accounts) => on_enqueued(&ctx, &events, accounts).await,
                 None => {
@@ -186,7 +186,13 @@ async fn hand_over(
         .collect();
     let names: Vec<String> = leased.iter().map(|a| a.user_id.clone()).collect();
     let periods: Vec<f64> = quotas.iter().map(|q| q.period.as_secs_f64()).collect();
-    let rows = match lease::ledger_seeds(&ctx.pool, &names, &periods).await {
+    let limits: Vec<i32> = quotas
+        .iter()
+        .map(|q| i32::try_from(q.requests.get()).unwrap_or(i32::MAX))
+        .collect();
+    let rows = match lease::ledger_seeds(&ctx.pool, &names, &periods, &limits, ctx.answer_within())
+        .await
+    {
         Ok(rows) => rows,
         Err(e) => {
             // Without the ledger we cannot know what was spent: give the accounts back.
@@ -199,6 +205,8 @@ async fn hand_over(
         .into_iter()
         .map(|row| (row.account_user_id.clone(), row))
         .collect();
+    // The seconds in the rows are relative to the database's now(), read a moment ago: taking
+    // them from this later instant only moves every bound later (the safe way).
     let now = Instant::now();
     let accounts: Vec<(String, AccountLimiter)> = names
         .into_iter()
@@ -206,12 +214,14 @@ async fn hand_over(
         .map(|(name, quota)| {
             let mut limiter = AccountLimiter::new(quota, settings.daily_follows_per_account);
             if let Some(row) = by_account.remove(&name) {
-                limiter.seed(&seed_from(&row), now);
+                let seed = seed_from(&row, now);
                 debug!(
                     account = name,
-                    spent = row.requests_in_period,
+                    recent = seed.arrivals.len(),
+                    outstanding = ?seed.outstanding_until.map(|until| until.saturating_duration_since(now)),
                     "limiter seeded from the ledger"
                 );
+                limiter.seed(&seed, now);
             }
             (name, limiter)
         })
@@ -224,19 +234,44 @@ async fn hand_over(
     let _ = events.send(Event::Leased(accounts));
 }
 
-fn seed_from(row: &lease::LedgerRow) -> LedgerSeed {
-    let now = Utc::now();
+/// The ledger's figures (seconds relative to the database's now) as instants of this
+/// process's monotonic clock, `now` standing for the database's now.
+fn seed_from(row: &lease::LedgerRow, now: Instant) -> LedgerSeed {
+    let at = |seconds_ahead: f64| -> Instant {
+        let magnitude = Duration::try_from_secs_f64(seconds_ahead.abs()).unwrap_or(Duration::MAX);
+        if seconds_ahead >= 0.0 {
+            now.checked_add(magnitude).unwrap_or(now + DAY_BOUND)
+        } else {
+            now.checked_sub(magnitude).unwrap_or(now)
+        }
+    };
+    let reported = match (
+        row.report_limit.and_then(|v| u32::try_from(v).ok()),
+        row.report_remaining.and_then(|v| u32::try_from(v).ok()),
+        row.report_ends_in,
+    ) {
+        (Some(limit), Some(remaining), Some(ends_in)) => Some(SeedReport {
+            limit,
+            remaining,
+            ends: at(ends_in),
+            sent_since: row
+                .report_sent_since
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(u32::MAX),
+        }),
+        _ => None,
+    };
     LedgerSeed {
-        requests_in_period: u32::try_from(row.requests_in_period).unwrap_or(u32::MAX),
-        server: ServerWindow {
-            limit: row.last_limit.and_then(|v| u32::try_from(v).ok()),
-            remaining: row.last_remaining.and_then(|v| u32::try_from(v).ok()),
-            reset_at: row.last_reset_at.filter(|r| *r > now).map(instant_at),
-        },
+        arrivals: row.arrivals_ago.iter().map(|&ago| at(-ago)).collect(),
+        outstanding_until: row.outstanding_for.map(at),
+        reported,
         follow_expiries: row
-            .follows_last_24h
+            .follows_ago
             .iter()
-            .map(|at| instant_at(*at + chrono::TimeDelta::hours(24)))
+            .map(|&ago| at(DAY_BOUND.as_secs_f64() - ago))
             .collect(),
     }
 }
+
+/// A follow counts against the daily cap for this long.
+const DAY_BOUND: Duration = Duration::from_secs(24 * 3600);

@@ -9,17 +9,27 @@
 //! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
 //! | `completer.rs` | writing job outcomes in batches |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
-//! | `registry.rs` | live daemons (`followq.daemons`) and each one's fair share of accounts |
+//! | `registry.rs` | live daemons (`followq.daemons`), peers that are gone, each one's fair share of accounts |
+//! | `liveness.rs` | this daemon's liveness session, fencing, and taking over from peers that are gone |
+//! | `supervise.rs` | restarting a background task that panicked |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
 //! | `retention.rs` | pruning old finished jobs and ledger rows |
 //! | `stats.rs` | counters for the summary |
 //!
-//! Why the limit holds across processes: governor's buckets live in process memory, so
-//! each account is *leased* to one daemon at a time and only the lease holder sends for it.
-//! A new holder charges its bucket with what the ledger (`followq.attempts`, one row per
-//! request, written before the request goes out) says was sent in the current period, and
-//! re-reads the last window the server reported. Claiming a job re-checks the lease in the
-//! same statement. See README.md, "Running the daemon".
+//! Why the limit holds across processes, at every handover:
+//!
+//! - each account is *leased* to one daemon at a time, and only the holder claims its jobs: the
+//!   claim statement re-checks the lease and locks the account row, so whoever takes the
+//!   account next reads every claim made before;
+//! - every claim writes its ledger row (`followq.attempts`) before the request goes out, with
+//!   the latest instant the request can reach X (`answer_by`): a request not on the wire by
+//!   its send deadline is never sent;
+//! - a new holder seeds its limiter from the ledger: it waits for every unanswered request of
+//!   the account (one request per account at a time), counts each at its latest possible
+//!   arrival, and paces so that no fixed window of any alignment can take more than the
+//!   quota, whether or not any answer carried rate-limit headers.
+//!
+//! See README.md, "Several replicas".
 
 mod app_cap;
 mod completer;
@@ -27,10 +37,12 @@ mod decision;
 mod housekeeping;
 mod job;
 mod leaser;
+mod liveness;
 mod registry;
 mod retention;
 mod scheduler;
 pub mod stats;
+mod supervise;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -47,6 +59,7 @@ use crate::config::Settings;
 use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
 use crate::metrics::Metrics;
+use crate::queue::rescue::{Which, return_jobs};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
 use stats::Counters;
@@ -78,9 +91,40 @@ pub struct Context {
     /// request. Kept for less than half the refresh margin, so a token near expiry is always
     /// seen by the token store, which refreshes it; dropped on a 401.
     auth_cache: Mutex<HashMap<String, (RequestAuth, Instant)>>,
+    /// When this daemon's liveness session last answered (see `liveness.rs`).
+    alive_at: Mutex<Option<Instant>>,
+    /// Wakes the leaser at once (peers found gone: their accounts are free).
+    lease_now: Notify,
+    /// Tests only: a job to this target panics in its turn.
+    panic_target: Option<String>,
 }
 
 impl Context {
+    /// How long after its claim a request may still reach X: the send deadline, then the
+    /// request timeout.
+    pub fn answer_within(&self) -> Duration {
+        self.settings.worker.send_deadline + self.settings.x_api.request_timeout
+    }
+
+    fn confirm_alive(&self) {
+        if let Ok(mut at) = self.alive_at.lock() {
+            *at = Some(Instant::now());
+        }
+    }
+
+    /// Whether this daemon may start a request now: its liveness session answered recently.
+    /// When it did not, peers may soon take its accounts over.
+    fn is_alive(&self, now: Instant) -> bool {
+        let confirmed = self.alive_at.lock().ok().and_then(|at| *at);
+        liveness::vouches(confirmed, now, self.settings.worker.liveness_interval)
+    }
+
+    fn inject_panic_for(&self, target: &str) {
+        if self.panic_target.as_deref() == Some(target) {
+            panic!("injected panic for target {target}");
+        }
+    }
+
     fn held_insert(&self, account: &str) {
         if let Ok(mut held) = self.held.lock() {
             held.insert(account.to_owned());
@@ -93,6 +137,12 @@ impl Context {
         }
     }
 
+    fn held_clear(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+        }
+    }
+
     fn held_contains(&self, account: &str) -> bool {
         self.held.lock().is_ok_and(|held| held.contains(account))
     }
@@ -101,8 +151,6 @@ impl Context {
         self.held.lock().map_or(0, |held| held.len())
     }
 
-    /// A job hit an app-wide stop: tell the scheduler before anything else, so no account
-    /// starts another request, then have the app monitor read the stop's details.
     /// The credentials for `user`'s next request (cached briefly; see `auth_cache`).
     async fn auth_for(&self, user: &UserId) -> Result<RequestAuth, AuthError> {
         let ttl = (self.settings.x_api.oauth2.refresh_margin / 2).min(AUTH_CACHE_TTL);
@@ -126,6 +174,8 @@ impl Context {
         }
     }
 
+    /// A job hit an app-wide stop: tell the scheduler before anything else, so no account
+    /// starts another request, then have the app monitor read the stop's details.
     fn app_stop_seen(&self) {
         let until = std::time::Instant::now() + self.settings.worker.poll_interval * 2;
         let _ = self.events.send(scheduler::Event::AppStopSeen(until));
@@ -144,8 +194,8 @@ pub enum WorkerError {
 /// A daemon ready to run.
 pub struct Daemon {
     ctx: Arc<Context>,
-    events: mpsc::UnboundedReceiver<scheduler::Event>,
-    completions: mpsc::UnboundedReceiver<completer::Request>,
+    events: scheduler::Inbox,
+    completions: completer::Inbox,
     /// The operations listener, bound already (`[http] enabled`).
     http: Option<HttpListener>,
 }
@@ -163,8 +213,8 @@ impl Daemon {
         let http = HttpListener::bind(&settings.http)?;
         let app_cap = app_cap::AppCapGate::new(settings.rate_limit.daily_follows_per_app);
         Ok(Daemon {
-            events,
-            completions,
+            events: scheduler::Inbox::new(events),
+            completions: completer::Inbox::new(completions),
             http,
             ctx: Arc::new(Context {
                 events: sender,
@@ -180,8 +230,20 @@ impl Daemon {
                 held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
                 app_cap,
+                alive_at: Mutex::new(None),
+                lease_now: Notify::new(),
+                panic_target: None,
             }),
         })
+    }
+
+    /// Tests only: the turn of any job to `target` panics, to show that a panic is logged,
+    /// counted and recovered from. Call before [`Daemon::run`].
+    #[doc(hidden)]
+    pub fn inject_panic_for_target(&mut self, target: &str) {
+        if let Some(ctx) = Arc::get_mut(&mut self.ctx) {
+            ctx.panic_target = Some(target.to_owned());
+        }
     }
 
     pub fn worker_id(&self) -> &str {
@@ -193,9 +255,11 @@ impl Daemon {
         self.http.as_ref().map(HttpListener::local_addr)
     }
 
-    /// Runs until `shutdown` is cancelled, then stops gracefully: no new requests, requests
-    /// in flight get `worker.shutdown_grace` to finish and record their answers, jobs still
-    /// running after that go back to the queue, and every lease is released.
+    /// Runs until `shutdown` is cancelled, then stops gracefully: the leaser stops at once,
+    /// no new request starts, requests in flight get `worker.shutdown_grace` to finish and
+    /// record their answers (leases are renewed meanwhile), jobs still running after that go
+    /// back to the queue with their ledger rows unanswered (a successor counts them until
+    /// their `answer_by`), and every lease is released.
     pub async fn run(self, shutdown: CancellationToken) {
         let Daemon {
             ctx,
@@ -211,10 +275,9 @@ impl Daemon {
             base_url = %ctx.settings.x_api.base_url,
             "followq daemon started"
         );
-        if let Err(e) = registry::register(&ctx.pool, &ctx.worker_id).await {
-            warn!(error = %e, "could not register in followq.daemons; replicas may share accounts unevenly");
-        }
         let sender = ctx.events.clone();
+        // Chores that outlive the first signal (the drain needs liveness, outcomes written,
+        // and the ops listener) stop with `background`, after the drain.
         let background = CancellationToken::new();
         let mut chores = tokio::task::JoinSet::new();
         if let Some(listener) = http {
@@ -226,27 +289,31 @@ impl Daemon {
             };
             chores.spawn(listener.serve(ops, background.clone()));
         }
-        chores.spawn(leaser::run(
-            Arc::clone(&ctx),
-            sender.clone(),
-            background.clone(),
-        ));
-        chores.spawn(housekeeping::rescuer(Arc::clone(&ctx), background.clone()));
-        chores.spawn(housekeeping::app_monitor(
-            Arc::clone(&ctx),
-            sender.clone(),
-            background.clone(),
-        ));
-        chores.spawn(housekeeping::summary(Arc::clone(&ctx), background.clone()));
-        chores.spawn(completer::run(
-            Arc::clone(&ctx),
-            completions,
-            background.clone(),
-        ));
-        chores.spawn(retention::run(Arc::clone(&ctx), background.clone()));
+        let supervised = |name: &'static str| supervise::Supervisor::new(name, Arc::clone(&ctx));
+        chores.spawn(supervised("liveness").run(background.clone(), liveness::run));
+        // No account is leased after the first signal.
+        let leaser_events = sender.clone();
+        chores.spawn(
+            supervised("leaser").run(shutdown.clone(), move |ctx, stop| {
+                leaser::run(ctx, leaser_events.clone(), stop)
+            }),
+        );
+        chores.spawn(supervised("rescuer").run(background.clone(), housekeeping::rescuer));
+        let monitor_events = sender.clone();
+        chores.spawn(
+            supervised("app_monitor").run(background.clone(), move |ctx, stop| {
+                housekeeping::app_monitor(ctx, monitor_events.clone(), stop)
+            }),
+        );
+        chores.spawn(supervised("summary").run(background.clone(), housekeeping::summary));
+        chores.spawn(
+            supervised("completer").run(background.clone(), move |ctx, stop| {
+                completer::run(ctx, completions.clone(), stop)
+            }),
+        );
+        chores.spawn(supervised("retention").run(background.clone(), retention::run));
 
-        let scheduler = scheduler::Scheduler::new(Arc::clone(&ctx), events);
-        let abandoned = scheduler.run(shutdown).await;
+        let abandoned = scheduler::run_supervised(Arc::clone(&ctx), events, shutdown).await;
         background.cancel();
         while chores.join_next().await.is_some() {}
 
@@ -256,7 +323,7 @@ impl Daemon {
                 "grace period over: putting the requests still in flight back in the queue"
             );
         }
-        match return_running_jobs(&ctx.pool, &ctx.worker_id).await {
+        match return_jobs(&ctx.pool, &ctx.worker_id, Which::All, STOPPED_MID_REQUEST).await {
             Ok(0) => {}
             Ok(n) => info!(jobs = n, "jobs still running went back to the queue"),
             Err(e) => {
@@ -275,33 +342,8 @@ impl Daemon {
     }
 }
 
-/// Jobs this daemon still holds after the grace period go back to the queue at once (their
-/// requests may have reached X: the ledger rows say `abandoned`, and they still count).
-async fn return_running_jobs(pool: &PgPool, worker_id: &str) -> Result<u64, sqlx::Error> {
-    let rows: i64 = sqlx::query_scalar(
-        r#"
-        WITH returned AS (
-            UPDATE followq.follow_jobs
-            SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
-                run_at = now(), updated_at = now(),
-                last_error = jsonb_build_object('kind', 'abandoned',
-                    'detail', 'the daemon stopped before the answer arrived')
-            WHERE state = 'running' AND leased_by = $1
-            RETURNING id
-        ),
-        ledger AS (
-            UPDATE followq.attempts AS t SET outcome = 'abandoned', completed_at = now()
-            FROM returned AS r
-            WHERE t.job_id = r.id AND t.outcome IS NULL
-        )
-        SELECT count(*) FROM returned
-        "#,
-    )
-    .bind(worker_id)
-    .fetch_one(pool)
-    .await?;
-    Ok(u64::try_from(rows).unwrap_or(0))
-}
+/// Why a job went back when its daemon stopped before the answer came (its `last_error`).
+const STOPPED_MID_REQUEST: &str = "the daemon stopped before the answer arrived";
 
 fn worker_id() -> String {
     let host = std::env::var("HOSTNAME")

@@ -1,40 +1,38 @@
-//! The daemon registry (`followq.daemons`): each daemon registers at start, heartbeats with
-//! its leases and leaves on a clean stop, so replicas can share the accounts fairly and
-//! operators can see who is running.
+//! The daemon registry (`followq.daemons`): each daemon registers its liveness session at
+//! start, heartbeats, and leaves on a clean stop, so replicas can share the accounts fairly,
+//! find peers that are gone, and operators can see who is running.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-pub async fn register(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
+/// Records this daemon with the session `connection` belongs to (its liveness session).
+pub async fn register(connection: &mut PgConnection, worker_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        INSERT INTO followq.daemons (worker_id, session_pid, session_started_at)
+        SELECT $1, pg_backend_pid(),
+               (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
+        ON CONFLICT (worker_id) DO UPDATE
+        SET session_pid = EXCLUDED.session_pid,
+            session_started_at = EXCLUDED.session_started_at,
+            heartbeat_at = now()
+        "#,
+    )
+    .bind(worker_id)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Renews this daemon's heartbeat (re-registering it, without a session, if a peer took it
+/// for gone).
+pub async fn heartbeat(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO followq.daemons (worker_id) VALUES ($1) \
          ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()",
     )
     .bind(worker_id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Renews this daemon's heartbeat and forgets daemons silent for longer than `dead_after`.
-pub async fn heartbeat(
-    pool: &PgPool,
-    worker_id: &str,
-    dead_after: Duration,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        r#"
-        WITH me AS (
-            INSERT INTO followq.daemons (worker_id) VALUES ($1)
-            ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()
-        )
-        DELETE FROM followq.daemons
-        WHERE heartbeat_at < now() - make_interval(secs => $2) AND worker_id <> $1
-        "#,
-    )
-    .bind(worker_id)
-    .bind(dead_after.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -46,6 +44,87 @@ pub async fn leave(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// What [`reap`] freed.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct Reaped {
+    pub daemons: Vec<String>,
+    pub accounts: i64,
+    pub jobs: i64,
+}
+
+/// Forgets the peers that are gone, in one statement, and frees what they held: their account
+/// leases, and their running jobs (back to the queue; the ledger rows of their requests are
+/// marked `abandoned` and still count until their `answer_by`). A peer is gone when the
+/// liveness session it recorded no longer exists, or, for a daemon that recorded none (an
+/// older release), when its heartbeat is older than `dead_after`.
+///
+/// A session of another database role shows its pid but not its start time in
+/// `pg_stat_activity`: such a session counts as alive while its pid exists.
+pub async fn reap(
+    pool: &PgPool,
+    worker_id: &str,
+    dead_after: Duration,
+) -> Result<Reaped, sqlx::Error> {
+    sqlx::query_as::<_, Reaped>(
+        r#"
+        WITH gone AS (
+            DELETE FROM followq.daemons AS d
+            WHERE d.worker_id <> $1
+              AND CASE WHEN d.session_pid IS NOT NULL
+                       THEN NOT EXISTS (
+                           SELECT 1 FROM pg_stat_activity AS s
+                           WHERE s.pid = d.session_pid
+                             AND (s.backend_start IS NULL
+                                  OR s.backend_start = d.session_started_at))
+                       ELSE d.heartbeat_at < now() - make_interval(secs => $2)
+                  END
+            RETURNING d.worker_id
+        ),
+        held AS (
+            SELECT a.user_id
+            FROM followq.accounts AS a
+            WHERE a.leased_by IN (SELECT worker_id FROM gone)
+            ORDER BY a.user_id
+            FOR NO KEY UPDATE
+        ),
+        freed AS (
+            UPDATE followq.accounts AS a
+            SET leased_by = NULL, lease_expires_at = NULL
+            FROM held
+            WHERE a.user_id = held.user_id
+            RETURNING a.user_id
+        ),
+        requeued AS (
+            UPDATE followq.follow_jobs AS j
+            SET state = 'queued',
+                last_error = jsonb_build_object(
+                    'kind', 'abandoned',
+                    'detail', 'the daemon that sent the request is gone (its database session ended) before recording its answer',
+                    'worker_id', j.leased_by),
+                run_at = now(),
+                leased_by = NULL,
+                lease_expires_at = NULL,
+                updated_at = now()
+            WHERE j.state = 'running' AND j.leased_by IN (SELECT worker_id FROM gone)
+            RETURNING j.id
+        ),
+        ledger AS (
+            UPDATE followq.attempts AS t
+            SET outcome = 'abandoned', completed_at = now()
+            FROM requeued AS r
+            WHERE t.job_id = r.id AND t.outcome IS NULL
+        )
+        SELECT coalesce((SELECT array_agg(worker_id) FROM gone), '{}') AS daemons,
+               (SELECT count(*) FROM freed) AS accounts,
+               (SELECT count(*) FROM requeued) AS jobs
+        "#,
+    )
+    .bind(worker_id)
+    .bind(dead_after.as_secs_f64())
+    .fetch_one(pool)
+    .await
 }
 
 /// How many accounts this daemon should hold at most so that live daemons share the work:

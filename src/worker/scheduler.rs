@@ -7,10 +7,15 @@
 //!   all (each job is a task holding one permit).
 //! - An account that must wait sits on a timer heap until the exact instant its gate opens
 //!   (governor's readiness, the window's end, a pause's end): no polling.
-//! - Every `worker.heartbeat_interval` the leases are renewed in one statement, and accounts
-//!   idle for that long are given back.
+//! - Every `worker.heartbeat_interval` the leases are renewed in one statement, accounts idle
+//!   for that long are given back, and a daemon holding more than its fair share (a replica
+//!   joined) gives the surplus back, starting with accounts that have nothing in flight.
+//! - While this daemon cannot confirm its liveness session it starts no request (fencing).
 //! - On shutdown no new request starts; requests in flight get `worker.shutdown_grace` to
-//!   finish and record their answers.
+//!   finish and record their answers, and the leases are renewed meanwhile.
+//! - A panic in the scheduler itself is logged, counted and recovered from: the jobs it was
+//!   running go back to the queue (their ledger rows unanswered), every lease is given back,
+//!   and a fresh scheduler starts.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -20,11 +25,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Context;
-use super::job::{self, JobReport};
+use super::job::{self, JobReport, panic_message};
 use crate::accounts::{lease, pause};
+use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
 
 /// Messages to the scheduler.
@@ -36,11 +42,13 @@ pub enum Event {
     Wake(Vec<String>),
     /// One turn of an account ended.
     JobDone { account: String, report: JobReport },
-    /// The heartbeat's result: leases kept, and idle accounts given back.
+    /// The heartbeat's result: leases kept, idle accounts given back, and this daemon's fair
+    /// share of the accounts (`None`: it runs alone).
     Heartbeat {
         lost: Vec<String>,
         released: Vec<String>,
         kept_idle: Vec<String>,
+        share: Option<usize>,
     },
     /// The app-wide stop: `Some(until)` while in force, `None` once lifted.
     AppStop(Option<Instant>),
@@ -71,20 +79,100 @@ struct Slot {
     unauthorized_streak: u32,
     /// The lease was lost while a job ran: drop the slot when it ends.
     lost: bool,
+    /// Beyond this daemon's fair share: give the account back when its turn ends.
+    hand_over: bool,
     /// The daily-cap pause already persisted for this wait.
     persisted_daily_cap: Option<Instant>,
     /// When the limiter first made the account wait (for the token-wait metric).
     limiter_wait_since: Option<Instant>,
 }
 
+/// The scheduler's end of its channel, shared so that a scheduler started again after a panic
+/// takes up where the last one stopped.
+pub struct Inbox(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>>);
+
+impl Inbox {
+    pub fn new(receiver: mpsc::UnboundedReceiver<Event>) -> Inbox {
+        Inbox(Arc::new(tokio::sync::Mutex::new(receiver)))
+    }
+}
+
+/// Runs the scheduler until `shutdown` and the drain are over, starting a fresh one after a
+/// panic. Returns how many requests were still in flight when the grace period ran out.
+pub async fn run_supervised(ctx: Arc<Context>, inbox: Inbox, shutdown: CancellationToken) -> usize {
+    loop {
+        let events = Arc::clone(&inbox.0).lock_owned().await;
+        let scheduler = Scheduler::new(Arc::clone(&ctx), events);
+        match tokio::spawn(scheduler.run(shutdown.clone())).await {
+            Ok(abandoned) => return abandoned,
+            Err(failure) => {
+                let cause = if failure.is_panic() {
+                    panic_message(failure.into_panic())
+                } else {
+                    "the scheduler task was cancelled".to_owned()
+                };
+                ctx.metrics.task_panicked("scheduler");
+                error!(
+                    cause,
+                    "the scheduler panicked: its running jobs go back to the queue, its accounts are given back, and a fresh scheduler starts"
+                );
+                recover(&ctx).await;
+                if shutdown.is_cancelled() {
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+/// A claim batch panicked with these accounts' turns unreported: their running jobs go back
+/// (ledger rows unanswered) and the accounts are given back.
+async fn give_back_after_panic(ctx: &Context, accounts: &[String]) {
+    if let Err(e) = return_jobs(
+        &ctx.pool,
+        &ctx.worker_id,
+        Which::Accounts(accounts),
+        "the daemon's claim batch failed unexpectedly (a panic, logged with its cause); the request may have gone out",
+    )
+    .await
+    {
+        warn!(error = %e, "could not put the jobs back; the rescuer will after their lease");
+    }
+    if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, accounts).await {
+        warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
+    }
+}
+
+/// After a scheduler panic: its job tasks died with it, so their jobs go back (ledger rows
+/// unanswered: whoever sends for the account next counts them) and every account is given
+/// back, to be leased and seeded afresh.
+async fn recover(ctx: &Context) {
+    if let Err(e) = return_jobs(
+        &ctx.pool,
+        &ctx.worker_id,
+        Which::All,
+        "the daemon's scheduler failed unexpectedly (a panic, logged with its cause); the request may have gone out",
+    )
+    .await
+    {
+        warn!(error = %e, "could not put the running jobs back; the rescuer will after their lease");
+    }
+    if let Err(e) = lease::release_all(&ctx.pool, &ctx.worker_id).await {
+        warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
+    }
+    ctx.held_clear();
+}
+
 pub struct Scheduler {
     ctx: Arc<Context>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: tokio::sync::OwnedMutexGuard<mpsc::UnboundedReceiver<Event>>,
     sender: mpsc::UnboundedSender<Event>,
     slots: HashMap<String, Slot>,
     ready: VecDeque<String>,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     jobs: JoinSet<()>,
+    /// The accounts of each claim batch in `jobs`, to recover them if the batch panics.
+    batches: HashMap<tokio::task::Id, Vec<String>>,
     in_flight: usize,
     app_stopped_until: Option<Instant>,
     /// See [`Event::AppStopSeen`].
@@ -94,7 +182,10 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(ctx: Arc<Context>, events: mpsc::UnboundedReceiver<Event>) -> Scheduler {
+    fn new(
+        ctx: Arc<Context>,
+        events: tokio::sync::OwnedMutexGuard<mpsc::UnboundedReceiver<Event>>,
+    ) -> Scheduler {
         let sender = ctx.events.clone();
         let next_heartbeat = Instant::now() + ctx.settings.worker.heartbeat_interval;
         Scheduler {
@@ -105,6 +196,7 @@ impl Scheduler {
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             jobs: JoinSet::new(),
+            batches: HashMap::new(),
             in_flight: 0,
             app_stopped_until: None,
             app_stop_seen_until: None,
@@ -155,11 +247,20 @@ impl Scheduler {
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(Event::JobDone { account, report }) => self.job_done(account, report),
+                    Some(Event::Heartbeat { lost, .. }) => {
+                        self.heartbeat_running = false;
+                        for account in lost {
+                            self.forget_or_mark_lost(&account);
+                        }
+                    }
                     Some(_) => {}
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
+                // The leases of the accounts still in flight are renewed while they drain.
+                _ = tokio::time::sleep_until(self.next_heartbeat.into()) => self.heartbeat(),
             }
+            self.reap_batches();
         }
         let abandoned = self.in_flight;
         self.jobs.abort_all();
@@ -185,7 +286,13 @@ impl Scheduler {
             Event::Leased(accounts) => {
                 for (account, limiter) in accounts {
                     match self.slots.get_mut(&account) {
-                        Some(slot) => Self::wake_slot(slot, &account, &mut self.ready),
+                        Some(slot) => {
+                            // Leased again while its last request was still out (an operator
+                            // paused and resumed it): it is ours again, and the limiter that
+                            // knows that request stays.
+                            slot.lost = false;
+                            Self::wake_slot(slot, &account, &mut self.ready);
+                        }
                         None => {
                             self.ctx.held_insert(&account);
                             self.slots.insert(
@@ -195,6 +302,7 @@ impl Scheduler {
                                     phase: Phase::Ready,
                                     unauthorized_streak: 0,
                                     lost: false,
+                                    hand_over: false,
                                     persisted_daily_cap: None,
                                     limiter_wait_since: None,
                                 },
@@ -216,6 +324,7 @@ impl Scheduler {
                 lost,
                 released,
                 kept_idle,
+                share,
             } => {
                 self.heartbeat_running = false;
                 for account in lost {
@@ -241,6 +350,9 @@ impl Scheduler {
                         slot.phase = Phase::Ready;
                         self.ready.push_back(account);
                     }
+                }
+                if let Some(share) = share {
+                    self.give_back_surplus(share);
                 }
             }
             Event::AppStop(until) => {
@@ -300,7 +412,13 @@ impl Scheduler {
                 None => {}
             }
         }
+        if !self.ctx.is_alive(now) {
+            // Fenced: peers may take this daemon's accounts over at any moment.
+            return;
+        }
         let concurrency = self.ctx.settings.worker.concurrency as usize;
+        let send_by = now + self.ctx.settings.worker.send_deadline;
+        let answer_by = now + self.ctx.answer_within();
         let mut batch: Vec<(String, u32)> = Vec::new();
         while self.in_flight < concurrency {
             let Some(account) = self.ready.pop_front() else {
@@ -312,7 +430,7 @@ impl Scheduler {
             if slot.phase != Phase::Ready {
                 continue;
             }
-            match slot.limiter.try_acquire(now) {
+            match slot.limiter.try_acquire(now, answer_by) {
                 Gate::Go => {
                     let waited = slot
                         .limiter_wait_since
@@ -340,11 +458,54 @@ impl Scheduler {
         }
         if !batch.is_empty() {
             // One claim statement for every account let through in this round.
-            self.jobs
-                .spawn(job::run_batch(Arc::clone(&self.ctx), batch));
+            let accounts: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
+            let handle = self
+                .jobs
+                .spawn(job::run_batch(Arc::clone(&self.ctx), batch, send_by));
+            self.batches.insert(handle.id(), accounts);
         }
-        // Reap finished job tasks (their results arrive as events).
-        while self.jobs.try_join_next().is_some() {}
+        self.reap_batches();
+    }
+
+    /// Reaps finished claim batches (their turns' results arrive as events). A batch that
+    /// panicked outside its jobs' turns reported nothing for its accounts that are still busy:
+    /// their jobs go back to the queue and the accounts are given back.
+    fn reap_batches(&mut self) {
+        while let Some(joined) = self.jobs.try_join_next_with_id() {
+            let (id, failure) = match joined {
+                Ok((id, ())) => (id, None),
+                Err(failure) => (failure.id(), Some(failure)),
+            };
+            let accounts = self.batches.remove(&id).unwrap_or_default();
+            let Some(failure) = failure else { continue };
+            let cause = if failure.is_panic() {
+                panic_message(failure.into_panic())
+            } else {
+                "the claim batch was cancelled".to_owned()
+            };
+            self.ctx.metrics.task_panicked("claim_batch");
+            error!(
+                cause,
+                accounts = accounts.len(),
+                "a claim batch panicked: its running jobs go back to the queue and its accounts are given back"
+            );
+            let busy: Vec<String> = accounts
+                .into_iter()
+                .filter(|a| matches!(self.slots.get(a).map(|s| s.phase), Some(Phase::Busy)))
+                .collect();
+            if busy.is_empty() {
+                continue;
+            }
+            self.in_flight = self.in_flight.saturating_sub(busy.len());
+            for account in &busy {
+                self.slots.remove(account);
+                self.ctx.held_remove(account);
+            }
+            let ctx = Arc::clone(&self.ctx);
+            tokio::spawn(async move {
+                give_back_after_panic(&ctx, &busy).await;
+            });
+        }
     }
 
     fn persist_daily_cap(ctx: &Arc<Context>, account: &str, until: Instant) {
@@ -373,15 +534,22 @@ impl Scheduler {
             self.ctx.held_remove(&account);
             return;
         }
+        if slot.hand_over {
+            // Its answer is recorded in the ledger, which is all a successor needs.
+            self.give_back(account);
+            return;
+        }
         let next = match report {
             JobReport::Sent {
+                sent_at,
                 completed_at,
                 server,
-                followed,
+                may_have_followed,
                 unauthorized,
                 pause_until,
             } => {
-                slot.limiter.record_response(completed_at, server, followed);
+                slot.limiter
+                    .record_response(sent_at, completed_at, server, may_have_followed);
                 slot.unauthorized_streak = if unauthorized {
                     slot.unauthorized_streak + 1
                 } else {
@@ -422,9 +590,13 @@ impl Scheduler {
                     }
                 }
             }
-            JobReport::AccountParked => {
+            JobReport::AccountParked | JobReport::Panicked => {
                 self.give_back(account);
                 return;
+            }
+            JobReport::NotSent => {
+                slot.limiter.refund();
+                Phase::Ready
             }
             JobReport::RetryAt(until) => {
                 slot.limiter.refund();
@@ -440,6 +612,65 @@ impl Scheduler {
             Phase::Waiting { until, .. } => self.timers.push(Reverse((until, account))),
             _ => {}
         }
+    }
+
+    /// A replica joined: give back the accounts beyond this daemon's fair share, so that it
+    /// gets its part within a heartbeat. Accounts with a request in flight stay (they move
+    /// later, once answered). Accounts that could send now go first, so the new replica has
+    /// work at once; then those waiting for their limiter, the longest waits first (an
+    /// account paused for its window can only be taken once the pause ends).
+    fn give_back_surplus(&mut self, share: usize) {
+        let leaving = self.slots.values().filter(|slot| slot.hand_over).count();
+        let surplus = self.slots.len().saturating_sub(share + leaving);
+        if surplus == 0 {
+            return;
+        }
+        let mut movable: Vec<(Option<Instant>, String)> = self
+            .slots
+            .iter()
+            .filter_map(|(account, slot)| match slot.phase {
+                Phase::Waiting { until, .. } => Some((Some(until), account.clone())),
+                Phase::Ready | Phase::Idle { .. } => Some((None, account.clone())),
+                Phase::Busy | Phase::Releasing => None,
+            })
+            .collect();
+        // `None` (could send now) first, then the latest `until` first.
+        movable.sort_by_key(|(until, _)| until.map(Reverse));
+        let moving: Vec<String> = movable
+            .into_iter()
+            .take(surplus)
+            .map(|(_, account)| account)
+            .collect();
+        // The rest of the surplus is busy: those go when their request has been answered.
+        let mut after_turn = 0;
+        for slot in self.slots.values_mut() {
+            if after_turn + moving.len() >= surplus {
+                break;
+            }
+            if slot.phase == Phase::Busy && !slot.hand_over {
+                slot.hand_over = true;
+                after_turn += 1;
+            }
+        }
+        info!(
+            now = moving.len(),
+            after_their_request = after_turn,
+            share,
+            "holding more than a fair share: giving accounts back for other replicas"
+        );
+        if moving.is_empty() {
+            return;
+        }
+        for account in &moving {
+            self.slots.remove(account);
+            self.ctx.held_remove(account);
+        }
+        let ctx = Arc::clone(&self.ctx);
+        tokio::spawn(async move {
+            if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, &moving).await {
+                warn!(error = %e, "could not give accounts back; their leases expire by themselves");
+            }
+        });
     }
 
     /// Forgets an account and releases its lease (in a task).
@@ -482,11 +713,15 @@ impl Scheduler {
             if let Err(e) = pause::resume_due(&ctx.pool, &ctx.worker_id).await {
                 warn!(error = %e, "could not mark ended pauses as over");
             }
-            if let Err(e) =
-                super::registry::heartbeat(&ctx.pool, &ctx.worker_id, lease_length).await
-            {
+            if let Err(e) = super::registry::heartbeat(&ctx.pool, &ctx.worker_id).await {
                 warn!(error = %e, "could not renew this daemon's heartbeat");
             }
+            let share = super::registry::fair_share(&ctx.pool, &ctx.worker_id, lease_length)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "could not work out this daemon's share of accounts");
+                    None
+                });
             let lost = match lease::renew(&ctx.pool, &ctx.worker_id, &held, lease_length).await {
                 Ok(kept) => {
                     let kept: std::collections::HashSet<String> = kept.into_iter().collect();
@@ -516,6 +751,7 @@ impl Scheduler {
                 lost,
                 released,
                 kept_idle,
+                share,
             });
         });
     }

@@ -67,6 +67,35 @@ pub struct FollowResponse {
     pub http_status: Option<u16>,
     /// From sending to the end of the body (or the failure).
     pub latency: Duration,
+    /// Whether X saw the request, as far as the client can tell.
+    pub fate: Fate,
+}
+
+/// What the client knows about whether a request reached X.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// A whole answer came: its classification is the truth.
+    Answered,
+    /// The request never left (the connection could not be made, or the credentials could
+    /// not be put in a header): X did not see it.
+    NotSent,
+    /// X may or may not have acted on it: a timeout or a connection lost after sending, or a
+    /// body cut short.
+    Unknown,
+}
+
+impl FollowResponse {
+    /// Whether the outcome rests on evidence: an answer, or a request known never to have
+    /// left. A job is never failed on a request whose fate is unknown.
+    pub fn answered(&self) -> bool {
+        self.fate != Fate::Unknown
+    }
+
+    /// Whether it is certain that no follow was made: the request never left, or X refused it
+    /// (a 4xx status). A 5xx, a timeout or a body cut short may hide a follow X made.
+    pub fn refused(&self) -> bool {
+        self.fate == Fate::NotSent || self.http_status.is_some_and(|s| (400..500).contains(&s))
+    }
 }
 
 /// The follow endpoint's client. Cheap to clone: the connection pool and base URL are shared.
@@ -110,10 +139,13 @@ impl XClient {
                 send(request).await
             }
             // A token that cannot even be a header value will never be accepted.
-            None => Sent::NoAnswer(FollowOutcome::Unauthorized(ErrorDetails {
-                reason: Some(String::from(INVALID_CREDENTIALS_REASON)),
-                ..ErrorDetails::default()
-            })),
+            None => Sent::NoAnswer {
+                outcome: FollowOutcome::Unauthorized(ErrorDetails {
+                    reason: Some(String::from(INVALID_CREDENTIALS_REASON)),
+                    ..ErrorDetails::default()
+                }),
+                left: false,
+            },
         };
         let latency = started.elapsed();
         let response = match outcome {
@@ -126,6 +158,7 @@ impl XClient {
                 limits,
                 http_status: Some(status),
                 latency,
+                fate: Fate::Answered,
             },
             Sent::BodyFailed {
                 status,
@@ -136,12 +169,14 @@ impl XClient {
                 limits,
                 http_status: Some(status),
                 latency,
+                fate: Fate::Unknown,
             },
-            Sent::NoAnswer(outcome) => FollowResponse {
+            Sent::NoAnswer { outcome, left } => FollowResponse {
                 outcome,
                 limits: RateLimitInfo::default(),
                 http_status: None,
                 latency,
+                fate: if left { Fate::Unknown } else { Fate::NotSent },
             },
         };
         tracing::debug!(
@@ -171,14 +206,20 @@ enum Sent {
         limits: RateLimitInfo,
         outcome: FollowOutcome,
     },
-    /// No answer at all (connect failure, timeout, connection reset).
-    NoAnswer(FollowOutcome),
+    /// No answer at all (connect failure, timeout, connection reset); `left` when the
+    /// request may have reached the server (anything but a failure to connect).
+    NoAnswer { outcome: FollowOutcome, left: bool },
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Sent {
     let response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return Sent::NoAnswer(FollowOutcome::Transient(transport_details(None, &e))),
+        Err(e) => {
+            return Sent::NoAnswer {
+                outcome: FollowOutcome::Transient(transport_details(None, &e)),
+                left: !e.is_connect(),
+            };
+        }
     };
     let status = response.status().as_u16();
     // Headers are read before the body, so even a body cut short keeps them.

@@ -62,6 +62,6 @@ pub mod oauth2;
 pub mod ratelimit_headers;
 
 pub use classify::{ApiErrorItem, ErrorDetails, FollowOutcome, UsageCapScope, classify};
-pub use client::{FollowResponse, RequestAuth, USER_AGENT, XApiError, XClient};
+pub use client::{Fate, FollowResponse, RequestAuth, USER_AGENT, XApiError, XClient};
 pub use oauth2::{RefreshError, TokenClient, TokenPair};
 pub use ratelimit_headers::{Limit24h, RateLimitInfo};

@@ -51,6 +51,8 @@ impl DaemonProcess {
             .env("FOLLOWQ_WORKER__HEARTBEAT_INTERVAL", "1s")
             .env("FOLLOWQ_WORKER__ACCOUNT_LEASE", "4s")
             .env("FOLLOWQ_WORKER__JOB_LEASE", "3s")
+            .env("FOLLOWQ_WORKER__SEND_DEADLINE", "500ms")
+            .env("FOLLOWQ_WORKER__LIVENESS_INTERVAL", "250ms")
             .env("FOLLOWQ_WORKER__SHUTDOWN_GRACE", "2s")
             .env("FOLLOWQ_WORKER__SUMMARY_INTERVAL", "500ms")
             .env("FOLLOWQ_RETRY__MAX_ATTEMPTS", "2")
@@ -71,6 +73,30 @@ impl DaemonProcess {
             String::from_utf8_lossy(&bytes).into_owned()
         });
         DaemonProcess { child, stderr }
+    }
+
+    /// Waits until `sql` (a boolean) is true, polling every 50 ms; fails at once, with the
+    /// logs, if the daemon exits meanwhile, and after `limit`.
+    async fn wait_until(&mut self, harness: &Harness, what: &str, sql: &'static str) {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let done: bool = sqlx::query_scalar(sql)
+                .fetch_one(&harness.db.pool)
+                .await
+                .expect("condition query");
+            if done {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let logs = (&mut self.stderr).await.unwrap_or_default();
+                panic!("followq run exited ({status}) before {what}:\n{logs}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not {what} within {LIMIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One SIGTERM, then everything it logged.
@@ -225,7 +251,8 @@ async fn the_daemons_trace_logs_and_rows_hold_no_secret() {
         )
         .await;
     harness.enqueue("2004", 5001, 1).await;
-    // 2005: answers slower than the request timeout: two timeouts, then failed.
+    // 2005: answers slower than the request timeout: timeouts (X may have made the follow, so
+    // the job is tried again and again, never failed).
     oauth2_account(&harness, "2005", "access-SECRET-14", "refresh-SECRET-15").await;
     harness
         .sim
@@ -247,14 +274,17 @@ async fn the_daemons_trace_logs_and_rows_hold_no_secret() {
         "refresh-SECRET-15",
     ]);
 
-    let daemon = DaemonProcess::spawn(&harness, &[]);
-    harness
+    let mut daemon = DaemonProcess::spawn(&harness, &[]);
+    daemon
         .wait_until(
-            LIMIT,
-            "every job finished or parked",
-            "SELECT count(*) = 0 FROM followq.follow_jobs AS j \
-             JOIN followq.accounts AS a ON a.user_id = j.source_user_id \
-             WHERE j.state = 'running' OR (j.state = 'queued' AND a.status <> 'needs_reauth')",
+            &harness,
+            "every job finished or parked, and two timeouts",
+            "SELECT (SELECT count(*) FROM followq.follow_jobs AS j \
+                     JOIN followq.accounts AS a ON a.user_id = j.source_user_id \
+                     WHERE j.source_user_id <> '2005' AND (j.state = 'running' \
+                           OR (j.state = 'queued' AND a.status <> 'needs_reauth'))) = 0 \
+                AND (SELECT count(*) FROM followq.attempts \
+                     WHERE account_user_id = '2005' AND outcome = 'transient') >= 2",
         )
         .await;
     let logs = daemon.stop().await;
@@ -271,7 +301,7 @@ async fn the_daemons_trace_logs_and_rows_hold_no_secret() {
     );
     assert_eq!(stats.user("2003").follows, 1);
     assert_eq!(stats.user("2004").bad_signatures, 1);
-    assert_eq!(stats.user("2005").requests, 2);
+    assert!(stats.user("2005").requests >= 2);
     let parked = harness
         .count("SELECT count(*) FROM followq.accounts WHERE status = 'needs_reauth'")
         .await;
@@ -289,7 +319,6 @@ async fn the_daemons_trace_logs_and_rows_hold_no_secret() {
             ("2000/5001".to_owned(), "succeeded".to_owned()),
             ("2000/5002".to_owned(), "failed".to_owned()),
             ("2003/5001".to_owned(), "succeeded".to_owned()),
-            ("2005/5001".to_owned(), "failed".to_owned()),
         ]
     );
     for expected in [
@@ -336,10 +365,10 @@ async fn an_app_wide_stop_is_logged_as_an_error_every_summary_interval() {
     let harness = Harness::new(config).await;
     harness.account("2100").await;
     harness.enqueue("2100", 5001, 1).await;
-    let daemon = DaemonProcess::spawn(&harness, &[("RUST_LOG", "info")]);
-    harness
+    let mut daemon = DaemonProcess::spawn(&harness, &[("RUST_LOG", "info")]);
+    daemon
         .wait_until(
-            LIMIT,
+            &harness,
             "the app stopped",
             "SELECT count(*) = 1 FROM followq.app_pause",
         )

@@ -3,16 +3,21 @@
 //! they must not compete with each other for the machine's two cores; the others
 //! (`support::shared`) may run beside each other, never beside a timed one.
 
+mod child;
 #[path = "../common/mod.rs"]
 mod common;
 mod demo;
+mod demo_postgres_choice;
+mod demo_throwaway;
 mod failures;
+mod handover;
 mod lifecycle;
 mod logs;
 mod notifications;
 mod oauth1;
 mod pacing;
 mod pauses;
+mod processes;
 mod quotas;
 mod reactions;
 mod support;

@@ -82,8 +82,9 @@ async fn a_spent_window_pauses_the_account_until_its_reset() {
 }
 
 /// `daily_cap` from followq's own counter: `rate_limit.daily_follows_per_account` follows in
-/// 24 hours pause the account until the oldest of them is a day old, in the row; a daemon
-/// started afterwards honours the row and sends nothing either.
+/// 24 hours pause the account until the oldest of them is a day old (counted from the latest
+/// moment it could have reached X, its `answer_by`), in the row; a daemon started afterwards
+/// honours the row and sends nothing either.
 ///
 /// Guard: the daily-cap gate of `AccountLimiter::blocked_until` (`ratelimit.rs`), with
 /// `Scheduler::persist_daily_cap` for the row. Checked by removing the gate: all five follows
@@ -118,7 +119,7 @@ async fn the_per_account_daily_cap_pauses_the_account_for_a_day() {
     let day = TimeDelta::hours(24);
     assert!(
         until >= ledger[0].sent_at + day
-            && until <= ledger[0].completed_at.unwrap() + day + TimeDelta::seconds(1),
+            && until <= ledger[0].answer_by.unwrap() + day + TimeDelta::seconds(1),
         "paused until {until}, not a day after the first follow ({:?})",
         ledger[0]
     );
@@ -208,7 +209,7 @@ async fn the_users_24_hour_limit_pauses_the_account_until_its_reset() {
 /// once and X answers 429), and the scheduler's `AppStopSeen` hold, which keeps a stop a job
 /// has just met while the app monitor, having read the table before it was written, reports
 /// the previous window's stop lifted (without it, a request went out into the spent window
-/// and got a 429 in 5 runs of 7: the interleaving depends on the monitor's poll).
+/// and got a 429 in 8 runs of 10: the interleaving depends on the monitor's poll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_apps_24_hour_limit_stops_every_account_until_its_reset() {
     let _scenario = shared().await;

@@ -87,6 +87,8 @@ impl Harness {
         settings.worker.heartbeat_interval = Duration::from_secs(1);
         settings.worker.account_lease = Duration::from_secs(4);
         settings.worker.job_lease = Duration::from_secs(3);
+        settings.worker.send_deadline = Duration::from_millis(500);
+        settings.worker.liveness_interval = Duration::from_millis(250);
         settings.worker.shutdown_grace = Duration::from_secs(5);
         settings.worker.summary_interval = Duration::from_secs(5);
         settings.retry.max_attempts = 4;
@@ -266,7 +268,7 @@ impl Harness {
         sqlx::query_as(
             "SELECT j.target_user_id, t.sent_at, t.completed_at, t.http_status, \
              t.outcome, t.rate_limit_limit, t.rate_limit_remaining, t.rate_limit_reset_at, \
-             t.error FROM followq.attempts AS t JOIN followq.follow_jobs AS j ON j.id = t.job_id \
+             t.error, t.answer_by FROM followq.attempts AS t JOIN followq.follow_jobs AS j ON j.id = t.job_id \
              WHERE t.account_user_id = $1 ORDER BY t.sent_at, t.id",
         )
         .bind(account)
@@ -316,6 +318,8 @@ pub struct LedgerRow {
     pub rate_limit_remaining: Option<i32>,
     pub rate_limit_reset_at: Option<DateTime<Utc>>,
     pub error: Option<serde_json::Value>,
+    /// The latest instant the request could reach X (claim + send deadline + timeout).
+    pub answer_by: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -339,6 +343,32 @@ pub async fn start_with(settings: &Settings) -> Running {
     }
 }
 
+/// A daemon whose turn panics for jobs to `target`, with its ops listener's address.
+pub async fn start_with_panic(settings: &Settings, target: &str) -> Started {
+    let pool = followq::db::connect(&settings.database)
+        .await
+        .expect("daemon pool");
+    let mut daemon = Daemon::new(settings.clone(), pool).expect("daemon");
+    daemon.inject_panic_for_target(target);
+    let http_addr = daemon.http_addr();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(daemon.run(shutdown.clone()));
+    Started {
+        running: Running {
+            shutdown,
+            handle,
+            stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
+        },
+        http_addr,
+    }
+}
+
+/// A daemon started with [`start_with_panic`].
+pub struct Started {
+    pub running: Running,
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
 /// A daemon running in this process.
 pub struct Running {
     shutdown: CancellationToken,
@@ -348,6 +378,16 @@ pub struct Running {
 }
 
 impl Running {
+    /// The first SIGTERM, in effect, without waiting: the daemon starts its graceful stop.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether the daemon has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
     /// SIGTERM, in effect: returns once the daemon has stopped gracefully; panics (after
     /// aborting it) if it takes longer than its grace period plus 10 s.
     pub async fn stop(mut self) {

@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod enqueue;
+mod handover;
 #[path = "../common/mod.rs"]
 mod helpers;
 mod schema;

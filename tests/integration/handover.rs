@@ -1,0 +1,296 @@
+//! The statements a handover rests on, against known rows: the claim writes `answer_by`, the
+//! rescuer never fails a job whose request's fate is unknown, a late conclusive answer still
+//! settles its job, and the ledger seed reads what a successor must count.
+
+use std::time::Duration;
+
+use followq::accounts::lease::{self, ledger_seeds};
+use followq::queue::claim::claim_batch;
+use followq::queue::complete::{AttemptRecord, Completion, NextState, record_batch};
+use followq::queue::rescue::rescue_orphans;
+use followq::queue::{FollowRequest, enqueue};
+
+use crate::helpers::TestDb;
+
+const WORKER: &str = "test-worker";
+
+/// An account leased to `WORKER` with `jobs` queued jobs.
+async fn leased_account(db: &TestDb, account: &str, jobs: u64) {
+    db.add_account(account).await;
+    for target in 0..jobs {
+        let request = FollowRequest::new(account, &(10_000 + target).to_string()).expect("ids");
+        enqueue(&db.pool, &request).await.expect("enqueue");
+    }
+    let leased = lease::acquire_named(
+        &db.pool,
+        WORKER,
+        &[account.to_owned()],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("lease");
+    assert_eq!(leased.len(), 1);
+}
+
+#[tokio::test]
+async fn a_claim_records_until_when_its_request_may_reach_x() {
+    let db = TestDb::new().await;
+    leased_account(&db, "100", 1).await;
+    let claimed = claim_batch(
+        &db.pool,
+        WORKER,
+        &["100".to_owned()],
+        Duration::from_secs(7),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let ahead: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM answer_by - sent_at)::float8 FROM followq.attempts",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("ledger row");
+    assert!(
+        (ahead - 7.0).abs() < 0.01,
+        "answer_by is {ahead} s after the claim"
+    );
+}
+
+/// Guard: `rescue_orphans` re-queues whatever the attempts (it used to fail exhausted jobs):
+/// a request whose answer never came may have made the follow.
+#[tokio::test]
+async fn the_rescuer_never_fails_a_job_whose_request_may_have_succeeded() {
+    let db = TestDb::new().await;
+    leased_account(&db, "200", 1).await;
+    claim_batch(
+        &db.pool,
+        WORKER,
+        &["200".to_owned()],
+        Duration::from_secs(3),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("claim");
+    // Its last attempt, and its job lease long gone.
+    sqlx::query(
+        "UPDATE followq.follow_jobs SET max_attempts = 1, lease_expires_at = now() - interval '1 minute'",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("expire");
+    let rescued = rescue_orphans(&db.pool, 10).await.expect("rescue");
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].state, "queued");
+    assert_eq!(rescued[0].worker_id.as_deref(), Some(WORKER));
+    let (state, kind): (String, String) =
+        sqlx::query_as("SELECT state, last_error->>'kind' FROM followq.follow_jobs")
+            .fetch_one(&db.pool)
+            .await
+            .expect("job");
+    assert_eq!((state.as_str(), kind.as_str()), ("queued", "abandoned"));
+    let outcome: Option<String> = sqlx::query_scalar("SELECT outcome FROM followq.attempts")
+        .fetch_one(&db.pool)
+        .await
+        .expect("ledger row");
+    assert_eq!(outcome.as_deref(), Some("abandoned"));
+    assert!(
+        rescue_orphans(&db.pool, 10)
+            .await
+            .expect("rescue")
+            .is_empty()
+    );
+}
+
+fn answer(job_id: i64, attempt_id: i64, next: NextState, conclusive: bool) -> Completion {
+    Completion {
+        job_id,
+        next,
+        conclusive,
+        error: None,
+        attempt: AttemptRecord {
+            attempt_id,
+            http_status: Some(200),
+            outcome: "succeeded".into(),
+            ..AttemptRecord::default()
+        },
+    }
+}
+
+/// Guard: the late-answer branch of `record_batch`. An answer that arrives after the job was
+/// taken back is recorded in the ledger always, and settles the job when it is conclusive.
+#[tokio::test]
+async fn a_late_answer_is_recorded_and_a_conclusive_one_settles_its_job() {
+    let db = TestDb::new().await;
+    leased_account(&db, "300", 2).await;
+    let claimed = claim_batch(
+        &db.pool,
+        WORKER,
+        &["300".to_owned()],
+        Duration::from_secs(3),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("claim");
+    let first = claimed[0].clone();
+    sqlx::query("UPDATE followq.follow_jobs SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .expect("expire");
+    rescue_orphans(&db.pool, 10).await.expect("rescue");
+
+    // An inconclusive late answer (a 503) changes only the ledger.
+    let mut inconclusive = answer(
+        first.id,
+        first.attempt_id,
+        NextState::Queued {
+            run_at: chrono::Utc::now(),
+            refund_attempt: false,
+            rate_limited: false,
+        },
+        false,
+    );
+    inconclusive.attempt.outcome = "transient".into();
+    inconclusive.attempt.http_status = Some(503);
+    let updated = record_batch(&db.pool, WORKER, &[inconclusive])
+        .await
+        .expect("record");
+    assert!(updated.is_empty(), "the job was not this daemon's any more");
+    let outcome: String = sqlx::query_scalar("SELECT outcome FROM followq.attempts WHERE id = $1")
+        .bind(first.attempt_id)
+        .fetch_one(&db.pool)
+        .await
+        .expect("ledger row");
+    assert_eq!(outcome, "transient", "the late answer replaced 'abandoned'");
+
+    // A conclusive one (the follow was made) settles the job.
+    let conclusive = answer(
+        first.id,
+        first.attempt_id,
+        NextState::Succeeded {
+            following: true,
+            pending_follow: false,
+        },
+        true,
+    );
+    let updated = record_batch(&db.pool, WORKER, &[conclusive])
+        .await
+        .expect("record");
+    assert_eq!(updated, vec![first.id]);
+    let state: String = sqlx::query_scalar("SELECT state FROM followq.follow_jobs WHERE id = $1")
+        .bind(first.id)
+        .fetch_one(&db.pool)
+        .await
+        .expect("job");
+    assert_eq!(state, "succeeded");
+}
+
+/// A ledger row to insert: sent, completed and answer_by (seconds from now), outcome, and the
+/// rate-limit headers' limit and remaining.
+type LedgerRow = (
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<&'static str>,
+    Option<i32>,
+    Option<i32>,
+);
+
+/// Guard: `ledger_seeds`, row by row: answered requests count at their answer, unanswered
+/// ones at their `answer_by` (and hold the account until then), `not_sent` ones not at all,
+/// and nothing before the last answer that opened a window.
+#[tokio::test]
+async fn the_ledger_seed_counts_what_a_successor_must() {
+    let db = TestDb::new().await;
+    db.add_account("400").await;
+    // Times relative to now, in seconds: (sent, completed, answer_by, outcome, limit, remaining).
+    // Each row is its own statement, so "now" moves a little between them: compare to 0.5 s.
+    let rows: [LedgerRow; 6] = [
+        // Before the window that the next row opened: forgotten.
+        (-50.0, Some(-49.0), None, Some("succeeded"), None, None),
+        // Opened a window (remaining = limit - 1).
+        (
+            -40.0,
+            Some(-39.0),
+            None,
+            Some("succeeded"),
+            Some(5),
+            Some(4),
+        ),
+        (-30.0, Some(-29.0), None, Some("succeeded"), None, None),
+        // Never sent: not counted.
+        (
+            -20.0,
+            Some(-20.0),
+            Some(-18.0),
+            Some("not_sent"),
+            None,
+            None,
+        ),
+        // Abandoned by a daemon that died: counts at its answer_by.
+        (-10.0, Some(-9.0), Some(5.0), Some("abandoned"), None, None),
+        // In flight: counts at its answer_by, and holds the account until then.
+        (-1.0, None, Some(8.0), None, None, None),
+    ];
+    for (sent, completed, answer_by, outcome, limit, remaining) in rows {
+        sqlx::query(
+            r#"
+            INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at,
+                completed_at, answer_by, outcome, rate_limit_limit, rate_limit_remaining,
+                rate_limit_reset_at)
+            VALUES (0, '400', 'old', now() + make_interval(secs => $1),
+                    now() + make_interval(secs => $2), now() + make_interval(secs => $3),
+                    $4, $5, $6, CASE WHEN $5 IS NOT NULL THEN now() + interval '60 seconds' END)
+            "#,
+        )
+        .bind(sent)
+        .bind(completed)
+        .bind(answer_by)
+        .bind(outcome)
+        .bind(limit)
+        .bind(remaining)
+        .execute(&db.pool)
+        .await
+        .expect("ledger row");
+    }
+    let seeds = ledger_seeds(
+        &db.pool,
+        &["400".to_owned()],
+        &[100.0],
+        &[5],
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("seed");
+    let seed = &seeds[0];
+    let rounded: Vec<i64> = seed
+        .arrivals_ago
+        .iter()
+        .map(|ago| ago.round() as i64)
+        .collect();
+    assert_eq!(
+        rounded,
+        vec![-8, -5, 29, 39],
+        "newest first: the in-flight and abandoned rows at their answer_by, the answers at their time"
+    );
+    let outstanding = seed.outstanding_for.expect("an unanswered request");
+    assert!((outstanding - 8.0).abs() < 0.5, "{outstanding}");
+    assert_eq!(seed.report_limit, Some(5));
+    assert_eq!(seed.report_remaining, Some(4));
+    assert_eq!(
+        seed.report_sent_since,
+        Some(3),
+        "three requests went out after the reported answer (the not_sent one did not)"
+    );
+    let ends_in = seed.report_ends_in.expect("the window it opened");
+    assert!(
+        (ends_in - 61.0).abs() < 0.5,
+        "one period after the opening answer: {ends_in}"
+    );
+    assert_eq!(
+        seed.follows_ago.len(),
+        5,
+        "every follow that may have happened"
+    );
+}
