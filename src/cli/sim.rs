@@ -14,7 +14,10 @@ use clap::Args;
 use serde_json::json;
 
 use crate::ids::UserId;
-use crate::sim::{self, FaultConfig, SimConfig, TargetRules, UsageCap, UsagePeriod, UsageScope};
+use crate::sim::{
+    self, DayLimit, FaultConfig, OAuth1Consumer, SimConfig, TargetRules, UsageCap, UsagePeriod,
+    UsageScope,
+};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -51,9 +54,14 @@ pub struct SimArgs {
     /// ones. Repeatable; each user's tokens are printed on stdout.
     #[arg(long = "user", value_name = "ID[:ACCESS:REFRESH]", value_parser = parse_user)]
     users: Vec<UserSpec>,
-    /// An OAuth 1.0a user: `ID:OAUTH_TOKEN` (signatures are not verified). Repeatable.
-    #[arg(long = "oauth1-user", value_name = "ID:TOKEN", value_parser = parse_oauth1_user)]
-    oauth1_users: Vec<(String, String)>,
+    /// An OAuth 1.0a user: `ID:OAUTH_TOKEN:OAUTH_TOKEN_SECRET`. Its requests must be signed
+    /// (HMAC-SHA1) with this secret and --oauth1-consumer's. Repeatable.
+    #[arg(long = "oauth1-user", value_name = "ID:TOKEN:SECRET", value_parser = parse_oauth1_user)]
+    oauth1_users: Vec<(String, String, String)>,
+    /// The app's OAuth 1.0a consumer key and secret. Without it every OAuth 1.0a request gets
+    /// 401.
+    #[arg(long = "oauth1-consumer", value_name = "KEY:SECRET", value_parser = parse_oauth1_consumer)]
+    oauth1_consumer: Option<OAuth1Consumer>,
     /// A bearer token that authenticates the app only (403 unsupported-authentication).
     /// Repeatable.
     #[arg(long = "app-only-token", value_name = "TOKEN")]
@@ -69,6 +77,20 @@ pub struct SimArgs {
     /// proxy that strips them.
     #[arg(long)]
     no_rate_limit_headers: bool,
+    /// Requests one user may make per --user-24h-window, reported as x-user-limit-24hour-*
+    /// headers and enforced with 429. Off unless set.
+    #[arg(long = "user-24h-limit", value_name = "N")]
+    user_24h_limit: Option<u32>,
+    /// Length of the window for --user-24h-limit.
+    #[arg(long = "user-24h-window", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    user_24h_window: Duration,
+    /// Requests all users together may make per --app-24h-window, reported as
+    /// x-app-limit-24hour-* headers and enforced with 429. Off unless set.
+    #[arg(long = "app-24h-limit", value_name = "N")]
+    app_24h_limit: Option<u32>,
+    /// Length of the window for --app-24h-limit.
+    #[arg(long = "app-24h-window", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    app_24h_window: Duration,
 
     /// Target ids divisible by N are protected: follows become pending.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -82,6 +104,12 @@ pub struct SimArgs {
     /// A target id that does not exist. Repeatable.
     #[arg(long = "unknown", value_name = "ID")]
     unknown: Vec<UserId>,
+    /// A target id X refuses with 400 invalid-request. Repeatable.
+    #[arg(long = "invalid", value_name = "ID")]
+    invalid: Vec<UserId>,
+    /// A target id that blocks every user (403). Repeatable.
+    #[arg(long = "blocking", value_name = "ID")]
+    blocking: Vec<UserId>,
 
     /// Every follow request gets 403 client-forbidden (app not enrolled).
     #[arg(long)]
@@ -154,15 +182,26 @@ fn parse_user(raw: &str) -> Result<UserSpec, String> {
     }
 }
 
-fn parse_oauth1_user(raw: &str) -> Result<(String, String), String> {
-    let (id, token) = raw
-        .split_once(':')
-        .ok_or_else(|| "expected ID:OAUTH_TOKEN".to_owned())?;
+fn parse_oauth1_user(raw: &str) -> Result<(String, String, String), String> {
+    let mut parts = raw.splitn(3, ':');
+    let (Some(id), Some(token), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected ID:OAUTH_TOKEN:OAUTH_TOKEN_SECRET".into());
+    };
     let id = UserId::parse(id).map_err(|e| e.to_string())?;
-    if token.is_empty() {
-        return Err("the oauth token is empty".into());
+    if token.is_empty() || secret.is_empty() {
+        return Err("the oauth token and its secret must not be empty".into());
     }
-    Ok((id.to_string(), token.to_owned()))
+    Ok((id.to_string(), token.to_owned(), secret.to_owned()))
+}
+
+fn parse_oauth1_consumer(raw: &str) -> Result<OAuth1Consumer, String> {
+    match raw.split_once(':') {
+        Some((key, secret)) if !key.is_empty() && !secret.is_empty() => Ok(OAuth1Consumer {
+            key: key.to_owned(),
+            secret: secret.to_owned(),
+        }),
+        _ => Err("expected CONSUMER_KEY:CONSUMER_SECRET".into()),
+    }
 }
 
 fn parse_usage_cap(raw: &str) -> Result<UsageCap, String> {
@@ -199,6 +238,8 @@ impl SimArgs {
                 protected_ids: ids(&self.protected),
                 unknown_every: self.unknown_every,
                 unknown_ids: ids(&self.unknown),
+                invalid_ids: ids(&self.invalid),
+                blocking_ids: ids(&self.blocking),
             },
             app_forbidden: self.app_forbidden,
             usage_capped: self.usage_capped,
@@ -212,6 +253,15 @@ impl SimArgs {
                 errors_200: self.errors_200,
             },
             rate_limit_headers: !self.no_rate_limit_headers,
+            user_24h_limit: self.user_24h_limit.map(|limit| DayLimit {
+                limit,
+                window: self.user_24h_window,
+            }),
+            app_24h_limit: self.app_24h_limit.map(|limit| DayLimit {
+                limit,
+                window: self.app_24h_window,
+            }),
+            oauth1_consumer: self.oauth1_consumer.clone(),
         }
     }
 }
@@ -237,8 +287,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             json!({"user_id": user.id, "access_token": access, "refresh_token": refresh, "expires_in": ttl})
         );
     }
-    for (user_id, token) in &args.oauth1_users {
-        handle.add_oauth1_user(user_id, token);
+    for (user_id, token, secret) in &args.oauth1_users {
+        handle.add_oauth1_user(user_id, token, secret);
     }
     for token in &args.app_only_tokens {
         handle.add_app_only_token(token);
@@ -292,5 +342,11 @@ mod tests {
         );
         assert!(parse_usage_cap("weekly:account").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(
+            parse_oauth1_user("42:tok:sec:ret"),
+            Ok(("42".into(), "tok".into(), "sec:ret".into()))
+        );
+        assert!(parse_oauth1_user("42:tok").is_err());
+        assert!(parse_oauth1_consumer("key:").is_err());
     }
 }

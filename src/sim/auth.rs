@@ -1,13 +1,15 @@
 //! Reading the `Authorization` header of a follow request: `Bearer <token>` (OAuth 2.0 user or
-//! app-only) or `OAuth …, oauth_token="…", …` (OAuth 1.0a, mapped by `oauth_token` alone; the
-//! signature is not verified).
+//! app-only) or `OAuth …` (OAuth 1.0a: the `oauth_token` names the user, and the HMAC-SHA1
+//! signature must verify with the configured consumer's secret and the token's secret).
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 
+use super::oauth1_verify::{self, OAuth1Params};
 use super::state::{Caller, SimState};
 
-/// Who the request's credentials name.
-pub fn caller(state: &SimState, headers: &HeaderMap) -> Caller {
+/// Who the request's credentials name. `method` and `uri` are the request's, for the OAuth
+/// 1.0a signature.
+pub fn caller(state: &SimState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Caller {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -18,31 +20,50 @@ pub fn caller(state: &SimState, headers: &HeaderMap) -> Caller {
     if scheme.eq_ignore_ascii_case("bearer") {
         state.bearer(rest.trim())
     } else if scheme.eq_ignore_ascii_case("oauth") {
-        match oauth1_token(rest) {
-            Some(token) => state.oauth1(token),
-            None => Caller::Unknown,
-        }
+        oauth1_caller(state, method, uri, headers, value)
     } else {
         Caller::Unknown
     }
 }
 
-/// The `oauth_token` parameter of an OAuth 1.0a header: `k="v", k="v"`.
-fn oauth1_token(params: &str) -> Option<&str> {
-    params.split(',').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key.trim() == "oauth_token").then(|| value.trim().trim_matches('"'))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_oauth_token_among_the_parameters() {
-        let header = r#"oauth_consumer_key="ck", oauth_nonce="n", oauth_token="123-abc", oauth_signature="s%3D""#;
-        assert_eq!(oauth1_token(header), Some("123-abc"));
-        assert_eq!(oauth1_token(r#"oauth_consumer_key="ck""#), None);
+fn oauth1_caller(
+    state: &SimState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    value: &str,
+) -> Caller {
+    let Some(params) = OAuth1Params::parse(value) else {
+        return Caller::Unknown;
+    };
+    let Some((user_id, token_secret)) = params.get("oauth_token").and_then(|t| state.oauth1(t))
+    else {
+        return Caller::Unknown;
+    };
+    let consumer = state
+        .config()
+        .oauth1_consumer
+        .as_ref()
+        .filter(|c| params.get("oauth_consumer_key") == Some(c.key.as_str()));
+    let verified = consumer.is_some_and(|consumer| {
+        // The URL the client signed: the simulator serves plain HTTP, at the Host it was
+        // reached by (HTTP/1.1 requires the header).
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        host.is_some_and(|host| {
+            let url = format!("http://{host}{uri}");
+            oauth1_verify::verify(
+                method.as_str(),
+                &url,
+                &params,
+                &consumer.secret,
+                &token_secret,
+            )
+            .is_ok()
+        })
+    });
+    if verified {
+        Caller::User { user_id }
+    } else {
+        Caller::BadSignature { user_id }
     }
 }

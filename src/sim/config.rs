@@ -1,5 +1,6 @@
-//! The simulator's settings: the rate-limit rules (defaults are X's real ones), the rules that
-//! make a target protected or unknown, the app-wide switches, and the fault rates.
+//! The simulator's settings: the rate-limit rules (defaults are X's real ones), the 24-hour
+//! limits, the OAuth 1.0a consumer, the rules that make a target protected, unknown, invalid or
+//! blocking, the app-wide switches, and the fault rates.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -38,7 +39,41 @@ pub struct SimConfig {
     pub faults: FaultConfig,
     /// Send `x-rate-limit-*` headers with every counted answer, as X does. Off: answers carry
     /// none (a proxy that strips them, or X leaving them out), the window is still enforced.
+    /// The 24-hour headers below are left out too.
     pub rate_limit_headers: bool,
+    /// A per-user 24-hour request limit, reported as `x-user-limit-24hour-*` on every counted
+    /// answer and enforced with 429; `None` (the default): neither.
+    pub user_24h_limit: Option<DayLimit>,
+    /// The same for the whole app (every user's requests together), reported as
+    /// `x-app-limit-24hour-*`; `None` (the default): neither.
+    pub app_24h_limit: Option<DayLimit>,
+    /// The app's OAuth 1.0a consumer: requests signed with OAuth 1.0a must name this key and
+    /// carry a valid HMAC-SHA1 signature made with its secret and the token's secret.
+    /// `None`: every OAuth 1.0a request gets 401, as for an unknown consumer key.
+    pub oauth1_consumer: Option<OAuth1Consumer>,
+}
+
+/// A limit on requests per fixed window that starts at the first request after the previous
+/// one ended: X's 24-hour user and app limits (24 h; seconds in tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayLimit {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+/// An OAuth 1.0a consumer (the app's API key and secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OAuth1Consumer {
+    pub key: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for OAuth1Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth1Consumer")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SimConfig {
@@ -56,12 +91,15 @@ impl Default for SimConfig {
             usage_capped: None,
             faults: FaultConfig::default(),
             rate_limit_headers: true,
+            user_24h_limit: None,
+            app_24h_limit: None,
+            oauth1_consumer: None,
         }
     }
 }
 
-/// Deterministic rules for targets. A target is unknown if either unknown rule matches, else
-/// protected if either protected rule matches, else public.
+/// Deterministic rules for targets, tried in this order: unknown (404), invalid (400),
+/// blocking (403), protected (pending), else public.
 #[derive(Debug, Clone, Default)]
 pub struct TargetRules {
     /// Target ids divisible by this number are protected (follows become pending).
@@ -72,6 +110,10 @@ pub struct TargetRules {
     pub unknown_every: Option<u64>,
     /// These target ids do not exist.
     pub unknown_ids: HashSet<String>,
+    /// X refuses these target ids with 400 `invalid-request`.
+    pub invalid_ids: HashSet<String>,
+    /// These targets block the user: 403 "You cannot follow an account that is blocking you."
+    pub blocking_ids: HashSet<String>,
 }
 
 impl TargetRules {

@@ -1,13 +1,14 @@
 //! `POST /2/users/{id}/following`: authenticates, validates the path and body as strictly as
 //! X, asks the state for the answer, and turns it into a response with the
-//! `x-rate-limit-*` headers, applying the injected faults (delay, drop, spoiled body).
+//! `x-rate-limit-*` (and, when configured, 24-hour) headers, applying the injected faults
+//! (delay, drop, spoiled body).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -24,12 +25,14 @@ pub struct DropConnection;
 
 pub async fn follow(
     State(state): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let _in_flight = state.enter();
-    let user_id = match auth::caller(&state, &headers) {
+    let user_id = match auth::caller(&state, &method, &uri, &headers) {
         Caller::Unknown => {
             state.count_unauthenticated();
             return problems::unauthorized().into_response();
@@ -42,6 +45,14 @@ pub async fn follow(
             state.count_app_only();
             return problems::unsupported_authentication().into_response();
         }
+        Caller::BadSignature { user_id } => {
+            state.count_bad_signature(&user_id);
+            return problems::unauthorized().into_response();
+        }
+        Caller::User { user_id } if state.tokens_refused(&user_id) => {
+            state.count_unauthorized(&user_id);
+            return problems::unauthorized().into_response();
+        }
         Caller::User { user_id } => user_id,
     };
     let path_id = match path {
@@ -50,6 +61,7 @@ pub async fn follow(
     };
     let request = validate(path_id, &headers, body);
     let outcome = state.follow(&user_id, request);
+    state.changed();
     // Counted in flight until this handler ends, however it ends (a client that gives up
     // drops it).
     let _handled = Handling {
@@ -160,8 +172,15 @@ fn respond(outcome: FollowOutcome) -> Response {
         }
         _ => answer(outcome.answer),
     };
+    let headers = response.headers_mut();
     if let Some(rate) = outcome.rate {
-        set_rate_headers(response.headers_mut(), rate);
+        set_rate_headers(headers, "x-rate-limit", rate);
+    }
+    if let Some(rate) = outcome.user_24h {
+        set_rate_headers(headers, "x-user-limit-24hour", rate);
+    }
+    if let Some(rate) = outcome.app_24h {
+        set_rate_headers(headers, "x-app-limit-24hour", rate);
     }
     response
 }
@@ -197,13 +216,16 @@ fn answer(answer: Answer) -> Response {
     }
 }
 
-fn set_rate_headers(headers: &mut HeaderMap, rate: RateHeaders) {
+/// `{prefix}-limit`, `{prefix}-remaining` and `{prefix}-reset`.
+fn set_rate_headers(headers: &mut HeaderMap, prefix: &str, rate: RateHeaders) {
     let pairs = [
-        ("x-rate-limit-limit", u64::from(rate.limit)),
-        ("x-rate-limit-remaining", rate.remaining),
-        ("x-rate-limit-reset", rate.reset),
+        ("limit", u64::from(rate.limit)),
+        ("remaining", rate.remaining),
+        ("reset", rate.reset),
     ];
-    for (name, value) in pairs {
-        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    for (suffix, value) in pairs {
+        if let Ok(name) = HeaderName::try_from(format!("{prefix}-{suffix}")) {
+            headers.insert(name, HeaderValue::from(value));
+        }
     }
 }

@@ -13,8 +13,12 @@
 //!
 //! # The follow rules, in the order they are applied
 //! 1. Credentials: `Bearer <token>` or OAuth 1.0a `OAuth … oauth_token="…"` (mapped to a user
-//!    registered with `add_oauth1_user`; the signature is **not** verified). Missing, unknown,
-//!    expired or revoked: 401 problem JSON. App-only bearer token: 403
+//!    registered with `add_oauth1_user`). An OAuth 1.0a request must name the consumer key of
+//!    `oauth1_consumer` and carry a valid HMAC-SHA1 signature (RFC 5849 §3.4) of its method,
+//!    its URL (`http://<Host><path>`, with any query) and its `oauth_*` parameters, keyed with
+//!    the consumer secret and the token's secret; anything else gets X's 401 (counted in the
+//!    user's `bad_signatures`). Missing, unknown, expired or revoked tokens, and the tokens of
+//!    a user set with `set_tokens_refused`: 401 problem JSON. App-only bearer token: 403
 //!    `unsupported-authentication`. These carry no rate-limit headers (no user window) and are
 //!    not counted in the user's `requests`.
 //! 2. From here on the request is the user's: it counts in `requests` and in the user's
@@ -22,17 +26,24 @@
 //!    answer. A window starts at the first request after the previous one ended. Every answer
 //!    from here on carries `x-rate-limit-limit`, `x-rate-limit-remaining` and
 //!    `x-rate-limit-reset` (epoch seconds of window start + window, rounded up), unless
-//!    `rate_limit_headers` is off (the window is enforced all the same).
+//!    `rate_limit_headers` is off (the window is enforced all the same). When
+//!    `user_24h_limit` (per user) or `app_24h_limit` (every user's requests together) is set,
+//!    the request also counts in that fixed window, and the answer carries
+//!    `x-user-limit-24hour-{limit,remaining,reset}` or `x-app-limit-24hour-*` alike.
 //! 3. App-wide switches: `app_forbidden` gives 403 `client-forbidden`; `usage_capped` gives
 //!    429 `usage-capped` with `period` and `scope`.
-//! 4. Past the window's limit: 429 problem JSON (`about:blank`, "Too Many Requests").
+//! 4. Past the window's limit, then past the user's or the app's 24-hour limit: 429 problem
+//!    JSON (`about:blank`, "Too Many Requests"), counted in `rate_limited`,
+//!    `user_24h_limited` or `app_24h_limited`.
 //! 5. Faults (below) may replace or spoil the answer from here on; refusals above are never
 //!    faulted.
 //! 6. `:id` must match `^[0-9]{1,19}$`, `Content-Type` must be `application/json`, and the
 //!    body exactly `{"target_user_id":"<1-19 digits>"}` (no other field): else 400
 //!    `invalid-request` in X's shape (`errors[].parameters`, `title`, `detail`, `type`).
 //! 7. `:id` not the token's user: 403. Following oneself: 400 `invalid-request`.
-//! 8. Unknown target (`TargetRules::unknown_*`): 404 `resource-not-found`.
+//! 8. Unknown target (`TargetRules::unknown_*`): 404 `resource-not-found`. A target in
+//!    `invalid_ids`: 400 `invalid-request`. A target in `blocking_ids`: 403 "You cannot follow
+//!    an account that is blocking you."
 //! 9. Already following or pending: 200 no-op with the current state.
 //! 10. Daily cap (`daily_cap` new follows per `daily_window`, default 400 per 24 h, a fixed
 //!     window starting at the first follow): 403 "You are unable to follow more people at this
@@ -64,8 +75,9 @@
 //!
 //! # Test controls
 //! Beyond the faults, [`SimHandle`] can turn the rate-limit headers off
-//! (`set_rate_limit_headers`), make one user's answers slow (`set_answer_delay`), and hold the
-//! token endpoint so that a refresh stalls (`hold_token_endpoint`).
+//! (`set_rate_limit_headers`), make one user's answers slow (`set_answer_delay`), refuse every
+//! token of a user while refreshes still work (`set_tokens_refused`), and hold the token
+//! endpoint so that a refresh stalls (`hold_token_endpoint`).
 //!
 //! # Serving and throughput
 //! HTTP/1.1 only (what a client reaches over `http://`), keep-alive, one task per connection.
@@ -82,12 +94,17 @@ mod config;
 mod faults;
 mod follow;
 mod oauth;
+mod oauth1_verify;
 mod problems;
 mod server;
 mod state;
 mod stats;
 
-pub use config::{FaultConfig, SimConfig, TargetRules, UsageCap, UsagePeriod, UsageScope};
+pub use config::{
+    DayLimit, FaultConfig, OAuth1Consumer, SimConfig, TargetRules, UsageCap, UsagePeriod,
+    UsageScope,
+};
+pub use oauth1_verify::{OAuth1Params, SignatureProblem, verify as verify_oauth1_signature};
 pub use server::{SimHandle, spawn, spawn_at};
 pub use state::SimTokens;
 pub use stats::{FaultStats, SimStats, TotalStats, UserStats};

@@ -27,10 +27,12 @@ pub async fn token(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     state.token_gate().await;
-    match refresh(&state, &headers, body) {
+    let response = match refresh(&state, &headers, body) {
         Ok(response) => response,
         Err(problem) => problem.into_response(),
-    }
+    };
+    state.changed();
+    response
 }
 
 fn refresh(

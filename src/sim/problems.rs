@@ -68,6 +68,15 @@ pub fn not_this_user(path_id: &str) -> Problem {
     )
 }
 
+/// 403 when the target blocks the user.
+pub fn blocked_by_target() -> Problem {
+    about_blank(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "You cannot follow an account that is blocking you.",
+    )
+}
+
 /// 403 for the per-user daily follow cap (the v1.1 wording, code 161).
 pub fn daily_cap() -> Problem {
     about_blank(

@@ -207,9 +207,18 @@ impl SimHandle {
         self.state.add_app_only_token(token);
     }
 
-    /// An OAuth 1.0a `oauth_token` acting for `user_id`; signatures are not verified.
-    pub fn add_oauth1_user(&self, user_id: &str, token: &str) {
-        self.state.add_oauth1_user(user_id, token);
+    /// An OAuth 1.0a `oauth_token` and its secret acting for `user_id`. Requests signed with
+    /// it must carry a valid HMAC-SHA1 signature made with this secret and the consumer secret
+    /// of `SimConfig::oauth1_consumer`.
+    pub fn add_oauth1_user(&self, user_id: &str, token: &str, token_secret: &str) {
+        self.state.add_oauth1_user(user_id, token, token_secret);
+    }
+
+    /// While `refused`, X answers 401 to every follow request of `user_id` whatever its
+    /// token, fresh ones included (the user withdrew the app's access), while the token
+    /// endpoint still refreshes.
+    pub fn set_tokens_refused(&self, user_id: &str, refused: bool) {
+        self.state.set_tokens_refused(user_id, refused);
     }
 
     /// Sends (true) or leaves out (false) the `x-rate-limit-*` headers from now on.
@@ -270,6 +279,30 @@ impl SimHandle {
     /// The figures right now.
     pub fn stats_now(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// Waits until `done` holds for the figures, checking them again whenever they change (a
+    /// follow request counted, refused or answered; a token endpoint answer), for at most
+    /// `limit`. `Ok` with the figures that satisfied it, or `Err` with the last ones seen.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        done: impl Fn(&SimStats) -> bool,
+    ) -> Result<SimStats, SimStats> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut changes = self.state.changes();
+        loop {
+            changes.borrow_and_update();
+            let stats = self.state.stats();
+            if done(&stats) {
+                return Ok(stats);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Timed out, or the simulator is gone.
+                _ => return Err(self.state.stats()),
+            }
+        }
     }
 
     /// Stops accepting, lets open requests finish (up to 5 s), and waits for the server.

@@ -17,7 +17,7 @@ use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::config::{FaultConfig, SimConfig, UsageCap};
+use super::config::{DayLimit, FaultConfig, SimConfig, UsageCap};
 use super::faults::{self, FaultDecision, FaultKind};
 use super::problems::{self, Problem};
 use super::stats::{SimStats, TotalStats, UserStats};
@@ -38,6 +38,9 @@ pub enum Caller {
     Expired { user_id: String },
     /// An app-only bearer token.
     AppOnly,
+    /// A known user's OAuth 1.0a token with a signature that does not verify (wrong secret,
+    /// another request's signature, an unknown consumer key, an unsupported method).
+    BadSignature { user_id: String },
     /// A valid user token.
     User { user_id: String },
 }
@@ -50,7 +53,8 @@ pub struct FollowRequest {
     pub target: String,
 }
 
-/// The window figures sent as `x-rate-limit-*` headers.
+/// The window figures sent as `x-rate-limit-*` (or `x-user-limit-24hour-*`,
+/// `x-app-limit-24hour-*`) headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateHeaders {
     pub limit: u32,
@@ -89,6 +93,9 @@ pub struct FollowOutcome {
     pub answer: Answer,
     /// `None` when the simulator sends no rate-limit headers.
     pub rate: Option<RateHeaders>,
+    /// The 24-hour limits' figures, when configured and headers are on.
+    pub user_24h: Option<RateHeaders>,
+    pub app_24h: Option<RateHeaders>,
     /// The user's own answer delay, on top of any injected one.
     pub user_delay: Option<Duration>,
     /// The target being handled, to release with [`SimState::leave`].
@@ -134,6 +141,10 @@ struct UserState {
     targets_in_flight: HashMap<String, u32>,
     /// Every answer to this user waits this long (a slow request, set by a test).
     answer_delay: Option<Duration>,
+    /// The current 24-hour window of this user's requests, when that limit is configured.
+    day_requests: Option<Window>,
+    /// X refuses every token of this user with 401, fresh ones included (set by a test).
+    tokens_refused: bool,
 }
 
 impl UserState {
@@ -148,6 +159,27 @@ impl UserState {
         }
         self.window.get_or_insert_with(|| new_window(now, length))
     }
+}
+
+/// The window in `slot`, starting a new one if there is none or it has ended.
+fn current_window(slot: &mut Option<Window>, now: Instant, length: Duration) -> &mut Window {
+    if slot.is_none_or(|w| now.saturating_duration_since(w.started) >= length) {
+        *slot = Some(new_window(now, length));
+    }
+    slot.get_or_insert_with(|| new_window(now, length))
+}
+
+/// Counts one request in a 24-hour window: the headers to send, and whether it is over.
+fn count_in_day(slot: &mut Option<Window>, limit: DayLimit, now: Instant) -> (RateHeaders, bool) {
+    let window = current_window(slot, now, limit.window);
+    window.used += 1;
+    window.received += 1;
+    let headers = RateHeaders {
+        limit: limit.limit,
+        remaining: u64::from(limit.limit).saturating_sub(window.used),
+        reset: window.reset_epoch,
+    };
+    (headers, window.used > u64::from(limit.limit))
 }
 
 fn new_window(now: Instant, length: Duration) -> Window {
@@ -206,7 +238,10 @@ pub struct SimState {
     users: DashMap<String, Arc<Mutex<UserState>>>,
     access_tokens: DashMap<String, AccessToken>,
     refresh_tokens: DashMap<String, RefreshToken>,
-    oauth1_tokens: DashMap<String, String>,
+    /// OAuth 1.0a token → (user id, token secret).
+    oauth1_tokens: DashMap<String, (String, String)>,
+    /// The app's 24-hour window of requests (every user's), when that limit is configured.
+    app_day: Mutex<Option<Window>>,
     unauthenticated: AtomicU64,
     app_only: AtomicU64,
     token_rejected: AtomicU64,
@@ -216,6 +251,9 @@ pub struct SimState {
     /// While true, token endpoint requests wait (a test holds a refresh in flight).
     token_hold: tokio::sync::watch::Sender<bool>,
     token_waiting: AtomicU64,
+    /// Bumped whenever the figures change (a follow request counted, refused or answered; a
+    /// token endpoint answer), so a test can wait for a figure without polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Locks a user, shrugging off poisoning: no code under these locks panics, and a poisoned
@@ -244,6 +282,7 @@ impl SimState {
             access_tokens: DashMap::new(),
             refresh_tokens: DashMap::new(),
             oauth1_tokens: DashMap::new(),
+            app_day: Mutex::new(None),
             unauthenticated: AtomicU64::new(0),
             app_only: AtomicU64::new(0),
             token_rejected: AtomicU64::new(0),
@@ -251,7 +290,18 @@ impl SimState {
             idle: Notify::new(),
             token_hold: tokio::sync::watch::Sender::new(false),
             token_waiting: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Tells [`SimState::changes`] watchers that the figures moved.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later change of the figures.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -318,11 +368,13 @@ impl SimState {
         );
     }
 
-    /// Registers an OAuth 1.0a `oauth_token` for `user_id` (signatures are not checked).
-    pub fn add_oauth1_user(&self, user_id: &str, token: &str) {
+    /// Registers an OAuth 1.0a `oauth_token` and its secret for `user_id`.
+    pub fn add_oauth1_user(&self, user_id: &str, token: &str, token_secret: &str) {
         self.user(user_id);
-        self.oauth1_tokens
-            .insert(token.to_owned(), user_id.to_owned());
+        self.oauth1_tokens.insert(
+            token.to_owned(),
+            (user_id.to_owned(), token_secret.to_owned()),
+        );
     }
 
     /// Makes every access token of `user_id` expired from now on.
@@ -352,14 +404,9 @@ impl SimState {
         }
     }
 
-    /// Who an OAuth 1.0a `oauth_token` belongs to.
-    pub fn oauth1(&self, token: &str) -> Caller {
-        match self.oauth1_tokens.get(token) {
-            Some(user_id) => Caller::User {
-                user_id: user_id.clone(),
-            },
-            None => Caller::Unknown,
-        }
+    /// The user and token secret of an OAuth 1.0a `oauth_token`.
+    pub fn oauth1(&self, token: &str) -> Option<(String, String)> {
+        self.oauth1_tokens.get(token).map(|entry| entry.clone())
     }
 
     /// Spends `refresh` and issues a new pair, or says why not. Exactly one of several
@@ -415,6 +462,17 @@ impl SimState {
     /// Turns the `x-rate-limit-*` headers on or off for later answers.
     pub fn set_rate_limit_headers(&self, on: bool) {
         self.rate_limit_headers.store(on, Ordering::SeqCst);
+    }
+
+    /// While `refused`, every follow request of `user_id` gets 401 whatever its token; the
+    /// token endpoint still refreshes.
+    pub fn set_tokens_refused(&self, user_id: &str, refused: bool) {
+        lock(&self.user(user_id)).tokens_refused = refused;
+    }
+
+    /// Whether `user_id`'s tokens are refused (see [`SimState::set_tokens_refused`]).
+    pub fn tokens_refused(&self, user_id: &str) -> bool {
+        lock(&self.user(user_id)).tokens_refused
     }
 
     /// Every later answer to `user_id` waits `delay` (`None`: answer at once).
@@ -487,9 +545,17 @@ impl SimState {
         self.token_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A 401 for an expired or revoked token of a known user.
+    /// A 401 for an expired, revoked or refused token of a known user.
     pub fn count_unauthorized(&self, user_id: &str) {
         lock(&self.user(user_id)).stats.unauthorized += 1;
+    }
+
+    /// A 401 for a known user's OAuth 1.0a token whose signature did not verify.
+    pub fn count_bad_signature(&self, user_id: &str) {
+        let user = self.user(user_id);
+        let mut user = lock(&user);
+        user.stats.unauthorized += 1;
+        user.stats.bad_signatures += 1;
     }
 
     // ---- the follow rules ----
@@ -520,14 +586,31 @@ impl SimState {
         let (used, received, reset) = (window.used, window.received, window.reset_epoch);
         user.stats.max_window_usage = user.stats.max_window_usage.max(used);
         user.stats.max_requests_in_window = user.stats.max_requests_in_window.max(received);
-        let rate = self
-            .rate_limit_headers
-            .load(Ordering::SeqCst)
-            .then_some(RateHeaders {
-                limit,
-                remaining: u64::from(limit).saturating_sub(used),
-                reset,
-            });
+        let headers_on = self.rate_limit_headers.load(Ordering::SeqCst);
+        let rate = headers_on.then_some(RateHeaders {
+            limit,
+            remaining: u64::from(limit).saturating_sub(used),
+            reset,
+        });
+        let (user_24h, user_day_over) = match self.config.user_24h_limit {
+            Some(day) => {
+                let (headers, over) = count_in_day(&mut user.day_requests, day, now);
+                (Some(headers), over)
+            }
+            None => (None, false),
+        };
+        let (app_24h, app_day_over) = match self.config.app_24h_limit {
+            Some(day) => {
+                let mut app_day = self.app_day.lock().unwrap_or_else(PoisonError::into_inner);
+                let (headers, over) = count_in_day(&mut app_day, day, now);
+                (Some(headers), over)
+            }
+            None => (None, false),
+        };
+        let (user_24h, app_24h) = (
+            user_24h.filter(|_| headers_on),
+            app_24h.filter(|_| headers_on),
+        );
         // Being handled from now until `leave`: in flight for this user, and for this target.
         user.in_flight += 1;
         user.stats.max_in_flight = user.stats.max_in_flight.max(user.in_flight);
@@ -549,6 +632,12 @@ impl SimState {
             Some(Answer::Refused(problems::usage_capped(cap)))
         } else if used > u64::from(limit) {
             user.stats.rate_limited += 1;
+            Some(Answer::Refused(problems::too_many_requests()))
+        } else if user_day_over {
+            user.stats.user_24h_limited += 1;
+            Some(Answer::Refused(problems::too_many_requests()))
+        } else if app_day_over {
+            user.stats.app_24h_limited += 1;
             Some(Answer::Refused(problems::too_many_requests()))
         } else {
             None
@@ -588,6 +677,8 @@ impl SimState {
         FollowOutcome {
             answer,
             rate,
+            user_24h,
+            app_24h,
             user_delay,
             target,
             fault,
@@ -634,6 +725,19 @@ impl SimState {
         let rules = &self.config.targets;
         if rules.is_unknown(&request.target) {
             return Answer::Refused(problems::target_not_found(&request.target));
+        }
+        if rules.invalid_ids.contains(&request.target) {
+            return Answer::Refused(problems::invalid_request(
+                "target_user_id",
+                &request.target,
+                &format!(
+                    "The `target_user_id` query parameter value [{}] is not valid",
+                    request.target
+                ),
+            ));
+        }
+        if rules.blocking_ids.contains(&request.target) {
+            return Answer::Refused(problems::blocked_by_target());
         }
         if let Some(edge) = user.graph.get(&request.target) {
             user.stats.repeated += 1;
@@ -726,5 +830,6 @@ impl Drop for InFlight {
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
+        self.0.changed();
     }
 }

@@ -29,7 +29,7 @@ pub struct UserStats {
     /// Follow requests authenticated as this user (valid token), whatever the answer. These
     /// are exactly the requests counted in the user's windows.
     pub requests: u64,
-    /// 429s for the user's window.
+    /// 429s for the user's 15-minute window.
     pub rate_limited: u64,
     /// The most follow requests received inside any one of this user's windows, rejected ones
     /// included. Requests spent with `prespend` (another app) are not in it.
@@ -51,8 +51,16 @@ pub struct UserStats {
     pub usage_capped: u64,
     /// 403 `client-forbidden`.
     pub app_forbidden: u64,
-    /// 401s for this user's expired or revoked tokens (not counted in `requests`).
+    /// 401s for this user's expired, revoked or refused tokens and bad OAuth 1.0a signatures
+    /// (not counted in `requests`).
     pub unauthorized: u64,
+    /// 401s for OAuth 1.0a requests with this user's token whose signature did not verify
+    /// (also in `unauthorized`).
+    pub bad_signatures: u64,
+    /// 429s for the user's 24-hour limit (`x-user-limit-24hour-*`).
+    pub user_24h_limited: u64,
+    /// 429s for the app's 24-hour limit (`x-app-limit-24hour-*`), on this user's requests.
+    pub app_24h_limited: u64,
     /// Successful refreshes at the token endpoint.
     pub refreshes: u64,
     /// Refreshes with a spent refresh token of this user.
@@ -87,6 +95,9 @@ impl UserStats {
         self.usage_capped += other.usage_capped;
         self.app_forbidden += other.app_forbidden;
         self.unauthorized += other.unauthorized;
+        self.bad_signatures += other.bad_signatures;
+        self.user_24h_limited += other.user_24h_limited;
+        self.app_24h_limited += other.app_24h_limited;
         self.refreshes += other.refreshes;
         self.refresh_reuses += other.refresh_reuses;
         for (status, n) in &other.by_status {

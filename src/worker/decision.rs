@@ -131,7 +131,13 @@ pub fn decide(
                 Some(p) if p.eq_ignore_ascii_case("daily") => DAY,
                 _ => MONTH,
             };
-            let until = limits.resume_at(now).unwrap_or(now + default_length);
+            // The 15-minute window's reset says nothing about a daily or monthly cap: only
+            // Retry-After, when X sends one, ends it earlier than the period.
+            let until = limits
+                .retry_after
+                .and_then(|wait| TimeDelta::from_std(wait).ok())
+                .and_then(|wait| now.checked_add_signed(wait))
+                .unwrap_or(now + default_length);
             let error = json!({
                 "kind": "usage_capped", "status": 429, "period": period, "scope": scope,
                 "retry_at": until,
@@ -478,6 +484,34 @@ mod tests {
             until: now + MONTH,
             reason: "usage_capped"
         }));
+    }
+
+    #[test]
+    fn a_usage_cap_lasts_its_period_whatever_the_window_reset_says() {
+        let now = Utc::now();
+        let window = RateLimitInfo {
+            limit: Some(50),
+            remaining: Some(40),
+            reset_at: Some(now + TimeDelta::minutes(10)),
+            ..RateLimitInfo::default()
+        };
+        let capped = FollowOutcome::UsageCapped {
+            period: Some("Daily".into()),
+            scope: Some(UsageCapScope::Account),
+        };
+        let d = decide(&capped, &window, job(1), &retry(), now, 0.5);
+        assert!(d.account.contains(&AccountAction::Pause {
+            until: now + DAY,
+            reason: "usage_capped"
+        }));
+        let told = RateLimitInfo {
+            retry_after: Some(Duration::from_secs(3600)),
+            ..window
+        };
+        let d = decide(&capped, &told, job(1), &retry(), now, 0.5);
+        assert!(
+            matches!(d.next, NextState::Queued { run_at, .. } if run_at == now + TimeDelta::hours(1))
+        );
     }
 
     #[test]

@@ -214,6 +214,23 @@ async fn send_and_record(
     };
 
     ctx.inject_panic_for(&job.target_user_id);
+    // Held until the answer is recorded (the end of this function).
+    let _app_slot = match ctx.app_cap.admit(&ctx.pool, &ctx.worker_id).await {
+        Ok(Some(slot)) => slot,
+        Ok(None) => return app_cap_reached(ctx, &job).await,
+        Err(e) => {
+            warn!(error = %e, "database error while checking the app's daily cap; retrying in 1 s");
+            let next = NextState::Queued {
+                run_at: Utc::now(),
+                refund_attempt: true,
+                rate_limited: false,
+            };
+            let error = json!({"kind": "database", "detail": e.to_string()});
+            finish(ctx, &job, next, Some(error), unsent(&job)).await;
+            return JobReport::RetryAt(Instant::now() + Duration::from_secs(1));
+        }
+    };
+
     // The claim's promise: a request not on the wire by its send deadline is never sent, so a
     // daemon that stalled here (a slow token refresh, a frozen process) cannot send into a
     // window that a successor has filled since.
@@ -375,6 +392,32 @@ async fn without_credentials(
         );
     }
     report
+}
+
+/// The app's follows of the last 24 hours (with the requests that may still become follows)
+/// reached `rate_limit.daily_follows_per_app`: the job goes back untouched, and the app
+/// monitor is woken to write the app-wide stop every replica honours.
+async fn app_cap_reached(ctx: &Context, job: &ClaimedJob) -> JobReport {
+    ctx.app_check.notify_one();
+    let run_at = Utc::now();
+    let next = NextState::Queued {
+        run_at,
+        refund_attempt: true,
+        rate_limited: false,
+    };
+    let error = json!({"kind": "app_daily_cap", "detail": "the app's follows of the last 24 hours reached rate_limit.daily_follows_per_app"});
+    if finish(ctx, job, next.clone(), Some(error), unsent(job)).await {
+        ctx.metrics.job_recorded(&next);
+        Counters::add(&ctx.counters.requeued);
+        info!(
+            event = "job_requeued",
+            state = "queued",
+            reason = "app_daily_cap",
+            run_at = %run_at,
+            "job back in the queue: the app's daily follow cap is reached"
+        );
+    }
+    JobReport::RetryAt(Instant::now() + ctx.settings.worker.poll_interval)
 }
 
 enum RefreshOutcome {

@@ -6,6 +6,7 @@
 //! | `leaser.rs` | leasing accounts with ready jobs (NOTIFY + poll), seeding their limiters from the ledger |
 //! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
 //! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
+//! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
 //! | `completer.rs` | writing job outcomes in batches |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | live daemons (`followq.daemons`), peers that are gone, each one's fair share of accounts |
@@ -30,6 +31,7 @@
 //!
 //! See README.md, "Several replicas".
 
+mod app_cap;
 mod completer;
 mod decision;
 mod housekeeping;
@@ -79,6 +81,8 @@ pub struct Context {
     held: Mutex<HashSet<String>>,
     /// Wakes the app monitor at once when a job hit an app-wide stop.
     app_check: Notify,
+    /// The per-app daily follow cap, checked before each request.
+    app_cap: app_cap::AppCapGate,
     /// The scheduler's inbox.
     events: mpsc::UnboundedSender<scheduler::Event>,
     /// Writes job outcomes in batches.
@@ -174,7 +178,7 @@ impl Context {
     /// starts another request, then have the app monitor read the stop's details.
     fn app_stop_seen(&self) {
         let until = std::time::Instant::now() + self.settings.worker.poll_interval * 2;
-        let _ = self.events.send(scheduler::Event::AppStop(Some(until)));
+        let _ = self.events.send(scheduler::Event::AppStopSeen(until));
         self.app_check.notify_one();
     }
 }
@@ -207,6 +211,7 @@ impl Daemon {
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();
         let http = HttpListener::bind(&settings.http)?;
+        let app_cap = app_cap::AppCapGate::new(settings.rate_limit.daily_follows_per_app);
         Ok(Daemon {
             events: scheduler::Inbox::new(events),
             completions: completer::Inbox::new(completions),
@@ -224,6 +229,7 @@ impl Daemon {
                 metrics: Metrics::new(),
                 held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
+                app_cap,
                 alive_at: Mutex::new(None),
                 lease_now: Notify::new(),
                 panic_target: None,

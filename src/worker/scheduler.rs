@@ -52,6 +52,10 @@ pub enum Event {
     },
     /// The app-wide stop: `Some(until)` while in force, `None` once lifted.
     AppStop(Option<Instant>),
+    /// A job just met an app-wide stop, which may not be written yet: hold every account
+    /// until this instant whatever the app monitor reports meanwhile (it may have read the
+    /// table before the write, and report the previous stop lifted).
+    AppStopSeen(Instant),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +175,8 @@ pub struct Scheduler {
     batches: HashMap<tokio::task::Id, Vec<String>>,
     in_flight: usize,
     app_stopped_until: Option<Instant>,
+    /// See [`Event::AppStopSeen`].
+    app_stop_seen_until: Option<Instant>,
     next_heartbeat: Instant,
     heartbeat_running: bool,
 }
@@ -193,6 +199,7 @@ impl Scheduler {
             batches: HashMap::new(),
             in_flight: 0,
             app_stopped_until: None,
+            app_stop_seen_until: None,
             next_heartbeat,
             heartbeat_running: false,
         }
@@ -265,7 +272,10 @@ impl Scheduler {
         if let Some(Reverse((at, _))) = self.timers.peek() {
             wake = wake.min(*at);
         }
-        if let Some(until) = self.app_stopped_until {
+        for until in [self.app_stopped_until, self.app_stop_seen_until]
+            .into_iter()
+            .flatten()
+        {
             wake = wake.min(until);
         }
         wake
@@ -351,6 +361,10 @@ impl Scheduler {
                 }
                 self.app_stopped_until = until;
             }
+            Event::AppStopSeen(until) => {
+                self.app_stop_seen_until =
+                    Some(self.app_stop_seen_until.map_or(until, |u| u.max(until)));
+            }
         }
     }
 
@@ -391,10 +405,12 @@ impl Scheduler {
                 self.ready.push_back(account);
             }
         }
-        match self.app_stopped_until {
-            Some(until) if until > now => return,
-            Some(_) => self.app_stopped_until = None,
-            None => {}
+        for stop in [&mut self.app_stopped_until, &mut self.app_stop_seen_until] {
+            match *stop {
+                Some(until) if until > now => return,
+                Some(_) => *stop = None,
+                None => {}
+            }
         }
         if !self.ctx.is_alive(now) {
             // Fenced: peers may take this daemon's accounts over at any moment.

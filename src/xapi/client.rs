@@ -348,11 +348,6 @@ mod tests {
     }
 
     #[test]
-    fn user_agent_names_followq_and_its_version() {
-        assert_eq!(USER_AGENT, format!("followq/{}", env!("CARGO_PKG_VERSION")));
-    }
-
-    #[test]
     fn request_auth_debug_is_redacted() {
         let auth = RequestAuth::OAuth1 {
             consumer_key: String::from("ck"),

@@ -1,6 +1,7 @@
 //! The daemon against a real Postgres and the bundled simulator over loopback, with windows
-//! scaled to seconds. The scenarios run one at a time (see `support::serial`): their timing
-//! assertions must not compete with each other for the machine's two cores.
+//! scaled to seconds. Scenarios that assert timings run one at a time (`support::serial`):
+//! they must not compete with each other for the machine's two cores; the others
+//! (`support::shared`) may run beside each other, never beside a timed one.
 
 mod child;
 #[path = "../common/mod.rs"]
@@ -11,6 +12,12 @@ mod demo_throwaway;
 mod failures;
 mod handover;
 mod lifecycle;
+mod logs;
+mod notifications;
+mod oauth1;
 mod pacing;
+mod pauses;
 mod processes;
+mod quotas;
+mod reactions;
 mod support;

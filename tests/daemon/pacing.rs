@@ -180,7 +180,7 @@ async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_a
         )
         .await;
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(4),
             "the other account done",
             "SELECT count(*) = 10 FROM followq.follow_jobs \
@@ -244,8 +244,10 @@ async fn a_paused_account_never_delays_the_others() {
         harness.enqueue(&account, 1_000, 10).await;
     }
     let daemon = harness.start().await;
-    let took = harness
-        .wait_until(
+    // The limit is the assertion: 500 requests at full rate, well under the 60 s window the
+    // quota would allow, the paused account holding none of them up.
+    harness
+        .wait_finished(
             Duration::from_secs(20),
             "the 50 active accounts done",
             "SELECT count(*) = 500 FROM followq.follow_jobs WHERE state = 'succeeded'",
@@ -260,6 +262,4 @@ async fn a_paused_account_never_delays_the_others() {
             .await,
         5
     );
-    // 500 requests at full rate: well under the 60 s window the quota would allow.
-    assert!(took < Duration::from_secs(20), "{took:?}");
 }

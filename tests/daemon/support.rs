@@ -1,22 +1,29 @@
 //! Starting the simulator, registering its users as followq accounts, enqueueing jobs,
-//! running daemons, and reading the outcome.
+//! running daemons, waiting for what they do (on notifications where the daemon or the
+//! simulator gives one), and reading the outcome.
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use followq::accounts::Credentials;
 use followq::config::{ConfigSources, Settings};
-use followq::queue::{FollowRequest, enqueue_batch};
+use followq::queue::{FollowRequest, JOB_FINISHED_CHANNEL, enqueue_batch};
 use followq::sim::{SimConfig, SimHandle, SimStats, UserStats};
 use followq::worker::Daemon;
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::postgres::PgListener;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::TestDb;
 
-static SERIAL: Mutex<()> = Mutex::const_new(());
+/// Scenarios whose assertions time the daemon hold it exclusively; the others share it, so
+/// they run beside each other but never beside a timed one.
+static SCENARIOS: RwLock<()> = RwLock::const_new(());
 
-/// Holds the scenario lock: one daemon scenario at a time.
-pub async fn serial() -> MutexGuard<'static, ()> {
+/// How long a stopping daemon may take beyond its shutdown grace before the test fails.
+const STOP_SLACK: Duration = Duration::from_secs(10);
+
+fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -24,7 +31,20 @@ pub async fn serial() -> MutexGuard<'static, ()> {
         )
         .with_test_writer()
         .try_init();
-    SERIAL.lock().await
+}
+
+/// Holds the scenario lock exclusively: for a scenario that asserts timings, which must not
+/// compete with another for the machine's two cores.
+pub async fn serial() -> RwLockWriteGuard<'static, ()> {
+    init_logging();
+    SCENARIOS.write().await
+}
+
+/// Holds the scenario lock shared: for a scenario whose assertions do not depend on how fast
+/// the machine is (it waits for events with generous limits).
+pub async fn shared() -> RwLockReadGuard<'static, ()> {
+    init_logging();
+    SCENARIOS.read().await
 }
 
 /// A test database, a simulator, and the settings that point a daemon at both.
@@ -92,6 +112,21 @@ impl Harness {
             .await;
     }
 
+    /// Registers `user` as an OAuth 1.0a account in followq and in the simulator, whose
+    /// consumer must be configured (`SimConfig::oauth1_consumer`).
+    pub async fn oauth1_account(&self, user: &str, token: &str, token_secret: &str) {
+        self.sim.add_oauth1_user(user, token, token_secret);
+        self.db
+            .add_account_with(
+                user,
+                Credentials::OAuth1 {
+                    token: token.to_owned().into(),
+                    token_secret: token_secret.to_owned().into(),
+                },
+            )
+            .await;
+    }
+
     /// Enqueues `count` follows for `source`, to targets `first_target..`.
     pub async fn enqueue(&self, source: &str, first_target: u64, count: u64) {
         let requests: Vec<FollowRequest> = (first_target..first_target + count)
@@ -115,14 +150,67 @@ impl Harness {
         self.stats().await.user(user)
     }
 
-    /// Waits until no job is queued or running, or panics after `limit`.
+    /// Waits until no job is queued or running, or panics after `limit`. Wakes on
+    /// `NOTIFY followq_job_finished` rather than polling.
     pub async fn wait_all_finished(&self, limit: Duration) -> Duration {
-        self.wait_until(
+        self.wait_finished(
             limit,
             "every job finished",
             "SELECT count(*) = 0 FROM followq.follow_jobs WHERE state IN ('queued', 'running')",
         )
         .await
+    }
+
+    /// Waits until `sql` (a boolean about finished jobs) is true, checking it at the start
+    /// and again on every `NOTIFY followq_job_finished`; panics after `limit`.
+    pub async fn wait_finished(&self, limit: Duration, what: &str, sql: &'static str) -> Duration {
+        let start = Instant::now();
+        let deadline = start + limit;
+        // Listening before the first check: no notification can fall between the two.
+        let mut listener = PgListener::connect_with(&self.db.pool)
+            .await
+            .expect("listener connection");
+        listener
+            .listen(JOB_FINISHED_CHANNEL)
+            .await
+            .expect("LISTEN followq_job_finished");
+        loop {
+            let done: bool = sqlx::query_scalar(sql)
+                .fetch_one(&self.db.pool)
+                .await
+                .expect("condition query");
+            if done {
+                return start.elapsed();
+            }
+            match tokio::time::timeout_at(deadline.into(), listener.recv()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("the finished-job listener failed: {e}"),
+                Err(_) => self.give_up(what, limit).await,
+            }
+        }
+    }
+
+    /// Waits until the simulator's figures satisfy `done`, woken by every change of them
+    /// (no polling); panics after `limit` with the last figures.
+    pub async fn sim_wait(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&SimStats) -> bool,
+    ) -> SimStats {
+        match self.sim.wait_for(limit, done).await {
+            Ok(stats) => stats,
+            Err(last) => panic!("the simulator did not see {what} within {limit:?}: {last:?}"),
+        }
+    }
+
+    async fn give_up(&self, what: &str, limit: Duration) -> ! {
+        let states: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM followq.follow_jobs GROUP BY 1 ORDER BY 1")
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap_or_default();
+        panic!("not {what} after {limit:?}: jobs by state {states:?}");
     }
 
     /// Polls `sql` (a boolean) every 50 ms until true; returns how long it took.
@@ -137,13 +225,7 @@ impl Harness {
                 return start.elapsed();
             }
             if start.elapsed() > limit {
-                let states: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT state, count(*) FROM followq.follow_jobs GROUP BY 1 ORDER BY 1",
-                )
-                .fetch_all(&self.db.pool)
-                .await
-                .unwrap_or_default();
-                panic!("not {what} after {limit:?}: jobs by state {states:?}");
+                self.give_up(what, limit).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -155,6 +237,96 @@ impl Harness {
             .await
             .expect("count query")
     }
+
+    /// An account's row: what operators and other daemons read.
+    pub async fn account_row(&self, user: &str) -> AccountRow {
+        sqlx::query_as(
+            "SELECT status, paused_until, pause_reason, leased_by FROM followq.accounts \
+             WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("account row")
+    }
+
+    /// Every job of `source`, by target.
+    pub async fn jobs_of(&self, source: &str) -> Vec<JobRow> {
+        sqlx::query_as(
+            "SELECT target_user_id, state, attempts, rate_limited_count, run_at, following, \
+             pending_follow, last_error, finished_at FROM followq.follow_jobs \
+             WHERE source_user_id = $1 ORDER BY target_user_id::numeric",
+        )
+        .bind(source)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("job rows")
+    }
+
+    /// The ledger rows of `account`, in the order the requests were sent.
+    pub async fn ledger_of(&self, account: &str) -> Vec<LedgerRow> {
+        sqlx::query_as(
+            "SELECT j.target_user_id, t.sent_at, t.completed_at, t.http_status, \
+             t.outcome, t.rate_limit_limit, t.rate_limit_remaining, t.rate_limit_reset_at, \
+             t.error, t.answer_by FROM followq.attempts AS t JOIN followq.follow_jobs AS j ON j.id = t.job_id \
+             WHERE t.account_user_id = $1 ORDER BY t.sent_at, t.id",
+        )
+        .bind(account)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("ledger rows")
+    }
+
+    /// The app-wide stop, if one is recorded.
+    pub async fn app_pause(&self) -> Option<AppPauseRow> {
+        sqlx::query_as("SELECT reason, detail, paused_until FROM followq.app_pause")
+            .fetch_optional(&self.db.pool)
+            .await
+            .expect("app_pause row")
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountRow {
+    pub status: String,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pause_reason: Option<String>,
+    pub leased_by: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub target_user_id: String,
+    pub state: String,
+    pub attempts: i32,
+    pub rate_limited_count: i32,
+    pub run_at: DateTime<Utc>,
+    pub following: Option<bool>,
+    pub pending_follow: Option<bool>,
+    pub last_error: Option<serde_json::Value>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub target_user_id: String,
+    pub sent_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub http_status: Option<i16>,
+    pub outcome: Option<String>,
+    pub rate_limit_limit: Option<i32>,
+    pub rate_limit_remaining: Option<i32>,
+    pub rate_limit_reset_at: Option<DateTime<Utc>>,
+    pub error: Option<serde_json::Value>,
+    /// The latest instant the request could reach X (claim + send deadline + timeout).
+    pub answer_by: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AppPauseRow {
+    pub reason: String,
+    pub detail: Option<serde_json::Value>,
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 pub async fn start_with(settings: &Settings) -> Running {
@@ -164,7 +336,11 @@ pub async fn start_with(settings: &Settings) -> Running {
     let daemon = Daemon::new(settings.clone(), pool).expect("daemon");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(daemon.run(shutdown.clone()));
-    Running { shutdown, handle }
+    Running {
+        shutdown,
+        handle,
+        stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
+    }
 }
 
 /// A daemon whose turn panics for jobs to `target`, with its ops listener's address.
@@ -178,7 +354,11 @@ pub async fn start_with_panic(settings: &Settings, target: &str) -> Started {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(daemon.run(shutdown.clone()));
     Started {
-        running: Running { shutdown, handle },
+        running: Running {
+            shutdown,
+            handle,
+            stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
+        },
         http_addr,
     }
 }
@@ -193,6 +373,8 @@ pub struct Started {
 pub struct Running {
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
+    /// The grace period plus some slack: a stop that takes longer fails the test.
+    stop_limit: Duration,
 }
 
 impl Running {
@@ -206,10 +388,20 @@ impl Running {
         self.handle.is_finished()
     }
 
-    /// SIGTERM, in effect: returns once the daemon has stopped gracefully.
-    pub async fn stop(self) {
+    /// SIGTERM, in effect: returns once the daemon has stopped gracefully; panics (after
+    /// aborting it) if it takes longer than its grace period plus 10 s.
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        self.handle.await.expect("the daemon task ends cleanly");
+        match tokio::time::timeout(self.stop_limit, &mut self.handle).await {
+            Ok(joined) => joined.expect("the daemon task ends cleanly"),
+            Err(_) => {
+                self.handle.abort();
+                panic!(
+                    "the daemon did not stop within {:?} of the signal",
+                    self.stop_limit
+                );
+            }
+        }
     }
 
     /// A crash, in effect: no cleanup at all.

@@ -120,7 +120,10 @@ async fn a_zero_quota_is_refused_before_any_write() {
         },
     )
     .await;
-    assert!(result.is_err());
+    assert!(
+        matches!(result, Err(followq::accounts::AccountError::BadQuota)),
+        "{result:?}"
+    );
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.accounts")
         .fetch_one(&db.pool)
         .await

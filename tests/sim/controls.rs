@@ -1,6 +1,6 @@
-//! The controls tests of the daemon use to stage handovers: answers without rate-limit
-//! headers, slow answers for one user, a held token endpoint, and the in-flight figures that
-//! prove one request per account at a time.
+//! The controls tests of the daemon use to stage scenarios: answers without rate-limit
+//! headers, slow answers for one user, refused tokens, a held token endpoint, the in-flight
+//! figures that prove one request per account at a time, and waiting for a figure.
 
 use std::time::Duration;
 
@@ -68,6 +68,33 @@ async fn overlapping_requests_of_one_user_are_counted() {
 }
 
 #[tokio::test]
+async fn refused_tokens_get_401_while_refreshes_still_work() {
+    let sim = Sim::start(roomy());
+    let tokens = sim.handle.add_user("10");
+    sim.handle.set_tokens_refused("10", true);
+    assert_eq!(
+        sim.follow(&tokens.access_token, "10", "1001").await.status,
+        401
+    );
+    let (status, body) = sim.refresh(&tokens.refresh_token).await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = body["access_token"].as_str().expect("access token");
+    assert_eq!(
+        sim.follow(fresh, "10", "1001").await.status,
+        401,
+        "a fresh token is refused too"
+    );
+    sim.handle.set_tokens_refused("10", false);
+    assert_eq!(sim.follow(fresh, "10", "1001").await.status, 200);
+    let user = sim.handle.stats().await.user("10");
+    assert_eq!(
+        (user.unauthorized, user.refreshes, user.requests),
+        (2, 1, 1),
+        "refused requests are not counted in the window: {user:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_held_token_endpoint_answers_once_released() {
     let sim = Sim::start(roomy());
     let tokens = sim.handle.add_user("10");
@@ -103,4 +130,48 @@ async fn a_held_token_endpoint_answers_once_released() {
     let status = refresh.await.expect("task").expect("answer");
     assert_eq!(status, 200);
     assert_eq!(sim.handle.token_requests_waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_test_can_wait_for_a_figure_without_polling() {
+    let sim = Sim::start(roomy());
+    let tokens = sim.handle.add_user("10");
+    sim.handle
+        .set_answer_delay("10", Some(Duration::from_millis(800)));
+    let request = {
+        let (client, url, token) = (
+            crate::client(),
+            sim.url("/2/users/10/following"),
+            tokens.access_token.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"target_user_id": "1001"}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let arrived = sim
+        .handle
+        .wait_for(Duration::from_secs(5), |s| s.user("10").requests == 1)
+        .await
+        .expect("the request is counted on arrival");
+    assert_eq!(arrived.user("10").requests, 1);
+    assert!(
+        !request.is_finished(),
+        "seen on arrival, before its slow answer"
+    );
+    assert_eq!(request.await.expect("task").expect("answer"), 200);
+
+    let never = sim
+        .handle
+        .wait_for(Duration::from_millis(200), |s| s.user("10").requests == 2)
+        .await;
+    assert!(
+        never.is_err_and(|last| last.user("10").requests == 1),
+        "a figure that never comes times out with the last figures"
+    );
 }

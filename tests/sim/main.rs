@@ -4,8 +4,10 @@
 
 mod cli;
 mod controls;
+mod day_limits;
 mod faults;
 mod oauth;
+mod oauth1;
 mod rules;
 mod stats;
 mod window;
@@ -32,9 +34,18 @@ pub struct Reply {
     pub text: String,
     /// `Value::Null` when the body is not JSON.
     pub json: Value,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
+    /// A header's value as a number; `None` when absent or not a number.
+    pub fn number(&self, name: &str) -> Option<u64> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
     /// The problem `type`, or the first error's `type`.
     pub fn problem_type(&self) -> &str {
         self.json["type"]
@@ -126,6 +137,7 @@ pub async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> 
         header("x-rate-limit-reset"),
     );
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let content_type = response
         .headers()
         .get("content-type")
@@ -142,6 +154,7 @@ pub async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> 
         content_type,
         text,
         json,
+        headers,
     })
 }
 

@@ -183,28 +183,6 @@ async fn unknown_expired_and_app_only_tokens_are_refused() {
 }
 
 #[tokio::test]
-async fn oauth1_tokens_map_to_their_user() {
-    let sim = Sim::start(roomy());
-    sim.handle.add_oauth1_user("26", "26-oauthtoken");
-    let reply = read(
-        sim.client
-            .post(sim.url("/2/users/26/following"))
-            .header(
-                "authorization",
-                r#"OAuth oauth_consumer_key="ck", oauth_nonce="n", oauth_signature="sig", oauth_signature_method="HMAC-SHA1", oauth_timestamp="1", oauth_token="26-oauthtoken", oauth_version="1.0""#,
-            )
-            .json(&serde_json::json!({"target_user_id": "5"}))
-            .send()
-            .await
-            .expect("answer"),
-    )
-    .await
-    .expect("body");
-    assert_eq!(reply.status, 200);
-    assert_eq!(sim.handle.stats().await.user("26").follows, 1);
-}
-
-#[tokio::test]
 async fn the_daily_cap_stops_new_follows_but_not_repeats() {
     let sim = Sim::start(SimConfig {
         daily_cap: Some(3),

@@ -5,14 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use followq::ids::UserId;
-use followq::xapi::{
-    FollowOutcome, FollowResponse, Limit24h, RequestAuth, USER_AGENT, UsageCapScope, XClient,
-};
+use followq::xapi::{FollowOutcome, FollowResponse, Limit24h, RequestAuth, UsageCapScope, XClient};
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use wiremock::matchers::{body_string, header, header_regex, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
 
 use crate::settings;
 
@@ -50,7 +48,11 @@ async fn sends_the_documented_request_with_a_bearer_token() {
     Mock::given(method("POST"))
         .and(path("/2/users/6253282/following"))
         .and(header("authorization", "Bearer access-token-1"))
-        .and(header("user-agent", USER_AGENT))
+        // What X sees: followq's name and its version.
+        .and(header_regex(
+            "user-agent",
+            r"^followq/[0-9]+\.[0-9]+\.[0-9]+$",
+        ))
         .and(header("content-type", "application/json"))
         .and(body_string(r#"{"target_user_id":"2244994945"}"#))
         .respond_with(
@@ -81,6 +83,43 @@ async fn sends_the_documented_request_with_a_bearer_token() {
     assert!(response.latency > Duration::ZERO);
 }
 
+/// Matches a request whose `Authorization: OAuth …` signature verifies (HMAC-SHA1 over the
+/// method, the URL and the `oauth_*` parameters) with these secrets. The checker is the
+/// simulator's, written from RFC 5849 independently of the signer the client uses.
+struct SignedWith {
+    consumer_secret: &'static str,
+    token_secret: &'static str,
+}
+
+impl Match for SignedWith {
+    fn matches(&self, request: &Request) -> bool {
+        let Some(params) = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(followq::sim::OAuth1Params::parse)
+        else {
+            return false;
+        };
+        // wiremock's `url` names `localhost`: the URL the client signed is at its Host.
+        let Some(host) = request.headers.get("host").and_then(|h| h.to_str().ok()) else {
+            return false;
+        };
+        let url = match request.url.query() {
+            Some(query) => format!("http://{host}{}?{query}", request.url.path()),
+            None => format!("http://{host}{}", request.url.path()),
+        };
+        followq::sim::verify_oauth1_signature(
+            request.method.as_str(),
+            &url,
+            &params,
+            self.consumer_secret,
+            self.token_secret,
+        )
+        .is_ok()
+    }
+}
+
 #[tokio::test]
 async fn signs_with_oauth1_when_the_account_uses_it() {
     let server = MockServer::start().await;
@@ -90,6 +129,10 @@ async fn signs_with_oauth1_when_the_account_uses_it() {
             "authorization",
             r#"^OAuth oauth_consumer_key="ck",oauth_nonce="[^"]+",oauth_signature_method="HMAC-SHA1",oauth_timestamp="[0-9]+",oauth_token="u-token",oauth_version="1.0",oauth_signature="[^"]+"$"#,
         ))
+        .and(SignedWith {
+            consumer_secret: "cs",
+            token_secret: "u-secret",
+        })
         .and(body_string(r#"{"target_user_id":"2244994945"}"#))
         .respond_with(json(200, r#"{"data":{"following":false,"pending_follow":true}}"#))
         .expect(1)
@@ -112,6 +155,15 @@ async fn signs_with_oauth1_when_the_account_uses_it() {
             errors: vec![]
         }
     );
+    // Signed with another token secret, the request matches nothing (wiremock's 404).
+    let forged = RequestAuth::OAuth1 {
+        consumer_key: String::from("ck"),
+        consumer_secret: SecretString::from("cs"),
+        token: SecretString::from("u-token"),
+        token_secret: SecretString::from("not-the-secret"),
+    };
+    let refused = client.follow(&source, &target, &forged).await;
+    assert_eq!(refused.http_status, Some(404), "{:?}", refused.outcome);
 }
 
 #[tokio::test]

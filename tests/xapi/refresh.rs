@@ -404,6 +404,30 @@ async fn unknown_accounts_have_no_credentials() {
     assert!(matches!(err, AuthError::NoCredentials), "{err:?}");
 }
 
+/// Whether the refresh lock of `USER` is free, asked from a connection of its own (and
+/// let go again at once if this took it).
+async fn refresh_lock_free(conn: &mut sqlx::PgConnection) -> bool {
+    let free: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_lock(hashtextextended('followq.oauth2_refresh:' || $1, 0))",
+    )
+    .bind(USER)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    if free {
+        let _: bool = sqlx::query_scalar(
+            "SELECT pg_advisory_unlock(hashtextextended('followq.oauth2_refresh:' || $1, 0))",
+        )
+        .bind(USER)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    }
+    free
+}
+
+/// The refresh holds the account's lock (the key below is the one it takes: it is seen
+/// held while the refresh waits for the token endpoint), and a cancelled refresh frees it.
 #[tokio::test]
 async fn a_cancelled_refresh_frees_the_lock() {
     let db = TestDb::new().await;
@@ -417,24 +441,31 @@ async fn a_cancelled_refresh_frees_the_lock() {
         .await;
     let tokens = store(&db.pool, &server);
     let rejected = RequestAuth::Bearer(SecretString::from("old-access"));
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(300),
-        tokens.refresh_after_unauthorized(&user, &rejected),
-    )
-    .await;
-    assert!(cancelled.is_err(), "the refresh should still be waiting");
+    let mut other = db.connection().await;
+    assert!(refresh_lock_free(&mut other).await, "free before");
+
+    let mut refresh = Box::pin(tokens.refresh_after_unauthorized(&user, &rejected));
+    // While the refresh waits for the token endpoint, the lock is seen held.
+    let held = tokio::select! {
+        done = &mut refresh => panic!("the refresh should still be waiting: {done:?}"),
+        held = async {
+            for _ in 0..40 {
+                if !refresh_lock_free(&mut other).await {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        } => held,
+    };
+    assert!(held, "the refresh never held the lock under this key");
+    // Cancelled: the future is dropped mid-refresh.
+    drop(refresh);
 
     // The lock is free again within moments (the server ends the closed session).
-    let mut other = db.connection().await;
     let mut free = false;
     for _ in 0..40 {
-        free = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtextextended('followq.oauth2_refresh:' || $1, 0))",
-        )
-        .bind(USER)
-        .fetch_one(&mut other)
-        .await
-        .unwrap();
+        free = refresh_lock_free(&mut other).await;
         if free {
             break;
         }

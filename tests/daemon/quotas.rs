@@ -1,0 +1,166 @@
+//! The budgets besides X's window: the per-app daily cap, an account's own quota, and a
+//! smaller `x-rate-limit-limit` than configured. Each test names the guard it covers
+//! (removed once to check).
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use followq::accounts::{Credentials, NewAccount, Quota};
+use followq::ids::UserId;
+
+use crate::support::{Harness, shared, sim_config};
+
+/// The longest any wait below may take: generous, since these scenarios share the machine.
+const LIMIT: Duration = Duration::from_secs(30);
+/// How long a scenario watches for a request that must not come: several poll intervals
+/// (200 ms) and heartbeats (1 s) of the test daemon, in which a broken one would have sent.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// `rate_limit.daily_follows_per_app`: once the app's follows in 24 hours reach it, the app
+/// stops (`app_daily_cap`) until the oldest of them is a day old; no account follows more.
+///
+/// Guards: the slot each request takes first (`worker::app_cap`; without it, all six follows
+/// went out, the monitor's poll coming too late), and `enforce_app_daily_cap` in
+/// `worker::housekeeping`, which writes the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_app_daily_cap_stops_the_app_for_a_day() {
+    let _scenario = shared().await;
+    let mut harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
+    harness.settings.rate_limit.daily_follows_per_app = Some(4);
+    for account in ["1700", "1701"] {
+        harness.account(account).await;
+        harness.enqueue(account, 5001, 3).await;
+    }
+    let daemon = harness.start().await;
+    harness
+        .wait_until(
+            LIMIT,
+            "the app stopped",
+            "SELECT count(*) = 1 FROM followq.app_pause WHERE reason = 'app_daily_cap'",
+        )
+        .await;
+    tokio::time::sleep(QUIET).await;
+    daemon.stop().await;
+
+    let stats = harness.stats().await;
+    assert_eq!(
+        stats.totals.all_users.follows, 4,
+        "the cap held: {:?}",
+        stats.totals
+    );
+    let stop = harness.app_pause().await.expect("the stop");
+    let oldest: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT min(completed_at) FROM followq.attempts WHERE outcome = 'succeeded'",
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stop.paused_until, Some(oldest + TimeDelta::hours(24)));
+    assert_eq!(
+        harness
+            .count(
+                "SELECT count(*) FROM followq.follow_jobs WHERE state = 'queued' AND attempts = 0"
+            )
+            .await,
+        2
+    );
+}
+
+/// An account's own quota (`quota_requests` per `quota_period_seconds`, `accounts add
+/// --quota-requests`) paces it below the configured one, even when X sends no rate-limit
+/// headers to correct it.
+///
+/// Guard: the leaser's use of the account's quota columns (`worker::leaser::hand_over`).
+/// Checked by ignoring them: the daemon sends at the configured 50 per window and X answers
+/// 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_own_quota_paces_it() {
+    let _scenario = shared().await;
+    let window = Duration::from_secs(2);
+    let mut config = sim_config(3, window);
+    // Nothing but the override can tell the daemon this account's tier.
+    config.rate_limit_headers = false;
+    let mut harness = Harness::new(config).await;
+    harness.settings.rate_limit.requests_per_period = 50;
+    let tokens = harness.sim.add_user("1710");
+    followq::accounts::register(
+        &harness.db.pool,
+        &NewAccount {
+            user_id: UserId::parse("1710").unwrap(),
+            credentials: Credentials::OAuth2 {
+                access_token: tokens.access_token.into(),
+                refresh_token: Some(tokens.refresh_token.into()),
+                expires_at: None,
+            },
+            quota: Some(Quota {
+                requests: 3,
+                period_seconds: 2,
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    harness.enqueue("1710", 5001, 7).await;
+    let daemon = harness.start().await;
+    harness.wait_all_finished(LIMIT).await;
+    daemon.stop().await;
+
+    let user = harness.user("1710").await;
+    assert_eq!(
+        (
+            user.requests,
+            user.follows,
+            user.rate_limited,
+            user.max_requests_in_window
+        ),
+        (7, 7, 0, 3),
+        "{user:?}"
+    );
+    let ledger = harness.ledger_of("1710").await;
+    let window = TimeDelta::from_std(window).unwrap();
+    assert!(
+        ledger[3].sent_at >= ledger[0].sent_at + window
+            && ledger[6].sent_at >= ledger[3].sent_at + window,
+        "three per window: {ledger:?}"
+    );
+}
+
+/// X's `x-rate-limit-limit` smaller than the configured quota is adopted: after one answer
+/// carried it, the daemon keeps to it in later windows even once X stops sending headers.
+///
+/// Guard: the smaller server limit kept by the limiter (`AccountLimiter::record_response`
+/// adopts it as the quota, and `AccountLimiter::limit` applies the last one X sent). Either
+/// alone holds; checked by removing both: the second window gets more than 3 requests and X
+/// answers 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_limit_from_x_is_adopted() {
+    let _scenario = shared().await;
+    let window = Duration::from_secs(2);
+    let mut harness = Harness::new(sim_config(3, window)).await;
+    harness.settings.rate_limit.requests_per_period = 50;
+    harness.account("1720").await;
+    harness.enqueue("1720", 5001, 7).await;
+    let daemon = harness.start().await;
+    // The first answer says `x-rate-limit-limit: 3`; later ones say nothing.
+    harness
+        .sim_wait(LIMIT, "the first request", |s| s.user("1720").requests >= 1)
+        .await;
+    harness.sim.set_rate_limit_headers(false);
+    harness.wait_all_finished(LIMIT).await;
+    daemon.stop().await;
+
+    let user = harness.user("1720").await;
+    assert_eq!(
+        (
+            user.requests,
+            user.follows,
+            user.rate_limited,
+            user.max_requests_in_window
+        ),
+        (7, 7, 0, 3),
+        "{user:?}"
+    );
+    let ledger = harness.ledger_of("1720").await;
+    assert_eq!(ledger[0].rate_limit_limit, Some(3));
+    assert_eq!(ledger[6].rate_limit_limit, None, "no headers at the end");
+}
