@@ -232,6 +232,36 @@ pub fn postgres_cpu_seconds() -> Option<f64> {
     found.then_some(total)
 }
 
+/// CPU seconds used so far by each backend connected to `pool`'s database, by pid. Unlike
+/// [`postgres_cpu_seconds`] it leaves out what other databases on the server cost (and the
+/// server's background processes), so it stays meaningful on a shared machine.
+pub async fn database_backend_cpu(
+    pool: &PgPool,
+) -> Result<std::collections::HashMap<i32, f64>, sqlx::Error> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND backend_type = 'client backend'",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(pids
+        .into_iter()
+        .filter_map(|pid| process_cpu_seconds(&pid.to_string()).map(|cpu| (pid, cpu)))
+        .collect())
+}
+
+/// CPU seconds the backends in `after` used since `before` (a backend not in `before` started
+/// meanwhile: all of its time counts).
+pub fn backend_cpu_since(
+    before: &std::collections::HashMap<i32, f64>,
+    after: &std::collections::HashMap<i32, f64>,
+) -> f64 {
+    after
+        .iter()
+        .map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0))
+        .sum()
+}
+
 /// A process's resident set now and at its peak, in MiB, from /proc/<pid>/status.
 pub fn rss_mib(pid: &str) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -54,6 +54,7 @@ async fn measure(
     let transactions_before = harness::transactions(&scratch.pool).await?;
     let cpu_before = harness::process_cpu_seconds("self");
     let postgres_before = harness::postgres_cpu_seconds();
+    let backends_before = harness::database_backend_cpu(&scratch.pool).await?;
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
@@ -64,6 +65,7 @@ async fn measure(
     .await?;
     let cpu_after = harness::process_cpu_seconds("self");
     let postgres_after = harness::postgres_cpu_seconds();
+    let backends_after = harness::database_backend_cpu(&scratch.pool).await?;
     daemon.stop().await;
     let transactions_after = harness::transactions(&scratch.pool).await?;
     if let Some(child) = endpoint.as_mut() {
@@ -84,12 +86,17 @@ async fn measure(
     let postgres_cpu_ms = postgres_before
         .zip(postgres_after)
         .map(|(before, after)| per_job(after - before) * 1000.0);
+    let backend_cpu_ms = per_job(harness::backend_cpu_since(
+        &backends_before,
+        &backends_after,
+    )) * 1000.0;
     Ok(ScenarioResult {
         name: "throughput",
         line: format!(
             "throughput: {jobs} jobs over {} accounts in {seconds:.2} s = {jobs_per_second:.0} jobs/s \
              (target >= 6500); {transactions_per_job:.2} transactions/job; daemon CPU {} ms/job; \
-             Postgres CPU {} ms/job; {succeeded} succeeded",
+             Postgres CPU {} ms/job (its backends for this database alone: \
+             {backend_cpu_ms:.3} ms/job); {succeeded} succeeded",
             options.accounts,
             daemon_cpu_ms.map_or("?".into(), |v| format!("{v:.3}")),
             postgres_cpu_ms.map_or("?".into(), |v| format!("{v:.3}")),
@@ -102,6 +109,7 @@ async fn measure(
             "transactions_per_job": transactions_per_job,
             "daemon_cpu_ms_per_job": daemon_cpu_ms,
             "postgres_cpu_ms_per_job": postgres_cpu_ms,
+            "postgres_backend_cpu_ms_per_job": backend_cpu_ms,
             "succeeded": succeeded,
             "endpoint": if options.base_url.is_some() { "external" } else { "followq sim (own process)" },
         }),
