@@ -8,6 +8,7 @@
 //! `config/default.toml` documents every key. A bad value or an unknown key stops start-up
 //! with one message naming the key and what is wrong ([`ConfigError`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub credentials: CredentialsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +189,19 @@ pub struct OtlpSettings {
     pub timeout: Duration,
 }
 
+/// `[credentials]`: the keys that encrypt stored tokens (see `accounts::keyring`). Checked
+/// only by the commands that read or write tokens, so that `status` or `enqueue` run without.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSettings {
+    /// The id of the key that encrypts; every key in `keys` decrypts.
+    #[serde(default)]
+    pub active_key: Option<String>,
+    /// Key id → base64 of 32 bytes, from `FOLLOWQ_CREDENTIALS__KEYS__<ID>` only.
+    #[serde(default)]
+    pub keys: BTreeMap<String, SecretString>,
+}
+
 /// The shortest retention: ledger rows of the last 24 hours plus one quota period seed the
 /// limiters and the daily caps, and two days leaves a margin for any period up to a day.
 pub const MIN_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
@@ -245,6 +261,7 @@ impl Settings {
                     .split("__"),
             );
 
+        refuse_keys_from_files(&figment)?;
         let settings: Settings = figment.extract().map_err(describe_figment_error)?;
         settings.validate()?;
         Ok(settings)
@@ -400,6 +417,34 @@ impl Settings {
     }
 }
 
+/// Credentials keys belong in the environment (a secrets manager, a systemd credential), never
+/// in a config file that ends up in a repository or an image.
+fn refuse_keys_from_files(figment: &Figment) -> Result<(), ConfigError> {
+    let Ok(keys) = figment.find_value("credentials.keys") else {
+        return Ok(());
+    };
+    let Some(keys) = keys.as_dict() else {
+        return Ok(());
+    };
+    for id in keys.keys() {
+        let from_a_file = figment
+            .find_metadata(&format!("credentials.keys.{id}"))
+            .is_some_and(|metadata| metadata.source.is_some());
+        if from_a_file {
+            return Err(ConfigError::Invalid {
+                key: "credentials.keys",
+                problem: format!(
+                    "key {:?} is set in a file: credentials keys come from the environment only \
+                     (FOLLOWQ_CREDENTIALS__KEYS__{})",
+                    id.chars().take(32).collect::<String>(),
+                    id.chars().take(32).collect::<String>().to_uppercase()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Turns figment's errors into one line per problem, each naming the key and its source.
 fn describe_figment_error(error: figment::Error) -> ConfigError {
     let lines: Vec<String> = error
@@ -415,10 +460,54 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
                 .as_ref()
                 .map(|m| format!(" (from {})", m.name))
                 .unwrap_or_default();
-            format!("key `{key}`{source}: {}", e.kind)
+            format!("key `{key}`{source}: {}", describe_kind(&e.kind))
         })
         .collect();
     ConfigError::Load(lines.join("; "))
+}
+
+/// What was wrong with a value, without the value: it may be a secret (a key, a password, a
+/// client secret set where a number or a list was expected).
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(actual, expected) => {
+            format!(
+                "invalid type: found {}, expected {expected}",
+                type_of(actual)
+            )
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!(
+                "invalid value: found {}, expected {expected}",
+                type_of(actual)
+            )
+        }
+        Kind::Unsupported(actual) => format!("unsupported type {}", type_of(actual)),
+        Kind::UnsupportedKey(actual, expected) => {
+            format!("unsupported key type {}, need {expected}", type_of(actual))
+        }
+        // Field and variant names, lengths and messages about names quote no value.
+        other => other.to_string(),
+    }
+}
+
+/// The kind of a value figment read, without the value itself.
+fn type_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "nothing",
+        Actual::Option => "an option",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another type",
+    }
 }
 
 #[cfg(test)]

@@ -25,14 +25,18 @@ pub struct ScaleOptions {
 
 pub async fn run(ctx: &BenchContext, options: &ScaleOptions) -> anyhow::Result<ScenarioResult> {
     harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
-        measure(options, scratch).await
+        measure(ctx, options, scratch).await
     })
     .await
 }
 
-async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<ScenarioResult> {
+async fn measure(
+    ctx: &BenchContext,
+    options: &ScaleOptions,
+    scratch: &ScratchDb,
+) -> anyhow::Result<ScenarioResult> {
     let filling = Instant::now();
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     harness::enqueue(
         &scratch.pool,
         0,
@@ -61,7 +65,18 @@ async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<
 
     // The daemon, as its own process, against an endpoint it never gets to call.
     let exe = std::env::current_exe().context("locating the followq binary")?;
-    let mut daemon = Command::new(exe)
+    let mut daemon = Command::new(exe);
+    // The bench's own key, which sealed the scenario's tokens.
+    let active = ctx.keys.active_id();
+    if let Some(key) = ctx.settings.credentials.keys.get(active) {
+        daemon
+            .env(
+                format!("FOLLOWQ_CREDENTIALS__KEYS__{}", active.to_uppercase()),
+                key.expose_secret(),
+            )
+            .env("FOLLOWQ_CREDENTIALS__ACTIVE_KEY", active);
+    }
+    let mut daemon = daemon
         .arg("run")
         .env("DATABASE_URL", scratch.url.expose_secret())
         .env_remove("FOLLOWQ_DATABASE__URL")

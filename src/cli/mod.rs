@@ -100,7 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
-        Command::Accounts { command } => accounts::run(&pool, command).await,
+        Command::Accounts { command } => accounts::run(&pool, &settings.credentials, command).await,
         Command::Status(args) => status::run(&pool, args).await,
         Command::Jobs { command } => jobs::run(&pool, command, default_max_attempts).await,
         Command::Run => match db::check_schema(&pool).await {

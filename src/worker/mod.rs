@@ -41,6 +41,7 @@ use tracing::{info, warn};
 
 use crate::accounts::lease;
 use crate::accounts::token_store::{AuthError, TokenStore};
+use crate::accounts::{KeyError, KeyRing};
 use crate::config::Settings;
 use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
@@ -135,6 +136,8 @@ pub enum WorkerError {
     Client(#[from] XApiError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Credentials(#[from] KeyError),
 }
 
 /// A daemon ready to run.
@@ -153,6 +156,7 @@ impl Daemon {
             pool.clone(),
             TokenClient::new(&settings.x_api)?,
             &settings.x_api,
+            KeyRing::from_settings(&settings.credentials)?,
         );
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();
