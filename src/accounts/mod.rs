@@ -12,6 +12,7 @@ pub mod lease;
 pub mod pause;
 mod refresh_claim;
 pub mod register;
+pub mod rekey;
 pub mod sealed;
 pub mod token_store;
 
