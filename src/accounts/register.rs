@@ -137,6 +137,8 @@ pub async fn register(
     .fetch_one(&mut *tx)
     .await?;
 
+    // The parameters again rather than EXCLUDED.*: reading EXCLUDED needs SELECT on the token
+    // columns, which the registering role (deploy/roles.sql) does not have.
     sqlx::query(
         r#"
         INSERT INTO followq.account_credentials AS c
@@ -144,11 +146,11 @@ pub async fn register(
              oauth1_token, oauth1_token_secret)
         VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (user_id) DO UPDATE SET
-            oauth2_access_token = EXCLUDED.oauth2_access_token,
-            oauth2_refresh_token = EXCLUDED.oauth2_refresh_token,
-            oauth2_expires_at = EXCLUDED.oauth2_expires_at,
-            oauth1_token = EXCLUDED.oauth1_token,
-            oauth1_token_secret = EXCLUDED.oauth1_token_secret,
+            oauth2_access_token = $2,
+            oauth2_refresh_token = $3,
+            oauth2_expires_at = $4,
+            oauth1_token = $5,
+            oauth1_token_secret = $6,
             updated_at = now()
         "#,
     )

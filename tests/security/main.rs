@@ -11,3 +11,4 @@ mod common;
 mod support;
 
 mod at_rest;
+mod roles;
