@@ -83,10 +83,10 @@ pub fn parse_csv(input: &[u8], priority: i32) -> ParsedCsv {
             });
             continue;
         }
-        match FollowRequest::new(&record[0], &record[1]) {
-            Ok(request) => parsed
-                .requests
-                .push((line, request.with_priority(priority))),
+        match FollowRequest::new(&record[0], &record[1])
+            .and_then(|request| request.with_priority(priority))
+        {
+            Ok(request) => parsed.requests.push((line, request)),
             Err(error) => parsed.rejected.push(RejectedRow {
                 line,
                 reason: error.to_string(),

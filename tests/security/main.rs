@@ -11,4 +11,5 @@ mod common;
 mod support;
 
 mod at_rest;
+mod inputs;
 mod roles;
