@@ -13,3 +13,4 @@ mod support;
 mod at_rest;
 mod inputs;
 mod roles;
+mod transport;
