@@ -7,10 +7,14 @@ mod common;
 // The daemon tests' harness (simulator + test database + settings); each test binary uses
 // its own part of it.
 #[allow(dead_code)]
+#[path = "../ops/ops_support.rs"]
+mod ops_support;
+#[allow(dead_code)]
 #[path = "../daemon/support.rs"]
 mod support;
 
 mod at_rest;
 mod inputs;
+mod ops_listener;
 mod roles;
 mod transport;
