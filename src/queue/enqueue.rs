@@ -219,40 +219,40 @@ struct ChunkRow {
 /// job, and report per input row what happened.
 const ENQUEUE_CHUNK_SQL: &str = r#"
 WITH input AS MATERIALIZED (
-    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority, t.run_at, t.max_attempts
+    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority, t.run_at, t.max_attempts,
+           EXISTS (SELECT 1 FROM followq.accounts AS a WHERE a.user_id = t.source_user_id)
+               AS known_account
     FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[])
          WITH ORDINALITY AS t(source_user_id, target_user_id, priority, run_at, max_attempts, ord)
-),
-known AS MATERIALIZED (
-    SELECT i.* FROM input AS i
-    WHERE EXISTS (SELECT 1 FROM followq.accounts AS a WHERE a.user_id = i.source_user_id)
 ),
 inserted AS (
     INSERT INTO followq.follow_jobs
         (source_user_id, target_user_id, priority, run_at, max_attempts)
-    SELECT k.source_user_id, k.target_user_id, k.priority, coalesce(k.run_at, now()), k.max_attempts
-    FROM known AS k
-    ORDER BY k.ord
+    SELECT i.source_user_id, i.target_user_id, i.priority, coalesce(i.run_at, now()), i.max_attempts
+    FROM input AS i
+    WHERE i.known_account
+    ORDER BY i.ord
     ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
     DO NOTHING
     RETURNING id, source_user_id, target_user_id
 )
 SELECT i.ord,
-       (k.ord IS NOT NULL) AS known_account,
-       coalesce(ins.id, existing.id) AS job_id,
+       i.known_account,
+       -- A sub-select, evaluated only for rows that inserted nothing: one probe of the
+       -- one-active-job index each. As a join, the planner read every active job for every
+       -- chunk, which made a large import quadratic.
+       CASE WHEN ins.id IS NOT NULL THEN ins.id
+            WHEN i.known_account THEN (
+                SELECT j.id FROM followq.follow_jobs AS j
+                WHERE j.source_user_id = i.source_user_id
+                  AND j.target_user_id = i.target_user_id
+                  AND j.state IN ('queued', 'running'))
+       END AS job_id,
        (ins.id IS NOT NULL
         AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created
 FROM input AS i
-LEFT JOIN known AS k ON k.ord = i.ord
 LEFT JOIN inserted AS ins
        ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id
-LEFT JOIN LATERAL (
-    SELECT j.id FROM followq.follow_jobs AS j
-    WHERE ins.id IS NULL AND k.ord IS NOT NULL
-      AND j.source_user_id = i.source_user_id
-      AND j.target_user_id = i.target_user_id
-      AND j.state IN ('queued', 'running')
-) AS existing ON true
 ORDER BY i.ord
 "#;
 
