@@ -99,7 +99,11 @@ fn reset(headers: &HeaderMap, name: &str, now: DateTime<Utc>) -> Option<DateTime
     let seconds: i64 = header_str(headers, name)?.parse().ok()?;
     let at = DateTime::<Utc>::from_timestamp(seconds, 0)?;
     // A reset in the past is kept (see the module doc); one implausibly far ahead is not.
-    (at <= now + MAX_PLAUSIBLE_RESET_AHEAD).then_some(at)
+    // (Checked: a clock at the end of chrono's range must not panic either.)
+    let plausible = now
+        .checked_add_signed(MAX_PLAUSIBLE_RESET_AHEAD)
+        .is_none_or(|latest| at <= latest);
+    plausible.then_some(at)
 }
 
 fn limit_24h(headers: &HeaderMap, prefix: &str, now: DateTime<Utc>) -> Option<Limit24h> {
