@@ -15,6 +15,7 @@ mod support;
 
 mod at_rest;
 mod inputs;
+mod no_echo;
 mod ops_listener;
 mod roles;
 mod transport;
