@@ -323,3 +323,92 @@ async fn rekey_leaves_a_row_alone_while_its_refresh_is_claimed() {
     assert_eq!(status.rows_under(Some("k2")), 2);
     assert_eq!(status.rows_not_under("k2"), 0);
 }
+
+/// Covers the refresh's compare-and-set on the sealed refresh token it read: tokens an
+/// operator stores while a refresh is on the wire win over the pair the refresh brings back,
+/// and the refresher uses the operator's.
+#[tokio::test]
+async fn tokens_stored_during_a_refresh_win_over_the_refreshed_pair() {
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let db = TestDb::new().await;
+    let user = db
+        .add_account_with(
+            "100",
+            Credentials::OAuth2 {
+                access_token: SecretString::from("old-access"),
+                refresh_token: Some(SecretString::from("old-refresh")),
+                expires_at: None,
+            },
+        )
+        .await;
+    let server = MockServer::start().await;
+    Mock::given(path("/2/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(
+                    r#"{"access_token":"refreshed-access","refresh_token":"refreshed-refresh","expires_in":7200}"#,
+                    "application/json",
+                )
+                .set_delay(Duration::from_secs(2)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut settings = x_api(&server.uri());
+    settings.oauth2.client_id = "cid".into();
+    let store = TokenStore::new(
+        db.pool.clone(),
+        TokenClient::new(&settings).unwrap(),
+        &settings,
+        crate::common::test_keys(),
+    );
+    let refreshing = tokio::spawn({
+        let user = user.clone();
+        async move {
+            let rejected = RequestAuth::Bearer(SecretString::from("old-access"));
+            store.refresh_after_unauthorized(&user, &rejected).await
+        }
+    });
+    // The refresh is on the wire (the endpoint has it and holds its answer): store new tokens.
+    let started = std::time::Instant::now();
+    while server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no refresh request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.add_account_with(
+        "100",
+        Credentials::OAuth2 {
+            access_token: SecretString::from("operator-access"),
+            refresh_token: Some(SecretString::from("operator-refresh")),
+            expires_at: None,
+        },
+    )
+    .await;
+    let registered_after = started.elapsed();
+    assert!(
+        registered_after < Duration::from_millis(1500),
+        "stored {registered_after:?} after the request arrived: not while its answer was held"
+    );
+    let used = refreshing.await.unwrap().expect("the refresh ends well");
+    assert_eq!(bearer(&used), "operator-access");
+    assert_eq!(
+        db.stored_token("100", TokenColumn::OAuth2RefreshToken)
+            .await
+            .as_deref(),
+        Some("operator-refresh")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the register ran mid-refresh"
+    );
+}
