@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +84,25 @@ pub async fn add_accounts(
         start = end;
     }
     Ok(())
+}
+
+/// The environment that gives a `followq run` child process the bench's own key, which
+/// sealed the scenario's tokens, made the active one whatever the parent's environment says.
+pub fn credentials_env(ctx: &super::BenchContext) -> Vec<(String, String)> {
+    let active = ctx.keys.active_id();
+    match ctx.settings.credentials.keys.get(active) {
+        Some(key) => vec![
+            (
+                format!("FOLLOWQ_CREDENTIALS__KEYS__{}", active.to_uppercase()),
+                key.expose_secret().to_owned(),
+            ),
+            (
+                "FOLLOWQ_CREDENTIALS__ACTIVE_KEY".to_owned(),
+                active.to_owned(),
+            ),
+        ],
+        None => Vec::new(),
+    }
 }
 
 /// Tells the in-process simulator the same accounts and tokens.

@@ -65,18 +65,9 @@ async fn measure(
 
     // The daemon, as its own process, against an endpoint it never gets to call.
     let exe = std::env::current_exe().context("locating the followq binary")?;
-    let mut daemon = Command::new(exe);
-    // The bench's own key, which sealed the scenario's tokens.
-    let active = ctx.keys.active_id();
-    if let Some(key) = ctx.settings.credentials.keys.get(active) {
-        daemon
-            .env(
-                format!("FOLLOWQ_CREDENTIALS__KEYS__{}", active.to_uppercase()),
-                key.expose_secret(),
-            )
-            .env("FOLLOWQ_CREDENTIALS__ACTIVE_KEY", active);
-    }
-    let mut daemon = daemon
+    let mut daemon = Command::new(exe)
+        // The bench's own key, which sealed the scenario's tokens.
+        .envs(harness::credentials_env(ctx))
         .arg("run")
         .env("DATABASE_URL", scratch.url.expose_secret())
         .env_remove("FOLLOWQ_DATABASE__URL")
