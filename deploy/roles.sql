@@ -6,17 +6,22 @@
 -- Safe to run again (after every upgrade, for instance): roles are created only when
 -- missing, and GRANT/REVOKE are idempotent.
 --
--- Three roles in all:
---   * the owner (not created here): owns the schema, runs `followq migrate` and
---     `followq accounts add`. Not for daemons or services.
+-- Four roles in all:
+--   * the owner (not created here): owns the schema, runs `followq migrate`. Not for daemons
+--     or services.
 --   * followq_enqueuer: services that ask for follows. Enqueues (INSERT or followq.enqueue)
---     and reads jobs and accounts; never sees a token.
+--     and reads jobs and accounts; never sees a token, and cannot hold anything the daemon
+--     waits for (it cannot lock or update accounts or credentials rows).
 --   * followq_daemon: `followq run`. Reads and writes the queue, the ledger, the leases and
---     the pauses, reads and refreshes tokens; changes no schema.
+--     the pauses, reads and refreshes tokens; changes no schema. Also what
+--     `followq credentials status` and `rekey` need.
+--   * followq_registrar: `followq accounts add`. Registers accounts and stores (sealed)
+--     tokens; cannot read tokens back, nor touch the queue, nor change the schema.
 --
--- Both are group roles without LOGIN; give each service its own login role in them, e.g.
+-- All three are group roles without LOGIN; give each service its own login role in them, e.g.
 --     CREATE ROLE billing_service LOGIN PASSWORD '…' IN ROLE followq_enqueuer;
 --     CREATE ROLE followq_worker  LOGIN PASSWORD '…' IN ROLE followq_daemon;
+--     CREATE ROLE onboarding      LOGIN PASSWORD '…' IN ROLE followq_registrar;
 
 -- Roles are shared by every database of the cluster: create them once, whoever runs first
 -- (two sessions creating the same role at once make one of them fail; ignore that too).
@@ -33,6 +38,16 @@ BEGIN
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END
 $$;
+
+DO $$
+BEGIN
+    CREATE ROLE followq_registrar NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+-- No function of the schema is callable by every role: EXECUTE goes to the roles below only.
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA followq FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- followq_enqueuer: the SQL contract of README.md, nothing more.
@@ -80,3 +95,26 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA followq TO followq_daemon;
 GRANT SELECT ON followq._sqlx_migrations TO followq_daemon;
 GRANT EXECUTE ON FUNCTION followq.enqueue(text, text, integer, timestamptz, integer)
     TO followq_daemon;
+
+-- ---------------------------------------------------------------------------------------------
+-- followq_registrar: `followq accounts add`, nothing more.
+-- ---------------------------------------------------------------------------------------------
+GRANT USAGE ON SCHEMA followq TO followq_registrar;
+-- Create the account or update it (auth kind, quota override, needs_reauth -> active); never
+-- its lease. SELECT: the current status, and the upsert reads the existing row.
+REVOKE ALL ON followq.accounts FROM followq_registrar;
+GRANT SELECT ON followq.accounts TO followq_registrar;
+GRANT INSERT (user_id, auth_kind, quota_requests, quota_period_seconds)
+    ON followq.accounts TO followq_registrar;
+GRANT UPDATE (auth_kind, quota_requests, quota_period_seconds, status, paused_until,
+              pause_reason, updated_at)
+    ON followq.accounts TO followq_registrar;
+-- Store tokens; read back nothing but the key the upsert conflicts on.
+REVOKE ALL ON followq.account_credentials FROM followq_registrar;
+GRANT SELECT (user_id) ON followq.account_credentials TO followq_registrar;
+GRANT INSERT (user_id, oauth2_access_token, oauth2_refresh_token, oauth2_expires_at,
+              oauth1_token, oauth1_token_secret)
+    ON followq.account_credentials TO followq_registrar;
+GRANT UPDATE (oauth2_access_token, oauth2_refresh_token, oauth2_expires_at, oauth1_token,
+              oauth1_token_secret, updated_at)
+    ON followq.account_credentials TO followq_registrar;

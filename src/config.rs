@@ -8,6 +8,7 @@
 //! `config/default.toml` documents every key. A bad value or an unknown key stops start-up
 //! with one message naming the key and what is wrong ([`ConfigError`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub credentials: CredentialsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +72,10 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct XApiSettings {
     pub base_url: String,
+    /// Allows an `http://` base URL to a host other than loopback (bearer tokens then cross
+    /// the network in clear). Off: such a URL stops start-up.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -194,6 +201,19 @@ pub struct OtlpSettings {
     pub timeout: Duration,
 }
 
+/// `[credentials]`: the keys that encrypt stored tokens (see `accounts::keyring`). Checked
+/// only by the commands that read or write tokens, so that `status` or `enqueue` run without.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSettings {
+    /// The id of the key that encrypts; every key in `keys` decrypts.
+    #[serde(default)]
+    pub active_key: Option<String>,
+    /// Key id → base64 of 32 bytes, from `FOLLOWQ_CREDENTIALS__KEYS__<ID>` only.
+    #[serde(default)]
+    pub keys: BTreeMap<String, SecretString>,
+}
+
 /// The shortest retention: ledger rows of the last 24 hours plus one quota period seed the
 /// limiters and the daily caps, and two days leaves a margin for any period up to a day.
 pub const MIN_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
@@ -253,6 +273,7 @@ impl Settings {
                     .split("__"),
             );
 
+        refuse_keys_from_files(&figment)?;
         let settings: Settings = figment.extract().map_err(describe_figment_error)?;
         settings.validate()?;
         Ok(settings)
@@ -266,6 +287,7 @@ impl Settings {
                 problem: problem.into(),
             }
         }
+        self.validate_maximums()?;
         if self.database.max_connections < 2 {
             return Err(invalid(
                 "database.max_connections",
@@ -278,6 +300,14 @@ impl Settings {
             return Err(invalid(
                 "x_api.base_url",
                 "must start with https:// or http://",
+            ));
+        }
+        if base.scheme() == "http" && !is_loopback(&base) && !self.x_api.allow_insecure_http {
+            return Err(invalid(
+                "x_api.base_url",
+                "http:// would send bearer tokens in clear: use https://, or set \
+                 x_api.allow_insecure_http = true for a host you trust (http:// to a loopback \
+                 address needs no setting)",
             ));
         }
         if self.x_api.request_timeout.is_zero() {
@@ -366,6 +396,167 @@ impl Settings {
         self.validate_ops()
     }
 
+    /// The largest (and smallest) values each setting may take. Beyond them a value overflows
+    /// something (a timestamp, an `i32` column, `Instant` arithmetic) or makes the daemon spin
+    /// (a poll every nanosecond), long before it means anything.
+    fn validate_maximums(&self) -> Result<(), ConfigError> {
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let durations: [(&'static str, Duration, Duration, Duration); 19] = [
+            (
+                "database.acquire_timeout",
+                self.database.acquire_timeout,
+                Duration::ZERO,
+                10 * MINUTE,
+            ),
+            (
+                "x_api.connect_timeout",
+                self.x_api.connect_timeout,
+                Duration::ZERO,
+                10 * MINUTE,
+            ),
+            (
+                "x_api.request_timeout",
+                self.x_api.request_timeout,
+                Duration::ZERO,
+                10 * MINUTE,
+            ),
+            (
+                "x_api.oauth2.refresh_margin",
+                self.x_api.oauth2.refresh_margin,
+                Duration::ZERO,
+                DAY,
+            ),
+            (
+                "rate_limit.period",
+                self.rate_limit.period,
+                Duration::ZERO,
+                7 * DAY,
+            ),
+            (
+                "worker.account_lease",
+                self.worker.account_lease,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "worker.heartbeat_interval",
+                self.worker.heartbeat_interval,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "worker.job_lease",
+                self.worker.job_lease,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "worker.poll_interval",
+                self.worker.poll_interval,
+                Duration::from_millis(10),
+                HOUR,
+            ),
+            (
+                "worker.send_deadline",
+                self.worker.send_deadline,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "worker.liveness_interval",
+                self.worker.liveness_interval,
+                Duration::from_millis(10),
+                HOUR,
+            ),
+            (
+                "worker.shutdown_grace",
+                self.worker.shutdown_grace,
+                Duration::ZERO,
+                HOUR,
+            ),
+            (
+                "worker.summary_interval",
+                self.worker.summary_interval,
+                Duration::ZERO,
+                DAY,
+            ),
+            (
+                "retry.base_delay",
+                self.retry.base_delay,
+                Duration::ZERO,
+                DAY,
+            ),
+            (
+                "retry.max_delay",
+                self.retry.max_delay,
+                Duration::ZERO,
+                7 * DAY,
+            ),
+            (
+                "retention.finished_jobs",
+                self.retention.finished_jobs,
+                Duration::ZERO,
+                3650 * DAY,
+            ),
+            (
+                "retention.attempts",
+                self.retention.attempts,
+                Duration::ZERO,
+                3650 * DAY,
+            ),
+            (
+                "retention.interval",
+                self.retention.interval,
+                Duration::ZERO,
+                DAY,
+            ),
+            (
+                "telemetry.otlp.timeout",
+                self.telemetry.otlp.timeout,
+                Duration::ZERO,
+                10 * MINUTE,
+            ),
+        ];
+        for (key, value, min, max) in durations {
+            if value < min || value > max {
+                let shown = |d: Duration| humantime::format_duration(d).to_string();
+                let problem = if min.is_zero() {
+                    format!("must be at most {}", shown(max))
+                } else {
+                    format!("must be between {} and {}", shown(min), shown(max))
+                };
+                return Err(ConfigError::Invalid { key, problem });
+            }
+        }
+        let counts: [(&'static str, u32, u32); 6] = [
+            (
+                "database.max_connections",
+                self.database.max_connections,
+                1_000,
+            ),
+            (
+                "rate_limit.requests_per_period",
+                self.rate_limit.requests_per_period,
+                1_000_000,
+            ),
+            ("worker.concurrency", self.worker.concurrency, 100_000),
+            ("worker.max_accounts", self.worker.max_accounts, 10_000_000),
+            ("retry.max_attempts", self.retry.max_attempts, 1_000),
+            ("retention.batch_size", self.retention.batch_size, 100_000),
+        ];
+        for (key, value, max) in counts {
+            if value > max {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!("must be at most {max}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The operations sections: retention ages the daemon can live with, a usable OTLP URL.
     fn validate_ops(&self) -> Result<(), ConfigError> {
         fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -419,6 +610,46 @@ impl Settings {
     }
 }
 
+/// Whether `url`'s host is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// Credentials keys belong in the environment (a secrets manager, a systemd credential), never
+/// in a config file that ends up in a repository or an image.
+fn refuse_keys_from_files(figment: &Figment) -> Result<(), ConfigError> {
+    let Ok(keys) = figment.find_value("credentials.keys") else {
+        return Ok(());
+    };
+    let Some(keys) = keys.as_dict() else {
+        return Ok(());
+    };
+    for id in keys.keys() {
+        let from_a_file = figment
+            .find_metadata(&format!("credentials.keys.{id}"))
+            .is_some_and(|metadata| metadata.source.is_some());
+        if from_a_file {
+            return Err(ConfigError::Invalid {
+                key: "credentials.keys",
+                problem: format!(
+                    "key {:?} is set in a file: credentials keys come from the environment only \
+                     (FOLLOWQ_CREDENTIALS__KEYS__{})",
+                    id.chars().take(32).collect::<String>(),
+                    id.chars().take(32).collect::<String>().to_uppercase()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Turns figment's errors into one line per problem, each naming the key and its source.
 fn describe_figment_error(error: figment::Error) -> ConfigError {
     let lines: Vec<String> = error
@@ -434,10 +665,54 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
                 .as_ref()
                 .map(|m| format!(" (from {})", m.name))
                 .unwrap_or_default();
-            format!("key `{key}`{source}: {}", e.kind)
+            format!("key `{key}`{source}: {}", describe_kind(&e.kind))
         })
         .collect();
     ConfigError::Load(lines.join("; "))
+}
+
+/// What was wrong with a value, without the value: it may be a secret (a key, a password, a
+/// client secret set where a number or a list was expected).
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::InvalidType(actual, expected) => {
+            format!(
+                "invalid type: found {}, expected {expected}",
+                type_of(actual)
+            )
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!(
+                "invalid value: found {}, expected {expected}",
+                type_of(actual)
+            )
+        }
+        Kind::Unsupported(actual) => format!("unsupported type {}", type_of(actual)),
+        Kind::UnsupportedKey(actual, expected) => {
+            format!("unsupported key type {}, need {expected}", type_of(actual))
+        }
+        // Field and variant names, lengths and messages about names quote no value.
+        other => other.to_string(),
+    }
+}
+
+/// The kind of a value figment read, without the value itself.
+fn type_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Char(_) => "a character",
+        Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit => "nothing",
+        Actual::Option => "an option",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another type",
+    }
 }
 
 #[cfg(test)]
@@ -664,6 +939,129 @@ mod tests {
             let printed = format!("{settings:?}");
             assert!(!printed.contains("PASSWORD"), "{printed}");
             assert!(!printed.contains("CLIENTSECRET"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn values_that_would_overflow_or_spin_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (variable, value, key) in [
+                (
+                    "FOLLOWQ_RETRY__MAX_ATTEMPTS",
+                    "4294967295",
+                    "retry.max_attempts",
+                ),
+                (
+                    "FOLLOWQ_RETRY__MAX_DELAY",
+                    "1000000years",
+                    "retry.max_delay",
+                ),
+                (
+                    "FOLLOWQ_WORKER__POLL_INTERVAL",
+                    "1ns",
+                    "worker.poll_interval",
+                ),
+                (
+                    "FOLLOWQ_WORKER__ACCOUNT_LEASE",
+                    "100000days",
+                    "worker.account_lease",
+                ),
+                (
+                    "FOLLOWQ_RETENTION__ATTEMPTS",
+                    "500years",
+                    "retention.attempts",
+                ),
+                (
+                    "FOLLOWQ_DATABASE__MAX_CONNECTIONS",
+                    "100000",
+                    "database.max_connections",
+                ),
+            ] {
+                jail.set_env(variable, value);
+                let text = message(Settings::load(&sources(jail)));
+                assert!(text.contains(key), "{variable}={value}: {text}");
+                jail.set_env(variable, "");
+                jail.clear_env();
+            }
+            jail.set_env("FOLLOWQ_WORKER__POLL_INTERVAL", "10ms");
+            jail.set_env("FOLLOWQ_RETRY__MAX_ATTEMPTS", "1000");
+            Settings::load(&sources(jail)).expect("the bounds themselves are fine");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_echoed() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (variable, value) in [
+                (
+                    "FOLLOWQ_X_API__OAUTH2__CLIENT_SECRET",
+                    "[1, \"SECRET-LIST\"]",
+                ),
+                (
+                    "FOLLOWQ_X_API__OAUTH1__CONSUMER_SECRET",
+                    "{a=\"SECRET-TABLE\"}",
+                ),
+                ("FOLLOWQ_DATABASE__URL", "[\"postgres://u:SECRET-URL@h/d\"]"),
+                ("FOLLOWQ_CREDENTIALS__KEYS__K1", "[\"SECRET-KEY\"]"),
+                ("FOLLOWQ_X_API__OAUTH2__CLIENT_SECRET", "123456789"),
+            ] {
+                jail.set_env(variable, value);
+                let text = message(Settings::load(&sources(jail)));
+                assert!(!text.contains("SECRET"), "{variable}: {text}");
+                assert!(!text.contains("123456789"), "{variable}: {text}");
+                assert!(text.contains("invalid type"), "{variable}: {text}");
+                jail.clear_env();
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn credentials_keys_come_from_the_environment_only() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_CREDENTIALS__KEYS__K1", "a2V5");
+            jail.set_env("FOLLOWQ_CREDENTIALS__ACTIVE_KEY", "k1");
+            let settings = Settings::load(&sources(jail)).expect("keys from the environment");
+            assert_eq!(settings.credentials.active_key.as_deref(), Some("k1"));
+            assert!(settings.credentials.keys.contains_key("k1"));
+            jail.clear_env();
+            jail.create_dir("config")?;
+            jail.create_file(
+                "config/default.toml",
+                "[credentials]\nactive_key = \"k1\"\n[credentials.keys]\nk1 = \"a2V5\"\n",
+            )?;
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("credentials.keys"), "{text}");
+            assert!(text.contains("environment only"), "{text}");
+            assert!(!text.contains("a2V5"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn plain_http_to_x_is_refused_unless_loopback_or_allowed() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FOLLOWQ_X_API__BASE_URL", "http://api.x.com");
+            let text = message(Settings::load(&sources(jail)));
+            assert!(text.contains("x_api.base_url"), "{text}");
+            assert!(text.contains("allow_insecure_http"), "{text}");
+            for loopback in [
+                "http://127.0.0.1:8080",
+                "http://localhost:1",
+                "http://[::1]:9",
+            ] {
+                jail.set_env("FOLLOWQ_X_API__BASE_URL", loopback);
+                Settings::load(&sources(jail)).expect("loopback needs no setting");
+            }
+            jail.set_env("FOLLOWQ_X_API__BASE_URL", "http://x-proxy.internal");
+            jail.set_env("FOLLOWQ_X_API__ALLOW_INSECURE_HTTP", "true");
+            Settings::load(&sources(jail)).expect("allowed on purpose");
             Ok(())
         });
     }

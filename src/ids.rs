@@ -1,20 +1,28 @@
-//! X user ids: strings of 1 to 19 ASCII digits, the same rule the schema's CHECK constraints
-//! apply, checked here first so the CLI and library can say what is wrong before any SQL runs.
+//! X user ids: strings of 1 to 19 ASCII digits without a leading zero, the same rule the
+//! schema's CHECK constraints apply, checked here first so the CLI and library can say what is
+//! wrong before any SQL runs.
 
 use std::fmt;
 
-/// A syntactically valid X user id (`^[0-9]{1,19}$`).
+/// The most characters of a bad id an error quotes: enough to find it in a file, never a whole
+/// pasted line (which could hold anything, a token included).
+const MAX_QUOTED_CHARS: usize = 24;
+
+/// A syntactically valid X user id (`^[1-9][0-9]{0,18}$`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
 
+/// What is wrong with an id. The id is quoted cut to a few dozen characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UserIdError {
     #[error("user id is empty")]
     Empty,
-    #[error("user id {0:?} is longer than 19 digits")]
+    #[error("user id {0} is longer than 19 digits")]
     TooLong(String),
-    #[error("user id {0:?} must contain only the digits 0-9")]
+    #[error("user id {0} must contain only the digits 0-9")]
     NotDigits(String),
+    #[error("user id {0} starts with 0: X user ids have no leading zeros")]
+    LeadingZero(String),
 }
 
 impl UserId {
@@ -23,16 +31,30 @@ impl UserId {
             return Err(UserIdError::Empty);
         }
         if !raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(UserIdError::NotDigits(raw.to_owned()));
+            return Err(UserIdError::NotDigits(quoted(raw)));
         }
         if raw.len() > 19 {
-            return Err(UserIdError::TooLong(raw.to_owned()));
+            return Err(UserIdError::TooLong(quoted(raw)));
+        }
+        if raw.starts_with('0') {
+            return Err(UserIdError::LeadingZero(quoted(raw)));
         }
         Ok(UserId(raw.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// `raw` in quotes, cut to [`MAX_QUOTED_CHARS`] characters (an ellipsis says it was cut).
+fn quoted(raw: &str) -> String {
+    let mut chars = raw.chars();
+    let shown: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{shown:?}…")
+    } else {
+        format!("{shown:?}")
     }
 }
 
@@ -62,6 +84,7 @@ mod tests {
     #[test]
     fn accepts_one_to_nineteen_digits() {
         assert!(UserId::parse("1").is_ok());
+        assert!(UserId::parse("10").is_ok());
         assert!(UserId::parse("2244994945").is_ok());
         assert!(UserId::parse("9999999999999999999").is_ok());
     }
@@ -89,5 +112,28 @@ mod tests {
             UserId::parse("12345678901234567890"),
             Err(UserIdError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn refuses_leading_zeros_and_zero_itself() {
+        for raw in ["0", "07", "0007", "0000000000000000001"] {
+            assert!(
+                matches!(UserId::parse(raw), Err(UserIdError::LeadingZero(_))),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn quotes_a_long_bad_id_cut_short() {
+        let pasted = format!("12,{}", "SECRET".repeat(100));
+        let text = UserId::parse(&pasted).unwrap_err().to_string();
+        assert!(text.len() < 80, "{text}");
+        assert!(text.contains("\"12,SECRET"), "{text}");
+        assert!(text.contains('…'), "{text}");
+        assert_eq!(
+            UserId::parse("12a").unwrap_err().to_string(),
+            "user id \"12a\" must contain only the digits 0-9"
+        );
     }
 }

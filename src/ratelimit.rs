@@ -183,8 +183,28 @@ struct Reported {
     /// `ends` comes from the answer that opened the window (one period after it came back),
     /// not from a reset header read through the wall clock.
     aligned: bool,
+    /// The reset header of the answer that told us about this window: X sends the same reset
+    /// for every answer in one window, so another reset means another window.
+    reset_at: Option<Instant>,
     /// Requests sent since that answer: they count against `remaining`.
     sent_since: u32,
+}
+
+/// Two reset headers read through the wall clock a moment apart name the same window when
+/// they agree this closely (windows one period apart differ by about a period).
+const SAME_RESET: Duration = Duration::from_millis(500);
+
+impl Reported {
+    /// Whether an answer carrying `reset_at`, received at `at`, belongs to this window.
+    fn same_window(&self, at: Instant, reset_at: Option<Instant>) -> bool {
+        let resets_agree = match (self.reset_at, reset_at) {
+            (Some(ours), Some(theirs)) => {
+                ours.max(theirs).saturating_duration_since(ours.min(theirs)) <= SAME_RESET
+            }
+            _ => true,
+        };
+        at < self.ends && resets_agree
+    }
 }
 
 /// The pacing state of one account. Owned by the one task that sends for it.
@@ -246,6 +266,7 @@ impl AccountLimiter {
                 remaining: report.remaining,
                 ends: report.ends,
                 aligned: false,
+                reset_at: None,
                 sent_since: report.sent_since,
             });
         }
@@ -361,7 +382,7 @@ impl AccountLimiter {
         }
         let opened_window = matches!(
             (server.limit, server.remaining),
-            (Some(limit), Some(remaining)) if limit > 0 && remaining + 1 == limit
+            (Some(limit), Some(remaining)) if limit > 0 && remaining.checked_add(1) == Some(limit)
         );
         if opened_window {
             // This request opened X's window: every earlier request arrived before it, in an
@@ -369,20 +390,21 @@ impl AccountLimiter {
             self.arrivals.forget_through(sent_at);
         }
         self.arrivals.push(completed_at, self.limit() as usize);
-        let known_window = self
-            .reported
-            .filter(|reported| reported.aligned && completed_at < reported.ends);
+        let known_window = self.reported.filter(|reported| {
+            reported.aligned && reported.same_window(completed_at, server.reset_at)
+        });
         match (server.remaining, server.reset_at, known_window) {
             (Some(remaining), _, _) if opened_window => {
                 self.reported = Some(Reported {
                     remaining,
                     ends: completed_at + self.quota.period,
                     aligned: true,
+                    reset_at: server.reset_at,
                     sent_since: 0,
                 });
             }
-            // Later in a window whose opening we saw: its end is already known, on this
-            // process's own clock, whatever the reset header says through the wall clock.
+            // Later in a window whose opening we saw (the same reset): its end is already
+            // known, on this process's own clock, whatever the wall clock makes of the header.
             (Some(remaining), _, Some(window)) => {
                 self.reported = Some(Reported {
                     remaining,
@@ -395,6 +417,7 @@ impl AccountLimiter {
                     remaining,
                     ends: reset_at,
                     aligned: false,
+                    reset_at: Some(reset_at),
                     sent_since: 0,
                 });
             }

@@ -74,7 +74,7 @@ async fn acquire_where(
                     AND j.state = 'queued'
                     AND j.run_at <= now())
             LIMIT $3
-            FOR UPDATE OF a SKIP LOCKED
+            FOR NO KEY UPDATE OF a SKIP LOCKED
         )
         UPDATE followq.accounts AS a
         SET leased_by = $1,

@@ -2,11 +2,14 @@
 //!
 //! Storing new credentials is how an operator repairs an account the daemon parked as
 //! `needs_reauth`: it returns to `active`. Paused and disabled accounts keep their state.
+//! Tokens are checked (`credentials::check_token`) and sealed with the active key before
+//! any SQL runs: only ciphertext is ever bound to a statement.
 
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
-use super::credentials::Credentials;
+use super::credentials::{Credentials, TokenError};
+use super::keyring::KeyRing;
+use super::sealed::{SealError, TokenColumn, seal};
 use crate::ids::UserId;
 
 /// A per-account quota override (X's tiers differ: 50, 5 or 1 per 15 minutes).
@@ -43,6 +46,10 @@ pub enum AccountError {
     BadQuota,
     #[error("quota value {0} is too large")]
     QuotaTooLarge(u32),
+    #[error(transparent)]
+    BadToken(#[from] TokenError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     #[error("database error while registering the account")]
     Database(#[from] sqlx::Error),
 }
@@ -62,15 +69,51 @@ fn quota_columns(quota: Option<Quota>) -> Result<(Option<i32>, Option<i32>), Acc
 }
 
 /// Creates the account or replaces its credentials, in one short transaction.
-pub async fn register(pool: &PgPool, account: &NewAccount) -> Result<Registered, AccountError> {
+pub async fn register(
+    pool: &PgPool,
+    keys: &KeyRing,
+    account: &NewAccount,
+) -> Result<Registered, AccountError> {
     let (quota_requests, quota_period) = quota_columns(account.quota)?;
+    account.credentials.check()?;
+    let user = &account.user_id;
+    let sealed = |column, token| seal(keys, user, column, token);
+    let (access, refresh, expires_at, token, token_secret) = match &account.credentials {
+        Credentials::OAuth2 {
+            access_token,
+            refresh_token,
+            expires_at,
+        } => (
+            Some(sealed(TokenColumn::OAuth2AccessToken, access_token)?),
+            refresh_token
+                .as_ref()
+                .map(|t| sealed(TokenColumn::OAuth2RefreshToken, t))
+                .transpose()?,
+            *expires_at,
+            None,
+            None,
+        ),
+        Credentials::OAuth1 {
+            token,
+            token_secret,
+        } => (
+            None,
+            None,
+            None,
+            Some(sealed(TokenColumn::OAuth1Token, token)?),
+            Some(sealed(TokenColumn::OAuth1TokenSecret, token_secret)?),
+        ),
+    };
     let mut tx = pool.begin().await?;
 
-    let previous_status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM followq.accounts WHERE user_id = $1 FOR UPDATE")
-            .bind(account.user_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+    // FOR NO KEY UPDATE: it does not wait for the key-share locks that enqueueing services'
+    // foreign-key checks take on the account row.
+    let previous_status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(account.user_id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
 
     let status: String = sqlx::query_scalar(
         r#"
@@ -94,29 +137,8 @@ pub async fn register(pool: &PgPool, account: &NewAccount) -> Result<Registered,
     .fetch_one(&mut *tx)
     .await?;
 
-    let (access, refresh, expires_at, token, token_secret) = match &account.credentials {
-        Credentials::OAuth2 {
-            access_token,
-            refresh_token,
-            expires_at,
-        } => (
-            Some(access_token.expose_secret()),
-            refresh_token.as_ref().map(|t| t.expose_secret()),
-            *expires_at,
-            None,
-            None,
-        ),
-        Credentials::OAuth1 {
-            token,
-            token_secret,
-        } => (
-            None,
-            None,
-            None,
-            Some(token.expose_secret()),
-            Some(token_secret.expose_secret()),
-        ),
-    };
+    // The parameters again rather than EXCLUDED.*: reading EXCLUDED needs SELECT on the token
+    // columns, which the registering role (deploy/roles.sql) does not have.
     sqlx::query(
         r#"
         INSERT INTO followq.account_credentials AS c
@@ -124,11 +146,11 @@ pub async fn register(pool: &PgPool, account: &NewAccount) -> Result<Registered,
              oauth1_token, oauth1_token_secret)
         VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (user_id) DO UPDATE SET
-            oauth2_access_token = EXCLUDED.oauth2_access_token,
-            oauth2_refresh_token = EXCLUDED.oauth2_refresh_token,
-            oauth2_expires_at = EXCLUDED.oauth2_expires_at,
-            oauth1_token = EXCLUDED.oauth1_token,
-            oauth1_token_secret = EXCLUDED.oauth1_token_secret,
+            oauth2_access_token = $2,
+            oauth2_refresh_token = $3,
+            oauth2_expires_at = $4,
+            oauth1_token = $5,
+            oauth1_token_secret = $6,
             updated_at = now()
         "#,
     )

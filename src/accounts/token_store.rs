@@ -1,51 +1,45 @@
-//! The token store: loads an account's credentials into a [`RequestAuth`], refreshes OAuth 2.0
-//! tokens (ahead of expiry, or once after a 401) with one refresh at a time per account across
-//! every process, persists the rotated pair, and parks an account as `needs_reauth` when X
-//! will not take its tokens any more.
+//! The token store: loads an account's credentials into a [`RequestAuth`] (opening the sealed
+//! tokens with the key ring), refreshes OAuth 2.0 tokens (ahead of expiry, or once after a
+//! 401) with one refresh at a time per account across every process, persists the rotated
+//! pair sealed, and parks an account as `needs_reauth` when X will not take its tokens any
+//! more.
 //!
-//! # Why a session advisory lock on its own connection, polled with `pg_try_advisory_lock`
+//! # Single-flight refresh
 //!
 //! X's refresh tokens rotate and are single-use: two processes refreshing one account at the
 //! same time would spend the token twice, and the loser's `invalid_request` may revoke the
 //! whole token family. So a refresh is single-flight per account across all processes:
-//! take a lock, re-read the stored token (another process may have refreshed it while we
-//! waited), refresh, persist the new pair, release, then use it.
+//! take the account's refresh claim ([`RefreshClaim`]: a committed claim on its credentials
+//! row, which no other role can take), re-read the stored tokens (another process may have
+//! refreshed them while we waited), refresh, persist the new pair, release, then use it.
+//! No transaction and no connection is held across the token endpoint call.
 //!
-//! The lock cannot be a row lock (`SELECT … FOR UPDATE`): that needs a transaction held open
-//! across the HTTP call to the token endpoint, which the project forbids. A committed claim
-//! column would need a migration, an expiry for claims whose holder died, and a sweeper. A
-//! session-level advisory lock needs none of that: it lives on one pooled connection, outside
-//! any transaction, while every statement stays short (`pg_try_advisory_lock` is polled every
-//! `LOCK_POLL` instead of blocking server-side, up to a deadline of twice the request
-//! timeout plus 5 s, after which the caller gets [`AuthError::Transient`]).
+//! Persisting is a compare-and-set on the stored refresh token just spent, compared as the
+//! sealed text that was read (each seal has a fresh nonce, so equal tokens do not compare
+//! equal sealed): new tokens an operator stored meanwhile (`accounts add`) are never
+//! overwritten by a pair from the old family.
 //!
-//! A session lock outlives a dropped future if its connection goes back to the pool, so the
-//! connection is held by a guard (`RefreshLock`) whose `Drop`, unless the lock was released
-//! normally, detaches the connection from the pool and drops it: the socket closes, Postgres
-//! ends the session and frees the lock. The key is `hashtextextended('followq.oauth2_refresh:'
-//! || user_id, 0)`: a user id of 19 digits does not fit a bigint, and a hash collision only
-//! serialises two accounts' refreshes.
-//!
-//! Persisting is a compare-and-set on the refresh token just spent, so new tokens an operator
-//! stored meanwhile (`accounts add`) are never overwritten by a pair from the old family.
+//! A stored value that cannot be opened (a key this process lacks, another key under the same
+//! id, a value altered or copied from another row) is a transient error naming the key id:
+//! the account is not parked, so fixing the key configuration is enough.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgExecutor, PgPool, Postgres};
+use sqlx::PgPool;
 
 use super::credentials::Credentials;
+use super::keyring::KeyRing;
+use super::refresh_claim::{ClaimError, RefreshClaim};
+use super::sealed::{TokenColumn, open, seal};
 use crate::config::XApiSettings;
 use crate::ids::UserId;
 use crate::xapi::RequestAuth;
 use crate::xapi::oauth2::{RefreshError, TokenClient, needs_refresh};
 
-/// How often a waiting refresher asks for the lock again.
-const LOCK_POLL: Duration = Duration::from_millis(50);
-/// Extra room in the lock wait beyond the holder's token call.
-const LOCK_WAIT_SLACK: Duration = Duration::from_secs(5);
+/// Extra room in a refresh claim's life beyond the holder's token call, for persisting.
+const CLAIM_SLACK: Duration = Duration::from_secs(5);
 /// Attempts to persist a freshly rotated pair: losing it spends the account's refresh token.
 const PERSIST_ATTEMPTS: u32 = 3;
 const PERSIST_RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -63,6 +57,7 @@ pub enum AuthError {
     NoCredentials,
     /// The token endpoint failed (5xx, timeout, …), another process held the refresh too long,
     /// or the app's OAuth settings are missing or rejected: try later.
+    /// Also: the stored tokens cannot be decrypted with the configured keys.
     #[error("could not get a usable token now: {0}")]
     Transient(String),
     #[error("database error while loading or storing credentials")]
@@ -74,8 +69,13 @@ pub enum AuthError {
 pub struct TokenStore {
     pool: PgPool,
     tokens: TokenClient,
+    keys: KeyRing,
     refresh_margin: Duration,
-    lock_wait: Duration,
+    /// How long a refresh claim lives: beyond the token call (at most `request_timeout`,
+    /// twice for margin) and the persisting that follows.
+    claim_ttl: Duration,
+    /// How long a refresher waits for another one's claim: past its expiry.
+    claim_wait: Duration,
     consumer_key: String,
     consumer_secret: Option<SecretString>,
 }
@@ -88,7 +88,7 @@ enum Trigger<'a> {
     Rejected(&'a SecretString),
 }
 
-/// An account row joined with its credentials. No `Debug`: it holds tokens.
+/// An account row joined with its credentials, as stored (sealed). No `Debug`.
 #[derive(sqlx::FromRow)]
 struct StoredRow {
     auth_kind: String,
@@ -105,15 +105,25 @@ struct Stored {
     status: String,
     pause_reason: Option<String>,
     credentials: Credentials,
+    /// The refresh token as stored (sealed): what the compare-and-set compares.
+    stored_refresh_token: Option<String>,
 }
 
 impl TokenStore {
-    pub fn new(pool: PgPool, tokens: TokenClient, settings: &XApiSettings) -> TokenStore {
+    pub fn new(
+        pool: PgPool,
+        tokens: TokenClient,
+        settings: &XApiSettings,
+        keys: KeyRing,
+    ) -> TokenStore {
+        let claim_ttl = settings.request_timeout.saturating_mul(2) + CLAIM_SLACK;
         TokenStore {
             pool,
             tokens,
+            keys,
             refresh_margin: settings.oauth2.refresh_margin,
-            lock_wait: settings.request_timeout.saturating_mul(2) + LOCK_WAIT_SLACK,
+            claim_ttl,
+            claim_wait: claim_ttl + CLAIM_SLACK,
             consumer_key: settings.oauth1.consumer_key.clone(),
             consumer_secret: settings.oauth1.consumer_secret.clone(),
         }
@@ -122,7 +132,7 @@ impl TokenStore {
     /// The credentials to sign `user`'s next request with. An OAuth 2.0 token that expires
     /// within `x_api.oauth2.refresh_margin` is refreshed first.
     pub async fn auth_for(&self, user: &UserId) -> Result<RequestAuth, AuthError> {
-        let stored = load(&self.pool, user).await?;
+        let stored = self.load(user).await?;
         refuse_if_parked(&stored)?;
         match stored.credentials {
             Credentials::OAuth2 {
@@ -157,7 +167,7 @@ impl TokenStore {
                 token: rejected_token,
                 ..
             } => {
-                let stored = load(&self.pool, user).await?;
+                let stored = self.load(user).await?;
                 refuse_if_parked(&stored)?;
                 if let Credentials::OAuth1 {
                     token,
@@ -206,22 +216,28 @@ impl TokenStore {
         }
     }
 
-    /// The single-flight refresh: lock, re-read, decide, refresh, persist, unlock.
+    /// The single-flight refresh: claim, re-read, decide, refresh, persist, release.
     async fn refresh(&self, user: &UserId, trigger: Trigger<'_>) -> Result<RequestAuth, AuthError> {
-        let mut lock = RefreshLock::acquire(&self.pool, user, self.lock_wait).await?;
-        let result = self.refresh_locked(&mut lock, user, trigger).await;
-        lock.release(user).await;
+        let claim = RefreshClaim::acquire(&self.pool, user, self.claim_ttl, self.claim_wait)
+            .await
+            .map_err(|e| match e {
+                ClaimError::NoCredentials => AuthError::NoCredentials,
+                ClaimError::TimedOut => AuthError::Transient(e.to_string()),
+                ClaimError::Database(e) => AuthError::Database(e),
+            })?;
+        let result = self.refresh_claimed(user, trigger).await;
+        claim.release().await;
         result
     }
 
-    async fn refresh_locked(
+    async fn refresh_claimed(
         &self,
-        lock: &mut RefreshLock,
         user: &UserId,
         trigger: Trigger<'_>,
     ) -> Result<RequestAuth, AuthError> {
-        let stored = load(lock.connection()?, user).await?;
+        let stored = self.load(user).await?;
         refuse_if_parked(&stored)?;
+        let stored_refresh_token = stored.stored_refresh_token;
         let (access_token, refresh_token, expires_at) = match stored.credentials {
             Credentials::OAuth2 {
                 access_token,
@@ -234,7 +250,7 @@ impl TokenStore {
                 token_secret,
             } => return self.oauth1(token, token_secret),
         };
-        // Another process may have refreshed while this one waited for the lock.
+        // Another process may have refreshed while this one waited for the claim.
         let still_needed = match trigger {
             Trigger::Expiring => needs_refresh(expires_at, self.refresh_margin, Utc::now()),
             Trigger::Rejected(rejected) => access_token.expose_secret() == rejected.expose_secret(),
@@ -243,7 +259,7 @@ impl TokenStore {
             tracing::debug!(account = %user, "token already refreshed by another worker");
             return Ok(RequestAuth::Bearer(access_token));
         }
-        let Some(refresh_token) = refresh_token else {
+        let (Some(refresh_token), Some(spent)) = (refresh_token, stored_refresh_token) else {
             return Err(self
                 .park(
                     user,
@@ -258,9 +274,8 @@ impl TokenStore {
                 let new_refresh = pair.refresh_token.unwrap_or_else(|| refresh_token.clone());
                 let stored = self
                     .persist(
-                        lock,
                         user,
-                        &refresh_token,
+                        &spent,
                         &pair.access_token,
                         &new_refresh,
                         pair.expires_at,
@@ -269,7 +284,7 @@ impl TokenStore {
                 if !stored {
                     // Someone stored other credentials meanwhile: they win over this pair.
                     tracing::warn!(account = %user, "credentials changed during the refresh; using the stored ones");
-                    let current = load(&self.pool, user).await?;
+                    let current = self.load(user).await?;
                     refuse_if_parked(&current)?;
                     return match current.credentials {
                         Credentials::OAuth2 { access_token, .. } => {
@@ -311,36 +326,94 @@ impl TokenStore {
         }
     }
 
-    /// Stores the rotated pair if the stored refresh token is still the one just spent.
-    /// Returns whether it was stored. Retried: losing the new pair would strand the account.
+    /// Stores the rotated pair, sealed, if the stored refresh token is still the one just
+    /// spent (`spent` is its sealed text as read). Returns whether it was stored. Retried:
+    /// losing the new pair would strand the account.
     async fn persist(
         &self,
-        lock: &mut RefreshLock,
         user: &UserId,
-        spent: &SecretString,
+        spent: &str,
         access: &SecretString,
         refresh: &SecretString,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<bool, AuthError> {
-        let first = match lock.connection() {
-            Ok(conn) => store_pair(conn, user, spent, access, refresh, expires_at).await,
-            Err(e) => Err(e),
+        let sealed = |column, token| {
+            seal(&self.keys, user, column, token).map_err(|e| AuthError::Transient(e.to_string()))
         };
-        let mut last_error = match first {
-            Ok(stored) => return Ok(stored),
-            Err(e) => e,
-        };
-        for attempt in 2..=PERSIST_ATTEMPTS {
-            tracing::warn!(account = %user, error = %last_error, attempt, "storing the refreshed token pair failed; retrying");
-            tokio::time::sleep(PERSIST_RETRY_DELAY).await;
-            // The lock's connection may be the broken part: retry through the pool.
-            match store_pair(&self.pool, user, spent, access, refresh, expires_at).await {
+        let access = sealed(TokenColumn::OAuth2AccessToken, access)?;
+        let refresh = sealed(TokenColumn::OAuth2RefreshToken, refresh)?;
+        let mut last_error = None;
+        for attempt in 1..=PERSIST_ATTEMPTS {
+            if let Some(error) = &last_error {
+                tracing::warn!(account = %user, error = %error, attempt, "storing the refreshed token pair failed; retrying");
+                tokio::time::sleep(PERSIST_RETRY_DELAY).await;
+            }
+            match store_pair(&self.pool, user, spent, &access, &refresh, expires_at).await {
                 Ok(stored) => return Ok(stored),
-                Err(e) => last_error = e,
+                Err(e) => last_error = Some(e),
             }
         }
-        tracing::error!(account = %user, error = %last_error, "could not store the refreshed token pair; the account will need re-authorization");
-        Err(AuthError::Database(last_error))
+        let error = last_error.unwrap_or(sqlx::Error::PoolClosed);
+        tracing::error!(account = %user, error = %error, "could not store the refreshed token pair; the account will need re-authorization");
+        Err(AuthError::Database(error))
+    }
+
+    /// The account's status and credentials, the tokens opened with the key ring.
+    async fn load(&self, user: &UserId) -> Result<Stored, AuthError> {
+        let row: Option<StoredRow> = sqlx::query_as(
+            r#"
+            SELECT a.auth_kind, a.status, a.pause_reason,
+                   c.oauth2_access_token, c.oauth2_refresh_token, c.oauth2_expires_at,
+                   c.oauth1_token, c.oauth1_token_secret
+            FROM followq.accounts AS a
+            LEFT JOIN followq.account_credentials AS c ON c.user_id = a.user_id
+            WHERE a.user_id = $1
+            "#,
+        )
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or(AuthError::NoCredentials)?;
+        let open = |column: TokenColumn, stored: &str| {
+            open(&self.keys, user, column, stored).map_err(|e| {
+                tracing::error!(account = %user, error = %e, "stored credentials cannot be decrypted");
+                AuthError::Transient(e.to_string())
+            })
+        };
+        let credentials = match row.auth_kind.as_str() {
+            "oauth2" => {
+                let access = row
+                    .oauth2_access_token
+                    .as_deref()
+                    .ok_or(AuthError::NoCredentials)?;
+                Credentials::OAuth2 {
+                    access_token: open(TokenColumn::OAuth2AccessToken, access)?,
+                    refresh_token: row
+                        .oauth2_refresh_token
+                        .as_deref()
+                        .map(|stored| open(TokenColumn::OAuth2RefreshToken, stored))
+                        .transpose()?,
+                    expires_at: row.oauth2_expires_at,
+                }
+            }
+            "oauth1" => match (
+                row.oauth1_token.as_deref(),
+                row.oauth1_token_secret.as_deref(),
+            ) {
+                (Some(token), Some(secret)) => Credentials::OAuth1 {
+                    token: open(TokenColumn::OAuth1Token, token)?,
+                    token_secret: open(TokenColumn::OAuth1TokenSecret, secret)?,
+                },
+                _ => return Err(AuthError::NoCredentials),
+            },
+            _ => return Err(AuthError::NoCredentials),
+        };
+        Ok(Stored {
+            status: row.status,
+            pause_reason: row.pause_reason,
+            credentials,
+            stored_refresh_token: row.oauth2_refresh_token,
+        })
     }
 }
 
@@ -356,52 +429,13 @@ fn refuse_if_parked(stored: &Stored) -> Result<(), AuthError> {
     Ok(())
 }
 
-async fn load<'e>(executor: impl PgExecutor<'e>, user: &UserId) -> Result<Stored, AuthError> {
-    let row: Option<StoredRow> = sqlx::query_as(
-        r#"
-        SELECT a.auth_kind, a.status, a.pause_reason,
-               c.oauth2_access_token, c.oauth2_refresh_token, c.oauth2_expires_at,
-               c.oauth1_token, c.oauth1_token_secret
-        FROM followq.accounts AS a
-        LEFT JOIN followq.account_credentials AS c ON c.user_id = a.user_id
-        WHERE a.user_id = $1
-        "#,
-    )
-    .bind(user.as_str())
-    .fetch_optional(executor)
-    .await?;
-    let row = row.ok_or(AuthError::NoCredentials)?;
-    let credentials = match row.auth_kind.as_str() {
-        "oauth2" => Credentials::OAuth2 {
-            access_token: row
-                .oauth2_access_token
-                .map(SecretString::from)
-                .ok_or(AuthError::NoCredentials)?,
-            refresh_token: row.oauth2_refresh_token.map(SecretString::from),
-            expires_at: row.oauth2_expires_at,
-        },
-        "oauth1" => match (row.oauth1_token, row.oauth1_token_secret) {
-            (Some(token), Some(secret)) => Credentials::OAuth1 {
-                token: SecretString::from(token),
-                token_secret: SecretString::from(secret),
-            },
-            _ => return Err(AuthError::NoCredentials),
-        },
-        _ => return Err(AuthError::NoCredentials),
-    };
-    Ok(Stored {
-        status: row.status,
-        pause_reason: row.pause_reason,
-        credentials,
-    })
-}
-
-async fn store_pair<'e>(
-    executor: impl PgExecutor<'e>,
+/// The compare-and-set: stores the sealed pair if the stored refresh token is still `spent`.
+async fn store_pair(
+    pool: &PgPool,
     user: &UserId,
-    spent: &SecretString,
-    access: &SecretString,
-    refresh: &SecretString,
+    spent: &str,
+    access: &str,
+    refresh: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
@@ -415,90 +449,11 @@ async fn store_pair<'e>(
         "#,
     )
     .bind(user.as_str())
-    .bind(access.expose_secret())
-    .bind(refresh.expose_secret())
+    .bind(access)
+    .bind(refresh)
     .bind(expires_at)
-    .bind(spent.expose_secret())
-    .execute(executor)
+    .bind(spent)
+    .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// A session advisory lock held on one pooled connection; see the module doc.
-struct RefreshLock {
-    conn: Option<PoolConnection<Postgres>>,
-    key: String,
-    /// True from the moment a lock request is sent until the lock is known not to be held:
-    /// a request cancelled in flight may still have been granted.
-    maybe_held: bool,
-}
-
-impl RefreshLock {
-    async fn acquire(
-        pool: &PgPool,
-        user: &UserId,
-        wait: Duration,
-    ) -> Result<RefreshLock, AuthError> {
-        let deadline = Instant::now() + wait;
-        let mut lock = RefreshLock {
-            conn: Some(pool.acquire().await?),
-            key: format!("followq.oauth2_refresh:{user}"),
-            maybe_held: false,
-        };
-        let key = lock.key.clone();
-        loop {
-            lock.maybe_held = true;
-            let granted: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                    .bind(&key)
-                    .fetch_one(lock.connection()?)
-                    .await?;
-            if granted {
-                return Ok(lock);
-            }
-            lock.maybe_held = false;
-            if Instant::now() >= deadline {
-                return Err(AuthError::Transient(String::from(
-                    "another worker has been refreshing this account's token for too long",
-                )));
-            }
-            tokio::time::sleep(LOCK_POLL).await;
-        }
-    }
-
-    fn connection(&mut self) -> Result<&mut sqlx::PgConnection, sqlx::Error> {
-        // `conn` is only taken in `Drop`.
-        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
-    }
-
-    /// Unlocks and returns the connection to the pool; on failure `Drop` closes it instead.
-    async fn release(mut self, user: &UserId) {
-        let key = self.key.clone();
-        let unlocked = match self.connection() {
-            Ok(conn) => {
-                sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-                    .bind(&key)
-                    .fetch_one(conn)
-                    .await
-                    .unwrap_or(false)
-            }
-            Err(_) => false,
-        };
-        if unlocked {
-            self.maybe_held = false;
-        } else {
-            tracing::warn!(account = %user, "could not release the refresh lock; closing its connection");
-        }
-    }
-}
-
-impl Drop for RefreshLock {
-    fn drop(&mut self) {
-        if self.maybe_held
-            && let Some(conn) = self.conn.take()
-        {
-            // Out of the pool and closed: the server ends the session and frees the lock.
-            drop(conn.detach());
-        }
-    }
 }

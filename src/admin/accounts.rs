@@ -13,6 +13,9 @@
 //! | resume | needs_reauth, with credentials stored | active |
 //! | disable | active, paused, needs_reauth | disabled |
 //!
+//! Each change locks the account row `FOR NO KEY UPDATE`, which does not wait for the
+//! key-share locks an enqueuing service's foreign-key checks hold until it commits.
+//!
 //! `pause` refuses a needs_reauth account: the pause would hide that it needs new tokens.
 //! `pause` and `disable` also drop the account's lease, so the daemon holding it lets go at
 //! its next heartbeat instead of asking for jobs it may not claim; no daemon leases it again
@@ -324,7 +327,7 @@ pub async fn pause(
         UPDATE followq.accounts AS a
         SET status = 'paused', paused_until = $2, pause_reason = 'operator',
             leased_by = NULL, lease_expires_at = NULL, updated_at = now()
-        FROM (SELECT user_id, status FROM followq.accounts WHERE user_id = $1 FOR UPDATE) AS before
+        FROM (SELECT user_id, status FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE) AS before
         WHERE a.user_id = before.user_id AND a.status IN ('active', 'paused', 'disabled')
         RETURNING before.status
         "#,
@@ -375,7 +378,7 @@ pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Acc
         UPDATE followq.accounts AS a
         SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
         FROM (SELECT user_id, status, updated_at, paused_until, pause_reason
-              FROM followq.accounts WHERE user_id = $1 FOR UPDATE) AS before
+              FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE) AS before
         WHERE a.user_id = before.user_id
           AND (a.status IN ('paused', 'disabled')
                OR (a.status = 'needs_reauth' AND $2))
@@ -449,7 +452,7 @@ pub async fn disable(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Ac
         UPDATE followq.accounts AS a
         SET status = 'disabled', paused_until = NULL, pause_reason = NULL,
             leased_by = NULL, lease_expires_at = NULL, updated_at = now()
-        FROM (SELECT user_id, status FROM followq.accounts WHERE user_id = $1 FOR UPDATE) AS before
+        FROM (SELECT user_id, status FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE) AS before
         WHERE a.user_id = before.user_id AND a.status IN ('active', 'paused', 'needs_reauth')
         RETURNING before.status
         "#,

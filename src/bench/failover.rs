@@ -50,6 +50,7 @@ fn spawn_daemon(
         )
         .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", max_accounts.to_string())
         .env("FOLLOWQ_LOG__FILTER", "warn")
+        .envs(harness::credentials_env(ctx))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -69,7 +70,7 @@ async fn measure(
         daily_cap: None,
         ..SimConfig::default()
     })?;
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     harness::add_sim_users(&sim, 0, options.accounts);
     let half = options.accounts.div_ceil(2);
     let jobs_each = 100_000 / options.accounts.max(1);

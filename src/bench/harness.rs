@@ -4,11 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::KeyRing;
+use crate::accounts::sealed::{TokenColumn, seal};
 use crate::config::Settings;
 use crate::demo::scratch_db::ScratchDb;
+use crate::ids::UserId;
 use crate::sim::SimHandle;
 use crate::worker::Daemon;
 
@@ -40,27 +44,65 @@ pub async fn in_scratch_db<T>(
     outcome
 }
 
-/// Registers `count` OAuth 2.0 accounts in two statements (the token is `access_token(n)`).
-pub async fn add_accounts(pool: &PgPool, first: u64, count: u64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO followq.accounts (user_id, auth_kind) \
-         SELECT ($1 + g)::text, 'oauth2' FROM generate_series($2, $3 - 1) AS g",
-    )
-    .bind(FIRST_ACCOUNT as i64)
-    .bind(first as i64)
-    .bind((first + count) as i64)
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "INSERT INTO followq.account_credentials (user_id, oauth2_access_token) \
-         SELECT ($1 + g)::text, 'bench-access-' || ($1 + g) FROM generate_series($2, $3 - 1) AS g",
-    )
-    .bind(FIRST_ACCOUNT as i64)
-    .bind(first as i64)
-    .bind((first + count) as i64)
-    .execute(pool)
-    .await?;
+/// Accounts sealed and inserted per statement by [`add_accounts`].
+const ACCOUNTS_PER_STATEMENT: u64 = 10_000;
+
+/// Registers `count` OAuth 2.0 accounts (the token is `access_token(n)`), sealed with `keys`
+/// as `accounts add` would, a few statements per ten thousand accounts.
+pub async fn add_accounts(
+    pool: &PgPool,
+    keys: &KeyRing,
+    first: u64,
+    count: u64,
+) -> anyhow::Result<()> {
+    let mut start = first;
+    while start < first + count {
+        let end = (start + ACCOUNTS_PER_STATEMENT).min(first + count);
+        let mut ids = Vec::new();
+        let mut tokens = Vec::new();
+        for n in start..end {
+            let user = UserId::parse(&account_id(n))?;
+            let token = SecretString::from(access_token(n));
+            tokens.push(seal(keys, &user, TokenColumn::OAuth2AccessToken, &token)?);
+            ids.push(user.as_str().to_owned());
+        }
+        sqlx::query(
+            "INSERT INTO followq.accounts (user_id, auth_kind) \
+             SELECT id, 'oauth2' FROM UNNEST($1::text[]) AS id",
+        )
+        .bind(&ids)
+        .execute(pool)
+        .await?;
+        sqlx::query(
+            "INSERT INTO followq.account_credentials (user_id, oauth2_access_token) \
+             SELECT * FROM UNNEST($1::text[], $2::text[])",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .execute(pool)
+        .await?;
+        start = end;
+    }
     Ok(())
+}
+
+/// The environment that gives a `followq run` child process the bench's own key, which
+/// sealed the scenario's tokens, made the active one whatever the parent's environment says.
+pub fn credentials_env(ctx: &super::BenchContext) -> Vec<(String, String)> {
+    let active = ctx.keys.active_id();
+    match ctx.settings.credentials.keys.get(active) {
+        Some(key) => vec![
+            (
+                format!("FOLLOWQ_CREDENTIALS__KEYS__{}", active.to_uppercase()),
+                key.expose_secret().to_owned(),
+            ),
+            (
+                "FOLLOWQ_CREDENTIALS__ACTIVE_KEY".to_owned(),
+                active.to_owned(),
+            ),
+        ],
+        None => Vec::new(),
+    }
 }
 
 /// Tells the in-process simulator the same accounts and tokens.

@@ -31,7 +31,7 @@ async fn measure(
     scratch: &ScratchDb,
 ) -> anyhow::Result<ScenarioResult> {
     let endpoint = Endpoint::start(1_000_000, Duration::from_secs(900)).await?;
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     let mut settings = harness::settings(&ctx.settings, scratch, &endpoint.base_url);
     settings.rate_limit.requests_per_period = 1_000_000;
     settings.rate_limit.period = Duration::from_secs(900);

@@ -26,11 +26,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::accounts::KeyRing;
 use crate::config::Settings;
 
 /// What scenarios share.
 pub struct BenchContext {
+    /// The operator's settings, with a key of the bench's own in `[credentials]`.
     pub settings: Settings,
+    /// That key, to seal the scenarios' tokens.
+    pub keys: KeyRing,
 }
 
 /// One scenario's figures.

@@ -33,7 +33,7 @@ async fn measure(
         ..SimConfig::default()
     })?;
     let accounts = 1 + options.small_accounts;
-    harness::add_accounts(&scratch.pool, 0, accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, accounts).await?;
     harness::add_sim_users(&sim, 0, accounts);
     // Account 0 is the big one; the others get one job each.
     harness::enqueue(&scratch.pool, 0, 1, options.big_jobs).await?;

@@ -25,14 +25,18 @@ pub struct ScaleOptions {
 
 pub async fn run(ctx: &BenchContext, options: &ScaleOptions) -> anyhow::Result<ScenarioResult> {
     harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
-        measure(options, scratch).await
+        measure(ctx, options, scratch).await
     })
     .await
 }
 
-async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<ScenarioResult> {
+async fn measure(
+    ctx: &BenchContext,
+    options: &ScaleOptions,
+    scratch: &ScratchDb,
+) -> anyhow::Result<ScenarioResult> {
     let filling = Instant::now();
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     harness::enqueue(
         &scratch.pool,
         0,
@@ -62,6 +66,8 @@ async fn measure(options: &ScaleOptions, scratch: &ScratchDb) -> anyhow::Result<
     // The daemon, as its own process, against an endpoint it never gets to call.
     let exe = std::env::current_exe().context("locating the followq binary")?;
     let mut daemon = Command::new(exe)
+        // The bench's own key, which sealed the scenario's tokens.
+        .envs(harness::credentials_env(ctx))
         .arg("run")
         .env("DATABASE_URL", scratch.url.expose_secret())
         .env_remove("FOLLOWQ_DATABASE__URL")

@@ -36,7 +36,7 @@ async fn measure(
     options: &ThroughputOptions,
     scratch: &ScratchDb,
 ) -> anyhow::Result<ScenarioResult> {
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     harness::enqueue(&scratch.pool, 0, options.accounts, options.jobs_per_account).await?;
     let jobs = options.accounts * options.jobs_per_account;
 

@@ -34,7 +34,7 @@ async fn measure(
     scratch: &ScratchDb,
 ) -> anyhow::Result<ScenarioResult> {
     let endpoint = Endpoint::start(options.quota, options.window).await?;
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     let per_account = u64::from(options.quota) * options.windows;
     harness::enqueue(&scratch.pool, 0, options.accounts, per_account).await?;
     let mut settings = harness::settings(&ctx.settings, scratch, &endpoint.base_url);

@@ -39,7 +39,7 @@ async fn measure(
         daily_cap: None,
         ..SimConfig::default()
     })?;
-    harness::add_accounts(&scratch.pool, 0, options.accounts).await?;
+    harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     harness::add_sim_users(&sim, 0, options.accounts);
     harness::enqueue(&scratch.pool, 0, options.accounts, options.jobs_per_account).await?;
     let mut settings = harness::settings(&ctx.settings, scratch, &sim.base_url());

@@ -12,8 +12,9 @@ use sqlx::PgPool;
 
 use super::table::{Table, opt, print_json, time};
 use super::tokens;
-use crate::accounts::{AuthKind, NewAccount, Quota, Registered, register};
+use crate::accounts::{AuthKind, KeyRing, NewAccount, Quota, Registered, register};
 use crate::admin::accounts::{self as admin, AccountDetail, AccountStatus, AccountSummary};
+use crate::config::CredentialsSettings;
 use crate::ids::UserId;
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +97,11 @@ pub enum AuthArg {
     Oauth1,
 }
 
-pub async fn run(pool: &PgPool, command: AccountsCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    pool: &PgPool,
+    credentials: &CredentialsSettings,
+    command: AccountsCommand,
+) -> anyhow::Result<ExitCode> {
     match command {
         AccountsCommand::List { status, json } => {
             let accounts = admin::list(pool, status).await?;
@@ -146,6 +151,8 @@ pub async fn run(pool: &PgPool, command: AccountsCommand) -> anyhow::Result<Exit
             quota_requests,
             quota_period,
         } => {
+            // Before reading any token: without a key there is nothing to store them with.
+            let keys = KeyRing::from_settings(credentials)?;
             let kind = match auth {
                 AuthArg::Oauth2 => AuthKind::OAuth2,
                 AuthArg::Oauth1 => AuthKind::OAuth1,
@@ -167,7 +174,7 @@ pub async fn run(pool: &PgPool, command: AccountsCommand) -> anyhow::Result<Exit
                 credentials,
                 quota,
             };
-            match register(pool, &account).await? {
+            match register(pool, &keys, &account).await? {
                 Registered::Created => println!("registered account {user_id} ({})", kind.as_sql()),
                 Registered::Updated {
                     previous_status,

@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
+use crate::accounts::KeyRing;
+use crate::accounts::keyring::fresh_settings;
 use crate::bench::{self, BenchContext, BenchOptions, Scenario};
 use crate::config::Settings;
 
@@ -39,7 +41,10 @@ pub struct BenchArgs {
     scale_jobs: u64,
 }
 
-pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    // Scratch databases get a scratch key: the operator's keys stay out of the bench.
+    settings.credentials = fresh_settings("bench")?;
+    let keys = KeyRing::from_settings(&settings.credentials)?;
     let scenarios = if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
@@ -53,7 +58,7 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         scale_jobs: args.scale_jobs,
         ..BenchOptions::default()
     };
-    let ctx = BenchContext { settings };
+    let ctx = BenchContext { settings, keys };
     let mut results = Vec::new();
     for scenario in scenarios {
         let result = bench::run(&ctx, scenario, &options)

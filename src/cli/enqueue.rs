@@ -33,16 +33,17 @@ pub struct EnqueueArgs {
     /// A CSV file of `source_user_id,target_user_id` rows; `-` reads stdin.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["source", "target"])]
     file: Option<PathBuf>,
-    /// Larger runs first within one account.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    /// Larger runs first within one account: -1000 to 1000.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     priority: i32,
 }
 
 pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     match (args.source, args.target, args.file) {
         (Some(source), Some(target), None) => {
-            let request =
-                FollowRequest::new(source.as_str(), target.as_str())?.with_priority(args.priority);
+            let request = FollowRequest::new(source.as_str(), target.as_str())?
+                .with_priority(args.priority)?;
             match enqueue(pool, &request).await? {
                 EnqueueOutcome::Created(id) => {
                     println!("created job {id}: {source} follows {target}");

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod bench;
+mod credentials;
 mod demo;
 mod enqueue;
 mod jobs;
@@ -53,6 +54,11 @@ pub enum Command {
         #[command(subcommand)]
         command: accounts::AccountsCommand,
     },
+    /// The keys that encrypt stored tokens: make one, count rows per key, re-encrypt.
+    Credentials {
+        #[command(subcommand)]
+        command: credentials::CredentialsCommand,
+    },
     /// What the queue, the accounts and the daemons are doing now (text, or --json).
     Status(status::StatusArgs),
     /// Inspect jobs and retry or cancel them.
@@ -89,6 +95,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // The demo makes its own scratch database on the configured server.
         Command::Demo(args) => return demo::run(settings, args).await,
         Command::Bench(args) => return bench::run(settings, args).await,
+        Command::Credentials {
+            command: credentials::CredentialsCommand::NewKey,
+        } => return credentials::new_key_command(),
         command => command,
     };
     let pool = db::connect(&settings.database).await?;
@@ -100,7 +109,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
-        Command::Accounts { command } => accounts::run(&pool, command).await,
+        Command::Accounts { command } => accounts::run(&pool, &settings.credentials, command).await,
+        Command::Credentials { command } => {
+            credentials::run(&pool, &settings.credentials, command).await
+        }
         Command::Status(args) => status::run(&pool, args).await,
         Command::Jobs { command } => jobs::run(&pool, command, default_max_attempts).await,
         Command::Run => match db::check_schema(&pool).await {

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Credentials, NewAccount, register};
+use crate::accounts::keyring::fresh_settings;
+use crate::accounts::{Credentials, KeyRing, NewAccount, register};
 use crate::config::Settings;
 use crate::ids::UserId;
 use crate::queue::{FollowRequest, enqueue_batch};
@@ -135,7 +136,10 @@ async fn run_in(
     interrupt: CancellationToken,
 ) -> Result<DemoReport, DemoError> {
     let sim = sim::spawn(simulator_config(options))?;
-    let accounts = register_accounts(scratch, &sim, options)
+    // The demo's tokens are sealed with a key of its own, which goes with its database.
+    let credentials = fresh_settings("demo").map_err(|e| DemoError::Setup(e.into()))?;
+    let keys = KeyRing::from_settings(&credentials).map_err(|e| DemoError::Setup(e.into()))?;
+    let accounts = register_accounts(scratch, &sim, options, &keys)
         .await
         .map_err(DemoError::Setup)?;
     let jobs = enqueue_jobs(scratch, &accounts, options)
@@ -149,7 +153,8 @@ async fn run_in(
         accounts.len()
     ));
 
-    let settings = demo_settings(base, options, scratch, &sim);
+    let mut settings = demo_settings(base, options, scratch, &sim);
+    settings.credentials = credentials;
     let daemon = Daemon::new(settings, scratch.pool.clone())?;
     let stop = CancellationToken::new();
     let started = Instant::now();
@@ -249,6 +254,7 @@ async fn register_accounts(
     scratch: &ScratchDb,
     sim: &SimHandle,
     options: &DemoOptions,
+    keys: &KeyRing,
 ) -> anyhow::Result<Vec<UserId>> {
     let mut accounts = Vec::new();
     for i in 0..u64::from(options.accounts) {
@@ -256,6 +262,7 @@ async fn register_accounts(
         let tokens = sim.add_user(user_id.as_str());
         register(
             &scratch.pool,
+            keys,
             &NewAccount {
                 user_id: user_id.clone(),
                 credentials: Credentials::OAuth2 {

@@ -14,6 +14,15 @@ use crate::ids::{UserId, UserIdError};
 /// enough to keep each statement short.
 pub const BATCH_CHUNK: usize = 5_000;
 
+/// The priorities the schema accepts (`follow_jobs_priority_must_be_between_minus_1000_and_1000`).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+
+/// The earliest `run_at` the schema accepts: 2000-01-01T00:00:00Z (any past time is ready now).
+pub const EARLIEST_RUN_AT_SECONDS: i64 = 946_684_800;
+/// The first `run_at` the schema refuses: 2100-01-01T00:00:00Z
+/// (`follow_jobs_run_at_must_be_between_2000_and_2100`).
+pub const END_OF_RUN_AT_SECONDS: i64 = 4_102_444_800;
+
 /// "`source` should follow `target`", validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowRequest {
@@ -41,6 +50,10 @@ pub enum EnqueueError {
     UnknownAccount(UserId),
     #[error("max_attempts must be at least 1, got {0}")]
     BadMaxAttempts(i32),
+    #[error("priority must be between -1000 and 1000, got {0}")]
+    BadPriority(i32),
+    #[error("run_at must be in the years 2000 to 2099, got {0}")]
+    BadRunAt(DateTime<Utc>),
     #[error("the database rejected the row: {meaning} (constraint {constraint})")]
     Rejected {
         constraint: String,
@@ -86,6 +99,18 @@ pub fn constraint_meaning(constraint: &str) -> Option<&'static str> {
             "source_user_id is not in followq.accounts"
         }
         "follow_jobs_max_attempts_must_be_positive" => "max_attempts must be at least 1",
+        "follow_jobs_source_user_id_must_not_start_with_0" => {
+            "source_user_id starts with 0: X user ids have no leading zeros"
+        }
+        "follow_jobs_target_user_id_must_not_start_with_0" => {
+            "target_user_id starts with 0: X user ids have no leading zeros"
+        }
+        "follow_jobs_run_at_must_be_between_2000_and_2100" => {
+            "run_at must be a finite time in the years 2000 to 2099"
+        }
+        "follow_jobs_priority_must_be_between_minus_1000_and_1000" => {
+            "priority must be between -1000 and 1000"
+        }
         _ => return None,
     })
 }
@@ -107,14 +132,20 @@ impl FollowRequest {
         })
     }
 
-    pub fn with_priority(mut self, priority: i32) -> Self {
+    pub fn with_priority(mut self, priority: i32) -> Result<Self, EnqueueError> {
+        if !PRIORITY_RANGE.contains(&priority) {
+            return Err(EnqueueError::BadPriority(priority));
+        }
         self.priority = priority;
-        self
+        Ok(self)
     }
 
-    pub fn with_run_at(mut self, run_at: DateTime<Utc>) -> Self {
+    pub fn with_run_at(mut self, run_at: DateTime<Utc>) -> Result<Self, EnqueueError> {
+        if !(EARLIEST_RUN_AT_SECONDS..END_OF_RUN_AT_SECONDS).contains(&run_at.timestamp()) {
+            return Err(EnqueueError::BadRunAt(run_at));
+        }
         self.run_at = Some(run_at);
-        self
+        Ok(self)
     }
 
     pub fn with_max_attempts(mut self, max_attempts: i32) -> Result<Self, EnqueueError> {
@@ -188,40 +219,40 @@ struct ChunkRow {
 /// job, and report per input row what happened.
 const ENQUEUE_CHUNK_SQL: &str = r#"
 WITH input AS MATERIALIZED (
-    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority, t.run_at, t.max_attempts
+    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority, t.run_at, t.max_attempts,
+           EXISTS (SELECT 1 FROM followq.accounts AS a WHERE a.user_id = t.source_user_id)
+               AS known_account
     FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[])
          WITH ORDINALITY AS t(source_user_id, target_user_id, priority, run_at, max_attempts, ord)
-),
-known AS MATERIALIZED (
-    SELECT i.* FROM input AS i
-    WHERE EXISTS (SELECT 1 FROM followq.accounts AS a WHERE a.user_id = i.source_user_id)
 ),
 inserted AS (
     INSERT INTO followq.follow_jobs
         (source_user_id, target_user_id, priority, run_at, max_attempts)
-    SELECT k.source_user_id, k.target_user_id, k.priority, coalesce(k.run_at, now()), k.max_attempts
-    FROM known AS k
-    ORDER BY k.ord
+    SELECT i.source_user_id, i.target_user_id, i.priority, coalesce(i.run_at, now()), i.max_attempts
+    FROM input AS i
+    WHERE i.known_account
+    ORDER BY i.ord
     ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
     DO NOTHING
     RETURNING id, source_user_id, target_user_id
 )
 SELECT i.ord,
-       (k.ord IS NOT NULL) AS known_account,
-       coalesce(ins.id, existing.id) AS job_id,
+       i.known_account,
+       -- A sub-select, evaluated only for rows that inserted nothing: one probe of the
+       -- one-active-job index each. As a join, the planner read every active job for every
+       -- chunk, which made a large import quadratic.
+       CASE WHEN ins.id IS NOT NULL THEN ins.id
+            WHEN i.known_account THEN (
+                SELECT j.id FROM followq.follow_jobs AS j
+                WHERE j.source_user_id = i.source_user_id
+                  AND j.target_user_id = i.target_user_id
+                  AND j.state IN ('queued', 'running'))
+       END AS job_id,
        (ins.id IS NOT NULL
         AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created
 FROM input AS i
-LEFT JOIN known AS k ON k.ord = i.ord
 LEFT JOIN inserted AS ins
        ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id
-LEFT JOIN LATERAL (
-    SELECT j.id FROM followq.follow_jobs AS j
-    WHERE ins.id IS NULL AND k.ord IS NOT NULL
-      AND j.source_user_id = i.source_user_id
-      AND j.target_user_id = i.target_user_id
-      AND j.state IN ('queued', 'running')
-) AS existing ON true
 ORDER BY i.ord
 "#;
 

@@ -55,6 +55,7 @@ use tracing::{info, warn};
 
 use crate::accounts::lease;
 use crate::accounts::token_store::{AuthError, TokenStore};
+use crate::accounts::{KeyError, KeyRing};
 use crate::config::Settings;
 use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
@@ -189,6 +190,8 @@ pub enum WorkerError {
     Client(#[from] XApiError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Credentials(#[from] KeyError),
 }
 
 /// A daemon ready to run.
@@ -207,6 +210,7 @@ impl Daemon {
             pool.clone(),
             TokenClient::new(&settings.x_api)?,
             &settings.x_api,
+            KeyRing::from_settings(&settings.credentials)?,
         );
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();

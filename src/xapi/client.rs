@@ -367,6 +367,7 @@ mod tests {
         // Nothing listens on the discard port: the request must not even be tried.
         let settings = XApiSettings {
             base_url: String::from("http://127.0.0.1:9"),
+            allow_insecure_http: false,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             oauth2: crate::config::OAuth2AppSettings {

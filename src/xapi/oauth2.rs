@@ -17,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::client::{XApiError, build_http_client, endpoint};
+use crate::accounts::credentials::check_token;
 use crate::config::XApiSettings;
 
 /// A token endpoint answer larger than this is not a token pair; stop reading.
@@ -167,10 +168,15 @@ fn parse_answer(status: u16, body: &[u8], now: DateTime<Utc>) -> Result<TokenPai
                 "HTTP {status} without a readable access_token in the body"
             ))
         })?;
-        if token.access_token.expose_secret().is_empty() {
-            return Err(RefreshError::Transient(format!(
-                "HTTP {status} with an empty access_token"
-            )));
+        // An unusable token (empty, a line break, megabytes) is not stored or sent; the
+        // message says what was wrong with it, never what it was.
+        let unusable = |e| RefreshError::Transient(format!("HTTP {status}: {e}"));
+        check_token("access_token", &token.access_token).map_err(unusable)?;
+        let refresh_token = token
+            .refresh_token
+            .filter(|t| !t.expose_secret().is_empty());
+        if let Some(refresh_token) = &refresh_token {
+            check_token("refresh_token", refresh_token).map_err(unusable)?;
         }
         let expires_at = token
             .expires_in
@@ -181,9 +187,7 @@ fn parse_answer(status: u16, body: &[u8], now: DateTime<Utc>) -> Result<TokenPai
             .and_then(|lifetime| now.checked_add_signed(lifetime));
         return Ok(TokenPair {
             access_token: token.access_token,
-            refresh_token: token
-                .refresh_token
-                .filter(|t| !t.expose_secret().is_empty()),
+            refresh_token,
             expires_at,
         });
     }
@@ -297,6 +301,8 @@ mod tests {
             (200, b"{\"access_token\":"),
             (200, b"{\"access_token\":\"\"}"),
             (200, b"{\"access_token\":42}"),
+            (200, b"{\"access_token\":\"a\\nb\"}"),
+            (200, b"{\"access_token\":\"ok\",\"refresh_token\":\"r r\"}"),
         ] {
             let err = parse_answer(status, body, now()).unwrap_err();
             assert!(

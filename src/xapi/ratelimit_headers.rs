@@ -22,6 +22,11 @@ const MAX_PLAUSIBLE_RESET_AHEAD: TimeDelta = TimeDelta::hours(48);
 /// The most a `Retry-After` is believed, for the same reason.
 const MAX_PLAUSIBLE_RETRY_AFTER: Duration = Duration::from_secs(48 * 3600);
 
+/// The largest limit or remaining count believed. X's budgets are in the tens to thousands;
+/// a value beyond an `i32` (`x-rate-limit-remaining: 4294967295`) fits no ledger column and
+/// would overflow the window arithmetic (`remaining + 1`), so it reads as unknown.
+const MAX_PLAUSIBLE_COUNT: u32 = i32::MAX as u32;
+
 /// One 24-hour limit (`x-user-limit-24hour-*` or `x-app-limit-24hour-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Limit24h {
@@ -84,14 +89,21 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 fn count(headers: &HeaderMap, name: &str) -> Option<u32> {
-    header_str(headers, name)?.parse().ok()
+    header_str(headers, name)?
+        .parse()
+        .ok()
+        .filter(|count| *count <= MAX_PLAUSIBLE_COUNT)
 }
 
 fn reset(headers: &HeaderMap, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let seconds: i64 = header_str(headers, name)?.parse().ok()?;
     let at = DateTime::<Utc>::from_timestamp(seconds, 0)?;
     // A reset in the past is kept (see the module doc); one implausibly far ahead is not.
-    (at <= now + MAX_PLAUSIBLE_RESET_AHEAD).then_some(at)
+    // (Checked: a clock at the end of chrono's range must not panic either.)
+    let plausible = now
+        .checked_add_signed(MAX_PLAUSIBLE_RESET_AHEAD)
+        .is_none_or(|latest| at <= latest);
+    plausible.then_some(at)
 }
 
 fn limit_24h(headers: &HeaderMap, prefix: &str, now: DateTime<Utc>) -> Option<Limit24h> {
@@ -190,6 +202,19 @@ mod tests {
         assert_eq!(info.limit, None);
         assert_eq!(info.reset_at, None);
         assert_eq!(info.retry_after, None);
+    }
+
+    #[test]
+    fn counts_beyond_an_i32_are_unknown() {
+        let h = headers(&[
+            ("x-rate-limit-limit", b"2147483647"),
+            ("x-rate-limit-remaining", b"4294967295"),
+            ("x-app-limit-24hour-remaining", b"2147483648"),
+        ]);
+        let info = RateLimitInfo::from_headers(&h, at(NOW));
+        assert_eq!(info.limit, Some(2_147_483_647));
+        assert_eq!(info.remaining, None);
+        assert_eq!(info.app_24h, None);
     }
 
     #[test]

@@ -8,15 +8,54 @@
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
 
-use std::process::Output;
+use std::process::{Command, Output};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
+use followq::accounts::KeyRing;
+use followq::accounts::sealed::TokenColumn;
+use followq::config::CredentialsSettings;
+use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
 /// The server all test databases are created on: an admin URL (database `postgres`).
 static SERVER_URL: OnceCell<String> = OnceCell::const_new();
+
+/// The id of the key tests seal tokens with.
+pub const TEST_KEY_ID: &str = "test";
+
+/// `[credentials]` with one key of this test process's own (made once, at first use), active.
+pub fn test_credentials() -> CredentialsSettings {
+    static CREDENTIALS: OnceLock<CredentialsSettings> = OnceLock::new();
+    CREDENTIALS
+        .get_or_init(|| {
+            followq::accounts::keyring::fresh_settings(TEST_KEY_ID).expect("a fresh test key")
+        })
+        .clone()
+}
+
+/// The key ring of [`test_credentials`].
+pub fn test_keys() -> KeyRing {
+    KeyRing::from_settings(&test_credentials()).expect("the test key ring")
+}
+
+/// The environment that gives a `followq` process the test key.
+pub fn test_key_env() -> Vec<(String, String)> {
+    let credentials = test_credentials();
+    let key = credentials.keys[TEST_KEY_ID].expose_secret().to_owned();
+    vec![
+        (
+            format!("FOLLOWQ_CREDENTIALS__KEYS__{}", TEST_KEY_ID.to_uppercase()),
+            key,
+        ),
+        (
+            "FOLLOWQ_CREDENTIALS__ACTIVE_KEY".to_owned(),
+            TEST_KEY_ID.to_owned(),
+        ),
+    ]
+}
 
 async fn server_url() -> String {
     SERVER_URL
@@ -134,6 +173,7 @@ impl TestDb {
         let user_id = followq::ids::UserId::parse(user_id).expect("valid test user id");
         followq::accounts::register(
             &self.pool,
+            &test_keys(),
             &followq::accounts::NewAccount {
                 user_id: user_id.clone(),
                 credentials,
@@ -155,10 +195,45 @@ impl TestDb {
         self.add_account_with(user_id, credentials).await;
     }
 
-    /// Runs the `followq` binary against this database, feeding `stdin`.
+    /// The token stored in `user`'s `column` as it is in the database (sealed, or clear if
+    /// written so by hand), or `None`.
+    pub async fn raw_token(&self, user: &str, column: TokenColumn) -> Option<String> {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM followq.account_credentials WHERE user_id = $1",
+            column.name()
+        )))
+        .bind(user)
+        .fetch_optional(&self.pool)
+        .await
+        .expect("read the credentials row")
+        .flatten()
+    }
+
+    /// The token stored in `user`'s `column`, opened with the test key.
+    pub async fn stored_token(&self, user: &str, column: TokenColumn) -> Option<String> {
+        let raw = self.raw_token(user, column).await?;
+        let user = followq::ids::UserId::parse(user).expect("valid test user id");
+        let token = followq::accounts::sealed::open(&test_keys(), &user, column, &raw)
+            .expect("the stored token opens with the test key");
+        Some(token.expose_secret().to_owned())
+    }
+
+    /// The `followq` binary against this database, with the test key in its environment.
     pub fn followq(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+        let keys = test_key_env();
+        let mut all: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        all.extend_from_slice(env);
+        self.followq_without_key(args, stdin, &all)
+    }
+
+    /// Runs the `followq` binary against this database, feeding `stdin`, with no credentials
+    /// key unless `env` gives one.
+    pub fn followq_without_key(&self, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
         use std::io::Write;
-        use std::process::{Command, Stdio};
+        use std::process::Stdio;
         let mut command = Command::new(env!("CARGO_BIN_EXE_followq"));
         command
             .args(args)
@@ -169,12 +244,18 @@ impl TestDb {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("FOLLOWQ_CREDENTIALS__") {
+                command.env_remove(name);
+            }
+        }
         for (name, value) in env {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("spawn followq");
         if let Some(mut pipe) = child.stdin.take() {
-            pipe.write_all(stdin.as_bytes()).expect("write stdin");
+            // A command that refuses its input early may close stdin first.
+            let _ = pipe.write_all(stdin.as_bytes());
         }
         child.wait_with_output().expect("wait for followq")
     }

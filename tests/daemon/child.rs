@@ -68,6 +68,15 @@ fn environment(settings: &Settings) -> Vec<(String, String)> {
             "info,sqlx=warn".to_owned(),
         ),
     ];
+    for (id, key) in &settings.credentials.keys {
+        env.push((
+            format!("FOLLOWQ_CREDENTIALS__KEYS__{}", id.to_uppercase()),
+            key.expose_secret().to_owned(),
+        ));
+    }
+    if let Some(active) = &settings.credentials.active_key {
+        env.push(("FOLLOWQ_CREDENTIALS__ACTIVE_KEY".to_owned(), active.clone()));
+    }
     let worker = &settings.worker;
     for (key, value) in [
         ("POLL_INTERVAL", duration(worker.poll_interval)),

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use followq::accounts::sealed::TokenColumn;
 use followq::sim::FaultConfig;
 
 use crate::support::{Harness, shared, sim_config};
@@ -85,12 +86,11 @@ async fn an_expired_token_is_refreshed_and_the_job_succeeds() {
     let harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
     harness.account("800").await;
     harness.sim.expire_access_token("800");
-    let before: String = sqlx::query_scalar(
-        "SELECT oauth2_access_token FROM followq.account_credentials WHERE user_id = '800'",
-    )
-    .fetch_one(&harness.db.pool)
-    .await
-    .unwrap();
+    let before = harness
+        .db
+        .stored_token("800", TokenColumn::OAuth2AccessToken)
+        .await
+        .unwrap();
     harness.enqueue("800", 1_000, 3).await;
     let daemon = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(15)).await;
@@ -129,12 +129,11 @@ async fn an_expired_token_is_refreshed_and_the_job_succeeds() {
         3,
         "the 401 did not spend an attempt"
     );
-    let after: String = sqlx::query_scalar(
-        "SELECT oauth2_access_token FROM followq.account_credentials WHERE user_id = '800'",
-    )
-    .fetch_one(&harness.db.pool)
-    .await
-    .unwrap();
+    let after = harness
+        .db
+        .stored_token("800", TokenColumn::OAuth2AccessToken)
+        .await
+        .unwrap();
     assert_ne!(before, after, "the new token was stored");
 }
 
@@ -144,12 +143,11 @@ async fn a_spent_refresh_token_parks_the_account_and_keeps_its_jobs() {
     let _scenario = shared().await;
     let harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
     harness.account("810").await;
-    let refresh: String = sqlx::query_scalar(
-        "SELECT oauth2_refresh_token FROM followq.account_credentials WHERE user_id = '810'",
-    )
-    .fetch_one(&harness.db.pool)
-    .await
-    .unwrap();
+    let refresh = harness
+        .db
+        .stored_token("810", TokenColumn::OAuth2RefreshToken)
+        .await
+        .unwrap();
     // Someone else spends the refresh token first.
     let spent = reqwest::Client::new()
         .post(format!("{}/2/oauth2/token", harness.sim.base_url()))

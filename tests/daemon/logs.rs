@@ -57,6 +57,7 @@ impl DaemonProcess {
             .env("FOLLOWQ_WORKER__SUMMARY_INTERVAL", "500ms")
             .env("FOLLOWQ_RETRY__MAX_ATTEMPTS", "2")
             .env("FOLLOWQ_RETRY__BASE_DELAY", "100ms")
+            .envs(crate::common::test_key_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -85,6 +85,7 @@ async fn an_accounts_own_quota_paces_it() {
     let tokens = harness.sim.add_user("1710");
     followq::accounts::register(
         &harness.db.pool,
+        &crate::common::test_keys(),
         &NewAccount {
             user_id: UserId::parse("1710").unwrap(),
             credentials: Credentials::OAuth2 {

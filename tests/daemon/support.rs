@@ -81,6 +81,7 @@ impl Harness {
         settings.x_api.connect_timeout = Duration::from_secs(1);
         settings.x_api.request_timeout = Duration::from_secs(2);
         settings.x_api.oauth2.client_id = "followq-tests".into();
+        settings.credentials = crate::common::test_credentials();
         settings.rate_limit.requests_per_period = quota;
         settings.rate_limit.period = window;
         settings.worker.poll_interval = Duration::from_millis(200);

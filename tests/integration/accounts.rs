@@ -1,9 +1,10 @@
 //! Registering accounts and replacing their tokens.
 
+use followq::accounts::sealed::TokenColumn;
 use followq::accounts::{Credentials, NewAccount, Quota, Registered, register};
 use followq::ids::UserId;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, test_keys};
 
 fn oauth2(access: &str) -> Credentials {
     Credentials::OAuth2 {
@@ -19,6 +20,7 @@ async fn new_tokens_bring_a_needs_reauth_account_back_and_keep_its_quota() {
     let user_id = UserId::parse("100").unwrap();
     let created = register(
         &db.pool,
+        &test_keys(),
         &NewAccount {
             user_id: user_id.clone(),
             credentials: oauth2("first"),
@@ -42,6 +44,7 @@ async fn new_tokens_bring_a_needs_reauth_account_back_and_keep_its_quota() {
 
     let updated = register(
         &db.pool,
+        &test_keys(),
         &NewAccount {
             user_id,
             credentials: oauth2("second"),
@@ -64,13 +67,8 @@ async fn new_tokens_bring_a_needs_reauth_account_back_and_keep_its_quota() {
     .await
     .unwrap();
     assert_eq!((status.as_str(), reason, quota), ("active", None, Some(5)));
-    let access: String = sqlx::query_scalar(
-        "SELECT oauth2_access_token FROM followq.account_credentials WHERE user_id = '100'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(access, "second");
+    let access = db.stored_token("100", TokenColumn::OAuth2AccessToken).await;
+    assert_eq!(access.as_deref(), Some("second"));
 }
 
 #[tokio::test]
@@ -86,6 +84,7 @@ async fn switching_to_oauth1_replaces_the_oauth2_tokens() {
     ] {
         register(
             &db.pool,
+            &test_keys(),
             &NewAccount {
                 user_id: user_id.clone(),
                 credentials,
@@ -95,14 +94,21 @@ async fn switching_to_oauth1_replaces_the_oauth2_tokens() {
         .await
         .unwrap();
     }
-    let row: (String, Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT a.auth_kind, c.oauth2_access_token, c.oauth1_token \
-         FROM followq.accounts a JOIN followq.account_credentials c USING (user_id)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(row, ("oauth1".into(), None, Some("t".into())));
+    let kind: String = sqlx::query_scalar("SELECT auth_kind FROM followq.accounts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kind, "oauth1");
+    assert_eq!(
+        db.stored_token("100", TokenColumn::OAuth2AccessToken).await,
+        None
+    );
+    assert_eq!(
+        db.stored_token("100", TokenColumn::OAuth1Token)
+            .await
+            .as_deref(),
+        Some("t")
+    );
 }
 
 #[tokio::test]
@@ -110,6 +116,7 @@ async fn a_zero_quota_is_refused_before_any_write() {
     let db = TestDb::new().await;
     let result = register(
         &db.pool,
+        &test_keys(),
         &NewAccount {
             user_id: UserId::parse("100").unwrap(),
             credentials: oauth2("x"),

@@ -1,6 +1,8 @@
 //! The `followq` binary end to end: migrate, enqueue (flags and CSV), accounts add, and the
 //! messages a user gets for bad input or bad configuration.
 
+use followq::accounts::sealed::TokenColumn;
+
 use crate::helpers::{TestDb, describe};
 
 fn stdout(output: &std::process::Output) -> String {
@@ -113,17 +115,20 @@ async fn accounts_add_reads_tokens_from_stdin_and_never_prints_them() {
     let all = describe(&output);
     assert!(!all.contains("SECRET"), "{all}");
 
-    let (access, refresh, expires_in): (String, String, f64) = sqlx::query_as(
-        "SELECT oauth2_access_token, oauth2_refresh_token, \
-                extract(epoch FROM oauth2_expires_at - now())::float8 \
+    let expires_in: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM oauth2_expires_at - now())::float8 \
          FROM followq.account_credentials WHERE user_id = '100'",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
+    let access = db.stored_token("100", TokenColumn::OAuth2AccessToken).await;
+    let refresh = db
+        .stored_token("100", TokenColumn::OAuth2RefreshToken)
+        .await;
     assert_eq!(
-        (access.as_str(), refresh.as_str()),
-        ("AT-SECRET-1", "RT-SECRET-2")
+        (access.as_deref(), refresh.as_deref()),
+        (Some("AT-SECRET-1"), Some("RT-SECRET-2"))
     );
     assert!((7000.0..=7200.0).contains(&expires_in), "{expires_in}");
 

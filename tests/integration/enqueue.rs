@@ -64,7 +64,7 @@ async fn a_batch_reports_every_row_in_order() {
         request("999", "200"), // unknown account
         request("101", "300"), // already queued
         request("100", "200"), // repeated inside the batch
-        request("100", "201").with_priority(9),
+        request("100", "201").with_priority(9).unwrap(),
     ];
     let outcomes = enqueue_batch(&db.pool, &batch).await.unwrap();
     assert_eq!(outcomes.len(), 5);

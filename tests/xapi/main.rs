@@ -18,6 +18,7 @@ use secrecy::SecretString;
 pub fn settings(base_url: &str) -> XApiSettings {
     XApiSettings {
         base_url: base_url.to_owned(),
+        allow_insecure_http: false,
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
         oauth2: OAuth2AppSettings {

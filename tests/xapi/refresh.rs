@@ -1,10 +1,12 @@
 //! The token store against a fresh database and a wiremock token endpoint: refresh ahead of
-//! expiry and after a 401, rotation persisted, public and confidential clients, single-flight
-//! across two pools, a spent refresh token, and the lock freed when a refresh is cancelled.
+//! expiry and after a 401, rotation persisted (sealed), public and confidential clients,
+//! single-flight across two pools, a spent refresh token, and the refresh claim freed when a
+//! refresh is cancelled.
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use followq::accounts::sealed::TokenColumn;
 use followq::accounts::{AuthError, Credentials, TokenStore};
 use followq::ids::UserId;
 use followq::xapi::{RequestAuth, TokenClient};
@@ -13,7 +15,7 @@ use sqlx::PgPool;
 use wiremock::matchers::{body_string, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::db::TestDb;
+use crate::db::{TestDb, test_keys};
 use crate::settings;
 
 const USER: &str = "111";
@@ -32,6 +34,7 @@ fn store(pool: &PgPool, server: &MockServer) -> TokenStore {
         pool.clone(),
         TokenClient::new(&settings).unwrap(),
         &settings,
+        test_keys(),
     )
 }
 
@@ -57,18 +60,23 @@ struct StoredTokens {
     pause_reason: Option<String>,
 }
 
-async fn stored(pool: &PgPool, user: &UserId) -> StoredTokens {
-    let (access, refresh, expires_at, status, pause_reason) = sqlx::query_as(
-        "SELECT c.oauth2_access_token, c.oauth2_refresh_token, c.oauth2_expires_at, a.status, a.pause_reason
+/// The account's tokens, opened with the test key, and its status.
+async fn stored(db: &TestDb, user: &UserId) -> StoredTokens {
+    let (expires_at, status, pause_reason) = sqlx::query_as(
+        "SELECT c.oauth2_expires_at, a.status, a.pause_reason
          FROM followq.accounts a JOIN followq.account_credentials c USING (user_id) WHERE a.user_id = $1",
     )
     .bind(user.as_str())
-    .fetch_one(pool)
+    .fetch_one(&db.pool)
     .await
     .unwrap();
     StoredTokens {
-        access,
-        refresh,
+        access: db
+            .stored_token(user.as_str(), TokenColumn::OAuth2AccessToken)
+            .await,
+        refresh: db
+            .stored_token(user.as_str(), TokenColumn::OAuth2RefreshToken)
+            .await,
         expires_at,
         status,
         pause_reason,
@@ -110,7 +118,7 @@ async fn a_token_within_the_margin_is_refreshed_and_the_rotated_pair_stored() {
         .await;
     let auth = store(&db.pool, &server).auth_for(&user).await.unwrap();
     assert_eq!(bearer_of(&auth), "new-access");
-    let row = stored(&db.pool, &user).await;
+    let row = stored(&db, &user).await;
     assert_eq!(row.access.as_deref(), Some("new-access"));
     assert_eq!(row.refresh.as_deref(), Some("new-refresh"));
     let lifetime = row.expires_at.unwrap() - Utc::now();
@@ -145,6 +153,7 @@ async fn a_confidential_client_authenticates_with_http_basic() {
         db.pool.clone(),
         TokenClient::new(&settings).unwrap(),
         &settings,
+        test_keys(),
     );
     let rejected = RequestAuth::Bearer(SecretString::from("old-access"));
     let auth = tokens
@@ -180,7 +189,7 @@ async fn a_401_refreshes_once_and_rotates() {
         .unwrap();
     assert_eq!(bearer_of(&again), "new-access");
     assert_eq!(
-        stored(&db.pool, &user).await.refresh.as_deref(),
+        stored(&db, &user).await.refresh.as_deref(),
         Some("new-refresh")
     );
 }
@@ -208,7 +217,7 @@ async fn two_processes_refreshing_at_once_call_the_endpoint_once() {
     );
     assert_eq!(bearer_of(&a.unwrap()), "new-access");
     assert_eq!(bearer_of(&b.unwrap()), "new-access");
-    let row = stored(&db.pool, &user).await;
+    let row = stored(&db, &user).await;
     assert_eq!(row.access.as_deref(), Some("new-access"));
     assert_eq!(row.refresh.as_deref(), Some("new-refresh"));
     server.verify().await;
@@ -263,7 +272,7 @@ async fn a_spent_refresh_token_parks_the_account_and_keeps_its_jobs() {
         panic!("{err:?}");
     };
     assert!(reason.contains("invalid_request"), "{reason}");
-    let row = stored(&db.pool, &user).await;
+    let row = stored(&db, &user).await;
     assert_eq!(row.status, "needs_reauth");
     assert_eq!(row.pause_reason.as_deref(), Some(reason.as_str()));
     let paused_until: Option<DateTime<Utc>> =
@@ -378,7 +387,7 @@ async fn a_token_endpoint_outage_is_transient_and_changes_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, AuthError::Transient(_)), "{err:?}");
-    let row = stored(&db.pool, &user).await;
+    let row = stored(&db, &user).await;
     assert_eq!(row.status, "active");
     assert_eq!(row.refresh.as_deref(), Some("old-refresh"));
 
@@ -404,32 +413,10 @@ async fn unknown_accounts_have_no_credentials() {
     assert!(matches!(err, AuthError::NoCredentials), "{err:?}");
 }
 
-/// Whether the refresh lock of `USER` is free, asked from a connection of its own (and
-/// let go again at once if this took it).
-async fn refresh_lock_free(conn: &mut sqlx::PgConnection) -> bool {
-    let free: bool = sqlx::query_scalar(
-        "SELECT pg_try_advisory_lock(hashtextextended('followq.oauth2_refresh:' || $1, 0))",
-    )
-    .bind(USER)
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    if free {
-        let _: bool = sqlx::query_scalar(
-            "SELECT pg_advisory_unlock(hashtextextended('followq.oauth2_refresh:' || $1, 0))",
-        )
-        .bind(USER)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    }
-    free
-}
-
 /// The refresh holds the account's lock (the key below is the one it takes: it is seen
 /// held while the refresh waits for the token endpoint), and a cancelled refresh frees it.
 #[tokio::test]
-async fn a_cancelled_refresh_frees_the_lock() {
+async fn a_cancelled_refresh_frees_the_claim() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
     Mock::given(path("/2/oauth2/token"))
@@ -441,16 +428,24 @@ async fn a_cancelled_refresh_frees_the_lock() {
         .await;
     let tokens = store(&db.pool, &server);
     let rejected = RequestAuth::Bearer(SecretString::from("old-access"));
-    let mut other = db.connection().await;
-    assert!(refresh_lock_free(&mut other).await, "free before");
+    let claimed = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT refresh_claimed_by IS NOT NULL FROM followq.account_credentials WHERE user_id = $1",
+        )
+        .bind(USER)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    assert!(!claimed().await, "free before");
 
     let mut refresh = Box::pin(tokens.refresh_after_unauthorized(&user, &rejected));
-    // While the refresh waits for the token endpoint, the lock is seen held.
+    // While the refresh waits for the token endpoint, the claim is seen held.
     let held = tokio::select! {
         done = &mut refresh => panic!("the refresh should still be waiting: {done:?}"),
         held = async {
             for _ in 0..40 {
-                if !refresh_lock_free(&mut other).await {
+                if claimed().await {
                     return true;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -458,23 +453,23 @@ async fn a_cancelled_refresh_frees_the_lock() {
             false
         } => held,
     };
-    assert!(held, "the refresh never held the lock under this key");
+    assert!(held, "the refresh never held the claim");
     // Cancelled: the future is dropped mid-refresh.
     drop(refresh);
 
-    // The lock is free again within moments (the server ends the closed session).
+    // The claim is released within moments, long before it would expire by itself.
     let mut free = false;
     for _ in 0..40 {
-        free = refresh_lock_free(&mut other).await;
+        free = !claimed().await;
         if free {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(free, "the refresh lock outlived its cancelled future");
+    assert!(free, "the refresh claim outlived its cancelled future");
     // And the stored pair is untouched: nothing was persisted.
     assert_eq!(
-        stored(&db.pool, &user).await.refresh.as_deref(),
+        stored(&db, &user).await.refresh.as_deref(),
         Some("old-refresh")
     );
 }

@@ -141,6 +141,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         db.pool.clone(),
         TokenClient::new(&settings).unwrap(),
         &settings,
+        crate::db::test_keys(),
     );
     let target = UserId::parse("2244994945").unwrap();
     let mut printed = Vec::new();
