@@ -28,6 +28,8 @@
 //!
 //! Everything here is synchronous and takes `now` as an argument; the worker owns the timers.
 
+pub mod rolling_day;
+
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
