@@ -24,7 +24,10 @@
 //! 4. **The governor token bucket** (`requests` per `period`, burst `requests`): the local
 //!    pacer, which spreads a backlog rather than sending a window's worth back to back.
 //! 5. **The daily follow cap**: follows in the last 24 hours, counted from the moment a follow
-//!    *may* have happened (sent and not known to have failed), a rolling count.
+//!    *may* have happened (sent and not known to have failed) until a day after its latest
+//!    possible arrival, a rolling count kept per 15-minute bucket ([`rolling_day`]): a slot
+//!    comes back when its bucket ends, never early and at most 15 minutes late (30 for follows
+//!    inherited from the ledger, binned by the database).
 //!
 //! Everything here is synchronous and takes `now` as an argument; the worker owns the timers.
 
@@ -35,6 +38,8 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use governor::{Quota as GovernorQuota, RateLimiter};
+
+use rolling_day::{DAY, DailyFollows};
 
 /// Requests per period for one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +120,17 @@ pub struct LedgerSeed {
     pub outstanding_until: Option<Instant>,
     /// The last window the server reported, if it has not ended.
     pub reported: Option<SeedReport>,
-    /// For each follow that may have happened in the last 24 hours, when it stops counting.
-    /// Future instants only, so a recent boot cannot make them unrepresentable.
-    pub follow_expiries: Vec<Instant>,
+    /// The follows that may have happened in the last 24 hours, in bins: how many, and when
+    /// the last of them stops counting. Future instants only, so a recent boot cannot make
+    /// them unrepresentable.
+    pub follows: Vec<SeedFollows>,
+}
+
+/// Follows the ledger holds that stop counting by `expires` at the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedFollows {
+    pub count: u32,
+    pub expires: Instant,
 }
 
 /// The last window a previous holder's answer reported.
@@ -130,8 +143,6 @@ pub struct SeedReport {
     /// Requests sent after that answer (they may have landed in the same window).
     pub sent_since: u32,
 }
-
-const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The latest possible arrivals of an account's recent requests, oldest first, at most
 /// `limit` of them (older ones can never decide a wait).
@@ -219,10 +230,11 @@ pub struct AccountLimiter {
     /// holder left unanswered.
     outstanding_until: Option<Instant>,
     daily_cap: u32,
-    /// When each follow of the last 24 hours stops counting, oldest first.
-    follow_expiries: VecDeque<Instant>,
-    /// The request in flight was counted as a follow (removed again if X says it was not).
-    follow_pending: bool,
+    /// The follows of the last 24 hours.
+    follows: DailyFollows,
+    /// The request in flight was counted as a follow, in this bucket (taken back if X says
+    /// no follow was made).
+    follow_pending: Option<u32>,
 }
 
 impl std::fmt::Debug for AccountLimiter {
@@ -232,7 +244,7 @@ impl std::fmt::Debug for AccountLimiter {
             .field("arrivals", &self.arrivals.len())
             .field("reported", &self.reported)
             .field("outstanding_until", &self.outstanding_until)
-            .field("follows_24h", &self.follow_expiries.len())
+            .field("follows_24h", &self.follows.count(Instant::now()))
             .finish_non_exhaustive()
     }
 }
@@ -246,8 +258,8 @@ impl AccountLimiter {
             reported: None,
             outstanding_until: None,
             daily_cap,
-            follow_expiries: VecDeque::new(),
-            follow_pending: false,
+            follows: DailyFollows::default(),
+            follow_pending: None,
         }
     }
 
@@ -279,30 +291,19 @@ impl AccountLimiter {
             self.arrivals.push(at, keep);
         }
         self.outstanding_until = seed.outstanding_until.filter(|&until| until > now);
-        self.follow_expiries = seed
-            .follow_expiries
-            .iter()
-            .copied()
-            .filter(|&expiry| expiry > now)
-            .collect();
-        self.follow_expiries.make_contiguous().sort();
+        self.follows = DailyFollows::default();
+        self.follow_pending = None;
+        for bin in &seed.follows {
+            self.follows.add(bin.expires, bin.count, now);
+        }
     }
 
     /// When the account may send next, without spending anything. `None`: now, as far as the
     /// window, the outstanding request and the daily cap go (the bucket is checked by
     /// [`AccountLimiter::try_acquire`]).
     pub fn blocked_until(&mut self, now: Instant) -> Option<(Instant, WaitReason)> {
-        while self
-            .follow_expiries
-            .front()
-            .is_some_and(|&expiry| expiry <= now)
-        {
-            self.follow_expiries.pop_front();
-        }
-        if self.follow_expiries.len() >= self.daily_cap as usize
-            && let Some(&first_to_expire) = self.follow_expiries.front()
-        {
-            return Some((first_to_expire, WaitReason::DailyCap));
+        if let Some(frees_at) = self.follows.blocked_until(self.daily_cap, now) {
+            return Some((frees_at, WaitReason::DailyCap));
         }
         match self.outstanding_until {
             Some(until) if until > now => return Some((until, WaitReason::InFlight)),
@@ -344,9 +345,9 @@ impl AccountLimiter {
         if let Some(reported) = &mut self.reported {
             reported.sent_since += 1;
         }
-        // A follow may happen from now on: count it until X says otherwise.
-        self.follow_expiries.push_back(answer_by.max(now) + DAY);
-        self.follow_pending = true;
+        // A follow may happen from now on: count it until X says otherwise. (Were another one
+        // still pending, it would stay counted.)
+        self.follow_pending = Some(self.follows.add(answer_by.max(now) + DAY, 1, now));
     }
 
     /// Gives back an acquisition that sent nothing (no job was ready, the account turned out
@@ -372,7 +373,7 @@ impl AccountLimiter {
     ) {
         self.outstanding_until = None;
         if followed {
-            self.follow_pending = false;
+            self.follow_pending = None;
         } else {
             self.forget_pending_follow();
         }
@@ -428,8 +429,8 @@ impl AccountLimiter {
     }
 
     fn forget_pending_follow(&mut self) {
-        if std::mem::take(&mut self.follow_pending) {
-            self.follow_expiries.pop_back();
+        if let Some(bucket) = self.follow_pending.take() {
+            self.follows.forget_one(bucket);
         }
     }
 
@@ -611,18 +612,34 @@ mod tests {
     }
 
     #[test]
-    fn the_daily_cap_waits_for_the_oldest_follow_to_age_out() {
+    fn the_daily_cap_waits_for_the_oldest_follows_bucket_to_end() {
         let start = Instant::now();
         let mut limiter = AccountLimiter::new(quota(50, 1), 2);
         let seed = LedgerSeed {
-            follow_expiries: vec![start + DAY, start + DAY + Duration::from_secs(5)],
+            follows: vec![
+                SeedFollows {
+                    count: 1,
+                    expires: start + DAY,
+                },
+                SeedFollows {
+                    count: 1,
+                    expires: start + DAY + Duration::from_secs(5),
+                },
+            ],
             ..LedgerSeed::default()
         };
-        limiter.seed(&seed, start + Duration::from_secs(10));
-        assert_eq!(
-            limiter.try_acquire(start + Duration::from_secs(10), start + DEADLINE),
-            Gate::WaitUntil(start + DAY, WaitReason::DailyCap)
+        let now = start + Duration::from_secs(10);
+        limiter.seed(&seed, now);
+        let Gate::WaitUntil(until, WaitReason::DailyCap) = limiter.try_acquire(now, now + DEADLINE)
+        else {
+            panic!("two follows in 24 hours reach a cap of 2");
+        };
+        assert!(
+            until >= start + DAY && until < start + DAY + rolling_day::ACCOUNT_BUCKET,
+            "when the oldest follow's bucket ends: {:?} after its exact expiry",
+            until.saturating_duration_since(start + DAY)
         );
+        assert_eq!(limiter.blocked_until(until), None);
     }
 
     #[test]
@@ -724,8 +741,15 @@ mod tests {
     /// time; X refuses a request of ours only when another app spent the window since our
     /// last answer with headers; without any headers, no interval of one period of any
     /// alignment holds more than the limit; no 24 hours hold more follows than the daily cap.
+    ///
+    /// Throughout, the daily cap's buckets are checked against the exact rule they stand in
+    /// for (one expiry per follow, as a deque of instants would keep them): whenever the
+    /// limiter lets a follow through, the exact count is below the cap; whenever it holds the
+    /// account for the cap, not before the exact rule would free it, and at most one bucket
+    /// (two, once a successor inherited follows binned by the ledger) after.
     mod properties {
         use super::super::*;
+        use super::rolling_day::{ACCOUNT_BUCKET, account_grid_origin_ago};
         use proptest::prelude::*;
 
         const DEADLINE: Duration = Duration::from_millis(2000);
@@ -757,12 +781,27 @@ mod tests {
         }
 
         fn step() -> impl Strategy<Value = Step> {
+            step_waiting(prop_oneof![
+                6 => 0u64..500,
+                3 => 500u64..20_000,
+                1 => 3_600_000u64..30 * 3_600_000,
+            ])
+        }
+
+        /// Steps a day apart in all: minutes to hours between follows, so that they land in
+        /// every bucket of the day and expire while the account waits.
+        fn day_step() -> impl Strategy<Value = Step> {
+            step_waiting(prop_oneof![
+                3 => 0u64..2_000,
+                4 => 60_000u64..3_600_000,
+                2 => 3_600_000u64..8 * 3_600_000,
+                1 => 20 * 3_600_000u64..30 * 3_600_000,
+            ])
+        }
+
+        fn step_waiting(wait_ms: impl Strategy<Value = u64>) -> impl Strategy<Value = Step> {
             (
-                prop_oneof![
-                    6 => 0u64..500,
-                    3 => 500u64..20_000,
-                    1 => 3_600_000u64..30 * 3_600_000,
-                ],
+                wait_ms,
                 prop_oneof![9 => Just(0u32), 1 => 1u32..4],
                 0.0f64..=1.0,
                 0u64..1_500,
@@ -852,8 +891,83 @@ mod tests {
             }
         }
 
-        /// What `accounts::lease::ledger_seeds` computes, from the same rows.
-        fn seed_from(history: &[Sent], limit: u32, period: Duration, now: Instant) -> LedgerSeed {
+        /// The exact daily rule: when each follow that may have happened stops counting.
+        #[derive(Debug, Default)]
+        struct ExactDaily {
+            expiries: Vec<Instant>,
+            /// The request in flight's follow (taken back if X says none was made).
+            pending: Option<usize>,
+        }
+
+        impl ExactDaily {
+            fn take(&mut self, expiry: Instant) {
+                self.pending = Some(self.expiries.len());
+                self.expiries.push(expiry);
+            }
+
+            fn answered(&mut self, followed: bool) {
+                if let Some(index) = self.pending.take()
+                    && !followed
+                {
+                    self.expiries.remove(index);
+                }
+            }
+
+            /// When fewer than `cap` follows count again (`now` if they already do).
+            fn frees_at(&self, cap: u32, now: Instant) -> Instant {
+                let mut live: Vec<Instant> =
+                    self.expiries.iter().copied().filter(|&e| e > now).collect();
+                live.sort();
+                let cap = cap as usize;
+                if live.len() < cap {
+                    now
+                } else {
+                    live[live.len() - cap]
+                }
+            }
+        }
+
+        /// The limiter's answer at `now` against the exact rule.
+        fn check_daily(
+            blocked: Option<(Instant, WaitReason)>,
+            exact: &ExactDaily,
+            cap: u32,
+            now: Instant,
+            late_by_at_most: Duration,
+        ) {
+            let exact_free = exact.frees_at(cap, now);
+            match blocked {
+                Some((until, WaitReason::DailyCap)) => {
+                    assert!(
+                        until >= exact_free,
+                        "a slot came back {:?} before the exact rule frees it",
+                        exact_free - until
+                    );
+                    assert!(
+                        until <= exact_free + late_by_at_most,
+                        "a slot came back {:?} after the exact rule frees it",
+                        until - exact_free
+                    );
+                }
+                _ => assert!(
+                    exact_free <= now,
+                    "the daily cap let a follow through {:?} before the exact rule would",
+                    exact_free - now
+                ),
+            }
+        }
+
+        /// What `accounts::lease::ledger_seeds` computes, from the same rows: the follows
+        /// binned by expiry on the grid of this process's buckets, shifted by `grid_skew` (the
+        /// database's `now()` is read a little after the process's), each bin with its count
+        /// and latest expiry.
+        fn seed_from(
+            history: &[Sent],
+            limit: u32,
+            period: Duration,
+            now: Instant,
+            grid_skew: Duration,
+        ) -> LedgerSeed {
             let opened = history
                 .iter()
                 .rev()
@@ -886,23 +1000,50 @@ mod tests {
                         sent_since: u32::try_from(history.len() - i - 1).unwrap_or(u32::MAX),
                     })
                 });
-            let follow_expiries = history
+            let grid = now - account_grid_origin_ago(now) + grid_skew;
+            let width = ACCOUNT_BUCKET.as_nanos() as i128;
+            let mut bins: std::collections::BTreeMap<i128, SeedFollows> = Default::default();
+            for expiry in history
                 .iter()
                 .filter(|s| s.followed && s.latest + DAY > now)
                 .map(|s| s.latest + DAY)
-                .collect();
+            {
+                let offset = if expiry >= grid {
+                    (expiry - grid).as_nanos() as i128
+                } else {
+                    -((grid - expiry).as_nanos() as i128)
+                };
+                let bin = bins.entry(offset.div_euclid(width)).or_insert(SeedFollows {
+                    count: 0,
+                    expires: expiry,
+                });
+                bin.count += 1;
+                bin.expires = bin.expires.max(expiry);
+            }
             LedgerSeed {
                 arrivals,
                 outstanding_until,
                 reported,
-                follow_expiries,
+                follows: bins.into_values().collect(),
             }
         }
 
-        fn run(limit: u32, period: Duration, daily_cap: u32, steps: &[Step]) -> Vec<Sent> {
+        /// Runs `steps` on a limiter (handed over to fresh ones on the way) against X's
+        /// windows and the exact daily rule; returns the history and how many times the daily
+        /// cap held the account.
+        fn run(
+            limit: u32,
+            period: Duration,
+            daily_cap: u32,
+            grid_skew: Duration,
+            steps: &[Step],
+        ) -> (Vec<Sent>, usize) {
             let quota = Quota::new(limit, period).expect("quota");
             let mut now = Instant::now();
             let mut limiter = AccountLimiter::new(quota, daily_cap);
+            let mut exact = ExactDaily::default();
+            let mut late_by_at_most = ACCOUNT_BUCKET;
+            let mut capped = 0;
             let mut x = X::default();
             let mut history: Vec<Sent> = Vec::new();
             let mut died = false;
@@ -910,15 +1051,31 @@ mod tests {
                 now += Duration::from_millis(step.wait_ms);
                 if step.handover || std::mem::take(&mut died) {
                     limiter = AccountLimiter::new(quota, daily_cap);
-                    limiter.seed(&seed_from(&history, limit, period, now), now);
+                    limiter.seed(&seed_from(&history, limit, period, now, grid_skew), now);
+                    exact = ExactDaily {
+                        expiries: history
+                            .iter()
+                            .filter(|s| s.followed)
+                            .map(|s| s.latest + DAY)
+                            .collect(),
+                        pending: None,
+                    };
+                    late_by_at_most = ACCOUNT_BUCKET * 2;
                 }
-                while let Some((until, _)) = limiter.blocked_until(now) {
+                loop {
+                    let blocked = limiter.blocked_until(now);
+                    check_daily(blocked, &exact, daily_cap, now, late_by_at_most);
+                    let Some((until, reason)) = blocked else {
+                        break;
+                    };
                     assert!(until > now, "a wait must end in the future");
+                    capped += usize::from(reason == WaitReason::DailyCap);
                     now = until;
                 }
                 x.others(now, step.others, period);
                 let answer_by = now + DEADLINE;
                 limiter.take(now, answer_by);
+                exact.take(answer_by + DAY);
                 let latest = match step.answer {
                     Answer::TimedOut | Answer::CutOff => answer_by,
                     Answer::Followed | Answer::Refused => {
@@ -961,10 +1118,11 @@ mod tests {
                     now += Duration::from_millis(step.latency_ms);
                 } else {
                     limiter.record_response(now, latest, server, followed);
+                    exact.answered(followed);
                     now = latest;
                 }
             }
-            history
+            (history, capped)
         }
 
         fn most_within(times: &mut [Instant], span: Duration) -> usize {
@@ -988,10 +1146,12 @@ mod tests {
                 limit in 1u32..6,
                 period_s in 1u64..20,
                 daily_cap in 1u32..12,
+                grid_skew_ms in 0u64..900_000,
                 steps in prop::collection::vec(step(), 1..120),
             ) {
                 let period = Duration::from_secs(period_s);
-                let history = run(limit, period, daily_cap, &steps);
+                let grid_skew = Duration::from_millis(grid_skew_ms);
+                let (history, _) = run(limit, period, daily_cap, grid_skew, &steps);
                 for pair in history.windows(2) {
                     prop_assert!(
                         pair[1].sent >= pair[0].latest,
@@ -1009,6 +1169,39 @@ mod tests {
                 let most = most_within(&mut follows, DAY);
                 prop_assert!(most <= daily_cap as usize, "{most} follows within 24 hours (cap {daily_cap})");
             }
+
+            /// Day-long histories where the daily cap binds: `run` checks every answer of the
+            /// limiter against the exact rule (never a slot back early, at most one bucket
+            /// late, two for inherited follows).
+            #[test]
+            fn the_buckets_never_free_a_slot_before_the_exact_rule(
+                daily_cap in 1u32..40,
+                grid_skew_ms in 0u64..900_000,
+                steps in prop::collection::vec(day_step(), 1..200),
+            ) {
+                let grid_skew = Duration::from_millis(grid_skew_ms);
+                let (history, _) = run(50, Duration::from_secs(900), daily_cap, grid_skew, &steps);
+                let mut follows: Vec<Instant> =
+                    history.iter().filter(|s| s.followed).map(|s| s.arrived).collect();
+                let most = most_within(&mut follows, DAY);
+                prop_assert!(most <= daily_cap as usize, "{most} follows within 24 hours (cap {daily_cap})");
+            }
+        }
+
+        /// The day-long histories do make the cap bind (or the property above would be
+        /// checked on the open gate only).
+        #[test]
+        fn day_long_histories_reach_the_cap() {
+            use proptest::strategy::ValueTree;
+            use proptest::test_runner::TestRunner;
+            let mut runner = TestRunner::deterministic();
+            let strategy = prop::collection::vec(day_step(), 150..200);
+            let mut capped = 0;
+            for _ in 0..20 {
+                let steps = strategy.new_tree(&mut runner).expect("steps").current();
+                capped += run(50, Duration::from_secs(900), 5, Duration::ZERO, &steps).1;
+            }
+            assert!(capped >= 20, "the cap held the account only {capped} times");
         }
     }
 }

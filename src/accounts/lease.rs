@@ -219,9 +219,21 @@ pub struct LedgerRow {
     pub report_ends_in: Option<f64>,
     /// Requests sent after the answer that reported it.
     pub report_sent_since: Option<i64>,
-    /// How long ago each follow that may have happened in the last 24 hours happened at the
-    /// latest (succeeded, or sent without a known answer), oldest first.
-    pub follows_ago: Vec<f64>,
+    /// The follows that may have happened in the last 24 hours (succeeded, in flight, or sent
+    /// with no answer recorded), in bins of [`FollowGrid`] by when each stops counting (a day
+    /// after its latest possible arrival): how many in each bin, soonest bin first...
+    pub follow_counts: Vec<i32>,
+    /// ... and in how many seconds the last follow of each bin stops counting.
+    pub follows_expire_in: Vec<f64>,
+}
+
+/// The bins of [`LedgerRow::follow_counts`]: `width` wide, one of them starting `origin_ago`
+/// before the database's `now()`. A caller that passes its own grid (its origin read just
+/// before the statement) gets bins that nearly always fall within one of its own buckets.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowGrid {
+    pub origin_ago: Duration,
+    pub width: Duration,
 }
 
 /// How far back the ledger is read beyond one period: an answer recorded this late after its
@@ -230,13 +242,16 @@ const LATE_ANSWER_HORIZON_SECONDS: f64 = 3600.0;
 
 /// Reads what the ledger says about `accounts` (each with its quota: requests per period in
 /// seconds): one statement for a whole batch of newly leased accounts. `answer_within` is the
-/// bound assumed for rows written by daemons that did not record their `answer_by`.
+/// bound assumed for rows written by daemons that did not record their `answer_by`. The
+/// follows of the last day come as counts per bin of `follow_grid`, so that an account that
+/// made 400 follows costs the daemon no more than one that made 4.
 pub async fn ledger_seeds(
     pool: &PgPool,
     accounts: &[String],
     periods_seconds: &[f64],
     quotas: &[i32],
     answer_within: Duration,
+    follow_grid: FollowGrid,
 ) -> Result<Vec<LedgerRow>, sqlx::Error> {
     sqlx::query_as::<_, LedgerRow>(
         r#"
@@ -247,7 +262,8 @@ pub async fn ledger_seeds(
                report.rate_limit_remaining AS report_remaining,
                report.ends_in AS report_ends_in,
                report.sent_since AS report_sent_since,
-               coalesce(follows.ago, '{}') AS follows_ago
+               coalesce(follows.counts, '{}') AS follow_counts,
+               coalesce(follows.expire_in, '{}') AS follows_expire_in
         FROM UNNEST($1::text[], $2::float8[], $3::int[])
              AS acc(user_id, period_seconds, quota)
         CROSS JOIN LATERAL (
@@ -316,15 +332,32 @@ pub async fn ledger_seeds(
             ORDER BY t.sent_at DESC
             LIMIT 1
         ) AS report ON report.ends_in > 0
+        -- The follows that may have happened in the last 24 hours, each counting until a day
+        -- after its latest possible arrival (as the requests above), counted per bin.
         LEFT JOIN LATERAL (
-            SELECT array_agg(extract(epoch FROM now() - f.at)::float8 ORDER BY f.at) AS ago
+            SELECT array_agg(b.follows ORDER BY b.expires) AS counts,
+                   array_agg(extract(epoch FROM b.expires - now())::float8
+                             ORDER BY b.expires) AS expire_in
             FROM (
-                SELECT coalesce(t.completed_at, t.answer_by, t.sent_at) AS at
-                FROM followq.attempts AS t
-                WHERE t.account_user_id = acc.user_id
-                  AND t.sent_at > now() - interval '24 hours'
-                  AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
-            ) AS f
+                SELECT count(*)::int AS follows, max(f.expires) AS expires
+                FROM (
+                    SELECT CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
+                                THEN coalesce(t.answer_by,
+                                              greatest(t.sent_at + make_interval(secs => $4),
+                                                       t.completed_at))
+                                ELSE coalesce(t.completed_at,
+                                              t.sent_at + make_interval(secs => $4)) END
+                           + interval '24 hours' AS expires
+                    FROM followq.attempts AS t
+                    WHERE t.account_user_id = acc.user_id
+                      AND t.sent_at > now() - interval '24 hours'
+                                            - make_interval(secs => $4 + $5)
+                      AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
+                ) AS f
+                WHERE f.expires > now()
+                GROUP BY date_bin(make_interval(secs => $7), f.expires,
+                                  now() - make_interval(secs => $6))
+            ) AS b
         ) AS follows ON true
         "#,
     )
@@ -333,6 +366,8 @@ pub async fn ledger_seeds(
     .bind(quotas)
     .bind(answer_within.as_secs_f64())
     .bind(LATE_ANSWER_HORIZON_SECONDS)
+    .bind(follow_grid.origin_ago.as_secs_f64())
+    .bind(follow_grid.width.as_secs_f64())
     .fetch_all(pool)
     .await
 }

@@ -16,9 +16,10 @@ use tracing::{debug, warn};
 
 use super::Context;
 use super::scheduler::Event;
-use crate::accounts::lease::{self, LeasedAccount};
+use crate::accounts::lease::{self, FollowGrid, LeasedAccount};
 use crate::queue::JOB_ENQUEUED_CHANNEL;
-use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, SeedReport};
+use crate::ratelimit::rolling_day::{ACCOUNT_BUCKET, DAY, account_grid_origin_ago};
+use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, SeedFollows, SeedReport};
 
 /// Accounts leased per statement on the poll path.
 const LEASE_BATCH: u32 = 500;
@@ -190,8 +191,20 @@ async fn hand_over(
         .iter()
         .map(|q| i32::try_from(q.requests.get()).unwrap_or(i32::MAX))
         .collect();
-    let rows = match lease::ledger_seeds(&ctx.pool, &names, &periods, &limits, ctx.answer_within())
-        .await
+    // The ledger's follows binned on the grid of this process's daily buckets.
+    let follow_grid = FollowGrid {
+        origin_ago: account_grid_origin_ago(Instant::now()),
+        width: ACCOUNT_BUCKET,
+    };
+    let rows = match lease::ledger_seeds(
+        &ctx.pool,
+        &names,
+        &periods,
+        &limits,
+        ctx.answer_within(),
+        follow_grid,
+    )
+    .await
     {
         Ok(rows) => rows,
         Err(e) => {
@@ -240,7 +253,7 @@ fn seed_from(row: &lease::LedgerRow, now: Instant) -> LedgerSeed {
     let at = |seconds_ahead: f64| -> Instant {
         let magnitude = Duration::try_from_secs_f64(seconds_ahead.abs()).unwrap_or(Duration::MAX);
         if seconds_ahead >= 0.0 {
-            now.checked_add(magnitude).unwrap_or(now + DAY_BOUND)
+            now.checked_add(magnitude).unwrap_or(now + DAY)
         } else {
             now.checked_sub(magnitude).unwrap_or(now)
         }
@@ -265,13 +278,15 @@ fn seed_from(row: &lease::LedgerRow, now: Instant) -> LedgerSeed {
         arrivals: row.arrivals_ago.iter().map(|&ago| at(-ago)).collect(),
         outstanding_until: row.outstanding_for.map(at),
         reported,
-        follow_expiries: row
-            .follows_ago
+        follows: row
+            .follow_counts
             .iter()
-            .map(|&ago| at(DAY_BOUND.as_secs_f64() - ago))
+            .zip(&row.follows_expire_in)
+            .map(|(&count, &expire_in)| SeedFollows {
+                // A count is never negative; were it unreadable, count the cap's worth.
+                count: u32::try_from(count).unwrap_or(u32::MAX),
+                expires: at(expire_in),
+            })
             .collect(),
     }
 }
-
-/// A follow counts against the daily cap for this long.
-const DAY_BOUND: Duration = Duration::from_secs(24 * 3600);

@@ -1,7 +1,8 @@
 //! Handovers between daemons in one process: a successor that inherits a window from a ledger
 //! without rate-limit headers, an operator's pause and resume while a slow request is in
 //! flight, a replica that joins mid-run, the leaser stopping at the first signal, requests cut
-//! off at the end of the grace period, and a panicking turn.
+//! off at the end of the grace period, a panicking turn, and a successor that inherits a
+//! spent daily cap.
 //!
 //! What each guards is said in its doc comment; each was checked to fail without it.
 
@@ -326,4 +327,65 @@ async fn wait_for(limit: Duration, what: &str, done: impl Fn() -> bool) {
         assert!(start.elapsed() < limit, "not {what} after {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Guard: the successor's daily count seeded from the ledger's follows, binned per 15 minutes
+/// (`LedgerSeed::follows`, summed in SQL by `ledger_seeds`). An account whose predecessors
+/// made `daily_follows_per_account` follows in the last day sends nothing, and its daily-cap
+/// pause ends when the oldest follow's bucket does: not before that follow is a day old, at
+/// most two buckets (30 minutes) after. Without the seed the daemon sent both queued follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_holds_an_account_at_its_daily_cap_until_the_oldest_follow_ages_out() {
+    let _serial = serial().await;
+    let mut harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
+    harness.settings.rate_limit.daily_follows_per_account = 5;
+    harness.account("1300").await;
+    // Five follows by an earlier daemon, the oldest a day old in ten minutes.
+    sqlx::query(
+        r#"
+        INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, completed_at,
+                                      answer_by, outcome, http_status)
+        SELECT 0, '1300', 'earlier', at, at + interval '80 milliseconds',
+               at + interval '3 seconds', 'succeeded', 200
+        FROM generate_series(0, 4) AS g,
+             LATERAL (SELECT now() - interval '23 hours 50 minutes'
+                             + g * interval '2 hours' AS at) AS t
+        "#,
+    )
+    .execute(&harness.db.pool)
+    .await
+    .expect("the ledger's follows");
+    harness.enqueue("1300", 10_000, 2).await;
+    let daemon = harness.start().await;
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "the account paused for its daily cap",
+            "SELECT count(*) = 1 FROM followq.accounts WHERE pause_reason = 'daily_cap'",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.stop().await;
+
+    assert_eq!(
+        harness.user("1300").await.requests,
+        0,
+        "nothing sent past the cap"
+    );
+    let (frees_after_oldest_ages_out,): (f64,) = sqlx::query_as(
+        r#"
+        SELECT extract(epoch FROM a.paused_until
+                                  - (SELECT min(completed_at) + interval '24 hours'
+                                     FROM followq.attempts WHERE account_user_id = '1300'))::float8
+        FROM followq.accounts AS a WHERE a.user_id = '1300'
+        "#,
+    )
+    .fetch_one(&harness.db.pool)
+    .await
+    .expect("the pause");
+    // The pause is written through the wall clock: allow a second for that.
+    assert!(
+        (-1.0..=1800.0).contains(&frees_after_oldest_ages_out),
+        "the cap frees {frees_after_oldest_ages_out:.1} s after the oldest follow is a day old"
+    );
 }

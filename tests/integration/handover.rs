@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use followq::accounts::lease::{self, ledger_seeds};
+use followq::accounts::lease::{self, FollowGrid, ledger_seeds};
 use followq::queue::claim::claim_batch;
 use followq::queue::complete::{AttemptRecord, Completion, NextState, record_batch};
 use followq::queue::rescue::rescue_orphans;
@@ -199,7 +199,10 @@ type LedgerRow = (
 
 /// Guard: `ledger_seeds`, row by row: answered requests count at their answer, unanswered
 /// ones at their `answer_by` (and hold the account until then), `not_sent` ones not at all,
-/// and nothing before the last answer that opened a window.
+/// and nothing before the last answer that opened a window; the follows in bins of the grid
+/// asked for, each with the expiry of its last follow (an abandoned row at its `answer_by`,
+/// not at the rescue that marked it: counted at its `completed_at`, it fell into the first
+/// bin).
 #[tokio::test]
 async fn the_ledger_seed_counts_what_a_successor_must() {
     let db = TestDb::new().await;
@@ -254,16 +257,27 @@ async fn the_ledger_seed_counts_what_a_successor_must() {
         .await
         .expect("ledger row");
     }
-    let seeds = ledger_seeds(
-        &db.pool,
-        &["400".to_owned()],
-        &[100.0],
-        &[5],
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("seed");
-    let seed = &seeds[0];
+    let seed_on = |origin_ago: u64| {
+        let pool = db.pool.clone();
+        async move {
+            let grid = FollowGrid {
+                origin_ago: Duration::from_secs(origin_ago),
+                width: Duration::from_secs(100),
+            };
+            let seeds = ledger_seeds(
+                &pool,
+                &["400".to_owned()],
+                &[100.0],
+                &[5],
+                Duration::from_secs(3),
+                grid,
+            )
+            .await
+            .expect("seed");
+            seeds.into_iter().next().expect("the account's row")
+        }
+    };
+    let seed = &seed_on(0).await;
     let rounded: Vec<i64> = seed
         .arrivals_ago
         .iter()
@@ -288,9 +302,74 @@ async fn the_ledger_seed_counts_what_a_successor_must() {
         (ends_in - 61.0).abs() < 0.5,
         "one period after the opening answer: {ends_in}"
     );
-    assert_eq!(
-        seed.follows_ago.len(),
-        5,
-        "every follow that may have happened"
+    // Every follow that may have happened: the three answered ones, the abandoned and the
+    // in-flight one, expiring a day after their answer or answer_by (seconds from now:
+    // 86351, 86361, 86371; 86405, 86408). Bins of 100 s from now: [86300, 86400) and
+    // [86400, 86500).
+    let rounded =
+        |expire_in: &[f64]| -> Vec<i64> { expire_in.iter().map(|s| s.round() as i64).collect() };
+    assert_eq!(seed.follow_counts, vec![3, 2]);
+    assert_eq!(rounded(&seed.follows_expire_in), vec![86371, 86408]);
+    // The grid moved 30 s earlier: [86270, 86370) and [86370, 86470).
+    let shifted = seed_on(30).await;
+    assert_eq!(shifted.follow_counts, vec![2, 3]);
+    assert_eq!(rounded(&shifted.follows_expire_in), vec![86361, 86408]);
+}
+
+/// Guard: the seed's aggregation of follows (`ledger_seeds`): a full day of 400 follows comes
+/// back as at most one count per 15-minute bin (97: a day of bins, one more for the grid's
+/// offset), summing to 400, each bin expiring within the next day; follows older than a day
+/// and refused requests not at all.
+#[tokio::test]
+async fn the_ledger_seed_sums_a_day_of_follows_per_bin() {
+    let db = TestDb::new().await;
+    db.add_account("401").await;
+    sqlx::query(
+        r#"
+        INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, completed_at,
+                                      answer_by, outcome)
+        SELECT 0, '401', 'old', at, at + interval '100 milliseconds', at + interval '17 seconds',
+               CASE WHEN g <= 400 THEN 'succeeded' ELSE 'permanent' END
+        FROM generate_series(1, 450) AS g,
+             LATERAL (SELECT now() - interval '24 hours' + interval '30 seconds'
+                             + (g % 400) * interval '216 seconds' AS at) AS t
+        UNION ALL
+        SELECT 0, '401', 'old', now() - interval '25 hours', now() - interval '25 hours',
+               NULL, 'succeeded'
+        "#,
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a day of ledger rows");
+    let seeds = ledger_seeds(
+        &db.pool,
+        &["401".to_owned()],
+        &[900.0],
+        &[50],
+        Duration::from_secs(17),
+        FollowGrid {
+            origin_ago: Duration::from_secs(123),
+            width: Duration::from_secs(900),
+        },
+    )
+    .await
+    .expect("seed");
+    let seed = &seeds[0];
+    assert!(
+        (96..=97).contains(&seed.follow_counts.len()),
+        "{} bins",
+        seed.follow_counts.len()
+    );
+    assert_eq!(seed.follow_counts.iter().sum::<i32>(), 400);
+    assert!(
+        seed.follows_expire_in
+            .iter()
+            .all(|&s| s > 0.0 && s <= 86_400.0),
+        "{:?}",
+        seed.follows_expire_in
+    );
+    assert!(
+        seed.follows_expire_in.windows(2).all(|w| w[0] < w[1]),
+        "soonest first"
     );
 }
