@@ -6,6 +6,7 @@
 //! (`sealed`, with the keys of `keyring`). In Rust every token is a
 //! [`secrecy::SecretString`]: its `Debug` prints `[REDACTED]`.
 
+pub mod app_follows;
 pub mod credentials;
 pub mod keyring;
 pub mod lease;

@@ -2,15 +2,15 @@
 //!
 //! - the rescuer returns orphaned jobs (left `running` by a dead daemon) to the queue;
 //! - the app monitor follows the app-wide stop (`followq.app_pause`, set by any replica or
-//!   lifted by an operator), enforces the per-app daily follow cap, and logs an error every
-//!   summary interval while the app is stopped;
+//!   lifted by an operator), enforces the per-app daily follow cap (from the app's follows
+//!   counted per minute, `accounts::app_follows`), and logs an error every summary interval
+//!   while the app is stopped;
 //! - the summary logs one line per interval: what was sent and how it ended, the queue depth,
 //!   and the paused accounts by reason.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use super::Context;
 use super::job::{instant_at, job_span};
 use super::scheduler::Event;
+use crate::accounts::app_follows::AppFollows;
 use crate::accounts::pause::{self, AppPause};
 use crate::queue::rescue::rescue_orphans;
 
@@ -65,6 +66,7 @@ pub async fn app_monitor(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<AppPause> = None;
     let mut last_complaint: Option<Instant> = None;
+    let mut app_follows = AppFollows::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -72,7 +74,8 @@ pub async fn app_monitor(
             _ = ctx.app_check.notified() => {}
         }
         if let Some(cap) = ctx.settings.rate_limit.daily_follows_per_app
-            && let Err(e) = enforce_app_daily_cap(&ctx.pool, cap).await
+            && let Err(e) =
+                enforce_app_daily_cap(&ctx.pool, cap, &mut app_follows, ctx.answer_within()).await
         {
             warn!(error = %e, "could not count the app's follows of the last 24 hours");
         }
@@ -116,26 +119,20 @@ pub async fn app_monitor(
     }
 }
 
-/// Stops the app until the oldest follow of the last 24 hours ages out, when there are `cap`.
-/// A follow counts from the moment it may have happened: succeeded, in flight, or abandoned
-/// (sent, fate unknown).
-async fn enforce_app_daily_cap(pool: &PgPool, cap: u32) -> Result<(), sqlx::Error> {
-    let (count, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        r#"
-        SELECT count(*), min(coalesce(completed_at, answer_by, sent_at))
-        FROM followq.attempts
-        WHERE (outcome IS NULL OR outcome IN ('succeeded', 'abandoned'))
-          AND sent_at > now() - interval '24 hours'
-        "#,
-    )
-    .fetch_one(pool)
-    .await?;
-    if count >= i64::from(cap)
-        && let Some(oldest) = oldest
-    {
-        let until = oldest + TimeDelta::hours(24);
+/// Stops the app, when its follows of the last 24 hours reach `cap`, until enough of them
+/// age out: at the end of the minute in which the oldest that must go is a day old. A follow
+/// counts from the moment it may have happened: succeeded, in flight, or abandoned (sent,
+/// fate unknown).
+async fn enforce_app_daily_cap(
+    pool: &PgPool,
+    cap: u32,
+    app_follows: &mut AppFollows,
+    answer_within: Duration,
+) -> Result<(), sqlx::Error> {
+    let count = app_follows.refresh(pool, cap, answer_within).await?;
+    if let Some(until) = count.frees_at {
         pause::pause_app(pool, "app_daily_cap", None, Some(until)).await?;
-        info!(follows = count, cap, until = %until, "the app's follows in the last 24 hours reached rate_limit.daily_follows_per_app");
+        info!(follows = count.follows, cap, until = %until, "the app's follows in the last 24 hours reached rate_limit.daily_follows_per_app");
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_millis(1500);
 
 /// `rate_limit.daily_follows_per_app`: once the app's follows in 24 hours reach it, the app
-/// stops (`app_daily_cap`) until the oldest of them is a day old; no account follows more.
+/// stops (`app_daily_cap`) until the oldest of them is a day old, rounded up to the end of
+/// that minute (the app's follows are counted per minute); no account follows more.
 ///
 /// Guards: the slot each request takes first (`worker::app_cap`; without it, all six follows
 /// went out, the monitor's poll coming too late), and `enforce_app_daily_cap` in
@@ -55,7 +56,14 @@ async fn the_per_app_daily_cap_stops_the_app_for_a_day() {
     .fetch_one(&harness.db.pool)
     .await
     .unwrap();
-    assert_eq!(stop.paused_until, Some(oldest + TimeDelta::hours(24)));
+    let until = stop.paused_until.expect("the stop's end");
+    let day_old = oldest + TimeDelta::hours(24);
+    assert!(
+        until >= day_old && until < day_old + TimeDelta::minutes(1),
+        "the stop ends {} after the oldest follow is a day old",
+        until - day_old
+    );
+    assert_eq!(until.timestamp() % 60, 0, "at the end of a minute");
     assert_eq!(
         harness
             .count(
