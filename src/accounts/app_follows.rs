@@ -74,12 +74,14 @@ fn width_seconds() -> i64 {
 impl AppFollows {
     /// Reads what the ledger added since the last refresh (the whole day, the first time)
     /// and counts the app's follows against `cap`. `answer_within` is how long after its
-    /// claim a request may reach X.
+    /// claim a request may reach X. `unanswered_by`: leave out the rows of this worker still
+    /// unanswered and not settled (its requests in flight, which the caller counts itself).
     pub async fn refresh(
         &mut self,
         pool: &PgPool,
         cap: u32,
         answer_within: Duration,
+        unanswered_by: Option<&str>,
     ) -> Result<AppCount, sqlx::Error> {
         let read: Read = sqlx::query_as(
             r#"
@@ -88,6 +90,7 @@ impl AppFollows {
             ),
             follows AS (
                 SELECT t.sent_at <= clock.settled_by AS settled,
+                       coalesce(t.outcome IS NULL AND t.worker_id = $6, false) AS callers,
                        -- The minute at whose end the follow stops counting: a day after its
                        -- latest possible arrival, as in accounts::lease::ledger_seeds.
                        ceil(extract(epoch FROM
@@ -106,7 +109,7 @@ impl AppFollows {
             bins AS (
                 SELECT bucket,
                        count(*) FILTER (WHERE settled) AS settled,
-                       count(*) FILTER (WHERE NOT settled) AS fresh
+                       count(*) FILTER (WHERE NOT settled AND NOT callers) AS fresh
                 FROM follows, clock
                 WHERE bucket * $4 > extract(epoch FROM clock.now)
                 GROUP BY bucket
@@ -127,6 +130,7 @@ impl AppFollows {
         .bind(SETTLE_MARGIN.as_secs_f64())
         .bind(width_seconds() as f64)
         .bind(LATE_ANSWER_HORIZON.as_secs_f64())
+        .bind(unanswered_by)
         .fetch_one(pool)
         .await?;
         let ended = bucket_ended_by(read.now);

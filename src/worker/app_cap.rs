@@ -5,20 +5,30 @@
 //!
 //! A slot is granted while the follows that may have happened in the last 24 hours (the
 //! ledger's `succeeded` and `abandoned` rows, and the other daemons' requests still
-//! unanswered) and this daemon's own requests holding a slot stay below the cap. The check and the count are serialised within
-//! this daemon, and a slot is held until its answer is recorded, so one daemon never passes
-//! the cap. Replicas see each other's requests only once their ledger rows are committed,
-//! at the claim: two replicas checking in the same few milliseconds may still both pass.
+//! unanswered) and this daemon's own requests holding a slot stay below the cap. The check
+//! and the count are serialised within this daemon, and a slot is held until its answer is
+//! recorded, so one daemon never passes the cap. Replicas see each other's requests only once
+//! their ledger rows are committed, at the claim: two replicas checking in the same few
+//! milliseconds may still both pass.
+//!
+//! The follows are counted per minute ([`AppFollows`]): each check reads only the ledger rows
+//! of the last `answer_within` and a few seconds (their fate may still change) and what was
+//! added since the previous check, not the whole day. The app monitor reads the same count.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use sqlx::PgPool;
 
+use crate::accounts::app_follows::{AppCount, AppFollows};
+
 pub struct AppCapGate {
     cap: Option<u32>,
-    /// Serialises check-and-take, so two requests of this daemon never both take the last
-    /// slot.
-    check: tokio::sync::Mutex<()>,
+    /// How long after its claim a request may reach X.
+    answer_within: Duration,
+    /// The app's follows; the lock also serialises check-and-take, so two requests of this
+    /// daemon never both take the last slot.
+    follows: tokio::sync::Mutex<AppFollows>,
     /// This daemon's requests holding a slot.
     held: AtomicU32,
 }
@@ -37,12 +47,24 @@ impl Drop for Slot<'_> {
 }
 
 impl AppCapGate {
-    pub fn new(cap: Option<u32>) -> AppCapGate {
+    pub fn new(cap: Option<u32>, answer_within: Duration) -> AppCapGate {
         AppCapGate {
             cap,
-            check: tokio::sync::Mutex::new(()),
+            answer_within,
+            follows: tokio::sync::Mutex::new(AppFollows::default()),
             held: AtomicU32::new(0),
         }
+    }
+
+    /// The app's follows of the last 24 hours, this daemon's requests in flight included, and
+    /// when fewer than the cap count again if it is reached; `None` without a cap.
+    pub async fn count(&self, pool: &PgPool) -> Result<Option<AppCount>, sqlx::Error> {
+        let Some(cap) = self.cap else {
+            return Ok(None);
+        };
+        let mut follows = self.follows.lock().await;
+        let count = follows.refresh(pool, cap, self.answer_within, None).await?;
+        Ok(Some(count))
     }
 
     /// A slot for one request, or `None` when the cap is reached. Without a cap, always a
@@ -55,20 +77,15 @@ impl AppCapGate {
         let Some(cap) = self.cap else {
             return Ok(Some(Slot { gate: None }));
         };
-        let _serial = self.check.lock().await;
-        let counted: i64 = sqlx::query_scalar(
-            r#"
-            SELECT count(*) FROM followq.attempts
-            WHERE sent_at > now() - interval '24 hours'
-              AND (outcome IN ('succeeded', 'abandoned')
-                   OR (outcome IS NULL AND worker_id <> $1))
-            "#,
-        )
-        .bind(worker_id)
-        .fetch_one(pool)
-        .await?;
-        let held = i64::from(self.held.load(Ordering::SeqCst));
-        if counted + held >= i64::from(cap) {
+        let mut follows = self.follows.lock().await;
+        // This daemon's unanswered rows are left out: its requests holding a slot count
+        // instead (the one asking now has its row already, written at the claim).
+        let counted = follows
+            .refresh(pool, cap, self.answer_within, Some(worker_id))
+            .await?
+            .follows;
+        let held = u64::from(self.held.load(Ordering::SeqCst));
+        if counted + held >= u64::from(cap) {
             return Ok(None);
         }
         self.held.fetch_add(1, Ordering::SeqCst);

@@ -3,8 +3,8 @@
 //! - the rescuer returns orphaned jobs (left `running` by a dead daemon) to the queue;
 //! - the app monitor follows the app-wide stop (`followq.app_pause`, set by any replica or
 //!   lifted by an operator), enforces the per-app daily follow cap (from the app's follows
-//!   counted per minute, `accounts::app_follows`), and logs an error every summary interval
-//!   while the app is stopped;
+//!   counted per minute, shared with the check before each request in `app_cap.rs`), and
+//!   logs an error every summary interval while the app is stopped;
 //! - the summary logs one line per interval: what was sent and how it ended, the queue depth,
 //!   and the paused accounts by reason.
 
@@ -19,7 +19,6 @@ use tracing::{error, info, warn};
 use super::Context;
 use super::job::{instant_at, job_span};
 use super::scheduler::Event;
-use crate::accounts::app_follows::AppFollows;
 use crate::accounts::pause::{self, AppPause};
 use crate::queue::rescue::rescue_orphans;
 
@@ -66,7 +65,6 @@ pub async fn app_monitor(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<AppPause> = None;
     let mut last_complaint: Option<Instant> = None;
-    let mut app_follows = AppFollows::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -74,8 +72,7 @@ pub async fn app_monitor(
             _ = ctx.app_check.notified() => {}
         }
         if let Some(cap) = ctx.settings.rate_limit.daily_follows_per_app
-            && let Err(e) =
-                enforce_app_daily_cap(&ctx.pool, cap, &mut app_follows, ctx.answer_within()).await
+            && let Err(e) = enforce_app_daily_cap(&ctx, cap).await
         {
             warn!(error = %e, "could not count the app's follows of the last 24 hours");
         }
@@ -123,15 +120,12 @@ pub async fn app_monitor(
 /// age out: at the end of the minute in which the oldest that must go is a day old. A follow
 /// counts from the moment it may have happened: succeeded, in flight, or abandoned (sent,
 /// fate unknown).
-async fn enforce_app_daily_cap(
-    pool: &PgPool,
-    cap: u32,
-    app_follows: &mut AppFollows,
-    answer_within: Duration,
-) -> Result<(), sqlx::Error> {
-    let count = app_follows.refresh(pool, cap, answer_within).await?;
+async fn enforce_app_daily_cap(ctx: &Context, cap: u32) -> Result<(), sqlx::Error> {
+    let Some(count) = ctx.app_cap.count(&ctx.pool).await? else {
+        return Ok(());
+    };
     if let Some(until) = count.frees_at {
-        pause::pause_app(pool, "app_daily_cap", None, Some(until)).await?;
+        pause::pause_app(&ctx.pool, "app_daily_cap", None, Some(until)).await?;
         info!(follows = count.follows, cap, until = %until, "the app's follows in the last 24 hours reached rate_limit.daily_follows_per_app");
     }
     Ok(())

@@ -104,7 +104,7 @@ impl Context {
     /// How long after its claim a request may still reach X: the send deadline, then the
     /// request timeout.
     pub fn answer_within(&self) -> Duration {
-        self.settings.worker.send_deadline + self.settings.x_api.request_timeout
+        answer_within(&self.settings)
     }
 
     fn confirm_alive(&self) {
@@ -215,7 +215,10 @@ impl Daemon {
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();
         let http = HttpListener::bind(&settings.http)?;
-        let app_cap = app_cap::AppCapGate::new(settings.rate_limit.daily_follows_per_app);
+        let app_cap = app_cap::AppCapGate::new(
+            settings.rate_limit.daily_follows_per_app,
+            answer_within(&settings),
+        );
         Ok(Daemon {
             events: scheduler::Inbox::new(events),
             completions: completer::Inbox::new(completions),
@@ -364,4 +367,10 @@ fn worker_id() -> String {
         std::process::id(),
         rand::random::<u32>() & 0xff_ffff
     )
+}
+
+/// How long after its claim a request may still reach X: the send deadline, then the request
+/// timeout.
+fn answer_within(settings: &Settings) -> Duration {
+    settings.worker.send_deadline + settings.x_api.request_timeout
 }

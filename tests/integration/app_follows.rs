@@ -60,13 +60,13 @@ async fn the_app_count_holds_what_may_have_been_followed_and_frees_by_the_minute
 
     let mut app = AppFollows::default();
     let count = app
-        .refresh(&db.pool, 5, ANSWER_WITHIN)
+        .refresh(&db.pool, 5, ANSWER_WITHIN, None)
         .await
         .expect("count");
     assert_eq!((count.follows, count.frees_at), (4, None));
 
     let count = app
-        .refresh(&db.pool, 4, ANSWER_WITHIN)
+        .refresh(&db.pool, 4, ANSWER_WITHIN, None)
         .await
         .expect("count");
     assert_eq!(count.follows, 4);
@@ -83,7 +83,7 @@ async fn the_app_count_holds_what_may_have_been_followed_and_frees_by_the_minute
 
     // With a cap of 3, two must age out: the minute in which `second` is a day old.
     let count = app
-        .refresh(&db.pool, 3, ANSWER_WITHIN)
+        .refresh(&db.pool, 3, ANSWER_WITHIN, None)
         .await
         .expect("count");
     let exact = expiry_of(&db, second).await;
@@ -104,7 +104,7 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
     let in_flight = row(&db, 0.5, None, None).await;
     let mut app = AppFollows::default();
     let count = app
-        .refresh(&db.pool, 100, ANSWER_WITHIN)
+        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
         .await
         .expect("count");
     assert_eq!(count.follows, 2);
@@ -120,7 +120,7 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
     }
     row(&db, 0.0, None, None).await;
     let count = app
-        .refresh(&db.pool, 100, ANSWER_WITHIN)
+        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
         .await
         .expect("count");
     assert_eq!(
@@ -129,8 +129,45 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
     );
     // A fresh counter reads the ledger as it is now.
     let count = AppFollows::default()
-        .refresh(&db.pool, 100, ANSWER_WITHIN)
+        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
         .await
         .expect("count");
     assert_eq!(count.follows, 1);
+}
+
+/// Guard: `unanswered_by`, for the check before each request, which counts its own requests
+/// in flight itself: this worker's unanswered rows are left out while their requests may be
+/// in flight (another worker's are not), and counted like any other once settled.
+#[tokio::test]
+async fn the_callers_own_requests_in_flight_are_left_to_it() {
+    let db = TestDb::new().await;
+    let mine = || async {
+        sqlx::query(
+            "UPDATE followq.attempts SET worker_id = 'me' WHERE id = (SELECT max(id) FROM followq.attempts)",
+        )
+        .execute(&db.pool)
+        .await
+        .expect("mine");
+    };
+    row(&db, 0.5, None, None).await;
+    mine().await;
+    row(&db, 60.0, None, None).await;
+    mine().await;
+    row(&db, 0.5, None, None).await;
+    row(&db, 30.0, Some(0.2), Some("succeeded")).await;
+    mine().await;
+    let mut app = AppFollows::default();
+    let count = app
+        .refresh(&db.pool, 100, ANSWER_WITHIN, Some("me"))
+        .await
+        .expect("count");
+    assert_eq!(
+        count.follows, 3,
+        "my settled unanswered row, the other worker's in flight, my answered follow"
+    );
+    let count = app
+        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
+        .await
+        .expect("count");
+    assert_eq!(count.follows, 4, "everything, for the app monitor");
 }
