@@ -253,7 +253,12 @@ pub async fn ledger_seeds(
     answer_within: Duration,
     follow_grid: FollowGrid,
 ) -> Result<Vec<LedgerRow>, sqlx::Error> {
-    sqlx::query_as::<_, LedgerRow>(
+    let mut tx = pool.begin().await?;
+    // For a batch of hundreds of accounts the planner's estimate passes `jit_above_cost`,
+    // and compiling the statement took four times as long as running it (0.75 of 0.95 s for
+    // 500 accounts with a day of follows each).
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let rows = sqlx::query_as::<_, LedgerRow>(
         r#"
         SELECT acc.user_id AS account_user_id,
                coalesce(recent.ago, '{}') AS arrivals_ago,
@@ -368,6 +373,8 @@ pub async fn ledger_seeds(
     .bind(LATE_ANSWER_HORIZON_SECONDS)
     .bind(follow_grid.origin_ago.as_secs_f64())
     .bind(follow_grid.width.as_secs_f64())
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
