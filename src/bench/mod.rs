@@ -7,7 +7,7 @@
 //! | `utilisation` | with the quota binding, how close to the ideal completion time, with no window over and no 429? |
 //! | `throughput` | with no quota binding, how many jobs per second, at what cost per job? |
 //! | `latency` | on an idle daemon, how long from an insert's commit to the request? |
-//! | `scale` | 100k accounts, 1M jobs: the daemon's memory, the claim's latency full and drained |
+//! | `scale` | 20k accounts with a day of follows each (400), 1M jobs: lease and seed time, the daemon's memory per account, the claim's latency full and drained |
 //! | `noisy_neighbour` | one deep backlog beside 1,000 one-job accounts: are the small ones served at once? |
 //! | `timer` | how late after a window opens does its first request arrive? |
 //! | `failover` | one of two daemons killed with kill -9: how soon are its accounts taken over and sent for? |
@@ -83,6 +83,7 @@ pub struct BenchOptions {
     pub utilisation_window: Duration,
     pub scale_accounts: u64,
     pub scale_jobs: u64,
+    pub scale_follows_per_account: u64,
 }
 
 impl Default for BenchOptions {
@@ -95,8 +96,9 @@ impl Default for BenchOptions {
             utilisation_jobs_per_account: 201,
             utilisation_quota: 50,
             utilisation_window: Duration::from_secs(10),
-            scale_accounts: 100_000,
+            scale_accounts: 20_000,
             scale_jobs: 1_000_000,
+            scale_follows_per_account: 400,
         }
     }
 }
@@ -136,6 +138,7 @@ pub async fn run(
                 &scale::ScaleOptions {
                     accounts: options.scale_accounts,
                     jobs: options.scale_jobs,
+                    follows_per_account: options.scale_follows_per_account,
                 },
             )
             .await

@@ -1,8 +1,11 @@
-//! Scale: 100,000 accounts and 1,000,000 queued jobs. The daemon runs as its own process (so
-//! its memory is its own) and leases every account; every account's window is already spent
-//! (the ledger says so, as after a busy hour), so it holds them all, waiting on timers. Then:
-//! its resident memory, and the claim statement's latency with the full queue and with the
-//! queue nearly drained (99% of the jobs finished in place, dead rows and all).
+//! Scale: a full day of follows. Every account made `follows_per_account` follows (400, X's
+//! daily cap) spread over the last 24 hours, and has jobs queued. The daemon runs as its own
+//! process (so its memory is its own), leases every account, seeds each limiter from the
+//! ledger, finds each at its daily cap and holds them all on timers (each account's
+//! `daily_cap` pause written). Then: the time to lease and to seed them all, its resident
+//! memory in all and per held account (over an idle daemon's), and the claim statement's
+//! latency with the full queue and with the queue nearly drained (99% of the jobs finished in
+//! place, dead rows and all).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use serde_json::json;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
@@ -21,7 +24,12 @@ use crate::queue::claim::claim_batch;
 pub struct ScaleOptions {
     pub accounts: u64,
     pub jobs: u64,
+    /// Follows each account made in the last 24 hours.
+    pub follows_per_account: u64,
 }
+
+/// Ledger rows inserted per statement.
+const LEDGER_BATCH: u64 = 400_000;
 
 pub async fn run(ctx: &BenchContext, options: &ScaleOptions) -> anyhow::Result<ScenarioResult> {
     harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
@@ -35,73 +43,82 @@ async fn measure(
     options: &ScaleOptions,
     scratch: &ScratchDb,
 ) -> anyhow::Result<ScenarioResult> {
+    // An idle daemon first, with nothing to lease: what holding accounts adds is measured
+    // over it.
+    let mut idle = spawn_daemon(ctx, scratch, options.accounts)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss = harness::rss_mib(&pid_of(&idle)?).map_or(f64::NAN, |(rss, _)| rss);
+    let _ = idle.kill().await;
+    let _ = idle.wait().await;
+    sqlx::query("DELETE FROM followq.daemons")
+        .execute(&scratch.pool)
+        .await?;
+
     let filling = Instant::now();
     harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
     harness::enqueue(
         &scratch.pool,
         0,
         options.accounts,
-        options.jobs / options.accounts.max(1),
+        (options.jobs / options.accounts.max(1)).max(1),
     )
     .await?;
-    // Every window already spent, until a quarter of an hour from now.
-    sqlx::query(
-        "INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, completed_at, \
-             outcome, http_status, rate_limit_limit, rate_limit_remaining, rate_limit_reset_at) \
-         SELECT 0, ($1 + g)::text, 'earlier', now(), now(), 'succeeded', 200, 50, 0, \
-                now() + interval '15 minutes' \
-         FROM generate_series(0, $2 - 1) AS g",
-    )
-    .bind(FIRST_ACCOUNT as i64)
-    .bind(options.accounts as i64)
-    .execute(&scratch.pool)
-    .await?;
+    fill_a_day_of_follows(&scratch.pool, options).await?;
     sqlx::query("VACUUM ANALYZE followq.follow_jobs")
         .execute(&scratch.pool)
         .await?;
+    sqlx::query("VACUUM ANALYZE followq.attempts")
+        .execute(&scratch.pool)
+        .await?;
     let fill_seconds = filling.elapsed().as_secs_f64();
+    let ledger_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.attempts")
+        .fetch_one(&scratch.pool)
+        .await?;
 
     let claim_at_start = claim_latencies(&scratch.pool, "bench-probe-start", 200).await?;
 
+    let requests_before: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.attempts")
+        .fetch_one(&scratch.pool)
+        .await?;
     // The daemon, as its own process, against an endpoint it never gets to call.
-    let exe = std::env::current_exe().context("locating the followq binary")?;
-    let mut daemon = Command::new(exe)
-        // The bench's own key, which sealed the scenario's tokens.
-        .envs(harness::credentials_env(ctx))
-        .arg("run")
-        .env("DATABASE_URL", scratch.url.expose_secret())
-        .env_remove("FOLLOWQ_DATABASE__URL")
-        .env("FOLLOWQ_X_API__BASE_URL", "http://127.0.0.1:9")
-        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", options.accounts.to_string())
-        .env("FOLLOWQ_WORKER__POLL_INTERVAL", "250ms")
-        .env("FOLLOWQ_LOG__FILTER", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting followq run")?;
-    let pid = daemon.id().context("the daemon's pid")?.to_string();
-    let leasing = Instant::now();
-    let held = loop {
-        let held: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM followq.accounts WHERE leased_by IS NOT NULL")
-                .fetch_one(&scratch.pool)
-                .await?;
-        if held as u64 >= options.accounts || leasing.elapsed() > Duration::from_secs(180) {
-            break held;
+    let mut daemon = spawn_daemon(ctx, scratch, options.accounts)?;
+    let pid = pid_of(&daemon)?;
+    let started = Instant::now();
+    let limit = Duration::from_secs(300);
+    let mut leased_seconds = None;
+    let (held, capped) = loop {
+        let (held, capped): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE leased_by IS NOT NULL), \
+                    count(*) FILTER (WHERE pause_reason = 'daily_cap') \
+             FROM followq.accounts",
+        )
+        .fetch_one(&scratch.pool)
+        .await?;
+        if held as u64 >= options.accounts {
+            leased_seconds.get_or_insert(started.elapsed().as_secs_f64());
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if capped as u64 >= options.accounts || started.elapsed() > limit {
+            break (held, capped);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let lease_seconds = leasing.elapsed().as_secs_f64();
+    let seeded_seconds = started.elapsed().as_secs_f64();
     // Let it settle with everything held, then read its memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (rss, peak) = harness::rss_mib(&pid).unwrap_or((f64::NAN, f64::NAN));
+    let sent: i64 = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM followq.attempts")
+        .fetch_one(&scratch.pool)
+        .await?
+        - requests_before;
     let _ = daemon.kill().await;
     let _ = daemon.wait().await;
-    sqlx::query("UPDATE followq.accounts SET leased_by = NULL, lease_expires_at = NULL")
-        .execute(&scratch.pool)
-        .await?;
+    sqlx::query(
+        "UPDATE followq.accounts SET leased_by = NULL, lease_expires_at = NULL, \
+         status = 'active', paused_until = NULL, pause_reason = NULL",
+    )
+    .execute(&scratch.pool)
+    .await?;
+    let per_account_bytes = (rss - idle_rss) * 1024.0 * 1024.0 / (held.max(1) as f64);
 
     // Near the end: all but 1% of the jobs finished in place (dead rows left for vacuum, as a
     // real drain would leave them).
@@ -114,13 +131,17 @@ async fn measure(
     let claim_near_end = claim_latencies(&scratch.pool, "bench-probe-end", 200).await?;
 
     let stat = |values: &[f64], p: f64| percentile(values, p);
+    let leased = leased_seconds.map_or("not all".to_owned(), |s| format!("{s:.1} s"));
     Ok(ScenarioResult {
         name: "scale",
         line: format!(
-            "scale: {} accounts, {} jobs: daemon RSS {rss:.0} MiB (peak {peak:.0} MiB, target <= 256) \
-             holding {held} accounts (leased in {lease_seconds:.1} s); claim p50/p99 {:.2}/{:.2} ms \
-             with the full queue, {:.2}/{:.2} ms near the end",
+            "scale: {} accounts x {} follows in 24 h ({ledger_rows} ledger rows), {} jobs: all leased in \
+             {leased}, {capped} seeded and held at their daily cap in {seeded_seconds:.1} s (target < 60), \
+             {sent} requests sent; daemon RSS {rss:.0} MiB (peak {peak:.0} MiB, target < 96), idle \
+             {idle_rss:.0} MiB: {per_account_bytes:.0} bytes per held account; claim p50/p99 \
+             {:.2}/{:.2} ms with the full queue, {:.2}/{:.2} ms near the end",
             options.accounts,
+            options.follows_per_account,
             options.jobs,
             stat(&claim_at_start, 50.0),
             stat(&claim_at_start, 99.0),
@@ -129,18 +150,79 @@ async fn measure(
         ),
         figures: json!({
             "accounts": options.accounts,
+            "follows_per_account": options.follows_per_account,
+            "ledger_rows": ledger_rows,
             "jobs": options.jobs,
             "fill_seconds": fill_seconds,
+            "idle_daemon_rss_mib": idle_rss,
             "daemon_rss_mib": rss,
             "daemon_peak_rss_mib": peak,
+            "bytes_per_held_account": per_account_bytes,
             "accounts_held": held,
-            "lease_all_seconds": lease_seconds,
+            "accounts_at_daily_cap": capped,
+            "requests_sent": sent,
+            "lease_all_seconds": leased_seconds,
+            "lease_and_seed_all_seconds": seeded_seconds,
             "claim_start_p50_ms": stat(&claim_at_start, 50.0),
             "claim_start_p99_ms": stat(&claim_at_start, 99.0),
             "claim_end_p50_ms": stat(&claim_near_end, 50.0),
             "claim_end_p99_ms": stat(&claim_near_end, 99.0),
         }),
     })
+}
+
+/// `followq run` as its own process, against an endpoint it never gets to call.
+fn spawn_daemon(ctx: &BenchContext, scratch: &ScratchDb, accounts: u64) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating the followq binary")?;
+    Command::new(exe)
+        // The bench's own key, which sealed the scenario's tokens.
+        .envs(harness::credentials_env(ctx))
+        .arg("run")
+        .env("DATABASE_URL", scratch.url.expose_secret())
+        .env_remove("FOLLOWQ_DATABASE__URL")
+        .env("FOLLOWQ_X_API__BASE_URL", "http://127.0.0.1:9")
+        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", accounts.to_string())
+        .env("FOLLOWQ_WORKER__POLL_INTERVAL", "250ms")
+        .env("FOLLOWQ_LOG__FILTER", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting followq run")
+}
+
+fn pid_of(child: &Child) -> anyhow::Result<String> {
+    Ok(child.id().context("the daemon's pid")?.to_string())
+}
+
+/// Each account's follows of the last 24 hours, evenly spread from 23 h 40 min ago to a few
+/// minutes ago (so none ages out during the run), answered after 80 ms, as an earlier daemon
+/// would have left them.
+async fn fill_a_day_of_follows(pool: &sqlx::PgPool, options: &ScaleOptions) -> anyhow::Result<()> {
+    let per_account = options.follows_per_account;
+    let total = options.accounts * per_account;
+    let mut start = 0;
+    while start < total {
+        let end = (start + LEDGER_BATCH).min(total);
+        sqlx::query(
+            "INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, \
+                 completed_at, answer_by, outcome, http_status) \
+             SELECT 0, ($1 + g / $2)::text, 'earlier', at, at + interval '80 milliseconds', \
+                    at + interval '17 seconds', 'succeeded', 200 \
+             FROM generate_series($3, $4 - 1) AS g, \
+                  LATERAL (SELECT now() - interval '23 hours 40 minutes' \
+                                  + (g % $2) * (interval '23 hours 39 minutes' / $2) AS at) AS t",
+        )
+        .bind(FIRST_ACCOUNT as i64)
+        .bind(per_account as i64)
+        .bind(start as i64)
+        .bind(end as i64)
+        .execute(pool)
+        .await?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// Times the daemon's claim statement for one account at a time: a probe leases `count`

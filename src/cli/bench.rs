@@ -36,9 +36,12 @@ pub struct BenchArgs {
     /// Scale: accounts.
     #[arg(long, default_value_t = BenchOptions::default().scale_accounts)]
     scale_accounts: u64,
-    /// Scale: queued jobs.
+    /// Scale: queued jobs (at least one per account).
     #[arg(long, default_value_t = BenchOptions::default().scale_jobs)]
     scale_jobs: u64,
+    /// Scale: follows each account made in the last 24 hours.
+    #[arg(long, default_value_t = BenchOptions::default().scale_follows_per_account)]
+    scale_follows_per_account: u64,
 }
 
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -56,6 +59,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<Exit
         throughput_jobs_per_account: args.throughput_jobs_per_account,
         scale_accounts: args.scale_accounts,
         scale_jobs: args.scale_jobs,
+        scale_follows_per_account: args.scale_follows_per_account,
         ..BenchOptions::default()
     };
     let ctx = BenchContext { settings, keys };
