@@ -11,6 +11,7 @@
 //! | `noisy_neighbour` | one deep backlog beside 1,000 one-job accounts: are the small ones served at once? |
 //! | `timer` | how late after a window opens does its first request arrive? |
 //! | `failover` | one of two daemons killed with kill -9: how soon are its accounts taken over and sent for? |
+//! | `soak` | minutes of a steady stream with the daily cap lifted: does the daemon's memory stay flat? (only when named) |
 
 pub mod endpoint;
 pub mod failover;
@@ -18,6 +19,7 @@ pub mod harness;
 pub mod latency;
 pub mod noisy;
 pub mod scale;
+pub mod soak;
 pub mod throughput;
 pub mod timer;
 pub mod utilisation;
@@ -57,9 +59,11 @@ pub enum Scenario {
     NoisyNeighbour,
     Timer,
     Failover,
+    Soak,
 }
 
 impl Scenario {
+    /// Every scenario but the soak, which takes minutes and runs only when named.
     pub const ALL: [Scenario; 7] = [
         Scenario::Utilisation,
         Scenario::Throughput,
@@ -84,6 +88,9 @@ pub struct BenchOptions {
     pub scale_accounts: u64,
     pub scale_jobs: u64,
     pub scale_follows_per_account: u64,
+    pub soak_accounts: u64,
+    pub soak_rate: u64,
+    pub soak_duration: Duration,
 }
 
 impl Default for BenchOptions {
@@ -99,6 +106,9 @@ impl Default for BenchOptions {
             scale_accounts: 20_000,
             scale_jobs: 1_000_000,
             scale_follows_per_account: 400,
+            soak_accounts: 200,
+            soak_rate: 2_000,
+            soak_duration: Duration::from_secs(9 * 60),
         }
     }
 }
@@ -166,6 +176,17 @@ pub async fn run(
             .await
         }
         Scenario::Failover => failover::run(ctx, &failover::FailoverOptions { accounts: 40 }).await,
+        Scenario::Soak => {
+            soak::run(
+                ctx,
+                &soak::SoakOptions {
+                    accounts: options.soak_accounts,
+                    rate: options.soak_rate,
+                    duration: options.soak_duration,
+                },
+            )
+            .await
+        }
         Scenario::Throughput => {
             throughput::run(
                 ctx,

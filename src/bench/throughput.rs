@@ -118,7 +118,7 @@ async fn measure(
 
 /// Starts `followq sim` as its own process with every account's token and a limit that never
 /// binds; returns its base URL.
-async fn spawn_simulator(accounts: u64) -> anyhow::Result<(String, Child)> {
+pub(super) async fn spawn_simulator(accounts: u64) -> anyhow::Result<(String, Child)> {
     let exe = std::env::current_exe().context("locating the followq binary")?;
     let mut command = Command::new(exe);
     command

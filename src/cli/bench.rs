@@ -17,7 +17,7 @@ use crate::config::Settings;
 Needs a Postgres server where it may create databases (DATABASE_URL). Each scenario makes its
 own scratch database and drops it. Build with --release: debug builds measure the compiler.")]
 pub struct BenchArgs {
-    /// Scenarios to run (repeatable); all of them by default.
+    /// Scenarios to run (repeatable); all of them but the soak by default.
     #[arg(long = "scenario", value_enum)]
     scenarios: Vec<Scenario>,
     /// Where to write the figures as JSON.
@@ -42,6 +42,15 @@ pub struct BenchArgs {
     /// Scale: follows each account made in the last 24 hours.
     #[arg(long, default_value_t = BenchOptions::default().scale_follows_per_account)]
     scale_follows_per_account: u64,
+    /// Soak: accounts.
+    #[arg(long, default_value_t = BenchOptions::default().soak_accounts)]
+    soak_accounts: u64,
+    /// Soak: jobs enqueued per second.
+    #[arg(long, default_value_t = BenchOptions::default().soak_rate)]
+    soak_rate: u64,
+    /// Soak: how long jobs are enqueued (e.g. "9m").
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "9m")]
+    soak_duration: std::time::Duration,
 }
 
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -60,6 +69,9 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<Exit
         scale_accounts: args.scale_accounts,
         scale_jobs: args.scale_jobs,
         scale_follows_per_account: args.scale_follows_per_account,
+        soak_accounts: args.soak_accounts,
+        soak_rate: args.soak_rate,
+        soak_duration: args.soak_duration,
         ..BenchOptions::default()
     };
     let ctx = BenchContext { settings, keys };
