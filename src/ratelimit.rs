@@ -611,6 +611,27 @@ mod tests {
         ));
     }
 
+    /// README's "Memory" table: what the limiter keeps per account, whatever its history.
+    #[test]
+    fn a_limiter_takes_the_bytes_the_readme_says() {
+        assert!(std::mem::size_of::<rolling_day::DailyFollows>() <= 204);
+        assert!(std::mem::size_of::<AccountLimiter>() <= 376);
+        let mut limiter = AccountLimiter::new(quota(50, 900), 400);
+        let start = Instant::now();
+        let mut at = start;
+        for _ in 0..400 {
+            at += Duration::from_secs(200);
+            assert_eq!(limiter.blocked_until(at), None);
+            limiter.take(at, at + DEADLINE);
+            limiter.record_response(at, at + RTT, ServerWindow::default(), true);
+        }
+        assert_eq!(limiter.follows.count(at), 400);
+        assert!(
+            limiter.arrivals.sorted.capacity() <= 8,
+            "a request every 200 s: 5 in a 900 s period"
+        );
+    }
+
     #[test]
     fn the_daily_cap_waits_for_the_oldest_follows_bucket_to_end() {
         let start = Instant::now();
