@@ -29,16 +29,17 @@ async fn shutdown_waits_for_requests_in_flight_and_releases_everything() {
         .wait_until(
             Duration::from_secs(10),
             "requests in flight",
-            "SELECT count(*) = 4 FROM followq.follow_jobs WHERE state = 'running'",
+            "SELECT count(*) = 4 FROM followq.jobs_in_flight",
         )
         .await;
     daemon.stop().await;
 
     assert_eq!(
         harness
-            .count("SELECT count(*) FROM followq.follow_jobs WHERE state = 'running'")
+            .count("SELECT count(*) FROM followq.jobs_in_flight")
             .await,
-        0
+        0,
+        "nothing left in flight"
     );
     assert_eq!(
         harness
@@ -100,6 +101,6 @@ async fn an_idle_daemon_wakes_on_notify_and_announces_finished_jobs() {
     let payload: serde_json::Value = serde_json::from_str(notification.payload()).unwrap();
     assert_eq!(
         payload,
-        serde_json::json!({"id": id, "state": "succeeded", "source_user_id": "1100", "target_user_id": "7000"})
+        serde_json::json!({"jobs": [{"id": id, "state": "succeeded", "source_user_id": "1100", "target_user_id": "7000"}]})
     );
 }

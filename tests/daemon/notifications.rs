@@ -1,6 +1,7 @@
-//! `NOTIFY followq_job_finished`, what inserting services wait on: one notification per job
-//! that reaches succeeded, failed or cancelled, naming it exactly; none for a job that only
-//! goes back to the queue.
+//! `NOTIFY followq_job_finished`, what inserting services wait on: every job that reaches
+//! succeeded, failed or cancelled is named exactly once, in the `jobs` list of the
+//! notification sent by the statement that finished it; none for a job that only goes back to
+//! the queue.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,12 +18,12 @@ const LIMIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_millis(1500);
 
 /// A succeeded job, a failed one (404), a cancelled one (an operator's `jobs cancel`) and
-/// one snoozed by a 429 before it succeeded: four notifications, each exactly
-/// `{"id", "state", "source_user_id", "target_user_id"}` of its job, and no fifth (the snooze
-/// is not announced).
+/// one snoozed by a 429 before it succeeded: four jobs announced, each exactly
+/// `{"id", "state", "source_user_id", "target_user_id"}`, and no fifth (the snooze is not
+/// announced).
 ///
-/// Guard: the `follow_jobs_notify_finished` trigger (migration `..._daemon.sql`) and its
-/// `WHEN` clause. Checked by dropping the trigger in the test database: no notification
+/// Guard: the `follow_jobs_notify_finished` trigger (migration
+/// `..._finished_notify_per_statement.sql`) and its filter on finished states. Checked by dropping the trigger in the test database: no notification
 /// comes; and by widening the clause to every state change: the snooze and the claims are
 /// announced too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,11 +61,15 @@ async fn every_finished_job_is_announced_with_its_id_and_state() {
             .expect("a notification for each finished job")
             .unwrap();
         let payload: Value = serde_json::from_str(notification.payload()).unwrap();
-        let id = payload["id"].as_i64().expect("an id");
-        assert!(
-            announced.insert(id, payload).is_none(),
-            "job {id} announced twice"
-        );
+        let jobs = payload["jobs"].as_array().expect("a list of jobs");
+        assert!(!jobs.is_empty(), "an empty notification");
+        for job in jobs {
+            let id = job["id"].as_i64().expect("an id");
+            assert!(
+                announced.insert(id, job.clone()).is_none(),
+                "job {id} announced twice"
+            );
+        }
     }
     let extra = tokio::time::timeout(QUIET, listener.recv()).await;
     assert!(extra.is_err(), "a fifth notification: {extra:?}");

@@ -222,3 +222,62 @@ async fn the_next_ready_job_of_an_account_is_an_index_scan() {
         "{plan}"
     );
 }
+
+/// A statement that finishes many jobs at once announces them in chunks of at most 50, in id
+/// order, each payload well under NOTIFY's 8000-byte limit; jobs that only change otherwise
+/// are not announced.
+///
+/// Guard: the statement trigger `follow_jobs_notify_finished` (its chunking and its filter).
+#[tokio::test]
+async fn finishing_many_jobs_in_one_statement_announces_them_in_chunks() {
+    let db = TestDb::new().await;
+    db.add_account("9223372036854775807").await;
+    // The longest ids there are, for the largest payloads.
+    sqlx::query(
+        "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) \
+         SELECT '9223372036854775807', (1000000000000000000 + g)::text \
+         FROM generate_series(1, 120) AS g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener
+        .listen(followq::queue::JOB_FINISHED_CHANNEL)
+        .await
+        .unwrap();
+    // One statement cancels 110 jobs and only reschedules the other 10.
+    sqlx::query(
+        "UPDATE followq.follow_jobs SET \
+           state = CASE WHEN id <= 110 THEN 'cancelled' ELSE state END, \
+           finished_at = CASE WHEN id <= 110 THEN now() END, \
+           run_at = now() + interval '1 hour'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let notification = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification per chunk")
+            .unwrap();
+        assert!(
+            notification.payload().len() < 8000,
+            "{}",
+            notification.payload().len()
+        );
+        let payload: serde_json::Value = serde_json::from_str(notification.payload()).unwrap();
+        let jobs = payload["jobs"].as_array().unwrap();
+        sizes.push(jobs.len());
+        for job in jobs {
+            assert_eq!(job["state"], "cancelled");
+            ids.push(job["id"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(sizes, [50, 50, 10]);
+    assert_eq!(ids, (1..=110).collect::<Vec<i64>>());
+    let more = tokio::time::timeout(std::time::Duration::from_millis(500), listener.recv()).await;
+    assert!(more.is_err(), "a fourth notification: {more:?}");
+}
