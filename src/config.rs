@@ -462,7 +462,7 @@ impl Settings {
                 "worker.send_deadline",
                 self.worker.send_deadline,
                 Duration::ZERO,
-                HOUR,
+                10 * MINUTE,
             ),
             (
                 "worker.liveness_interval",

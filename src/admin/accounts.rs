@@ -123,10 +123,11 @@ pub async fn list(
                coalesce(j.queued, 0) AS queued, coalesce(j.running, 0) AS running
         FROM followq.accounts AS a
         LEFT JOIN LATERAL (
-            SELECT count(*) FILTER (WHERE state = 'queued') AS queued,
-                   count(*) FILTER (WHERE state = 'running') AS running
-            FROM followq.follow_jobs
-            WHERE source_user_id = a.user_id AND state IN ('queued', 'running')
+            -- A job in flight stays queued in the table: counted as running, not queued.
+            SELECT count(*) - count(f.job_id) AS queued, count(f.job_id) AS running
+            FROM followq.follow_jobs AS j
+            LEFT JOIN followq.jobs_in_flight AS f ON f.job_id = j.id
+            WHERE j.source_user_id = a.user_id AND j.state IN ('queued', 'running')
         ) AS j ON true
         WHERE $1::text IS NULL OR a.status = $1
         ORDER BY length(a.user_id), a.user_id
@@ -230,12 +231,14 @@ pub async fn show(pool: &PgPool, user_id: &UserId) -> Result<AccountDetail, Acco
     let credentials = fetch_credentials(pool, user_id).await?;
     let jobs = sqlx::query_as::<_, AccountJobs>(
         r#"
-        SELECT count(*) FILTER (WHERE state = 'queued') AS queued,
-               count(*) FILTER (WHERE state = 'running') AS running,
+        SELECT count(*) FILTER (WHERE state IN ('queued', 'running')) - count(f.job_id) AS queued,
+               count(f.job_id) AS running,
                count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
                count(*) FILTER (WHERE state = 'failed') AS failed,
                count(*) FILTER (WHERE state = 'cancelled') AS cancelled
-        FROM followq.follow_jobs WHERE source_user_id = $1
+        FROM followq.follow_jobs AS j
+        LEFT JOIN followq.jobs_in_flight AS f ON f.job_id = j.id
+        WHERE j.source_user_id = $1
         "#,
     )
     .bind(user_id.as_str())

@@ -140,11 +140,29 @@ pub struct JobRow {
 }
 
 /// `SELECT <every JobRow column> FROM followq.follow_jobs `, as a literal for `concat!`.
+/// Jobs as operators see them: a job whose request is in flight (an unanswered ledger row
+/// within its `answer_by`) shows as `running`, on the daemon that sent it, since it was sent,
+/// with that attempt counted, though the table keeps it `queued` until its outcome is
+/// recorded. (Daemons of the previous release marked the row `running` themselves.)
 macro_rules! select_jobs {
     () => {
-        "SELECT id, source_user_id, target_user_id, state, priority, run_at, attempts, \
-         max_attempts, rate_limited_count, following, pending_follow, last_error, created_at, \
-         updated_at, finished_at, leased_by, lease_expires_at FROM followq.follow_jobs "
+        "SELECT * FROM (\
+         SELECT j.id, j.source_user_id::text AS source_user_id, \
+                j.target_user_id::text AS target_user_id, \
+                CASE WHEN f.worker_id IS NOT NULL THEN 'running' ELSE j.state END AS state, \
+                j.priority, j.run_at, \
+                j.attempts + CASE WHEN f.worker_id IS NOT NULL THEN 1 ELSE 0 END AS attempts, \
+                j.max_attempts, j.rate_limited_count, j.following, j.pending_follow, \
+                j.last_error, j.created_at, coalesce(f.sent_at, j.updated_at) AS updated_at, \
+                j.finished_at, coalesce(f.worker_id, j.leased_by) AS leased_by, \
+                coalesce(f.answer_by, j.lease_expires_at) AS lease_expires_at \
+         FROM followq.follow_jobs AS j \
+         LEFT JOIN LATERAL ( \
+             SELECT t.worker_id, t.sent_at, t.answer_by FROM followq.attempts AS t \
+             WHERE t.job_id = j.id AND j.state = 'queued' \
+               AND t.outcome IS NULL AND t.answer_by > now() \
+             ORDER BY t.id DESC LIMIT 1) AS f ON true \
+         "
     };
 }
 
@@ -216,7 +234,7 @@ fn is_one_active_job_violation(error: &sqlx::Error) -> bool {
 }
 
 async fn fetch_job(pool: &PgPool, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as::<_, JobRow>(concat!(select_jobs!(), "WHERE id = $1"))
+    sqlx::query_as::<_, JobRow>(concat!(select_jobs!(), "WHERE j.id = $1) AS v"))
         .bind(id.get())
         .fetch_optional(pool)
         .await
@@ -304,10 +322,12 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<JobRow>, Job
     }
     let rows = sqlx::query_as::<_, JobRow>(concat!(
         select_jobs!(),
-        "WHERE ($1::text IS NULL OR state = $1) \
-           AND ($2::text IS NULL OR source_user_id = $2) \
-           AND id > $3 \
-         ORDER BY id LIMIT $4"
+        "WHERE ($2::text IS NULL OR j.source_user_id = $2) \
+           AND j.id > $3 \
+           AND ($1::text IS DISTINCT FROM 'running' OR j.state = 'running' \
+                OR j.id IN (SELECT job_id FROM followq.jobs_in_flight))) AS v \
+         WHERE $1::text IS NULL OR v.state = $1 \
+         ORDER BY v.id LIMIT $4"
     ))
     .bind(filter.state.map(JobState::as_str))
     .bind(filter.source.as_ref().map(UserId::as_str))
@@ -460,19 +480,31 @@ pub async fn retry_state(
     }
 }
 
-/// `jobs cancel ID`: a queued job is cancelled (never sent).
+/// `jobs cancel ID`: a queued job is cancelled (never sent). A job whose request is in flight
+/// is refused: the request may reach X whatever the row says.
+///
+/// Two statements in one short transaction: the first locks the row, so a claim of the job
+/// that is under way commits first (a claim locks the job row and writes only its ledger
+/// row); the second, with a fresh snapshot, then sees that claim's ledger row.
 pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM followq.follow_jobs WHERE id = $1 FOR UPDATE")
+        .bind(id.get())
+        .fetch_optional(&mut *tx)
+        .await?;
     let cancelled: Option<i64> = sqlx::query_scalar(
         r#"
-        UPDATE followq.follow_jobs
+        UPDATE followq.follow_jobs AS j
         SET state = 'cancelled', finished_at = now(), updated_at = now()
-        WHERE id = $1 AND state = 'queued'
-        RETURNING id
+        WHERE j.id = $1 AND j.state = 'queued'
+          AND NOT EXISTS (SELECT 1 FROM followq.jobs_in_flight AS f WHERE f.job_id = j.id)
+        RETURNING j.id
         "#,
     )
     .bind(id.get())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     if cancelled.is_some() {
         return Ok(Transition {
             id,
@@ -502,25 +534,37 @@ pub struct BulkCancel {
     pub running: i64,
 }
 
-/// `jobs cancel --source S`: every queued job of the account, in one UPDATE.
+/// `jobs cancel --source S`: every queued job of the account that is not in flight, in one
+/// short transaction (locked first, then cancelled with a fresh snapshot, as [`cancel`]).
 pub async fn cancel_source(pool: &PgPool, source: &UserId) -> Result<BulkCancel, JobsError> {
     ensure_account(pool, source).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT 1 FROM followq.follow_jobs WHERE source_user_id = $1 AND state = 'queued' \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(source.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
     let (cancelled, running): (i64, i64) = sqlx::query_as(
         r#"
-        WITH cancelled AS (
-            UPDATE followq.follow_jobs
+        WITH in_flight AS (
+            SELECT f.job_id FROM followq.jobs_in_flight AS f WHERE f.source_user_id = $1
+        ),
+        cancelled AS (
+            UPDATE followq.follow_jobs AS j
             SET state = 'cancelled', finished_at = now(), updated_at = now()
-            WHERE source_user_id = $1 AND state = 'queued'
-            RETURNING id
+            WHERE j.source_user_id = $1 AND j.state = 'queued'
+              AND j.id NOT IN (SELECT job_id FROM in_flight)
+            RETURNING j.id
         )
-        SELECT (SELECT count(*) FROM cancelled),
-               (SELECT count(*) FROM followq.follow_jobs
-                WHERE source_user_id = $1 AND state = 'running')
+        SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM in_flight)
         "#,
     )
     .bind(source.as_str())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(BulkCancel {
         source: source.to_string(),
         cancelled,

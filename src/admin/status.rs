@@ -143,6 +143,8 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
             FROM followq.follow_jobs AS j
             JOIN followq.accounts AS a ON a.user_id = j.source_user_id
             WHERE j.state = 'queued'
+              -- A job in flight stays queued in the table; it is counted as running.
+              AND j.id NOT IN (SELECT job_id FROM followq.jobs_in_flight)
         ),
         finished AS (
             SELECT state FROM followq.follow_jobs
@@ -152,7 +154,7 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
             (SELECT count(*) FROM queued WHERE due AND NOT blocked) AS queued_ready,
             (SELECT count(*) FROM queued WHERE NOT due AND NOT blocked) AS queued_scheduled,
             (SELECT count(*) FROM queued WHERE blocked) AS queued_blocked,
-            (SELECT count(*) FROM followq.follow_jobs WHERE state = 'running') AS running,
+            (SELECT count(*) FROM followq.jobs_in_flight) AS running,
             (SELECT count(*) FROM finished WHERE state = 'succeeded') AS succeeded_last_24h,
             (SELECT count(*) FROM finished WHERE state = 'failed') AS failed_last_24h,
             (SELECT count(*) FROM finished WHERE state = 'cancelled') AS cancelled_last_24h
@@ -244,8 +246,8 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
         SELECT l.worker_id, d.started_at, d.heartbeat_at,
                (SELECT count(*) FROM followq.accounts AS a
                 WHERE a.leased_by = l.worker_id AND a.lease_expires_at > now()) AS accounts_leased,
-               (SELECT count(*) FROM followq.follow_jobs AS j
-                WHERE j.state = 'running' AND j.leased_by = l.worker_id) AS jobs_running
+               (SELECT count(*) FROM followq.jobs_in_flight AS f
+                WHERE f.worker_id = l.worker_id) AS jobs_running
         FROM live AS l
         LEFT JOIN followq.daemons AS d ON d.worker_id = l.worker_id
         ORDER BY l.worker_id

@@ -188,7 +188,8 @@ impl RunningDaemon {
     }
 }
 
-/// True once no job is queued or running (each half served by its partial index).
+/// True once no job is queued or running (each half served by its partial index; a job in
+/// flight stays queued until its outcome is recorded).
 pub const ALL_FINISHED: &str = "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'queued') \
      AND NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'running')";
 

@@ -244,7 +244,6 @@ async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow
             probe,
             std::slice::from_ref(&account),
             Duration::from_secs(5),
-            Duration::from_secs(30),
         )
         .await?;
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);

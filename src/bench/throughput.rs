@@ -77,6 +77,21 @@ async fn measure(
         sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded'")
             .fetch_one(&scratch.pool)
             .await?;
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.attempts")
+        .fetch_one(&scratch.pool)
+        .await?;
+    // Updates Postgres could make in place (HOT: no index touched), per table.
+    let hot: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+         WHERE schemaname = 'followq' AND relname IN ('follow_jobs', 'attempts') ORDER BY 1",
+    )
+    .fetch_all(&scratch.pool)
+    .await?;
+    let hot_line = hot
+        .iter()
+        .map(|(table, updates, hot)| format!("{table} {hot}/{updates}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let per_job = |total: f64| total / jobs as f64;
     let jobs_per_second = jobs as f64 / seconds.max(f64::EPSILON);
     let transactions_per_job = per_job((transactions_after - transactions_before) as f64);
@@ -96,7 +111,7 @@ async fn measure(
             "throughput: {jobs} jobs over {} accounts in {seconds:.2} s = {jobs_per_second:.0} jobs/s \
              (target >= 6500); {transactions_per_job:.2} transactions/job; daemon CPU {} ms/job; \
              Postgres CPU {} ms/job (its backends for this database alone: \
-             {backend_cpu_ms:.3} ms/job); {succeeded} succeeded",
+             {backend_cpu_ms:.3} ms/job); {succeeded} succeeded with {requests} requests; HOT updates {hot_line}",
             options.accounts,
             daemon_cpu_ms.map_or("?".into(), |v| format!("{v:.3}")),
             postgres_cpu_ms.map_or("?".into(), |v| format!("{v:.3}")),
@@ -111,6 +126,8 @@ async fn measure(
             "postgres_cpu_ms_per_job": postgres_cpu_ms,
             "postgres_backend_cpu_ms_per_job": backend_cpu_ms,
             "succeeded": succeeded,
+            "requests": requests,
+            "hot_updates": hot.iter().map(|(table, updates, hot)| json!({"table": table, "updates": updates, "hot": hot})).collect::<Vec<_>>(),
             "endpoint": if options.base_url.is_some() { "external" } else { "followq sim (own process)" },
         }),
     })

@@ -29,8 +29,9 @@ impl JobCounts {
 pub async fn job_counts(pool: &PgPool) -> Result<JobCounts, sqlx::Error> {
     sqlx::query_as::<_, JobCounts>(
         r#"
-        SELECT count(*) FILTER (WHERE state = 'queued') AS queued,
-               count(*) FILTER (WHERE state = 'running') AS running,
+        SELECT count(*) FILTER (WHERE state IN ('queued', 'running'))
+                   - (SELECT count(*) FROM followq.jobs_in_flight) AS queued,
+               (SELECT count(*) FROM followq.jobs_in_flight) AS running,
                count(*) FILTER (WHERE state = 'succeeded' AND NOT pending_follow) AS following,
                count(*) FILTER (WHERE state = 'succeeded' AND pending_follow) AS pending,
                count(*) FILTER (WHERE state = 'failed') AS failed

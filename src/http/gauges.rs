@@ -62,8 +62,11 @@ async fn refresh_if_stale(shared: &Shared) {
 async fn refresh_gauges(ops: &Ops) -> Result<(), sqlx::Error> {
     let (queued, running, held, stopped): (i64, i64, i64, bool) = sqlx::query_as(
         r#"
-        SELECT (SELECT count(*) FROM followq.follow_jobs WHERE state = 'queued'),
-               (SELECT count(*) FROM followq.follow_jobs WHERE state = 'running'),
+        WITH in_flight AS (SELECT count(*) AS n FROM followq.jobs_in_flight)
+        -- A job in flight stays queued in the table: counted as running, not queued.
+        SELECT (SELECT count(*) FROM followq.follow_jobs WHERE state IN ('queued', 'running'))
+                   - (SELECT n FROM in_flight),
+               (SELECT n FROM in_flight),
                (SELECT count(*) FROM followq.accounts
                 WHERE leased_by = $1 AND lease_expires_at > now()),
                EXISTS (SELECT 1 FROM followq.app_pause

@@ -37,8 +37,7 @@ pub struct ClaimedJob {
 ///
 /// `answer_within` is how long after the claim the request may still reach X (the send
 /// deadline plus the request timeout): the account lease must outlast it, and the ledger row
-/// says until when a successor must count the request. `job_lease` is how long a job stays
-/// running before a rescuer may take it back.
+/// says until when a successor must count the request.
 ///
 /// The account rows are locked `FOR SHARE`, in key order, for the statement's short life: a
 /// lease change (another daemon taking the account, a peer reaping this daemon, an operator's
@@ -50,7 +49,6 @@ pub async fn claim_batch(
     worker_id: &str,
     accounts: &[String],
     answer_within: Duration,
-    job_lease: Duration,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     sqlx::query_as::<_, ClaimedJob>(
         r#"
@@ -71,46 +69,38 @@ pub async fn claim_batch(
             FOR SHARE OF a
         ),
         next AS MATERIALIZED (
-            SELECT j.id
+            SELECT j.id, j.source_user_id, j.target_user_id, j.attempts + 1 AS attempts,
+                   j.max_attempts, j.rate_limited_count
             FROM held AS a
             CROSS JOIN LATERAL (
-                SELECT j.id
+                SELECT j.id, j.source_user_id, j.target_user_id, j.attempts, j.max_attempts,
+                       j.rate_limited_count
                 FROM followq.follow_jobs AS j
                 WHERE j.source_user_id = a.user_id
                   AND j.state = 'queued'
                   AND j.run_at <= now()
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT 1
-                FOR UPDATE SKIP LOCKED
+                -- Locked, not written: an operator's cancel waits for the claim to commit and
+                -- then sees its ledger row.
+                FOR NO KEY UPDATE SKIP LOCKED
             ) AS j
-        ),
-        claimed AS (
-            UPDATE followq.follow_jobs AS j
-            SET state = 'running',
-                attempts = j.attempts + 1,
-                leased_by = $2,
-                lease_expires_at = now() + make_interval(secs => $4),
-                updated_at = now()
-            FROM next
-            WHERE j.id = next.id
-            RETURNING j.id, j.source_user_id, j.target_user_id, j.attempts, j.max_attempts,
-                      j.rate_limited_count
         ),
         ledger AS (
             INSERT INTO followq.attempts (job_id, account_user_id, worker_id, answer_by)
-            SELECT c.id, c.source_user_id, $2, now() + make_interval(secs => $3)
-            FROM claimed AS c
+            SELECT n.id, n.source_user_id, $2, now() + make_interval(secs => $3)
+            FROM next AS n
             RETURNING id, job_id
         )
-        SELECT c.*, l.id AS attempt_id
-        FROM claimed AS c
-        JOIN ledger AS l ON l.job_id = c.id
+        SELECT n.id, n.source_user_id::text, n.target_user_id::text, n.attempts,
+               n.max_attempts, n.rate_limited_count, l.id AS attempt_id
+        FROM next AS n
+        JOIN ledger AS l ON l.job_id = n.id
         "#,
     )
     .bind(accounts)
     .bind(worker_id)
     .bind(answer_within.as_secs_f64())
-    .bind(job_lease.as_secs_f64())
     .fetch_all(pool)
     .await
 }

@@ -1,9 +1,11 @@
 //! Recording what became of requests: job rows and their ledger rows, for a whole batch of
 //! jobs in one statement.
 //!
-//! Every transition out of `running` goes through [`record_batch`]: succeeded, failed, or back
-//! to queued (a retry after backoff, a 429 snooze, or a pause of the account or the app). The
-//! update applies while this daemon still holds the job.
+//! Every outcome goes through [`record_batch`]: succeeded, failed, or back to the queue (a
+//! retry after backoff, a 429 snooze, or a pause of the account or the app). This is the only
+//! write to the job row a request costs: the claim wrote the ledger row alone, and the job
+//! stayed `queued` while its request was in flight. The update applies while this daemon's
+//! claim is the job's latest.
 //!
 //! An answer is never thrown away. The ledger row is always completed. An answer that arrives
 //! after the job was taken back (its daemon froze past the job lease, or a peer found it gone)
@@ -61,6 +63,9 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub job_id: i64,
+    /// The job's account: every statement names the accounts it touches (see the
+    /// account-in-every-key migration).
+    pub source_user_id: String,
     pub next: NextState,
     /// The answer settles the job whoever holds it now: a follow made, or a permanent refusal.
     pub conclusive: bool,
@@ -70,16 +75,16 @@ pub struct Completion {
 }
 
 /// Writes the next state of every job in `completions` and completes their ledger rows, in
-/// one statement. Returns the ids of the jobs updated: a job missing from it was no longer
-/// this daemon's (its lease ran out and a rescuer took it back); its ledger row is completed
-/// all the same.
+/// one statement. Returns the ids of the jobs updated: a job missing from it was not this
+/// claim's any more (claimed again after the request's `answer_by`, or finished meanwhile);
+/// its ledger row is completed all the same.
 pub async fn record_batch(
     pool: &PgPool,
-    worker_id: &str,
     completions: &[Completion],
 ) -> Result<Vec<i64>, sqlx::Error> {
     let n = completions.len();
     let mut job_ids = Vec::with_capacity(n);
+    let mut accounts = Vec::with_capacity(n);
     let mut conclusive = Vec::with_capacity(n);
     let mut states = Vec::with_capacity(n);
     let mut refunds = Vec::with_capacity(n);
@@ -97,6 +102,7 @@ pub async fn record_batch(
     let mut resets = Vec::with_capacity(n);
     for c in completions {
         job_ids.push(c.job_id);
+        accounts.push(c.source_user_id.as_str());
         conclusive.push(c.conclusive && !matches!(c.next, NextState::Queued { .. }));
         states.push(c.next.state());
         match &c.next {
@@ -142,18 +148,25 @@ pub async fn record_batch(
         r#"
         WITH input AS MATERIALIZED (
             SELECT * FROM UNNEST(
-                $2::bigint[], $3::text[], $4::bool[], $5::bool[], $6::timestamptz[],
-                $7::bool[], $8::bool[], $9::jsonb[], $10::bigint[], $11::int[],
-                $12::smallint[], $13::text[], $14::int[], $15::int[], $16::timestamptz[],
-                $17::bool[])
+                $1::bigint[], $2::text[], $3::bool[], $4::bool[], $5::timestamptz[],
+                $6::bool[], $7::bool[], $8::jsonb[], $9::bigint[], $10::int[],
+                $11::smallint[], $12::text[], $13::int[], $14::int[], $15::timestamptz[],
+                $16::bool[], $17::text[])
             AS t(job_id, state, refund, rate_limited, run_at,
                  following, pending_follow, error, attempt_id, latency_ms,
-                 http_status, outcome, rl_limit, rl_remaining, rl_reset, conclusive)
+                 http_status, outcome, rl_limit, rl_remaining, rl_reset, conclusive, account)
         ),
         job AS (
             UPDATE followq.follow_jobs AS j
             SET state = i.state,
-                attempts = CASE WHEN i.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+                attempts = CASE
+                    -- The claim counted nothing; a claim of the previous release counted the
+                    -- attempt and marked the row running.
+                    WHEN j.state = 'running' THEN
+                        CASE WHEN i.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END
+                    ELSE
+                        CASE WHEN i.refund THEN j.attempts ELSE j.attempts + 1 END
+                    END,
                 rate_limited_count = j.rate_limited_count + CASE WHEN i.rate_limited THEN 1 ELSE 0 END,
                 run_at = coalesce(i.run_at, j.run_at),
                 following = i.following,
@@ -164,10 +177,24 @@ pub async fn record_batch(
                 lease_expires_at = NULL,
                 updated_at = now()
             FROM input AS i
-            WHERE j.id = i.job_id
-              AND ((j.state = 'running' AND j.leased_by = $1)
-                   -- A late answer that settles the job, which has not finished since.
-                   OR (i.conclusive AND j.state IN ('queued', 'running')))
+            -- Written as a CASE, not an OR on j.state, so that the job rows are found by
+            -- primary key, one per input row: an OR on the state would let the planner scan
+            -- every queued job instead.
+            WHERE j.id = i.job_id AND j.source_user_id = i.account
+              AND CASE j.state
+                      -- This claim is the job's latest: no one claimed it since (or it is a
+                      -- late answer that settles the job anyway).
+                      WHEN 'queued' THEN i.conclusive OR NOT EXISTS (
+                          SELECT 1 FROM followq.attempts AS later
+                          WHERE later.job_id = j.id AND later.account_user_id = i.account
+                            AND later.id > i.attempt_id
+                            AND later.outcome IS DISTINCT FROM 'not_sent')
+                      -- Marked running by a daemon of the previous release: only a late
+                      -- answer that settles it.
+                      WHEN 'running' THEN i.conclusive
+                      -- Finished since: the answer is only recorded in the ledger.
+                      ELSE false
+                  END
             RETURNING j.id
         ),
         ledger AS (
@@ -181,12 +208,11 @@ pub async fn record_batch(
                 rate_limit_reset_at = i.rl_reset,
                 error = i.error
             FROM input AS i
-            WHERE t.id = i.attempt_id
+            WHERE t.id = i.attempt_id AND t.account_user_id = i.account
         )
         SELECT id FROM job
         "#,
     )
-    .bind(worker_id)
     .bind(&job_ids)
     .bind(&states)
     .bind(&refunds)
@@ -203,6 +229,7 @@ pub async fn record_batch(
     .bind(&remainings)
     .bind(&resets)
     .bind(&conclusive)
+    .bind(&accounts)
     .fetch_all(pool)
     .await
 }

@@ -1,6 +1,9 @@
-//! Taking jobs back to the queue from a daemon that can no longer finish them: orphans whose
-//! job lease ran out (their daemon froze or lost the database), and a daemon's own running
-//! jobs when it stops past its grace period or a turn panicked.
+//! Taking jobs back from a daemon that can no longer finish them. A daemon of this release
+//! never marks a job `running` (its claim writes only the ledger row), so its jobs are back in
+//! the queue by construction once their requests' `answer_by` has passed; what is left here is
+//! rescuing jobs that daemons of the previous release marked `running` (their job lease ran
+//! out), and noting in `last_error` why a daemon's request went unanswered (it stopped past its
+//! grace period, or a turn panicked).
 //!
 //! A job taken back is never failed here, whatever its attempts: the request it was running
 //! may well have reached X and made the follow, and failing the job would report a follow that
@@ -79,9 +82,11 @@ pub enum Which<'a> {
     Accounts(&'a [String]),
 }
 
-/// Puts jobs that `worker_id` is running back in the queue at once. Their ledger rows are
-/// left without an answer: the request may have gone out, and whoever sends for the account
-/// next counts it until its `answer_by`. Returns how many went back.
+/// Says why the jobs whose requests `worker_id` left without an answer went back (their
+/// `last_error`), and puts back any it had marked `running` (a daemon of the previous release
+/// did). Jobs in flight stay `queued` anyway; their ledger rows are left without an answer: the
+/// request may have gone out, and whoever sends for the account next counts it until its
+/// `answer_by`. Returns how many jobs were touched.
 pub async fn return_jobs(
     pool: &PgPool,
     worker_id: &str,
@@ -95,13 +100,16 @@ pub async fn return_jobs(
     };
     let done = sqlx::query(
         r#"
-        UPDATE followq.follow_jobs
+        UPDATE followq.follow_jobs AS j
         SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
             run_at = now(), updated_at = now(),
             last_error = jsonb_build_object('kind', 'abandoned', 'detail', $3::text)
-        WHERE state = 'running' AND leased_by = $1
-          AND ($2::bigint[] IS NULL OR id = ANY($2))
-          AND ($4::text[] IS NULL OR source_user_id = ANY($4))
+        WHERE ($2::bigint[] IS NULL OR j.id = ANY($2))
+          AND ($4::text[] IS NULL OR j.source_user_id = ANY($4))
+          AND ((j.state = 'running' AND j.leased_by = $1)
+               OR (j.state = 'queued'
+                   AND j.id IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
+                                WHERE f.worker_id = $1)))
         "#,
     )
     .bind(worker_id)

@@ -85,7 +85,7 @@ async fn write(ctx: &Context, batch: Vec<Request>) {
         if delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
-        match record_batch(&ctx.pool, &ctx.worker_id, &completions).await {
+        match record_batch(&ctx.pool, &completions).await {
             Ok(updated) => {
                 let updated: std::collections::HashSet<i64> = updated.into_iter().collect();
                 for (completion, reply) in completions.iter().zip(replies) {

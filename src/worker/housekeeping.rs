@@ -173,8 +173,10 @@ pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
 
 async fn queue_depth(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'running') \
-         FROM followq.follow_jobs WHERE state IN ('queued', 'running')",
+        "WITH in_flight AS (SELECT count(*) AS n FROM followq.jobs_in_flight) \
+         SELECT (SELECT count(*) FROM followq.follow_jobs WHERE state IN ('queued', 'running')) \
+                - (SELECT n FROM in_flight), \
+                (SELECT n FROM in_flight)",
     )
     .fetch_one(pool)
     .await

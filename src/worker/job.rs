@@ -62,15 +62,11 @@ pub enum JobReport {
 /// A request not on the wire by `send_by` is not sent at all.
 pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by: Instant) {
     let names: Vec<String> = accounts.iter().map(|(name, _)| name.clone()).collect();
-    let claimed = match claim_batch(
-        &ctx.pool,
-        &ctx.worker_id,
-        &names,
-        ctx.answer_within(),
-        ctx.settings.worker.job_lease,
-    )
-    .await
-    {
+    let claim_pending = ClaimPending(&ctx);
+    let claimed = claim_batch(&ctx.pool, &ctx.worker_id, &names, ctx.answer_within()).await;
+    // The scheduler may start the next claim statement now.
+    drop(claim_pending);
+    let claimed = match claimed {
         Ok(claimed) => claimed,
         Err(e) => {
             warn!(error = %e, accounts = names.len(), "database error while claiming; the accounts retry in 1 s");
@@ -137,6 +133,16 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
         if failure.is_panic() {
             recover_panicked_turn(&ctx, account, job_id, failure).await;
         }
+    }
+}
+
+/// Tells the scheduler that a claim statement is over when dropped: once it returned, or if
+/// the batch panicked or was aborted before it did (the scheduler must never wait for it).
+struct ClaimPending<'a>(&'a Context);
+
+impl Drop for ClaimPending<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.events.send(Event::Claimed);
     }
 }
 
@@ -575,6 +581,7 @@ async fn finish_with(
         .completer
         .complete(Completion {
             job_id: job.id,
+            source_user_id: job.source_user_id.clone(),
             next,
             conclusive,
             error,

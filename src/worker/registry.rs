@@ -55,8 +55,9 @@ pub struct Reaped {
 }
 
 /// Forgets the peers that are gone, in one statement, and frees what they held: their account
-/// leases, and their running jobs (back to the queue; the ledger rows of their requests are
-/// marked `abandoned` and still count until their `answer_by`). A peer is gone when the
+/// leases, and any job they marked `running` (daemons of the previous release did; back to the
+/// queue). The ledger rows of their unanswered requests are marked `abandoned` and still count
+/// until their `answer_by`. A peer is gone when the
 /// liveness session it recorded no longer exists, or, for a daemon that recorded none (an
 /// older release), when its heartbeat is older than `dead_after`.
 ///
@@ -110,11 +111,15 @@ pub async fn reap(
             WHERE j.state = 'running' AND j.leased_by IN (SELECT worker_id FROM gone)
             RETURNING j.id
         ),
+        -- Their unanswered requests: marked for operators; they still count until their
+        -- answer_by (answer_by is at most minutes after sent_at, so the last two hours hold
+        -- every one that matters).
         ledger AS (
             UPDATE followq.attempts AS t
             SET outcome = 'abandoned', completed_at = now()
-            FROM requeued AS r
-            WHERE t.job_id = r.id AND t.outcome IS NULL
+            WHERE t.worker_id IN (SELECT worker_id FROM gone)
+              AND t.outcome IS NULL
+              AND t.sent_at > now() - interval '2 hours'
         )
         SELECT coalesce((SELECT array_agg(worker_id) FROM gone), '{}') AS daemons,
                (SELECT count(*) FROM freed) AS accounts,

@@ -33,6 +33,9 @@ use crate::accounts::{lease, pause};
 use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
 
+/// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
+const MAX_CLAIMS_IN_FLIGHT: usize = 2;
+
 /// Messages to the scheduler.
 #[derive(Debug)]
 pub enum Event {
@@ -42,6 +45,8 @@ pub enum Event {
     Wake(Vec<String>),
     /// One turn of an account ended.
     JobDone { account: String, report: JobReport },
+    /// A claim statement returned (whatever it claimed).
+    Claimed,
     /// The heartbeat's result: leases kept, idle accounts given back, and this daemon's fair
     /// share of the accounts (`None`: it runs alone).
     Heartbeat {
@@ -173,6 +178,10 @@ pub struct Scheduler {
     jobs: JoinSet<()>,
     /// The accounts of each claim batch in `jobs`, to recover them if the batch panics.
     batches: HashMap<tokio::task::Id, Vec<String>>,
+    /// Claim statements on their way to the database. While [`MAX_CLAIMS_IN_FLIGHT`] are, the
+    /// accounts that become ready wait for the next one: under load each claim statement
+    /// serves every account that became ready during the last one, with no timer.
+    claims_in_flight: usize,
     in_flight: usize,
     app_stopped_until: Option<Instant>,
     /// See [`Event::AppStopSeen`].
@@ -197,6 +206,7 @@ impl Scheduler {
             timers: BinaryHeap::new(),
             jobs: JoinSet::new(),
             batches: HashMap::new(),
+            claims_in_flight: 0,
             in_flight: 0,
             app_stopped_until: None,
             app_stop_seen_until: None,
@@ -320,6 +330,7 @@ impl Scheduler {
                 }
             }
             Event::JobDone { account, report } => self.job_done(account, report),
+            Event::Claimed => self.claims_in_flight = self.claims_in_flight.saturating_sub(1),
             Event::Heartbeat {
                 lost,
                 released,
@@ -416,6 +427,9 @@ impl Scheduler {
             // Fenced: peers may take this daemon's accounts over at any moment.
             return;
         }
+        if self.claims_in_flight >= MAX_CLAIMS_IN_FLIGHT {
+            return;
+        }
         let concurrency = self.ctx.settings.worker.concurrency as usize;
         let send_by = now + self.ctx.settings.worker.send_deadline;
         let answer_by = now + self.ctx.answer_within();
@@ -463,6 +477,7 @@ impl Scheduler {
                 .jobs
                 .spawn(job::run_batch(Arc::clone(&self.ctx), batch, send_by));
             self.batches.insert(handle.id(), accounts);
+            self.claims_in_flight += 1;
         }
         self.reap_batches();
     }

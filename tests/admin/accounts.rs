@@ -113,7 +113,6 @@ async fn pause_is_an_operator_pause_that_drops_the_lease() {
         "host-a",
         &["100".to_owned()],
         std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(30),
     )
     .await
     .unwrap();

@@ -296,7 +296,7 @@ async fn a_panicking_turn_is_logged_counted_and_recovered_from() {
         .wait_until(
             Duration::from_secs(10),
             "the panicking job back in the queue",
-            "SELECT state = 'queued' AND last_error->>'detail' LIKE '%panic%' \
+            "SELECT coalesce(state = 'queued' AND last_error->>'detail' LIKE '%panic%', false) \
              FROM followq.follow_jobs WHERE target_user_id = '66666'",
         )
         .await;

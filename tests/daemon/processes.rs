@@ -76,7 +76,8 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
         .wait_until(
             Duration::from_secs(10),
             "the frozen daemon's claim settled",
-            "SELECT outcome NOT IN ('abandoned') FROM followq.attempts ORDER BY sent_at LIMIT 1",
+            "SELECT coalesce(outcome NOT IN ('abandoned'), false) FROM followq.attempts \
+             ORDER BY sent_at LIMIT 1",
         )
         .await;
     harness.wait_all_finished(Duration::from_secs(30)).await;
