@@ -3,6 +3,7 @@
 mod accounts;
 mod app_follows;
 mod cli;
+mod distribution;
 mod enqueue;
 mod handover;
 #[path = "../common/mod.rs"]
