@@ -77,7 +77,8 @@ pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
 }
 
 /// Writes a batch, retrying through a database blip. A job whose answer cannot be recorded
-/// stays running and is rescued after its lease: sent again, safely (follows are idempotent).
+/// stays queued with its ledger row unanswered: it counts for its account until its
+/// `answer_by`, after which the job is claimed and sent again, safely (follows are idempotent).
 async fn write(ctx: &Context, batch: Vec<Request>) {
     let (completions, replies): (Vec<Completion>, Vec<oneshot::Sender<bool>>) =
         batch.into_iter().unzip();
@@ -100,7 +101,7 @@ async fn write(ctx: &Context, batch: Vec<Request>) {
     }
     error!(
         jobs = completions.len(),
-        "gave up recording job outcomes; the rescuer will send them again after their lease"
+        "gave up recording job outcomes; they are sent again once their requests' answer_by has passed"
     );
     for reply in replies {
         let _ = reply.send(false);
