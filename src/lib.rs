@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod admin;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
+pub mod scratch_db;
 pub mod sim;
 pub mod telemetry;
 pub mod worker;

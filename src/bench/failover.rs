@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
-use crate::demo::scratch_db::ScratchDb;
+use crate::scratch_db::ScratchDb;
 use crate::sim::{self, SimConfig};
 
 pub struct FailoverOptions {

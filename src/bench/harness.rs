@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::KeyRing;
 use crate::accounts::sealed::{TokenColumn, seal};
 use crate::config::Settings;
-use crate::demo::scratch_db::ScratchDb;
 use crate::ids::UserId;
+use crate::scratch_db::ScratchDb;
 use crate::sim::SimHandle;
 use crate::worker::Daemon;
 

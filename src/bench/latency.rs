@@ -11,7 +11,7 @@ use serde_json::json;
 use super::endpoint::Endpoint;
 use super::harness::{self, FIRST_ACCOUNT, FIRST_TARGET, percentile};
 use super::{BenchContext, ScenarioResult};
-use crate::demo::scratch_db::ScratchDb;
+use crate::scratch_db::ScratchDb;
 
 pub struct LatencyOptions {
     pub accounts: u64,

@@ -18,8 +18,8 @@ use tokio::process::{Child, Command};
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
 use crate::accounts::lease;
-use crate::demo::scratch_db::ScratchDb;
 use crate::queue::claim::claim_batch;
+use crate::scratch_db::ScratchDb;
 
 pub struct ScaleOptions {
     pub accounts: u64,

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 use super::harness::{self, FIRST_ACCOUNT, FIRST_TARGET};
 use super::throughput::spawn_simulator;
 use super::{BenchContext, ScenarioResult};
-use crate::demo::scratch_db::ScratchDb;
+use crate::scratch_db::ScratchDb;
 
 pub struct SoakOptions {
     pub accounts: u64,

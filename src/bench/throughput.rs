@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use super::harness::{self, access_token, account_id};
 use super::{BenchContext, ScenarioResult};
-use crate::demo::scratch_db::ScratchDb;
+use crate::scratch_db::ScratchDb;
 
 pub struct ThroughputOptions {
     pub accounts: u64,

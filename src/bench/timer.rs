@@ -12,7 +12,7 @@ use serde_json::json;
 use super::endpoint::Endpoint;
 use super::harness::{self, percentile};
 use super::{BenchContext, ScenarioResult};
-use crate::demo::scratch_db::ScratchDb;
+use crate::scratch_db::ScratchDb;
 
 pub struct TimerOptions {
     pub accounts: u64,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::harness;
 use super::{BenchContext, ScenarioResult};
-use crate::demo::scratch_db::ScratchDb;
+use crate::scratch_db::ScratchDb;
 use crate::sim::{self, SimConfig};
 
 pub struct UtilisationOptions {

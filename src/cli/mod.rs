@@ -5,6 +5,7 @@
 //! (`enqueue --file`).
 
 mod accounts;
+#[cfg(feature = "bench")]
 mod bench;
 mod credentials;
 mod demo;
@@ -73,18 +74,29 @@ pub enum Command {
     /// thousand jobs, the real daemon, and a report. Needs only a Postgres server.
     Demo(demo::DemoArgs),
     /// Measure followq against the limits set by X's quota and by Postgres (scenarios print
-    /// one line each and write JSON). Build with --release.
+    /// one line each and write JSON). Build with --release --features bench.
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
     /// Run the bundled X API simulator (follow and token endpoints with X's rules, faults on
     /// demand). Needs no database.
     Sim(Box<sim::SimArgs>),
 }
 
+/// The demo and the bench print progress and a report of their own; the daemon's info lines
+/// would drown them.
+fn shows_its_own_progress(command: &Command) -> bool {
+    match command {
+        Command::Demo(_) => true,
+        #[cfg(feature = "bench")]
+        Command::Bench(_) => true,
+        _ => false,
+    }
+}
+
 /// Loads settings, installs logging, and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut settings = Settings::load(&ConfigSources::from_process(cli.config_dir.as_deref()))?;
-    if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) && !log_filter_chosen() {
-        // The demo shows a progress bar and a report; the daemon's info lines would drown them.
+    if shows_its_own_progress(&cli.command) && !log_filter_chosen() {
         settings.log.filter = "warn,sqlx=error".into();
     }
     // Held to the end: dropping it sends the last spans when trace export is on.
@@ -94,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => return sim::run(*args).await,
         // The demo makes its own scratch database on the configured server.
         Command::Demo(args) => return demo::run(settings, args).await,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => return bench::run(settings, args).await,
         Command::Credentials {
             command: credentials::CredentialsCommand::NewKey,
@@ -122,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Dispatched above, before connecting; kept so the match stays exhaustive.
         Command::Sim(args) => sim::run(*args).await,
         Command::Demo(args) => demo::run(settings, args).await,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(settings, args).await,
     };
     pool.close().await;

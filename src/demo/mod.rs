@@ -14,7 +14,6 @@ pub mod choose_postgres;
 pub mod docker_postgres;
 pub mod progress;
 pub mod report;
-pub mod scratch_db;
 pub mod throwaway_postgres;
 
 use std::time::{Duration, Instant};
@@ -26,11 +25,11 @@ use crate::accounts::{Credentials, KeyRing, NewAccount, register};
 use crate::config::Settings;
 use crate::ids::UserId;
 use crate::queue::{FollowRequest, enqueue_batch};
+use crate::scratch_db::{ScratchDb, ScratchDbError};
 use crate::sim::{self, FaultConfig, SimConfig, SimHandle, TargetRules};
 use crate::worker::Daemon;
 use progress::Progress;
 use report::DemoReport;
-use scratch_db::{ScratchDb, ScratchDbError};
 
 /// What the demo runs. The defaults finish in about a minute.
 #[derive(Debug, Clone)]
