@@ -47,13 +47,13 @@
 //! [`RateLimitInfo`] comes with every response; a header that is missing or garbage is
 //! `None`, never an error.
 //!
-//! # Deviations from the interface sketch
+//! # Shape
 //!
 //! - [`classify()`] takes the status and body only: no header changes the outcome. The
 //!   headers are read by [`RateLimitInfo::from_headers`] beside it.
-//! - Added beside the sketch: [`FollowOutcome::details`], [`RateLimitInfo::resume_at`] (the
-//!   wait a 429 implies, ignoring a reset already past), and [`TokenClient`] as the
-//!   "reqwest-based OAuth2 token client" the token store is built from.
+//! - [`FollowOutcome::details`] gives what a job's `last_error` records,
+//!   [`RateLimitInfo::resume_at`] the wait a 429 implies (ignoring a reset already past), and
+//!   [`TokenClient`] is the reqwest-based OAuth 2.0 token client the token store is built from.
 
 pub mod classify;
 pub mod client;

@@ -1,4 +1,4 @@
-//! The operator commands (issue 7): `followq status`, `followq jobs …` and the operator side of
+//! The operator commands: `followq status`, `followq jobs …` and the operator side of
 //! `followq accounts …`, as library calls and through the binary, against a real Postgres
 //! with known rows (see support.rs).
 

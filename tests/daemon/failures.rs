@@ -8,7 +8,7 @@ use followq::sim::FaultConfig;
 
 use crate::support::{Harness, shared, sim_config};
 
-/// (e) 20% injected 5xx and dropped connections: every job ends succeeded, or failed after
+/// 20% injected 5xx and dropped connections: every job ends succeeded, or failed after
 /// max_attempts, and the retries are spaced by the backoff.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried_with_backoff_then_fail_at_max_attempts() {
@@ -74,7 +74,7 @@ async fn transient_faults_are_retried_with_backoff_then_fail_at_max_attempts() {
     }
 }
 
-/// (f) 401 → refresh → success: an expired access token is refreshed once (the new pair
+/// 401 → refresh → success: an expired access token is refreshed once (the new pair
 /// stored), the job that got the 401 goes back without spending an attempt, and every job
 /// then succeeds with the new token.
 ///
@@ -137,7 +137,7 @@ async fn an_expired_token_is_refreshed_and_the_job_succeeds() {
     assert_ne!(before, after, "the new token was stored");
 }
 
-/// (f) A spent refresh token: the account waits as needs_reauth, its jobs stay queued.
+/// A spent refresh token: the account waits as needs_reauth, its jobs stay queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_refresh_token_parks_the_account_and_keeps_its_jobs() {
     let _scenario = shared().await;
@@ -192,7 +192,7 @@ async fn a_spent_refresh_token_parks_the_account_and_keeps_its_jobs() {
     );
 }
 
-/// (g) 403 client-forbidden: every account stops, no job is burned, and the daemon resumes
+/// 403 client-forbidden: every account stops, no job is burned, and the daemon resumes
 /// once an operator lifts the stop.
 ///
 /// Guard: the `AppForbidden` arm of `worker::decision::decide` (the app stop without an end,

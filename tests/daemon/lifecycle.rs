@@ -8,7 +8,7 @@ use sqlx::postgres::PgListener;
 
 use crate::support::{Harness, serial, sim_config};
 
-/// (i) Shutdown with requests in flight: their answers are recorded, nothing is left running,
+/// Shutdown with requests in flight: their answers are recorded, nothing is left running,
 /// every lease is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_requests_in_flight_and_releases_everything() {

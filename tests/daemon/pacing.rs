@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Harness, assert_within_quota, serial, sim_config};
 
-/// (a) One account, 120 jobs, quota 50 per window: no window above 50, no 429, all done in
+/// One account, 120 jobs, quota 50 per window: no window above 50, no 429, all done in
 /// about two windows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_account_drains_in_about_the_ideal_time() {
@@ -44,7 +44,7 @@ async fn one_account_drains_in_about_the_ideal_time() {
     );
 }
 
-/// (b) Three daemons sharing nothing but the database, 20 accounts x 120 jobs.
+/// Three daemons sharing nothing but the database, 20 accounts x 120 jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_never_exceed_any_accounts_quota() {
     let _serial = serial().await;
@@ -113,7 +113,7 @@ async fn three_daemons_never_exceed_any_accounts_quota() {
     );
 }
 
-/// (c) A daemon killed mid-run and a new one started: nothing lost, no window over the
+/// A daemon killed mid-run and a new one started: nothing lost, no window over the
 /// limit, and the successor counts what its predecessor sent (from the ledger).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_counts_what_a_killed_daemon_sent() {
@@ -156,7 +156,7 @@ async fn a_successor_counts_what_a_killed_daemon_sent() {
     );
 }
 
-/// (d) Another app of the user spends the rest of the window: the 429 is absorbed.
+/// Another app of the user spends the rest of the window: the 429 is absorbed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_account() {
     let _serial = serial().await;
@@ -224,7 +224,7 @@ async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_a
     );
 }
 
-/// (h) One account paused for an hour while fifty others flow at full rate.
+/// One account paused for an hour while fifty others flow at full rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_account_never_delays_the_others() {
     let _serial = serial().await;

@@ -1,4 +1,4 @@
-//! Integration tests of the X API client (issue 3), over loopback only: wiremock stands in for
+//! Integration tests of the X API client, over loopback only: wiremock stands in for
 //! X, a bare TCP listener for a server that misbehaves, and each database test gets a fresh
 //! database (see `db.rs`; needs `DATABASE_URL`).
 
