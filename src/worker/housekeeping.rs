@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Context;
+use super::events::Event;
 use super::job::{instant_at, job_span};
-use super::scheduler::Event;
 use crate::accounts::pause::{self, AppPause};
 use crate::queue::rescue::rescue_orphans;
 

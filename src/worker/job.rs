@@ -17,7 +17,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use super::Context;
 use super::decision::{AUTH_RETRY, AccountAction, Decision, JobFacts, decide};
-use super::scheduler::Event;
+use super::events::{Event, JobReport};
 use super::stats::Counters;
 use crate::accounts::pause;
 use crate::accounts::token_store::AuthError;
@@ -27,35 +27,6 @@ use crate::queue::complete::{AttemptRecord, Completion, NextState};
 use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::ServerWindow;
 use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
-
-/// What the scheduler learns from one turn of an account.
-#[derive(Debug)]
-pub enum JobReport {
-    /// No job was ready. The account's next queued job becomes ready at this time (`None`: the
-    /// account has none queued).
-    NoJob { next_run_at: Option<DateTime<Utc>> },
-    /// A request went out and ended (answered, or failed in transport).
-    Sent {
-        sent_at: Instant,
-        completed_at: Instant,
-        server: ServerWindow,
-        /// False only when X's answer shows no follow was made.
-        may_have_followed: bool,
-        unauthorized: bool,
-        /// The account must not send before this instant (pause, 429, usage cap).
-        pause_until: Option<Instant>,
-    },
-    /// The job was claimed but its request was not sent: the send deadline passed first. The
-    /// job is back in the queue; the account may try again at once.
-    NotSent,
-    /// The account cannot send any more (needs_reauth, no credentials): give it up.
-    AccountParked,
-    /// Nothing was sent; try this account again at this instant.
-    RetryAt(Instant),
-    /// The turn panicked: its job went back to the queue with its ledger row unanswered (the
-    /// request may have gone out); give the account up so a fresh limiter reads the ledger.
-    Panicked,
-}
 
 /// Runs one turn of each of `accounts` (with its count of 401s in a row: a second one after
 /// a refresh parks the account), reporting each turn's end to the scheduler as it happens.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Context;
-use super::scheduler::Event;
+use super::events::Event;
 use crate::accounts::lease::{self, FollowGrid, LeasedAccount};
 use crate::queue::JOB_ENQUEUED_CHANNEL;
 use crate::ratelimit::rolling_day::{ACCOUNT_BUCKET, DAY, account_grid_origin_ago};

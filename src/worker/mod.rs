@@ -34,6 +34,7 @@
 mod app_cap;
 mod completer;
 mod decision;
+mod events;
 mod housekeeping;
 mod job;
 mod leaser;
@@ -85,7 +86,7 @@ pub struct Context {
     /// The per-app daily follow cap, checked before each request.
     app_cap: app_cap::AppCapGate,
     /// The scheduler's inbox.
-    events: mpsc::UnboundedSender<scheduler::Event>,
+    events: mpsc::UnboundedSender<events::Event>,
     /// Writes job outcomes in batches.
     completer: completer::Completer,
     /// Credentials recently loaded, so a busy account does not read its tokens for every
@@ -179,7 +180,7 @@ impl Context {
     /// starts another request, then have the app monitor read the stop's details.
     fn app_stop_seen(&self) {
         let until = std::time::Instant::now() + self.settings.worker.poll_interval * 2;
-        let _ = self.events.send(scheduler::Event::AppStopSeen(until));
+        let _ = self.events.send(events::Event::AppStopSeen(until));
         self.app_check.notify_one();
     }
 }

@@ -28,40 +28,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::Context;
-use super::job::{self, JobReport, panic_message};
+use super::events::{Event, JobReport};
+use super::job::{self, panic_message};
 use crate::accounts::{lease, pause};
 use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
 
 /// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
-
-/// Messages to the scheduler.
-#[derive(Debug)]
-pub enum Event {
-    /// Newly leased accounts, their limiters seeded from the ledger.
-    Leased(Vec<(String, AccountLimiter)>),
-    /// New jobs were enqueued for these (held) accounts.
-    Wake(Vec<String>),
-    /// One turn of an account ended.
-    JobDone { account: String, report: JobReport },
-    /// A claim statement returned (whatever it claimed).
-    Claimed,
-    /// The heartbeat's result: leases kept, idle accounts given back, and this daemon's fair
-    /// share of the accounts (`None`: it runs alone).
-    Heartbeat {
-        lost: Vec<String>,
-        released: Vec<String>,
-        kept_idle: Vec<String>,
-        share: Option<usize>,
-    },
-    /// The app-wide stop: `Some(until)` while in force, `None` once lifted.
-    AppStop(Option<Instant>),
-    /// A job just met an app-wide stop, which may not be written yet: hold every account
-    /// until this instant whatever the app monitor reports meanwhile (it may have read the
-    /// table before the write, and report the previous stop lifted).
-    AppStopSeen(Instant),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

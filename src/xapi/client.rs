@@ -19,28 +19,15 @@ use serde::Serialize;
 
 use super::classify::{ErrorDetails, FollowOutcome, classify};
 use super::oauth1::{OAuth1Keys, authorization_header};
-use super::oauth2::{describe_transport_error, read_capped};
 use super::ratelimit_headers::RateLimitInfo;
+use super::transport::{
+    XApiError, build_http_client, describe_transport_error, endpoint, read_capped,
+};
 use crate::config::XApiSettings;
 use crate::ids::UserId;
 
-/// `followq/<version>`.
-pub const USER_AGENT: &str = concat!("followq/", env!("CARGO_PKG_VERSION"));
-
 /// A follow answer is a few hundred bytes; stop reading a body past this.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// How idle pooled connections to X are kept; below X's own idle cut-off, so a request
-/// rarely lands on a connection the server is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum XApiError {
-    #[error("x_api.base_url {url:?} cannot be used as a base URL")]
-    BadBaseUrl { url: String },
-    #[error("could not build the HTTP client")]
-    Build(#[source] reqwest::Error),
-}
 
 /// How one request authenticates. `Debug` shows no secret.
 #[derive(Debug, Clone)]
@@ -288,34 +275,6 @@ fn follow_url(base: &reqwest::Url, source: &UserId) -> reqwest::Url {
         segments.extend(["2", "users", source.as_str(), "following"]);
     }
     url
-}
-
-/// `base_url` with `segments` appended to its path (a trailing slash on it is allowed).
-pub(crate) fn endpoint(base_url: &str, segments: &[&str]) -> Result<reqwest::Url, XApiError> {
-    let bad = || XApiError::BadBaseUrl {
-        url: base_url.to_owned(),
-    };
-    let mut url = reqwest::Url::parse(base_url).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
-        return Err(bad());
-    }
-    url.path_segments_mut()
-        .map_err(|()| bad())?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
-}
-
-/// The one way followq builds an HTTP client for X.
-pub(crate) fn build_http_client(settings: &XApiSettings) -> Result<reqwest::Client, XApiError> {
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(settings.connect_timeout)
-        .timeout(settings.request_timeout)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(XApiError::Build)
 }
 
 #[cfg(test)]

@@ -60,8 +60,10 @@ pub mod client;
 pub mod oauth1;
 pub mod oauth2;
 pub mod ratelimit_headers;
+pub mod transport;
 
 pub use classify::{ApiErrorItem, ErrorDetails, FollowOutcome, UsageCapScope, classify};
-pub use client::{Fate, FollowResponse, RequestAuth, USER_AGENT, XApiError, XClient};
+pub use client::{Fate, FollowResponse, RequestAuth, XClient};
 pub use oauth2::{RefreshError, TokenClient, TokenPair};
 pub use ratelimit_headers::{Limit24h, RateLimitInfo};
+pub use transport::{USER_AGENT, XApiError};

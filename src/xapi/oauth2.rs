@@ -16,7 +16,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::client::{XApiError, build_http_client, endpoint};
+use super::transport::{
+    XApiError, build_http_client, describe_transport_error, endpoint, read_capped,
+};
 use crate::accounts::credentials::check_token;
 use crate::config::XApiSettings;
 
@@ -120,43 +122,6 @@ impl TokenClient {
             .map_err(|e| RefreshError::Transient(describe_transport_error(&e)))?;
         parse_answer(status, &body, Utc::now())
     }
-}
-
-/// Reads the body, stopping at `cap` bytes.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = cap.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= cap {
-            break;
-        }
-    }
-    Ok(body)
-}
-
-/// The kind of a transport failure and its message chain (URL included: it holds no secret).
-pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connect"
-    } else if error.is_body() || error.is_decode() {
-        "body"
-    } else {
-        "connection"
-    };
-    let mut text = format!("{kind}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Reads the token endpoint's answer.
