@@ -18,12 +18,10 @@
 //! until the reset (`rate_limit_window`), `x-user-limit-24hour-remaining: 0` until its reset
 //! (`user_24h_limit`), `x-app-limit-24hour-remaining: 0` stops the app until its reset.
 
-use std::time::Duration;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use crate::config::RetrySettings;
+use super::retry::RetryPolicy;
 use crate::queue::complete::NextState;
 use crate::xapi::{FollowOutcome, RateLimitInfo, UsageCapScope};
 
@@ -78,7 +76,7 @@ pub fn decide(
     outcome: &FollowOutcome,
     limits: &RateLimitInfo,
     job: JobFacts,
-    retry: &RetrySettings,
+    retry: &RetryPolicy,
     now: DateTime<Utc>,
     jitter: f64,
 ) -> Decision {
@@ -109,7 +107,7 @@ pub fn decide(
                 .into_iter()
                 .chain(limits.reset_at.filter(|reset| *reset > now))
                 .max()
-                .unwrap_or_else(|| now + backoff(job.rate_limited_count + 1, retry, jitter));
+                .unwrap_or_else(|| now + retry.backoff(job.rate_limited_count + 1, jitter));
             account.retain(|a| {
                 !matches!(a, AccountAction::Pause { reason, .. } if *reason == "rate_limit_window")
             });
@@ -195,7 +193,7 @@ pub fn decide(
                 // endpoint is idempotent) without spending the attempt.
                 (
                     NextState::Queued {
-                        run_at: now + backoff(job.attempts, retry, jitter),
+                        run_at: now + retry.backoff(job.attempts, jitter),
                         refund_attempt: true,
                         rate_limited: false,
                     },
@@ -204,7 +202,7 @@ pub fn decide(
             } else {
                 (
                     NextState::Queued {
-                        run_at: now + backoff(job.attempts, retry, jitter),
+                        run_at: now + retry.backoff(job.attempts, jitter),
                         refund_attempt: false,
                         rate_limited: false,
                     },
@@ -261,30 +259,15 @@ fn app_header_stop(limits: &RateLimitInfo, now: DateTime<Utc>) -> Option<AppStop
     })
 }
 
-/// Exponential backoff with "equal jitter": half the delay fixed, half random, so that
-/// retries spread out yet the wait still grows visibly with each attempt.
-/// The n-th retry's delay is min(max_delay, base_delay * 2^(n-1)).
-pub fn backoff(attempt: i32, retry: &RetrySettings, jitter: f64) -> TimeDelta {
-    let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let full = retry
-        .base_delay
-        .saturating_mul(2u32.saturating_pow(exponent))
-        .min(retry.max_delay);
-    let half = full / 2;
-    let delay = half + half.mul_f64(jitter.clamp(0.0, 1.0));
-    TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)
-}
-
-/// The backoff used when the token endpoint is unreachable and the account must wait.
-pub const AUTH_RETRY: Duration = Duration::from_secs(30);
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::xapi::{ErrorDetails, Limit24h};
 
-    fn retry() -> RetrySettings {
-        RetrySettings {
+    fn retry() -> RetryPolicy {
+        RetryPolicy {
             max_attempts: 3,
             base_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(60),
@@ -413,17 +396,6 @@ mod tests {
             panic!("a request that may have made the follow must not fail the job: {last:?}");
         };
         assert!(run_at > now, "after a backoff");
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered_in_its_upper_half() {
-        let r = retry();
-        assert_eq!(backoff(30, &r, 0.0), TimeDelta::seconds(30));
-        assert_eq!(
-            backoff(30, &r, 0.999_999),
-            TimeDelta::microseconds(59_999_970)
-        );
-        assert!(backoff(1, &r, 1.0) <= TimeDelta::seconds(2));
     }
 
     #[test]

@@ -16,8 +16,9 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::Context;
-use super::decision::{AUTH_RETRY, AccountAction, Decision, JobFacts, decide};
+use super::decision::{AccountAction, Decision, JobFacts, decide};
 use super::events::{Event, JobReport};
+use super::retry::RetryPolicy;
 use super::stats::Counters;
 use crate::accounts::pause;
 use crate::accounts::token_store::AuthError;
@@ -45,7 +46,7 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
                 report(
                     &ctx,
                     account,
-                    JobReport::RetryAt(Instant::now() + Duration::from_secs(1)),
+                    JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
                 );
             }
             return;
@@ -90,7 +91,7 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
                     report(
                         &ctx,
                         account,
-                        JobReport::RetryAt(Instant::now() + Duration::from_secs(1)),
+                        JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
                     );
                 }
             }
@@ -204,7 +205,7 @@ async fn send_and_record(
             };
             let error = json!({"kind": "database", "detail": e.to_string()});
             finish(ctx, &job, next, Some(error), unsent(&job)).await;
-            return JobReport::RetryAt(Instant::now() + Duration::from_secs(1));
+            return JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR);
         }
     };
 
@@ -224,11 +225,10 @@ async fn send_and_record(
     );
     let now = Utc::now();
 
+    let retry = RetryPolicy::from_settings(&ctx.settings.retry);
     let facts = JobFacts {
         attempts: job.attempts,
-        max_attempts: job
-            .max_attempts
-            .unwrap_or(ctx.settings.retry.max_attempts as i32),
+        max_attempts: retry.max_attempts_for(job.max_attempts),
         rate_limited_count: job.rate_limited_count,
         answered: response.answered(),
     };
@@ -236,7 +236,7 @@ async fn send_and_record(
         &response.outcome,
         &response.limits,
         facts,
-        &ctx.settings.retry,
+        &retry,
         now,
         rand::random::<f64>(),
     );
@@ -339,16 +339,16 @@ async fn without_credentials(
             )
         }
         AuthError::Transient(detail) => (
-            JobReport::RetryAt(Instant::now() + AUTH_RETRY),
+            JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR),
             json!({"kind": "token_unavailable", "detail": detail}),
         ),
         AuthError::Database(e) => (
-            JobReport::RetryAt(Instant::now() + Duration::from_secs(1)),
+            JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
             json!({"kind": "database", "detail": e.to_string()}),
         ),
     };
     let run_at = match &report {
-        JobReport::RetryAt(_) => Utc::now() + AUTH_RETRY,
+        JobReport::RetryAt(_) => Utc::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR,
         _ => Utc::now(),
     };
     let next = NextState::Queued {
@@ -432,11 +432,15 @@ async fn refresh_after_401(
         }
         Err(AuthError::Transient(detail)) => {
             warn!(account = %source, detail, "token refresh failed; the account waits");
-            Err(RefreshOutcome::Later(Instant::now() + AUTH_RETRY))
+            Err(RefreshOutcome::Later(
+                Instant::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR,
+            ))
         }
         Err(AuthError::Database(e)) => {
             warn!(account = %source, error = %e, "token refresh failed; the account waits");
-            Err(RefreshOutcome::Later(Instant::now() + AUTH_RETRY))
+            Err(RefreshOutcome::Later(
+                Instant::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR,
+            ))
         }
     }
 }

@@ -41,6 +41,7 @@ mod leaser;
 mod liveness;
 mod registry;
 mod retention;
+mod retry;
 mod scheduler;
 pub mod stats;
 mod supervise;

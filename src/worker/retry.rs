@@ -1,0 +1,93 @@
+//! The retry policy: how long a job waits before its next attempt, how many attempts it gets,
+//! and the fixed waits of an account whose turn could not start (the database or the token
+//! endpoint unreachable). Every delay the daemon picks for a retry comes from here.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::config::RetrySettings;
+
+/// The configured retry rules (`[retry]`), with the fixed waits beside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts a job gets unless its row says otherwise (`follow_jobs.max_attempts`).
+    pub max_attempts: u32,
+    /// The first retry's full delay; each later one doubles it.
+    pub base_delay: Duration,
+    /// No retry waits longer than this.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// An account's turn that met a database error (claim, credentials, a lookup) tries again
+    /// this soon: the pool reconnects meanwhile, and nothing was sent.
+    pub const AFTER_DATABASE_ERROR: Duration = Duration::from_secs(1);
+
+    /// An account whose token endpoint is unreachable (or answered 5xx) waits this long
+    /// before its credentials are tried again.
+    pub const AFTER_TOKEN_ENDPOINT_ERROR: Duration = Duration::from_secs(30);
+
+    pub fn from_settings(settings: &RetrySettings) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: settings.max_attempts,
+            base_delay: settings.base_delay,
+            max_delay: settings.max_delay,
+        }
+    }
+
+    /// The attempts a job gets: its own `max_attempts` when the row sets one, else the
+    /// policy's.
+    pub fn max_attempts_for(&self, row: Option<i32>) -> i32 {
+        row.unwrap_or_else(|| i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
+    }
+
+    /// The wait before the retry that follows attempt `attempt`: exponential backoff with
+    /// "equal jitter" (half the delay fixed, half random, so that retries spread out yet the
+    /// wait still grows visibly with each attempt). The n-th retry's full delay is
+    /// min(max_delay, base_delay * 2^(n-1)); `jitter` in [0, 1) picks the point in its upper
+    /// half.
+    pub fn backoff(&self, attempt: i32, jitter: f64) -> TimeDelta {
+        let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let full = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.max_delay);
+        let half = full / 2;
+        let delay = half + half.mul_f64(jitter.clamp(0.0, 1.0));
+        TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_in_its_upper_half() {
+        let p = policy();
+        assert_eq!(p.backoff(1, 0.0), TimeDelta::seconds(1));
+        assert_eq!(p.backoff(1, 0.999_999), TimeDelta::microseconds(1_999_999));
+        assert_eq!(p.backoff(3, 0.0), TimeDelta::seconds(4));
+        // Capped at max_delay, whatever the attempt (no overflow far out).
+        assert_eq!(p.backoff(30, 0.0), TimeDelta::seconds(30));
+        assert_eq!(p.backoff(i32::MAX, 1.0), TimeDelta::seconds(60));
+        // A jitter out of range is clamped, never a longer wait than the cap.
+        assert_eq!(p.backoff(30, 7.0), TimeDelta::seconds(60));
+    }
+
+    #[test]
+    fn a_row_limit_wins_over_the_policy() {
+        let p = policy();
+        assert_eq!(p.max_attempts_for(Some(1)), 1);
+        assert_eq!(p.max_attempts_for(None), 3);
+    }
+}
