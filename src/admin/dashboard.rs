@@ -35,10 +35,6 @@ pub const FAILURE_SCAN: i64 = 5_000;
 pub const QUEUED_COUNT_CAP: i64 = 10_000;
 /// Minutes in the requests chart.
 pub const CHART_MINUTES: i64 = 60;
-/// A minute of the chart is read from the ledger until it is this many minutes old, then kept
-/// (see [`SettledMinutes`]): by then every request sent in it has its answer or its deadline
-/// has passed, so its counts no longer change.
-pub const SETTLE_MINUTES: i64 = 5;
 
 /// The configuration the page measures accounts against.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +47,22 @@ pub struct Limits {
     pub daily_follows_per_account: u32,
     /// `retry.max_attempts`, for the failures' sentences.
     pub default_max_attempts: u32,
+    /// `worker.job_lease`: a request has its answer, or the rescuer has marked it abandoned,
+    /// within about this long after it was sent.
+    pub job_lease: Duration,
+}
+
+impl Limits {
+    /// A minute of the chart is read from the ledger until it is this many minutes old, then
+    /// kept (see [`SettledMinutes`]): a job lease and a minute of slack after it ended, every
+    /// request sent in it has its outcome, so its counts no longer change.
+    pub fn settle_minutes(&self) -> i64 {
+        let lease_minutes = self.job_lease.as_secs().div_ceil(60);
+        i64::try_from(lease_minutes)
+            .unwrap_or(CHART_MINUTES)
+            .saturating_add(1)
+            .clamp(2, CHART_MINUTES)
+    }
 }
 
 /// The page's data; `GET /api/status` serves it as JSON. Its first fields are those of
@@ -120,7 +132,7 @@ pub struct Failure {
 }
 
 /// The chart's minutes that no longer change, kept from one snapshot to the next so that a
-/// refresh reads only the last [`SETTLE_MINUTES`] minutes of the ledger instead of an hour of
+/// refresh reads only the last [`Limits::settle_minutes`] minutes of the ledger instead of an hour of
 /// it (an hour of a busy day is hundreds of thousands of rows).
 #[derive(Debug, Clone, Default)]
 pub struct SettledMinutes {
@@ -147,10 +159,11 @@ impl SettledMinutes {
         fresh: Vec<MinuteRequests>,
         read_from: DateTime<Utc>,
         now: DateTime<Utc>,
+        settle_minutes: i64,
     ) -> Vec<MinuteRequests> {
         let this_minute = minute_of(now);
         let chart_start = this_minute - TimeDelta::minutes(CHART_MINUTES - 1);
-        let settle_before = this_minute - TimeDelta::minutes(SETTLE_MINUTES);
+        let settle_before = this_minute - TimeDelta::minutes(settle_minutes);
         let mut rows: Vec<MinuteRequests> = self
             .minutes
             .iter()
@@ -212,7 +225,7 @@ pub async fn snapshot(
     let this_minute = minute_of(now);
     let read_from = settled.read_from(
         this_minute - TimeDelta::minutes(CHART_MINUTES - 1),
-        this_minute - TimeDelta::minutes(SETTLE_MINUTES),
+        this_minute - TimeDelta::minutes(limits.settle_minutes()),
     );
     let minutes = requests_per_minute(&mut tx, read_from).await?;
     let (rows, total) = accounts_with_work(&mut tx, limits, app_pause.is_some()).await?;
@@ -258,7 +271,7 @@ pub async fn snapshot(
             daemons,
         },
         list_limit: ACCOUNTS_SHOWN,
-        requests_per_minute: settled.merge(minutes, read_from, now),
+        requests_per_minute: settled.merge(minutes, read_from, now, limits.settle_minutes()),
         accounts,
         accounts_not_shown,
         recent_failures,
@@ -531,13 +544,28 @@ mod tests {
     }
 
     #[test]
+    fn settling_waits_for_a_job_lease_and_a_minute() {
+        let limits = |secs| Limits {
+            requests_per_period: 50,
+            period: Duration::from_secs(900),
+            daily_follows_per_account: 400,
+            default_max_attempts: 8,
+            job_lease: Duration::from_secs(secs),
+        };
+        assert_eq!(limits(3).settle_minutes(), 2);
+        assert_eq!(limits(30).settle_minutes(), 2);
+        assert_eq!(limits(61).settle_minutes(), 3);
+        assert_eq!(limits(u64::MAX).settle_minutes(), CHART_MINUTES);
+    }
+
+    #[test]
     fn settled_minutes_are_kept_and_only_the_recent_ones_read_again() {
         let mut settled = SettledMinutes::default();
         // The first snapshot reads the whole hour.
         let now = at(100) + TimeDelta::seconds(5);
         let from = settled.read_from(at(41), at(95));
         assert_eq!(from, at(41));
-        let chart = settled.merge(vec![succeeded(50, 4), succeeded(99, 2)], from, now);
+        let chart = settled.merge(vec![succeeded(50, 4), succeeded(99, 2)], from, now, 5);
         assert_eq!(chart.iter().map(|m| m.succeeded).sum::<i64>(), 6);
 
         // Two minutes later only the minutes from the first unsettled one are read; the kept
@@ -545,7 +573,7 @@ mod tests {
         let now = at(102) + TimeDelta::seconds(5);
         let from = settled.read_from(at(43), at(97));
         assert_eq!(from, at(95));
-        let chart = settled.merge(vec![succeeded(99, 3), succeeded(102, 1)], from, now);
+        let chart = settled.merge(vec![succeeded(99, 3), succeeded(102, 1)], from, now, 5);
         let by_minute = |m: i64| {
             chart
                 .iter()
@@ -561,7 +589,7 @@ mod tests {
         let now = at(160);
         let from = settled.read_from(at(101), at(155));
         assert_eq!(from, at(101));
-        let chart = settled.merge(Vec::new(), from, now);
+        let chart = settled.merge(Vec::new(), from, now, 5);
         assert_eq!(chart.iter().map(|m| m.succeeded).sum::<i64>(), 0);
 
         // A clock that went back reads the hour again.

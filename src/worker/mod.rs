@@ -299,6 +299,7 @@ impl Daemon {
                     period: ctx.settings.rate_limit.period,
                     daily_follows_per_account: ctx.settings.rate_limit.daily_follows_per_account,
                     default_max_attempts: ctx.settings.retry.max_attempts,
+                    job_lease: ctx.settings.worker.job_lease,
                 },
             };
             chores.spawn(listener.serve(ops, background.clone()));

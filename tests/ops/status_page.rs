@@ -315,7 +315,7 @@ async fn the_status_page_shows_what_needs_attention_in_a_browser() {
     chromium(
         &[
             format!("--screenshot={}", screenshot.display()),
-            "--window-size=1200,1500".to_owned(),
+            "--window-size=1200,1300".to_owned(),
         ],
         &url,
     )
@@ -326,6 +326,44 @@ async fn the_status_page_shows_what_needs_attention_in_a_browser() {
         png.len() > 20_000,
         "a blank screenshot ({} bytes)",
         png.len()
+    );
+
+    // The server's time is in the answer's headers.
+    let response = reqwest::get(&url).await.expect("GET /");
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        timing.starts_with("db;dur=") && timing.contains("render;dur="),
+        "Server-Timing: {timing:?}"
+    );
+
+    // An app-wide stop: a banner saying what to do, and every account but the one that needs
+    // new tokens held by it (once the cached snapshot has expired).
+    sqlx::query("INSERT INTO followq.app_pause (reason) VALUES ('app_forbidden')")
+        .execute(pool)
+        .await
+        .expect("stop the app");
+    tokio::time::sleep(followq::http::page::PAGE_TTL).await;
+    let dom = chromium(&["--dump-dom".to_owned()], &url).await;
+    let banner = &dom[dom
+        .find("id=\"app-stop\"")
+        .unwrap_or_else(|| panic!("no app-stop banner:\n{dom}"))..];
+    assert!(
+        banner.contains("App-wide stop: app_forbidden")
+            && banner.contains("DELETE FROM followq.app_pause;"),
+        "{banner}"
+    );
+    assert!(
+        account_row(&dom, "101").contains("held by the app-wide stop (app_forbidden)"),
+        "{dom}"
+    );
+    assert!(
+        account_row(&dom, "102").contains("needs re-authorization"),
+        "{dom}"
     );
 
     daemon.stop().await;
@@ -391,6 +429,7 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
         period: Duration::from_secs(900),
         daily_follows_per_account: 400,
         default_max_attempts: 8,
+        job_lease: Duration::from_secs(30),
     };
     // Cold: a fresh cache each time, so every snapshot reads the whole hour of the ledger, as
     // the first view after a start does. Warm: the chart's settled minutes kept, as every
@@ -430,6 +469,7 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
             snapshot_ms + render_ms
         );
     }
+    print_breakdown(pool, &limits).await;
 
     let (data, html) = page;
     // Every account with work: the needs_reauth and paused ones, and those with a job.
@@ -469,4 +509,58 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
         assert_eq!(*list, usize::try_from(ACCOUNTS_SHOWN).unwrap_or(0));
     }
     assert!(html.len() < 200_000, "the page is {} bytes", html.len());
+}
+
+/// Prints the time of each statement of a snapshot (one run, after the medians): which part
+/// of the server time is `followq status`'s and which the page's own.
+async fn print_breakdown(pool: &sqlx::PgPool, limits: &Limits) {
+    use followq::admin::status;
+    let mut tx = status::snapshot(pool).await.expect("snapshot");
+    sqlx::query("SET LOCAL jit = off")
+        .execute(&mut *tx)
+        .await
+        .expect("jit off");
+    let mut parts = Vec::new();
+    macro_rules! timed {
+        ($name:expr, $call:expr) => {{
+            let started = Instant::now();
+            $call.await.expect($name);
+            parts.push(format!(
+                "{} {:.1}",
+                $name,
+                started.elapsed().as_secs_f64() * 1e3
+            ));
+        }};
+    }
+    timed!("status::queue_depth", status::queue_depth(&mut tx));
+    timed!("status::oldest_ready", status::oldest_ready(&mut tx));
+    timed!(
+        "status::recent_throughput",
+        status::recent_throughput(&mut tx)
+    );
+    timed!("status::app_pause", status::app_pause(&mut tx));
+    timed!(
+        "status::paused_accounts",
+        status::paused_accounts(&mut tx, Some(ACCOUNTS_SHOWN))
+    );
+    timed!("status::blocked_accounts x2", async {
+        status::blocked_accounts(&mut tx, "needs_reauth", Some(ACCOUNTS_SHOWN)).await?;
+        status::blocked_accounts(&mut tx, "disabled", Some(ACCOUNTS_SHOWN)).await
+    });
+    timed!("status::live_daemons", status::live_daemons(&mut tx));
+    let refresh_from = chrono::Utc::now() - chrono::TimeDelta::minutes(limits.settle_minutes());
+    timed!(
+        "dashboard::requests_per_minute (refresh)",
+        dashboard::requests_per_minute(&mut tx, refresh_from)
+    );
+    timed!(
+        "dashboard::accounts_with_work",
+        dashboard::accounts_with_work(&mut tx, limits, false)
+    );
+    timed!(
+        "dashboard::recent_failed_jobs",
+        dashboard::recent_failed_jobs(&mut tx)
+    );
+    tx.commit().await.expect("commit");
+    println!("status page, statements in ms: {}", parts.join(", "));
 }
