@@ -7,13 +7,15 @@
 //! | `status.rs` | the one-screen report: queue depth, throughput, pauses, live daemons |
 //! | `jobs.rs` | job ids and states; show, list, retry, cancel |
 //! | `accounts.rs` | list, show, pause, resume, disable |
-//! | `why.rs` | the one sentence saying why a job is where it is (pure) |
+//! | `why.rs` | the one sentence saying why a job (or an account) is where it is (pure) |
+//! | `dashboard.rs` | the ops listener's status page: its snapshot and the only SQL it adds |
 //!
 //! Every statement is short and every state change is one `UPDATE … WHERE <allowed states>`,
 //! so a change races safely with running daemons: a row that moved meanwhile is simply not
 //! matched, and the caller learns why from a follow-up read.
 
 pub mod accounts;
+pub mod dashboard;
 pub mod jobs;
 pub mod status;
 pub mod why;

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Transaction};
 
 /// How recent a heartbeat must be for a daemon to count as live.
 pub const LIVE_HEARTBEAT_SECONDS: f64 = 120.0;
@@ -126,15 +126,53 @@ pub struct LiveDaemon {
 
 /// Builds the report.
 pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
+    let mut tx = snapshot(pool).await?;
+    let generated_at = snapshot_time(&mut tx).await?;
+    let queue = queue_depth(&mut tx).await?;
+    let oldest_ready = oldest_ready(&mut tx).await?;
+    let throughput = recent_throughput(&mut tx).await?;
+    let app_pause = app_pause(&mut tx).await?;
+    let paused_accounts = paused_accounts(&mut tx, None).await?;
+    let needs_reauth_accounts = blocked_accounts(&mut tx, "needs_reauth", None).await?;
+    let disabled_accounts = blocked_accounts(&mut tx, "disabled", None).await?;
+    let daemons = live_daemons(&mut tx).await?;
+    tx.commit().await?;
+
+    Ok(StatusReport {
+        generated_at,
+        queue,
+        oldest_ready,
+        throughput,
+        app_pause,
+        paused_accounts,
+        needs_reauth_accounts,
+        disabled_accounts,
+        daemons,
+    })
+}
+
+// The parts of the report, one statement each, public so that other read-only views (the
+// ops listener's status page) show the same numbers computed the same way. Each runs on the
+// caller's connection, inside the caller's snapshot.
+
+/// A read-only REPEATABLE READ transaction: every statement run in it sees one snapshot, and
+/// `now()` is one instant.
+pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&mut *tx)
-        .await?;
+    Ok(tx)
+}
 
-    let queue = sqlx::query_as::<_, QueueDepth>(
+/// The snapshot's `now()`.
+pub async fn snapshot_time(conn: &mut PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(conn).await
+}
+
+/// Jobs by state.
+pub async fn queue_depth(conn: &mut PgConnection) -> Result<QueueDepth, sqlx::Error> {
+    sqlx::query_as::<_, QueueDepth>(
         r#"
         WITH queued AS (
             SELECT j.run_at <= now() AS due,
@@ -160,10 +198,13 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
             (SELECT count(*) FROM finished WHERE state = 'cancelled') AS cancelled_last_24h
         "#,
     )
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(conn)
+    .await
+}
 
-    let oldest_ready = sqlx::query_as::<_, OldestReady>(
+/// The ready job (of an account that may send) that has waited longest since its run_at.
+pub async fn oldest_ready(conn: &mut PgConnection) -> Result<Option<OldestReady>, sqlx::Error> {
+    sqlx::query_as::<_, OldestReady>(
         r#"
         SELECT j.id AS job_id, j.source_user_id, j.created_at, j.run_at,
                extract(epoch FROM now() - j.run_at)::float8 AS ready_for_seconds,
@@ -176,9 +217,12 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
         LIMIT 1
         "#,
     )
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(conn)
+    .await
+}
 
+/// Requests sent in the last 1, 5 and 15 minutes, per outcome.
+pub async fn recent_throughput(conn: &mut PgConnection) -> Result<Throughput, sqlx::Error> {
     let outcomes = sqlx::query_as::<_, OutcomeRow>(
         r#"
         SELECT coalesce(outcome, 'in_flight') AS outcome,
@@ -191,19 +235,29 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
         ORDER BY 1
         "#,
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
+    Ok(throughput(outcomes))
+}
 
-    let app_pause = sqlx::query_as::<_, AppPause>(
+/// The app-wide stop in force, if any.
+pub async fn app_pause(conn: &mut PgConnection) -> Result<Option<AppPause>, sqlx::Error> {
+    sqlx::query_as::<_, AppPause>(
         r#"
         SELECT reason, detail, paused_until, created_at FROM followq.app_pause
         WHERE scope = 'app' AND (paused_until IS NULL OR paused_until > now())
         "#,
     )
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(conn)
+    .await
+}
 
-    let paused_accounts = sqlx::query_as::<_, PausedAccount>(
+/// Paused accounts, the soonest to resume first; at most `limit` (`None`: all).
+pub async fn paused_accounts(
+    conn: &mut PgConnection,
+    limit: Option<i64>,
+) -> Result<Vec<PausedAccount>, sqlx::Error> {
+    sqlx::query_as::<_, PausedAccount>(
         r#"
         SELECT a.user_id, a.pause_reason, a.paused_until,
                (SELECT count(*) FROM followq.follow_jobs AS j
@@ -211,30 +265,42 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
         FROM followq.accounts AS a
         WHERE a.status = 'paused'
         ORDER BY a.paused_until, a.user_id
+        LIMIT $1
         "#,
     )
-    .fetch_all(&mut *tx)
-    .await?;
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
 
-    let blocked = |status: &'static str| {
-        sqlx::query_as::<_, BlockedAccount>(
-            r#"
-            SELECT a.user_id, a.pause_reason AS reason, a.updated_at AS since,
-                   (SELECT count(*) FROM followq.follow_jobs AS j
-                    WHERE j.source_user_id = a.user_id AND j.state = 'queued') AS queued
-            FROM followq.accounts AS a
-            WHERE a.status = $1
-            ORDER BY a.updated_at, a.user_id
-            "#,
-        )
-        .bind(status)
-    };
-    let needs_reauth_accounts = blocked("needs_reauth").fetch_all(&mut *tx).await?;
-    let disabled_accounts = blocked("disabled").fetch_all(&mut *tx).await?;
+/// Accounts of `status` (`needs_reauth` or `disabled`), the longest in it first; at most
+/// `limit` (`None`: all).
+pub async fn blocked_accounts(
+    conn: &mut PgConnection,
+    status: &str,
+    limit: Option<i64>,
+) -> Result<Vec<BlockedAccount>, sqlx::Error> {
+    sqlx::query_as::<_, BlockedAccount>(
+        r#"
+        SELECT a.user_id, a.pause_reason AS reason, a.updated_at AS since,
+               (SELECT count(*) FROM followq.follow_jobs AS j
+                WHERE j.source_user_id = a.user_id AND j.state = 'queued') AS queued
+        FROM followq.accounts AS a
+        WHERE a.status = $1
+        ORDER BY a.updated_at, a.user_id
+        LIMIT $2
+        "#,
+    )
+    .bind(status)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
 
-    // Registered daemons with a recent heartbeat, plus any worker holding a live lease (a
-    // daemon whose registration failed still sends).
-    let daemons = sqlx::query_as::<_, LiveDaemon>(
+/// Registered daemons with a recent heartbeat, plus any worker holding a live lease (a
+/// daemon whose registration failed still sends).
+pub async fn live_daemons(conn: &mut PgConnection) -> Result<Vec<LiveDaemon>, sqlx::Error> {
+    sqlx::query_as::<_, LiveDaemon>(
         r#"
         WITH live AS (
             SELECT worker_id FROM followq.daemons
@@ -254,21 +320,8 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
         "#,
     )
     .bind(LIVE_HEARTBEAT_SECONDS)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-
-    Ok(StatusReport {
-        generated_at,
-        queue,
-        oldest_ready,
-        throughput: throughput(outcomes),
-        app_pause,
-        paused_accounts,
-        needs_reauth_accounts,
-        disabled_accounts,
-        daemons,
-    })
+    .fetch_all(conn)
+    .await
 }
 
 fn throughput(rows: Vec<OutcomeRow>) -> Throughput {

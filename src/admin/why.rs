@@ -255,6 +255,100 @@ fn queued(facts: &Facts<'_>, max_attempts: i64) -> String {
     }
 }
 
+/// What the status page knows of an account with work.
+#[derive(Debug, Clone)]
+pub struct AccountState<'a> {
+    pub user_id: &'a str,
+    pub status: &'a str,
+    pub pause_reason: Option<&'a str>,
+    pub paused_until: Option<DateTime<Utc>>,
+    /// The holder of a live lease.
+    pub leased_by: Option<&'a str>,
+    pub queued: i64,
+    pub window_spent: i64,
+    pub window_limit: i64,
+    pub window_resets_at: Option<DateTime<Utc>>,
+    pub follows_24h: i64,
+    pub daily_cap: i64,
+    pub app: Option<&'a AppStopFacts>,
+    pub now: DateTime<Utc>,
+}
+
+/// One sentence for an account on the status page: what holds it, in the order the daemon
+/// itself would be stopped (as [`explain`] does for a job), or what it is doing.
+pub fn account_sentence(account: &AccountState<'_>) -> String {
+    let now = account.now;
+    let id = account.user_id;
+    match account.status {
+        "needs_reauth" => {
+            let reason = account.pause_reason.unwrap_or("X refused its tokens");
+            return format!(
+                "needs re-authorization: {reason}; store new tokens with `followq accounts add --user-id {id}`"
+            );
+        }
+        "disabled" => {
+            return format!(
+                "disabled by an operator; `followq accounts resume {id}` lets its jobs run"
+            );
+        }
+        _ => {}
+    }
+    if let Some(app) = account.app
+        && app.paused_until.is_none_or(|at| at > now)
+    {
+        return match app.paused_until {
+            None => format!(
+                "held by the app-wide stop ({}) until an operator deletes followq.app_pause",
+                app.reason
+            ),
+            Some(at) => format!(
+                "held by the app-wide stop ({}) until {}",
+                app.reason,
+                when(at, now)
+            ),
+        };
+    }
+    if account.status == "paused"
+        && let Some(at) = account.paused_until
+        && at > now
+    {
+        let reason = account.pause_reason.unwrap_or("unknown");
+        let meaning = pause_reason_meaning(reason);
+        let reason = if meaning.is_empty() {
+            reason.to_owned()
+        } else {
+            format!("{meaning} ({reason})")
+        };
+        return format!("paused {}: {reason}", until(at, now));
+    }
+    if account.daily_cap > 0 && account.follows_24h >= account.daily_cap {
+        return format!(
+            "{} follows in 24 h: the daily cap of {} is reached",
+            account.follows_24h, account.daily_cap
+        );
+    }
+    if account.window_limit > 0 && account.window_spent >= account.window_limit {
+        return match account.window_resets_at {
+            Some(at) => format!(
+                "window spent ({} of {}): sends again after {}",
+                account.window_spent,
+                account.window_limit,
+                when(at, now)
+            ),
+            None => format!(
+                "window spent ({} of {})",
+                account.window_spent, account.window_limit
+            ),
+        };
+    }
+    match (account.leased_by, account.queued) {
+        (Some(daemon), 0) => format!("held by daemon {daemon}, nothing queued"),
+        (Some(daemon), _) => format!("sending on daemon {daemon}"),
+        (None, 0) => "nothing queued".to_owned(),
+        (None, _) => "ready: waiting for a daemon to take the account".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
@@ -437,6 +531,70 @@ mod tests {
         assert_eq!(
             explain_with(&failed, None, 0),
             "failed at 12:00:00 UTC after 1 attempt(s): a 403 (nope); `followq jobs retry 42` queues it again"
+        );
+    }
+
+    fn account_state<'a>(user_id: &'a str, status: &'a str) -> AccountState<'a> {
+        AccountState {
+            user_id,
+            status,
+            pause_reason: None,
+            paused_until: None,
+            leased_by: None,
+            queued: 3,
+            window_spent: 0,
+            window_limit: 50,
+            window_resets_at: None,
+            follows_24h: 0,
+            daily_cap: 400,
+            app: None,
+            now: now(),
+        }
+    }
+
+    #[test]
+    fn account_sentences_follow_what_holds_the_account() {
+        let mut reauth = account_state("100", "needs_reauth");
+        reauth.pause_reason = Some("refresh token revoked");
+        assert_eq!(
+            account_sentence(&reauth),
+            "needs re-authorization: refresh token revoked; store new tokens with `followq accounts add --user-id 100`"
+        );
+
+        let app = AppStopFacts {
+            reason: "app_forbidden".into(),
+            paused_until: None,
+        };
+        let mut paused = account_state("101", "paused");
+        paused.pause_reason = Some("rate_limit_window");
+        paused.paused_until = Some(now() + TimeDelta::minutes(4));
+        assert_eq!(
+            account_sentence(&paused),
+            "paused until 12:04:00 UTC: X's 15-minute window is spent (rate_limit_window)"
+        );
+        paused.app = Some(&app);
+        assert_eq!(
+            account_sentence(&paused),
+            "held by the app-wide stop (app_forbidden) until an operator deletes followq.app_pause"
+        );
+
+        let mut spent = account_state("102", "active");
+        spent.window_spent = 50;
+        spent.window_resets_at = Some(now() + TimeDelta::seconds(90));
+        assert_eq!(
+            account_sentence(&spent),
+            "window spent (50 of 50): sends again after 12:01:30 UTC"
+        );
+        spent.follows_24h = 400;
+        assert!(account_sentence(&spent).contains("daily cap of 400 is reached"));
+
+        let mut sending = account_state("103", "active");
+        sending.leased_by = Some("host-1");
+        assert_eq!(account_sentence(&sending), "sending on daemon host-1");
+        sending.leased_by = None;
+        assert_eq!(
+            account_sentence(&sending),
+            "ready: waiting for a daemon to take the account"
         );
     }
 }

@@ -4,7 +4,9 @@
 //! - `GET /readyz`: 200 when the database answers within [`READY_TIMEOUT`] and no app-wide
 //!   stop is in force, else 503 with a one-line reason (also while shutting down);
 //! - `GET /metrics`: the Prometheus text exposition of [`Metrics`], with the gauges read from
-//!   the database at most every [`gauges::GAUGE_TTL`].
+//!   the database at most every [`gauges::GAUGE_TTL`];
+//! - `GET /`: the status page (HTML, reloading itself), and `GET /api/status`: its data as
+//!   JSON, from one snapshot read at most every [`page::PAGE_TTL`].
 //!
 //! | file | owns |
 //! | --- | --- |
@@ -12,6 +14,7 @@
 //! | `serve.rs` | the accept loop: connection cap, header-read timeout, per-connection deadline |
 //! | `probes.rs` | `/healthz` and `/readyz` |
 //! | `gauges.rs` | `/metrics` and its cached gauges |
+//! | `page.rs` | `/` and `/api/status`: the status page, its cached snapshot, HTML escaping |
 //!
 //! A route is one line in [`router`] and a handler taking [`State<Shared>`](Shared).
 //!
@@ -20,13 +23,14 @@
 //! longer than [`serve::HEADER_READ_TIMEOUT`] or the whole exchange longer than
 //! [`serve::CONNECTION_DEADLINE`]; the handlers take at most one pooled connection at a time
 //! between them ([`Shared::database`]), and the gauges are read at most every few seconds
-//! whatever the scrape rate.
+//! whatever the scrape rate (the status page's snapshot likewise, whatever the viewers).
 //!
 //! The socket is bound when the daemon is built ([`HttpListener::bind`]), so a port already in
 //! use stops start-up with a clear error, and port 0 works: [`HttpListener::local_addr`] (and
 //! a log line) gives the port picked.
 
 mod gauges;
+pub mod page;
 mod probes;
 mod serve;
 
@@ -41,6 +45,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::dashboard::Limits;
 use crate::config::HttpSettings;
 use crate::metrics::Metrics;
 
@@ -75,6 +80,8 @@ pub struct Ops {
     pub worker_id: String,
     /// Cancelled when the daemon starts stopping: `/readyz` then says so.
     pub stopping: CancellationToken,
+    /// The quotas and caps the status page measures accounts against.
+    pub limits: Limits,
 }
 
 /// The handlers' state: [`Ops`] and what the listener itself keeps.
@@ -85,6 +92,7 @@ pub(crate) struct Shared {
     /// requests to the listener never take the daemon's connections.
     database: Arc<Semaphore>,
     gauges: Arc<gauges::GaugeCache>,
+    page: Arc<page::PageCache>,
 }
 
 impl HttpListener {
@@ -113,11 +121,11 @@ impl HttpListener {
         let listener = match tokio::net::TcpListener::from_std(self.listener) {
             Ok(listener) => listener,
             Err(e) => {
-                warn!(%addr, error = %e, "the HTTP listener could not start; /healthz, /readyz and /metrics are unavailable");
+                warn!(%addr, error = %e, "the HTTP listener could not start; /healthz, /readyz, /metrics and the status page are unavailable");
                 return;
             }
         };
-        info!(%addr, "HTTP listener serving /healthz, /readyz and /metrics");
+        info!(%addr, "HTTP listener serving /healthz, /readyz, /metrics and the status page (/)");
         serve::accept_loop(listener, router(ops), stop).await;
     }
 }
@@ -128,10 +136,13 @@ fn router(ops: Ops) -> Router {
         ops,
         database: Arc::new(Semaphore::new(1)),
         gauges: Arc::new(gauges::GaugeCache::default()),
+        page: Arc::new(page::PageCache::default()),
     };
     Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(gauges::metrics_text))
+        .route("/", get(page::index))
+        .route("/api/status", get(page::api_status))
         .with_state(shared)
 }

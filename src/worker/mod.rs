@@ -58,6 +58,7 @@ use tracing::{info, warn};
 use crate::accounts::lease;
 use crate::accounts::token_store::{AuthError, TokenStore};
 use crate::accounts::{KeyError, KeyRing};
+use crate::admin::dashboard::Limits;
 use crate::config::Settings;
 use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
@@ -295,6 +296,13 @@ impl Daemon {
                 metrics: ctx.metrics.clone(),
                 worker_id: ctx.worker_id.clone(),
                 stopping: shutdown.clone(),
+                limits: Limits {
+                    requests_per_period: ctx.settings.rate_limit.requests_per_period,
+                    period: ctx.settings.rate_limit.period,
+                    daily_follows_per_account: ctx.settings.rate_limit.daily_follows_per_account,
+                    default_max_attempts: ctx.settings.retry.max_attempts,
+                    job_lease: ctx.settings.worker.job_lease,
+                },
             };
             chores.spawn(listener.serve(ops, background.clone()));
         }

@@ -1,5 +1,6 @@
-//! Operations: the HTTP listener (/healthz, /readyz, /metrics), retention, the database roles
-//! of deploy/roles.sql, and trace export, against a real Postgres and the bundled simulator.
+//! Operations: the HTTP listener (/healthz, /readyz, /metrics, the status page), retention,
+//! the database roles of deploy/roles.sql, and trace export, against a real Postgres and the
+//! bundled simulator.
 //! Scenarios that run a daemon take the daemon tests' lock (`support::serial`) so their timing
 //! does not compete for the machine's two cores.
 
@@ -16,4 +17,5 @@ mod metrics;
 mod ops_support;
 mod retention;
 mod roles;
+mod status_page;
 mod telemetry;
