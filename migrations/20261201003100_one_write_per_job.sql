@@ -14,8 +14,10 @@
 --    release still mark jobs `running` and are still rescued as before: both kinds work on
 --    this schema side by side.
 --
--- 3. The ledger's time index becomes a BRIN index: rows arrive in time order, and the index
---    only serves range scans (retention, the last minutes for `followq status`).
+-- 3. The ledger's time indexes are BRIN indexes: rows arrive in time order, and these
+--    indexes only serve range scans (retention, the last minutes for `followq status`, the
+--    requests still in flight). A BRIN index never blocks a HOT update, and costs next to
+--    nothing to maintain.
 
 -- 1. Ids in domains ---------------------------------------------------------------------
 
@@ -73,15 +75,16 @@ $$;
 
 -- A job is in flight while a request for it may still reach X: its ledger row has no answer
 -- yet and its answer_by has not passed (a daemon of this release), or the job row says
--- `running` (a daemon of the previous release). answer_by is at most a few minutes after
--- sent_at (the send deadline plus the request timeout, both bounded by the configuration), so
--- only the ledger's last two hours are read, through the BRIN index below. (No index on the
--- unanswered rows: recording an answer must stay a HOT update.)
+-- `running` (a daemon of the previous release). answer_by is a few seconds after the row is
+-- written (the send deadline plus the request timeout), so the rows whose answer_by is still
+-- ahead are the ledger's last pages, found through the BRIN index on answer_by below: the
+-- view reads the last seconds of the ledger whatever its size. (No b-tree on the unanswered
+-- rows: recording an answer changes `outcome`, and must stay a HOT update.)
 CREATE VIEW followq.jobs_in_flight AS
 SELECT t.job_id, t.account_user_id AS source_user_id, t.worker_id, t.sent_at, t.answer_by,
        t.id AS attempt_id
 FROM followq.attempts AS t
-WHERE t.outcome IS NULL AND t.answer_by > now() AND t.sent_at > now() - interval '2 hours'
+WHERE t.outcome IS NULL AND t.answer_by > now()
 UNION ALL
 SELECT j.id, j.source_user_id, j.leased_by, j.updated_at, j.lease_expires_at, NULL
 FROM followq.follow_jobs AS j
@@ -92,8 +95,13 @@ COMMENT ON VIEW followq.jobs_in_flight IS
 
 -- 3. A BRIN index for the ledger's time ----------------------------------------------------
 
+-- autosummarize: each block range is summarized as soon as the next one starts, so a scan of
+-- the last seconds does not also read every page written since the last vacuum.
 DROP INDEX followq.attempts_by_time;
-CREATE INDEX attempts_by_time ON followq.attempts USING brin (sent_at);
+CREATE INDEX attempts_by_time ON followq.attempts USING brin (sent_at)
+    WITH (autosummarize = on);
+CREATE INDEX attempts_by_answer_by ON followq.attempts USING brin (answer_by)
+    WITH (autosummarize = on);
 
 -- A ledger row grows when its answer is recorded (status, outcome, the headers, the times): at
 -- fillfactor 80 a quarter of those updates found no room on their page and had to write
