@@ -386,7 +386,8 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
     let db = crate::common::TestDb::new().await;
     let pool = &db.pool;
     // 1% needs_reauth, 10% paused, the rest active; half have a queued job; a day of ledger
-    // (two requests per account, one in the last hour).
+    // (two requests per account, one in the last hour), each row with the answer_by a claim
+    // writes (17 s after it was sent with the default settings).
     sqlx::query(
         "INSERT INTO followq.accounts (user_id, auth_kind, status, paused_until, pause_reason) \
          SELECT (1000000 + i)::text, 'oauth2', \
@@ -410,13 +411,14 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
     .expect("jobs");
     sqlx::query(
         "INSERT INTO followq.attempts \
-         (job_id, account_user_id, worker_id, sent_at, completed_at, outcome, http_status) \
-         SELECT i, (1000000 + i % $1)::text, 'bench', \
-                now() - (i % 86400) * interval '1 second' * (CASE WHEN i <= $1 THEN 1.0 / 24 ELSE 1 END), \
-                now() - (i % 86400) * interval '1 second' * (CASE WHEN i <= $1 THEN 1.0 / 24 ELSE 1 END), \
+         (job_id, account_user_id, worker_id, sent_at, completed_at, answer_by, outcome, \
+          http_status) \
+         SELECT i, (1000000 + i % $1)::text, 'bench', at, at, at + interval '17 seconds', \
                 CASE WHEN i % 50 = 0 THEN 'transient' ELSE 'succeeded' END, \
                 CASE WHEN i % 50 = 0 THEN 503 ELSE 200 END \
-         FROM generate_series(1, 2 * $1) AS i",
+         FROM generate_series(1, 2 * $1) AS i, \
+              LATERAL (SELECT now() - (i % 86400) * interval '1 second' \
+                              * (CASE WHEN i <= $1 THEN 1.0 / 24 ELSE 1 END) AS at) AS sent",
     )
     .bind(ACCOUNTS)
     .execute(pool)
