@@ -8,8 +8,9 @@
 //! `operator`. For `needs_reauth` the reason says why the tokens were refused.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgExecutor, PgPool};
 
 /// Pauses an account until `until` (never shortening a longer pause already set).
 pub async fn pause_account(
@@ -75,11 +76,13 @@ pub async fn mark_needs_reauth(
     Ok(())
 }
 
-/// The app-wide stop, if one is in force.
-#[derive(Debug, Clone, FromRow, PartialEq)]
+/// The app-wide stop (the row of `followq.app_pause`), as the daemon, `followq status` and the
+/// status page read it.
+#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
 pub struct AppPause {
     pub reason: String,
     pub detail: Option<Value>,
+    /// `None`: until an operator deletes the row in `followq.app_pause`.
     pub paused_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -116,9 +119,21 @@ pub async fn current_app_pause(pool: &PgPool) -> Result<Option<AppPause>, sqlx::
     sqlx::query("DELETE FROM followq.app_pause WHERE paused_until <= now()")
         .execute(pool)
         .await?;
+    app_pause_in_force(pool).await
+}
+
+/// The app-wide stop in force now, if any, read-only (a timed stop whose end has passed is
+/// not in force, whether or not a daemon has deleted its row yet). The one query every
+/// reader of the stop uses: the daemon, `followq status`, the status page and `/readyz`.
+pub async fn app_pause_in_force<'e, E: PgExecutor<'e>>(
+    executor: E,
+) -> Result<Option<AppPause>, sqlx::Error> {
     sqlx::query_as::<_, AppPause>(
-        "SELECT reason, detail, paused_until, created_at FROM followq.app_pause WHERE scope = 'app'",
+        r#"
+        SELECT reason, detail, paused_until, created_at FROM followq.app_pause
+        WHERE scope = 'app' AND (paused_until IS NULL OR paused_until > now())
+        "#,
     )
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }

@@ -10,8 +10,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Transaction};
+
+use crate::accounts::pause;
+pub use crate::accounts::pause::AppPause;
 
 /// How recent a heartbeat must be for a daemon to count as live.
 pub const LIVE_HEARTBEAT_SECONDS: f64 = 120.0;
@@ -84,15 +86,6 @@ struct OutcomeRow {
     last_1: i64,
     last_5: i64,
     last_15: i64,
-}
-
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct AppPause {
-    pub reason: String,
-    pub detail: Option<Value>,
-    /// `None`: until an operator deletes the row in `followq.app_pause`.
-    pub paused_until: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
@@ -242,14 +235,7 @@ pub async fn recent_throughput(conn: &mut PgConnection) -> Result<Throughput, sq
 
 /// The app-wide stop in force, if any.
 pub async fn app_pause(conn: &mut PgConnection) -> Result<Option<AppPause>, sqlx::Error> {
-    sqlx::query_as::<_, AppPause>(
-        r#"
-        SELECT reason, detail, paused_until, created_at FROM followq.app_pause
-        WHERE scope = 'app' AND (paused_until IS NULL OR paused_until > now())
-        "#,
-    )
-    .fetch_optional(conn)
-    .await
+    pause::app_pause_in_force(conn).await
 }
 
 /// Paused accounts, the soonest to resume first; at most `limit` (`None`: all).

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tracing::warn;
 
 use super::{READY_TIMEOUT, Shared};
+use crate::accounts::pause;
 
 pub(super) async fn healthz() -> &'static str {
     "ok\n"
@@ -45,9 +46,7 @@ pub(super) async fn readyz(State(shared): State<Shared>) -> (StatusCode, String)
 
 /// The reason of the app-wide stop in force, if any.
 async fn app_stop(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT reason FROM followq.app_pause WHERE paused_until IS NULL OR paused_until > now()",
-    )
-    .fetch_optional(pool)
-    .await
+    Ok(pause::app_pause_in_force(pool)
+        .await?
+        .map(|stop| stop.reason))
 }
