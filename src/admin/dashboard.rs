@@ -97,8 +97,9 @@ pub struct MinuteRequests {
     pub permanent: i64,
 }
 
-/// One account with work (queued jobs, a live lease, or in need of new tokens).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One account with work (queued jobs, a live lease, or in need of new tokens), as the
+/// accounts statement returns it and [`AccountCard::explained`] completes it.
+#[derive(Debug, Clone, Serialize, PartialEq, FromRow)]
 pub struct AccountCard {
     pub user_id: String,
     pub status: String,
@@ -117,7 +118,9 @@ pub struct AccountCard {
     /// Follows that may have happened in the last 24 hours (succeeded, or no answer).
     pub follows_24h: i64,
     pub daily_cap: i64,
-    /// What holds it, or what it is doing, in words.
+    /// What holds it, or what it is doing, in words (not a column: see
+    /// [`AccountCard::explained`]).
+    #[sqlx(default)]
     pub why: String,
 }
 
@@ -211,34 +214,25 @@ pub async fn snapshot(
     // The planner's estimates for 100,000 accounts pass `jit_above_cost`, and compiling the
     // statements took longer than running them (about 4 times, for the accounts statement).
     sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-    let now = status::snapshot_time(&mut tx).await?;
-    let queue = status::queue_depth(&mut tx).await?;
-    let oldest_ready = status::oldest_ready(&mut tx).await?;
-    let throughput = status::recent_throughput(&mut tx).await?;
-    let app_pause = status::app_pause(&mut tx).await?;
-    let paused_accounts = status::paused_accounts(&mut tx, Some(ACCOUNTS_SHOWN)).await?;
-    let needs_reauth_accounts =
-        status::blocked_accounts(&mut tx, "needs_reauth", Some(ACCOUNTS_SHOWN)).await?;
-    let disabled_accounts =
-        status::blocked_accounts(&mut tx, "disabled", Some(ACCOUNTS_SHOWN)).await?;
-    let daemons = status::live_daemons(&mut tx).await?;
+    let report = status::report_in(&mut tx, Some(ACCOUNTS_SHOWN)).await?;
+    let now = report.generated_at;
     let this_minute = minute_of(now);
     let read_from = settled.read_from(
         this_minute - TimeDelta::minutes(CHART_MINUTES - 1),
         this_minute - TimeDelta::minutes(limits.settle_minutes()),
     );
     let minutes = requests_per_minute(&mut tx, read_from).await?;
-    let (rows, total) = accounts_with_work(&mut tx, limits, app_pause.is_some()).await?;
+    let (rows, total) = accounts_with_work(&mut tx, limits, report.app_pause.is_some()).await?;
     let failed = recent_failed_jobs(&mut tx).await?;
     tx.commit().await?;
 
-    let app_stop = app_pause.as_ref().map(|stop| why::AppStopFacts {
+    let app_stop = report.app_pause.as_ref().map(|stop| why::AppStopFacts {
         reason: stop.reason.clone(),
         paused_until: stop.paused_until,
     });
     let accounts: Vec<AccountCard> = rows
         .into_iter()
-        .map(|row| row.into_card(app_stop.as_ref(), now))
+        .map(|row| row.explained(app_stop.as_ref(), now))
         .collect();
     let accounts_not_shown = total.saturating_sub(i64::try_from(accounts.len()).unwrap_or(0));
     let recent_failures = failed
@@ -259,17 +253,7 @@ pub async fn snapshot(
         })
         .collect();
     Ok(Dashboard {
-        status: StatusReport {
-            generated_at: now,
-            queue,
-            oldest_ready,
-            throughput,
-            app_pause,
-            paused_accounts,
-            needs_reauth_accounts,
-            disabled_accounts,
-            daemons,
-        },
+        status: report,
         list_limit: ACCOUNTS_SHOWN,
         requests_per_minute: settled.merge(minutes, read_from, now, limits.settle_minutes()),
         accounts,
@@ -294,25 +278,9 @@ fn every_minute(rows: Vec<MinuteRequests>, now: DateTime<Utc>) -> Vec<MinuteRequ
         .collect()
 }
 
-/// An account row as the statement returns it.
-#[derive(Debug, Clone, FromRow)]
-pub struct AccountRow {
-    pub user_id: String,
-    pub status: String,
-    pub pause_reason: Option<String>,
-    pub paused_until: Option<DateTime<Utc>>,
-    pub leased_by: Option<String>,
-    pub queued: i64,
-    pub window_spent: i64,
-    pub window_limit: i64,
-    pub window_seconds: i64,
-    pub window_resets_at: Option<DateTime<Utc>>,
-    pub follows_24h: i64,
-    pub daily_cap: i64,
-}
-
-impl AccountRow {
-    fn into_card(self, app: Option<&why::AppStopFacts>, now: DateTime<Utc>) -> AccountCard {
+impl AccountCard {
+    /// The card with its sentence.
+    fn explained(self, app: Option<&why::AppStopFacts>, now: DateTime<Utc>) -> AccountCard {
         let why = why::account_sentence(&why::AccountState {
             user_id: &self.user_id,
             status: &self.status,
@@ -328,21 +296,7 @@ impl AccountRow {
             app,
             now,
         });
-        AccountCard {
-            user_id: self.user_id,
-            status: self.status,
-            pause_reason: self.pause_reason,
-            paused_until: self.paused_until,
-            leased_by: self.leased_by,
-            queued: self.queued,
-            window_spent: self.window_spent,
-            window_limit: self.window_limit,
-            window_seconds: self.window_seconds,
-            window_resets_at: self.window_resets_at,
-            follows_24h: self.follows_24h,
-            daily_cap: self.daily_cap,
-            why,
-        }
+        AccountCard { why, ..self }
     }
 }
 
@@ -389,11 +343,11 @@ pub async fn accounts_with_work(
     conn: &mut PgConnection,
     limits: &Limits,
     app_stopped: bool,
-) -> Result<(Vec<AccountRow>, i64), sqlx::Error> {
+) -> Result<(Vec<AccountCard>, i64), sqlx::Error> {
     #[derive(FromRow)]
     struct Row {
         #[sqlx(flatten)]
-        account: AccountRow,
+        account: AccountCard,
         total: i64,
     }
     let rows = sqlx::query_as::<_, Row>(

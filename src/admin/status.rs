@@ -120,17 +120,26 @@ pub struct LiveDaemon {
 /// Builds the report.
 pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
     let mut tx = snapshot(pool).await?;
-    let generated_at = snapshot_time(&mut tx).await?;
-    let queue = queue_depth(&mut tx).await?;
-    let oldest_ready = oldest_ready(&mut tx).await?;
-    let throughput = recent_throughput(&mut tx).await?;
-    let app_pause = app_pause(&mut tx).await?;
-    let paused_accounts = paused_accounts(&mut tx, None).await?;
-    let needs_reauth_accounts = blocked_accounts(&mut tx, "needs_reauth", None).await?;
-    let disabled_accounts = blocked_accounts(&mut tx, "disabled", None).await?;
-    let daemons = live_daemons(&mut tx).await?;
+    let report = report_in(&mut tx, None).await?;
     tx.commit().await?;
+    Ok(report)
+}
 
+/// Builds the report inside the caller's snapshot (see [`snapshot`]), each account list cut at
+/// `list_limit` (`None`: whole).
+pub async fn report_in(
+    conn: &mut PgConnection,
+    list_limit: Option<i64>,
+) -> Result<StatusReport, sqlx::Error> {
+    let generated_at = snapshot_time(conn).await?;
+    let queue = queue_depth(conn).await?;
+    let oldest_ready = oldest_ready(conn).await?;
+    let throughput = recent_throughput(conn).await?;
+    let app_pause = app_pause(conn).await?;
+    let paused_accounts = paused_accounts(conn, list_limit).await?;
+    let needs_reauth_accounts = blocked_accounts(conn, "needs_reauth", list_limit).await?;
+    let disabled_accounts = blocked_accounts(conn, "disabled", list_limit).await?;
+    let daemons = live_daemons(conn).await?;
     Ok(StatusReport {
         generated_at,
         queue,
