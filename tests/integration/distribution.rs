@@ -36,38 +36,31 @@ async fn every_key_of_the_account_tables_holds_the_account_column() {
         for (index, holds) in &unique {
             assert!(holds, "unique index {index} of {table} lacks {column}");
         }
-        // Foreign keys from the table, and to it from any table: both sides must hold the
-        // account column of their own table.
+        // Foreign keys from the table, and to it from any table: the table's side of each must
+        // hold its account column.
         let foreign: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT c.conname::text,
-                    EXISTS (SELECT 1 FROM pg_attribute AS a
-                            WHERE a.attrelid = c.conrelid AND a.attname = $2
-                              AND a.attnum = ANY (c.conkey))
-             FROM pg_constraint AS c
-             WHERE c.contype = 'f' AND c.conrelid = format('followq.%I', $1::text)::regclass",
+            "WITH t AS (SELECT format('followq.%I', $1::text)::regclass AS oid)
+             SELECT c.conname::text,
+                    (c.conrelid <> t.oid OR EXISTS (
+                        SELECT 1 FROM pg_attribute AS a
+                        WHERE a.attrelid = c.conrelid AND a.attname = $2
+                          AND a.attnum = ANY (c.conkey)))
+                    AND (c.confrelid <> t.oid OR EXISTS (
+                        SELECT 1 FROM pg_attribute AS a
+                        WHERE a.attrelid = c.confrelid AND a.attname = $2
+                          AND a.attnum = ANY (c.confkey)))
+             FROM pg_constraint AS c, t
+             WHERE c.contype = 'f' AND t.oid IN (c.conrelid, c.confrelid)",
         )
         .bind(table)
         .bind(column)
         .fetch_all(&db.pool)
         .await
-        .expect("foreign keys from the table");
-        let referencing: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT c.conname::text,
-                    EXISTS (SELECT 1 FROM pg_attribute AS a
-                            WHERE a.attrelid = c.confrelid AND a.attname = $2
-                              AND a.attnum = ANY (c.confkey))
-             FROM pg_constraint AS c
-             WHERE c.contype = 'f' AND c.confrelid = format('followq.%I', $1::text)::regclass",
-        )
-        .bind(table)
-        .bind(column)
-        .fetch_all(&db.pool)
-        .await
-        .expect("foreign keys to the table");
-        for (constraint, holds) in foreign.iter().chain(&referencing) {
+        .expect("foreign keys");
+        for (constraint, holds) in &foreign {
             assert!(holds, "foreign key {constraint} on {table} lacks {column}");
         }
-        checked += unique.len() + foreign.len() + referencing.len();
+        checked += unique.len() + foreign.len();
     }
     // The primary keys, the one-active-job index, and the foreign keys to accounts.
     assert!(
