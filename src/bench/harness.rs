@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use crate::accounts::KeyRing;
 use crate::accounts::sealed::{TokenColumn, seal};
@@ -14,7 +13,7 @@ use crate::config::Settings;
 use crate::ids::UserId;
 use crate::scratch_db::ScratchDb;
 use crate::sim::SimHandle;
-use crate::worker::Daemon;
+use crate::worker::{Daemon, DaemonHandle};
 
 /// First account id of a scenario: realistic 10-digit ids.
 pub const FIRST_ACCOUNT: u64 = 1_000_000_000;
@@ -162,29 +161,23 @@ pub fn settings(base: &Settings, scratch: &ScratchDb, base_url: &str) -> Setting
     settings
 }
 
-/// A daemon running in this process.
+/// A daemon running in this process, and when it started.
 pub struct RunningDaemon {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    daemon: DaemonHandle,
     pub started: Instant,
 }
 
 pub async fn start_daemon(settings: Settings, pool: PgPool) -> anyhow::Result<RunningDaemon> {
     let daemon = Daemon::new(settings, pool)?;
-    let stop = CancellationToken::new();
-    let started = Instant::now();
-    let task = tokio::spawn(daemon.run(stop.clone()));
     Ok(RunningDaemon {
-        stop,
-        task,
-        started,
+        started: Instant::now(),
+        daemon: daemon.spawn(),
     })
 }
 
 impl RunningDaemon {
     pub async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
+        let _ = self.daemon.stop().await;
     }
 }
 

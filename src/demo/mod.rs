@@ -155,9 +155,8 @@ async fn run_in(
     let mut settings = demo_settings(base, options, scratch, &sim);
     settings.credentials = credentials;
     let daemon = Daemon::new(settings, scratch.pool.clone())?;
-    let stop = CancellationToken::new();
     let started = Instant::now();
-    let running = tokio::spawn(daemon.run(stop.clone()));
+    let running = daemon.spawn();
 
     progress.start(u64::from(jobs));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -179,8 +178,7 @@ async fn run_in(
             break Some(started.elapsed());
         }
     };
-    stop.cancel();
-    let _ = running.await;
+    let _ = running.stop().await;
     progress.finish();
 
     let report = report::build(

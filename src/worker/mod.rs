@@ -35,6 +35,7 @@ mod app_cap;
 mod completer;
 mod decision;
 mod events;
+mod handle;
 mod housekeeping;
 mod job;
 mod leaser;
@@ -44,6 +45,8 @@ mod retention;
 mod retry;
 mod scheduler;
 pub mod stats;
+
+pub use handle::{DaemonHandle, StopError};
 mod supervise;
 
 use std::collections::{HashMap, HashSet};

@@ -9,10 +9,9 @@ use followq::accounts::Credentials;
 use followq::config::{ConfigSources, Settings};
 use followq::queue::{FollowRequest, JOB_FINISHED_CHANNEL, enqueue_batch};
 use followq::sim::{SimConfig, SimHandle, SimStats, UserStats};
-use followq::worker::Daemon;
+use followq::worker::{Daemon, DaemonHandle};
 use sqlx::postgres::PgListener;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio_util::sync::CancellationToken;
 
 use crate::common::TestDb;
 
@@ -335,11 +334,8 @@ pub async fn start_with(settings: &Settings) -> Running {
         .await
         .expect("daemon pool");
     let daemon = Daemon::new(settings.clone(), pool).expect("daemon");
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(daemon.run(shutdown.clone()));
     Running {
-        shutdown,
-        handle,
+        daemon: daemon.spawn(),
         stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
     }
 }
@@ -351,13 +347,11 @@ pub async fn start_with_panic(settings: &Settings, target: &str) -> Started {
         .expect("daemon pool");
     let mut daemon = Daemon::new(settings.clone(), pool).expect("daemon");
     daemon.inject_panic_for_target(target);
+    let daemon = daemon.spawn();
     let http_addr = daemon.http_addr();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(daemon.run(shutdown.clone()));
     Started {
         running: Running {
-            shutdown,
-            handle,
+            daemon,
             stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
         },
         http_addr,
@@ -372,8 +366,7 @@ pub struct Started {
 
 /// A daemon running in this process.
 pub struct Running {
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
+    daemon: DaemonHandle,
     /// The grace period plus some slack: a stop that takes longer fails the test.
     stop_limit: Duration,
 }
@@ -381,34 +374,25 @@ pub struct Running {
 impl Running {
     /// The first SIGTERM, in effect, without waiting: the daemon starts its graceful stop.
     pub fn begin_stop(&self) {
-        self.shutdown.cancel();
+        self.daemon.begin_stop();
     }
 
     /// Whether the daemon has stopped.
     pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
+        self.daemon.is_finished()
     }
 
     /// SIGTERM, in effect: returns once the daemon has stopped gracefully; panics (after
     /// aborting it) if it takes longer than its grace period plus 10 s.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        match tokio::time::timeout(self.stop_limit, &mut self.handle).await {
-            Ok(joined) => joined.expect("the daemon task ends cleanly"),
-            Err(_) => {
-                self.handle.abort();
-                panic!(
-                    "the daemon did not stop within {:?} of the signal",
-                    self.stop_limit
-                );
-            }
+    pub async fn stop(self) {
+        if let Err(e) = self.daemon.stop_within(self.stop_limit).await {
+            panic!("{e}");
         }
     }
 
     /// A crash, in effect: no cleanup at all.
     pub async fn kill(self) {
-        self.handle.abort();
-        let _ = self.handle.await;
+        self.daemon.kill().await;
     }
 }
 

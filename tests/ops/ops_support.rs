@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use followq::config::Settings;
-use followq::worker::Daemon;
+use followq::worker::{Daemon, DaemonHandle};
 use prometheus_parse::{Scrape, Value};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 /// Settings with the listener on: loopback, a port the OS picks.
 pub fn with_http(settings: &Settings) -> Settings {
@@ -21,8 +20,7 @@ pub fn with_http(settings: &Settings) -> Settings {
 /// A daemon running in this process, with its listener's address.
 pub struct OpsDaemon {
     pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<()>,
+    daemon: DaemonHandle,
 }
 
 impl OpsDaemon {
@@ -36,15 +34,9 @@ impl OpsDaemon {
 
     /// Starts a daemon on the given pool.
     pub fn start_on(settings: &Settings, pool: PgPool) -> OpsDaemon {
-        let daemon = Daemon::new(settings.clone(), pool).expect("daemon");
+        let daemon = Daemon::new(settings.clone(), pool).expect("daemon").spawn();
         let addr = daemon.http_addr().expect("the listener is enabled");
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(daemon.run(shutdown.clone()));
-        OpsDaemon {
-            addr,
-            shutdown,
-            handle,
-        }
+        OpsDaemon { addr, daemon }
     }
 
     /// GET `path`: the status and the body.
@@ -65,11 +57,9 @@ impl OpsDaemon {
 
     /// Graceful stop (SIGTERM, in effect), bounded.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.handle)
-            .await
-            .expect("the daemon stops within 15 s")
-            .expect("the daemon task ends cleanly");
+        if let Err(e) = self.daemon.stop_within(Duration::from_secs(15)).await {
+            panic!("{e}");
+        }
     }
 }
 
