@@ -11,8 +11,7 @@
 -- follow_jobs' other unique index (one active job per source and target) starts with the
 -- source. tests/integration/schema.rs checks the rule against the catalog.
 --
--- Rebuilding a primary key locks the table for the time it takes to build the index: a
--- queue of millions of rows takes seconds to a minute here.
+-- Rebuilding a primary key locks the table for the time it takes to build the index.
 
 ALTER TABLE followq.follow_jobs
     DROP CONSTRAINT follow_jobs_pkey,
