@@ -5,13 +5,11 @@
 //! timeout); the others only for the takeover and their own pacing.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
@@ -36,25 +34,13 @@ fn spawn_daemon(
     ctx: &BenchContext,
     max_accounts: u64,
 ) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the followq binary")?;
-    Command::new(exe)
-        .arg("run")
-        .env("DATABASE_URL", scratch.url.expose_secret())
-        .env_remove("FOLLOWQ_DATABASE__URL")
-        .env("FOLLOWQ_X_API__BASE_URL", base_url)
+    harness::daemon_process(ctx, scratch, base_url, max_accounts)?
         .env("FOLLOWQ_RATE_LIMIT__REQUESTS_PER_PERIOD", "1000000")
         .env("FOLLOWQ_RATE_LIMIT__DAILY_FOLLOWS_PER_ACCOUNT", "1000000")
         .env(
             "FOLLOWQ_X_API__REQUEST_TIMEOUT",
             humantime::format_duration(ctx.settings.x_api.request_timeout).to_string(),
         )
-        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", max_accounts.to_string())
-        .env("FOLLOWQ_LOG__FILTER", "warn")
-        .envs(harness::credentials_env(ctx))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .context("starting followq run")
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 
@@ -83,6 +84,33 @@ pub async fn add_accounts(
         start = end;
     }
     Ok(())
+}
+
+/// `followq run` as a process of its own (this executable), against the scratch database and
+/// `base_url`, holding at most `max_accounts`, with the bench's credentials key, its output
+/// discarded, and killed if the bench drops it. Scenarios add their own settings.
+pub fn daemon_process(
+    ctx: &super::BenchContext,
+    scratch: &ScratchDb,
+    base_url: &str,
+    max_accounts: u64,
+) -> anyhow::Result<tokio::process::Command> {
+    let exe = std::env::current_exe().context("locating the followq binary")?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("run")
+        // The bench's own key, which sealed the scenario's tokens.
+        .envs(credentials_env(ctx))
+        .env("DATABASE_URL", scratch.url.expose_secret())
+        .env_remove("FOLLOWQ_DATABASE__URL")
+        .env("FOLLOWQ_X_API__BASE_URL", base_url)
+        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", max_accounts.to_string())
+        .env("FOLLOWQ_LOG__FILTER", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    Ok(command)
 }
 
 /// The environment that gives a `followq run` child process the bench's own key, which

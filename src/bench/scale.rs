@@ -7,13 +7,11 @@
 //! latency with the full queue and with the queue nearly drained (99% of the jobs finished in
 //! place, dead rows and all).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
@@ -173,21 +171,8 @@ async fn measure(
 
 /// `followq run` as its own process, against an endpoint it never gets to call.
 fn spawn_daemon(ctx: &BenchContext, scratch: &ScratchDb, accounts: u64) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the followq binary")?;
-    Command::new(exe)
-        // The bench's own key, which sealed the scenario's tokens.
-        .envs(harness::credentials_env(ctx))
-        .arg("run")
-        .env("DATABASE_URL", scratch.url.expose_secret())
-        .env_remove("FOLLOWQ_DATABASE__URL")
-        .env("FOLLOWQ_X_API__BASE_URL", "http://127.0.0.1:9")
-        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", accounts.to_string())
+    harness::daemon_process(ctx, scratch, "http://127.0.0.1:9", accounts)?
         .env("FOLLOWQ_WORKER__POLL_INTERVAL", "250ms")
-        .env("FOLLOWQ_LOG__FILTER", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .context("starting followq run")
 }

@@ -5,13 +5,11 @@
 //! the backlog every few seconds. Then: every job done or not, the backlog's peak, and RSS
 //! after warm-up against RSS at the end.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::harness::{self, FIRST_ACCOUNT, FIRST_TARGET};
 use super::throughput::spawn_simulator;
@@ -152,27 +150,14 @@ fn spawn_daemon(
     base_url: &str,
     accounts: u64,
 ) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the followq binary")?;
-    Command::new(exe)
-        // The bench's own key, which sealed the scenario's tokens.
-        .envs(harness::credentials_env(ctx))
-        .arg("run")
-        .env("DATABASE_URL", scratch.url.expose_secret())
-        .env_remove("FOLLOWQ_DATABASE__URL")
-        .env("FOLLOWQ_X_API__BASE_URL", base_url)
+    harness::daemon_process(ctx, scratch, base_url, accounts)?
         .env("FOLLOWQ_RATE_LIMIT__REQUESTS_PER_PERIOD", "1000000")
         .env("FOLLOWQ_RATE_LIMIT__PERIOD", "1s")
         .env(
             "FOLLOWQ_RATE_LIMIT__DAILY_FOLLOWS_PER_ACCOUNT",
             u32::MAX.to_string(),
         )
-        .env("FOLLOWQ_WORKER__MAX_ACCOUNTS", accounts.to_string())
         .env("FOLLOWQ_WORKER__POLL_INTERVAL", "250ms")
-        .env("FOLLOWQ_LOG__FILTER", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .context("starting followq run")
 }
