@@ -289,19 +289,12 @@ async fn send_and_record(
 /// as it was (no attempt spent) and its ledger row says `not_sent`.
 async fn deadline_missed(ctx: &Context, job: &ClaimedJob, late_by: Duration) -> JobReport {
     ctx.metrics.send_deadline_missed();
-    let next = NextState::Queued {
-        run_at: Utc::now(),
-        refund_attempt: true,
-        rate_limited: false,
-    };
     let error = json!({
         "kind": "send_deadline",
         "detail": "the request was not sent: its send deadline passed before it could go out",
         "late_ms": u64::try_from(late_by.as_millis()).unwrap_or(u64::MAX),
     });
-    if finish(ctx, job, next.clone(), Some(error), unsent(job)).await {
-        ctx.metrics.job_recorded(&next);
-        Counters::add(&ctx.counters.requeued);
+    if requeue_unsent(ctx, job, Utc::now(), error).await {
         warn!(
             event = "job_requeued",
             state = "queued",
@@ -351,15 +344,8 @@ async fn without_credentials(
         JobReport::RetryAt(_) => Utc::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR,
         _ => Utc::now(),
     };
-    let next = NextState::Queued {
-        run_at,
-        refund_attempt: true,
-        rate_limited: false,
-    };
     let kind = error["kind"].as_str().unwrap_or("credentials").to_owned();
-    if finish(ctx, job, next.clone(), Some(error), unsent(job)).await {
-        ctx.metrics.job_recorded(&next);
-        Counters::add(&ctx.counters.requeued);
+    if requeue_unsent(ctx, job, run_at, error).await {
         info!(
             event = "job_requeued",
             state = "queued",
@@ -377,15 +363,8 @@ async fn without_credentials(
 async fn app_cap_reached(ctx: &Context, job: &ClaimedJob) -> JobReport {
     ctx.app_check.notify_one();
     let run_at = Utc::now();
-    let next = NextState::Queued {
-        run_at,
-        refund_attempt: true,
-        rate_limited: false,
-    };
     let error = json!({"kind": "app_daily_cap", "detail": "the app's follows of the last 24 hours reached rate_limit.daily_follows_per_app"});
-    if finish(ctx, job, next.clone(), Some(error), unsent(job)).await {
-        ctx.metrics.job_recorded(&next);
-        Counters::add(&ctx.counters.requeued);
+    if requeue_unsent(ctx, job, run_at, error).await {
         info!(
             event = "job_requeued",
             state = "queued",
@@ -529,6 +508,28 @@ fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
             );
         }
     }
+}
+
+/// Puts a job whose request was never sent back in the queue at `run_at`, its attempt given
+/// back and its ledger row marked `not_sent`, with `error` as the reason; true when recorded
+/// (and counted). The caller logs the event with its own reason.
+async fn requeue_unsent(
+    ctx: &Context,
+    job: &ClaimedJob,
+    run_at: DateTime<Utc>,
+    error: Value,
+) -> bool {
+    let next = NextState::Queued {
+        run_at,
+        refund_attempt: true,
+        rate_limited: false,
+    };
+    let recorded = finish(ctx, job, next.clone(), Some(error), unsent(job)).await;
+    if recorded {
+        ctx.metrics.job_recorded(&next);
+        Counters::add(&ctx.counters.requeued);
+    }
+    recorded
 }
 
 /// Records the job's next state through the completer; false when the job was no longer
