@@ -12,9 +12,10 @@ use crate::support::{Harness, assert_within_quota, serial, sim_config};
 /// Guard: the send deadline checked right before the request goes out (`job.rs`,
 /// `send_and_record`). Daemon A claims a job, then stalls reading the account's credentials
 /// (the test holds a lock on the credentials table) and is frozen with SIGSTOP past its lease.
-/// Daemon B takes the account over, the job is rescued, and B fills the window. A resumes:
-/// without the guard it sends the stale claim into B's full window (a 429, and the job sent a
-/// second time); with it A records `not_sent` and sends nothing.
+/// Daemon B takes the account over, claims the job again once A's request can no longer
+/// arrive, and fills the window. A resumes: without the guard it sends the stale claim into
+/// B's full window (a 429, and the job sent a second time); with it A records `not_sent` and
+/// sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
     let _serial = serial().await;
