@@ -4,7 +4,7 @@
 //! allow twice its quota. A lease makes the holder's limiter the only one: a daemon leases
 //! accounts that have ready jobs, renews its leases in one statement per heartbeat, and
 //! releases them when the account runs dry or the daemon stops. Claiming a job re-checks the
-//! lease in the same statement (see `queue::claim`), so a daemon whose lease lapsed cannot
+//! lease in the same statement (see `store::claim`), so a daemon whose lease lapsed cannot
 //! send. A new holder seeds its limiter from the ledger ([`ledger_seeds`]) before sending.
 //!
 //! Statements that change several account rows lock them in key order first, as the claim

@@ -16,8 +16,8 @@ use tokio::process::Child;
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
 use crate::accounts::lease;
-use crate::queue::claim::claim_batch;
 use crate::scratch_db::ScratchDb;
+use crate::store::claim::claim_batch;
 
 pub struct ScaleOptions {
     pub accounts: u64,

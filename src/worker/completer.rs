@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::Context;
-use crate::queue::complete::{Completion, record_batch};
+use crate::store::record::{Completion, record_batch};
 
 /// Most completions in one statement.
 const MAX_BATCH: usize = 512;

@@ -22,7 +22,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::retry::RetryPolicy;
-use crate::queue::complete::NextState;
+use crate::store::record::NextState;
 use crate::xapi::{FollowOutcome, RateLimitInfo, UsageCapScope};
 
 /// An account-level consequence.

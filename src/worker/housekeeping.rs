@@ -20,7 +20,7 @@ use super::Context;
 use super::events::Event;
 use super::job::{instant_at, job_span};
 use crate::accounts::pause::{self, AppPause};
-use crate::queue::rescue::rescue_orphans;
+use crate::store::rescue::rescue_orphans;
 
 /// Orphans taken back per statement.
 const RESCUE_BATCH: i64 = 1000;

@@ -23,10 +23,10 @@ use super::stats::Counters;
 use crate::accounts::pause;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
-use crate::queue::claim::{ClaimedJob, claim_batch, next_run_at};
-use crate::queue::complete::{AttemptRecord, Completion, NextState};
-use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::ServerWindow;
+use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
+use crate::store::record::{AttemptRecord, Completion, NextState};
+use crate::store::rescue::{Which, return_jobs};
 use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
 
 /// Runs one turn of each of `accounts` (with its count of 401s in a row: a second one after

@@ -66,7 +66,7 @@ use crate::config::Settings;
 use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
 use crate::metrics::Metrics;
-use crate::queue::rescue::{Which, return_jobs};
+use crate::store::rescue::{Which, return_jobs};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
 use stats::Counters;

@@ -31,8 +31,8 @@ use super::Context;
 use super::events::{Event, JobReport};
 use super::job::{self, panic_message};
 use crate::accounts::{lease, pause};
-use crate::queue::rescue::{Which, return_jobs};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
+use crate::store::rescue::{Which, return_jobs};
 
 /// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;

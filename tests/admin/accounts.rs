@@ -108,7 +108,7 @@ async fn pause_is_an_operator_pause_that_drops_the_lease() {
     assert_eq!(state_of(&db.pool, job).await, "queued", "jobs stay queued");
     // The claim statement honours an operator pause even for the lease holder.
     lease(&db.pool, "100", "host-a").await;
-    let claimed = followq::queue::claim::claim_batch(
+    let claimed = followq::store::claim::claim_batch(
         &db.pool,
         "host-a",
         &["100".to_owned()],

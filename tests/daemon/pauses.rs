@@ -285,7 +285,7 @@ async fn the_apps_24_hour_limit_stops_every_account_until_its_reset() {
 /// after `resume` the daemon carries on.
 ///
 /// Guards: `admin::accounts::{pause, disable}` drop the lease, and the claim statement
-/// (`queue::claim`) re-checks the account's status. Either alone keeps the account quiet;
+/// (`store::claim`) re-checks the account's status. Either alone keeps the account quiet;
 /// checked by removing both: the daemon goes on sending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pause_or_disable_stops_the_running_daemon() {

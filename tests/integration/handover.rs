@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use followq::accounts::lease::{self, FollowGrid, ledger_seeds};
-use followq::queue::claim::claim_batch;
-use followq::queue::complete::{AttemptRecord, Completion, NextState, record_batch};
-use followq::queue::rescue::rescue_orphans;
 use followq::queue::{FollowRequest, enqueue};
+use followq::store::claim::claim_batch;
+use followq::store::record::{AttemptRecord, Completion, NextState, record_batch};
+use followq::store::rescue::rescue_orphans;
 
 use crate::helpers::TestDb;
 

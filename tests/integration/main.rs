@@ -9,3 +9,4 @@ mod handover;
 #[path = "../common/mod.rs"]
 mod helpers;
 mod schema;
+mod store_statements;

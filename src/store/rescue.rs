@@ -9,12 +9,13 @@
 //! may well have reached X and made the follow, and failing the job would report a follow that
 //! may exist as failed. It goes back to the queue and is sent again (the endpoint is
 //! idempotent) through the account's limiter like any other request, unless its late answer
-//! arrives first and finishes it (see `queue::complete`).
+//! arrives first and finishes it (see `store::record`).
 //!
 //! The ledger row of the request keeps counting: a successor counts every row without an
 //! answer until its `answer_by`, whether it is marked `abandoned` (by the rescuer, for
 //! operators to see) or left without an outcome.
 
+use super::Statement;
 use sqlx::{FromRow, PgPool};
 
 /// A job the rescuer took back.
@@ -29,10 +30,7 @@ pub struct RescuedJob {
     pub worker_id: Option<String>,
 }
 
-/// Takes back up to `limit` orphaned jobs: running jobs whose job lease ran out.
-pub async fn rescue_orphans(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>, sqlx::Error> {
-    sqlx::query_as::<_, RescuedJob>(
-        r#"
+const RESCUE_ORPHANS: &str = r#"
         WITH orphans AS MATERIALIZED (
             SELECT j.id, j.leased_by
             FROM followq.follow_jobs AS j
@@ -64,11 +62,14 @@ pub async fn rescue_orphans(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>
             WHERE t.job_id = r.id AND t.outcome IS NULL
         )
         SELECT * FROM rescued
-        "#,
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+        "#;
+
+/// Takes back up to `limit` orphaned jobs: running jobs whose job lease ran out.
+pub async fn rescue_orphans(pool: &PgPool, limit: i64) -> Result<Vec<RescuedJob>, sqlx::Error> {
+    sqlx::query_as::<_, RescuedJob>(RESCUE_ORPHANS)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
 }
 
 /// Which of a daemon's running jobs [`return_jobs`] puts back.
@@ -81,6 +82,19 @@ pub enum Which<'a> {
     /// The jobs of these accounts (a claim batch that panicked).
     Accounts(&'a [String]),
 }
+
+const RETURN_JOBS: &str = r#"
+        UPDATE followq.follow_jobs AS j
+        SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
+            run_at = now(), updated_at = now(),
+            last_error = jsonb_build_object('kind', 'abandoned', 'detail', $3::text)
+        WHERE ($2::bigint[] IS NULL OR j.id = ANY($2))
+          AND ($4::text[] IS NULL OR j.source_user_id = ANY($4))
+          AND ((j.state = 'running' AND j.leased_by = $1)
+               OR (j.state = 'queued'
+                   AND j.id IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
+                                WHERE f.worker_id = $1)))
+        "#;
 
 /// Says why the jobs whose requests `worker_id` left without an answer went back (their
 /// `last_error`), and puts back any it had marked `running` (a daemon of the previous release
@@ -98,25 +112,24 @@ pub async fn return_jobs(
         Which::Jobs(ids) => (Some(ids), None),
         Which::Accounts(accounts) => (None, Some(accounts)),
     };
-    let done = sqlx::query(
-        r#"
-        UPDATE followq.follow_jobs AS j
-        SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
-            run_at = now(), updated_at = now(),
-            last_error = jsonb_build_object('kind', 'abandoned', 'detail', $3::text)
-        WHERE ($2::bigint[] IS NULL OR j.id = ANY($2))
-          AND ($4::text[] IS NULL OR j.source_user_id = ANY($4))
-          AND ((j.state = 'running' AND j.leased_by = $1)
-               OR (j.state = 'queued'
-                   AND j.id IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
-                                WHERE f.worker_id = $1)))
-        "#,
-    )
-    .bind(worker_id)
-    .bind(jobs)
-    .bind(why)
-    .bind(accounts)
-    .execute(pool)
-    .await?;
+    let done = sqlx::query(RETURN_JOBS)
+        .bind(worker_id)
+        .bind(jobs)
+        .bind(why)
+        .bind(accounts)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
+
+/// The static statements of this file, for the test that prepares every one.
+pub const STATEMENTS: &[Statement] = &[
+    Statement {
+        name: "rescue::rescue_orphans",
+        sql: RESCUE_ORPHANS,
+    },
+    Statement {
+        name: "rescue::return_jobs",
+        sql: RETURN_JOBS,
+    },
+];

@@ -14,6 +14,7 @@
 //! off must not stall a window that the limiter knows has ended). An operator's pause, a
 //! `needs_reauth` or a `disabled` account does.
 
+use super::Statement;
 use std::time::Duration;
 
 use sqlx::{FromRow, PgPool};
@@ -31,27 +32,7 @@ pub struct ClaimedJob {
     pub attempt_id: i64,
 }
 
-/// Claims, for each of `accounts`, its next ready job (highest priority, then oldest
-/// `run_at`), in one statement. Accounts with nothing ready (or no valid lease) are simply
-/// absent from the answer.
-///
-/// `answer_within` is how long after the claim the request may still reach X (the send
-/// deadline plus the request timeout): the account lease must outlast it, and the ledger row
-/// says until when a successor must count the request.
-///
-/// The account rows are locked `FOR SHARE`, in key order, for the statement's short life: a
-/// lease change (another daemon taking the account, a peer reaping this daemon, an operator's
-/// pause) waits for the claim to commit, so whoever takes the account next reads this claim's
-/// ledger row when it seeds its limiter. Other statements that lock several account rows take
-/// them in the same order, so none deadlocks with a claim.
-pub async fn claim_batch(
-    pool: &PgPool,
-    worker_id: &str,
-    accounts: &[String],
-    answer_within: Duration,
-) -> Result<Vec<ClaimedJob>, sqlx::Error> {
-    sqlx::query_as::<_, ClaimedJob>(
-        r#"
+const CLAIM_BATCH: &str = r#"
         WITH held AS MATERIALIZED (
             -- By primary key: the cost follows the batch, not the number of accounts.
             SELECT a.user_id
@@ -96,14 +77,41 @@ pub async fn claim_batch(
                n.max_attempts, n.rate_limited_count, l.id AS attempt_id
         FROM next AS n
         JOIN ledger AS l ON l.job_id = n.id
-        "#,
-    )
-    .bind(accounts)
-    .bind(worker_id)
-    .bind(answer_within.as_secs_f64())
-    .fetch_all(pool)
-    .await
+        "#;
+
+/// Claims, for each of `accounts`, its next ready job (highest priority, then oldest
+/// `run_at`), in one statement. Accounts with nothing ready (or no valid lease) are simply
+/// absent from the answer.
+///
+/// `answer_within` is how long after the claim the request may still reach X (the send
+/// deadline plus the request timeout): the account lease must outlast it, and the ledger row
+/// says until when a successor must count the request.
+///
+/// The account rows are locked `FOR SHARE`, in key order, for the statement's short life: a
+/// lease change (another daemon taking the account, a peer reaping this daemon, an operator's
+/// pause) waits for the claim to commit, so whoever takes the account next reads this claim's
+/// ledger row when it seeds its limiter. Other statements that lock several account rows take
+/// them in the same order, so none deadlocks with a claim.
+pub async fn claim_batch(
+    pool: &PgPool,
+    worker_id: &str,
+    accounts: &[String],
+    answer_within: Duration,
+) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    sqlx::query_as::<_, ClaimedJob>(CLAIM_BATCH)
+        .bind(accounts)
+        .bind(worker_id)
+        .bind(answer_within.as_secs_f64())
+        .fetch_all(pool)
+        .await
 }
+
+const NEXT_RUN_AT: &str = r#"
+        SELECT source_user_id, min(run_at)
+        FROM followq.follow_jobs
+        WHERE source_user_id = ANY($1) AND state = 'queued'
+        GROUP BY source_user_id
+        "#;
 
 /// For each of `accounts`, when its earliest queued job becomes ready. An account with no
 /// queued job is absent from the answer.
@@ -111,15 +119,20 @@ pub async fn next_run_at(
     pool: &PgPool,
     accounts: &[String],
 ) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
-    sqlx::query_as(
-        r#"
-        SELECT source_user_id, min(run_at)
-        FROM followq.follow_jobs
-        WHERE source_user_id = ANY($1) AND state = 'queued'
-        GROUP BY source_user_id
-        "#,
-    )
-    .bind(accounts)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(NEXT_RUN_AT)
+        .bind(accounts)
+        .fetch_all(pool)
+        .await
 }
+
+/// The static statements of this file, for the test that prepares every one.
+pub const STATEMENTS: &[Statement] = &[
+    Statement {
+        name: "claim::claim_batch",
+        sql: CLAIM_BATCH,
+    },
+    Statement {
+        name: "claim::next_run_at",
+        sql: NEXT_RUN_AT,
+    },
+];

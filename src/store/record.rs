@@ -14,6 +14,7 @@
 //! re-sending it is idempotent. An inconclusive late answer (a 5xx, a 429) leaves the job to
 //! its new turn.
 
+use super::Statement;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -73,6 +74,74 @@ pub struct Completion {
     pub error: Option<Value>,
     pub attempt: AttemptRecord,
 }
+
+const RECORD_BATCH: &str = r#"
+        WITH input AS MATERIALIZED (
+            SELECT * FROM UNNEST(
+                $1::bigint[], $2::text[], $3::bool[], $4::bool[], $5::timestamptz[],
+                $6::bool[], $7::bool[], $8::jsonb[], $9::bigint[], $10::int[],
+                $11::smallint[], $12::text[], $13::int[], $14::int[], $15::timestamptz[],
+                $16::bool[], $17::text[])
+            AS t(job_id, state, refund, rate_limited, run_at,
+                 following, pending_follow, error, attempt_id, latency_ms,
+                 http_status, outcome, rl_limit, rl_remaining, rl_reset, conclusive, account)
+        ),
+        job AS (
+            UPDATE followq.follow_jobs AS j
+            SET state = i.state,
+                attempts = CASE
+                    -- The claim counted nothing; a claim of the previous release counted the
+                    -- attempt and marked the row running.
+                    WHEN j.state = 'running' THEN
+                        CASE WHEN i.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END
+                    ELSE
+                        CASE WHEN i.refund THEN j.attempts ELSE j.attempts + 1 END
+                    END,
+                rate_limited_count = j.rate_limited_count + CASE WHEN i.rate_limited THEN 1 ELSE 0 END,
+                run_at = coalesce(i.run_at, j.run_at),
+                following = i.following,
+                pending_follow = i.pending_follow,
+                last_error = i.error,
+                finished_at = CASE WHEN i.state IN ('succeeded', 'failed') THEN now() END,
+                leased_by = NULL,
+                lease_expires_at = NULL,
+                updated_at = now()
+            FROM input AS i
+            -- Written as a CASE, not an OR on j.state, so that the job rows are found by
+            -- primary key, one per input row: an OR on the state would let the planner scan
+            -- every queued job instead.
+            WHERE j.id = i.job_id AND j.source_user_id = i.account
+              AND CASE j.state
+                      -- This claim is the job's latest: no one claimed it since (or it is a
+                      -- late answer that settles the job anyway).
+                      WHEN 'queued' THEN i.conclusive OR NOT EXISTS (
+                          SELECT 1 FROM followq.attempts AS later
+                          WHERE later.job_id = j.id AND later.account_user_id = i.account
+                            AND later.id > i.attempt_id
+                            AND later.outcome IS DISTINCT FROM 'not_sent')
+                      -- Marked running by a daemon of the previous release: only a late
+                      -- answer that settles it.
+                      WHEN 'running' THEN i.conclusive
+                      -- Finished since: the answer is only recorded in the ledger.
+                      ELSE false
+                  END
+            RETURNING j.id
+        ),
+        ledger AS (
+            UPDATE followq.attempts AS t
+            SET completed_at = now(),
+                latency_ms = i.latency_ms,
+                http_status = i.http_status,
+                outcome = i.outcome,
+                rate_limit_limit = i.rl_limit,
+                rate_limit_remaining = i.rl_remaining,
+                rate_limit_reset_at = i.rl_reset,
+                error = i.error
+            FROM input AS i
+            WHERE t.id = i.attempt_id AND t.account_user_id = i.account
+        )
+        SELECT id FROM job
+        "#;
 
 /// Writes the next state of every job in `completions` and completes their ledger rows, in
 /// one statement. Returns the ids of the jobs updated: a job missing from it was not this
@@ -144,92 +213,30 @@ pub async fn record_batch(
         remainings.push(c.attempt.rate_limit_remaining);
         resets.push(c.attempt.rate_limit_reset_at);
     }
-    sqlx::query_scalar(
-        r#"
-        WITH input AS MATERIALIZED (
-            SELECT * FROM UNNEST(
-                $1::bigint[], $2::text[], $3::bool[], $4::bool[], $5::timestamptz[],
-                $6::bool[], $7::bool[], $8::jsonb[], $9::bigint[], $10::int[],
-                $11::smallint[], $12::text[], $13::int[], $14::int[], $15::timestamptz[],
-                $16::bool[], $17::text[])
-            AS t(job_id, state, refund, rate_limited, run_at,
-                 following, pending_follow, error, attempt_id, latency_ms,
-                 http_status, outcome, rl_limit, rl_remaining, rl_reset, conclusive, account)
-        ),
-        job AS (
-            UPDATE followq.follow_jobs AS j
-            SET state = i.state,
-                attempts = CASE
-                    -- The claim counted nothing; a claim of the previous release counted the
-                    -- attempt and marked the row running.
-                    WHEN j.state = 'running' THEN
-                        CASE WHEN i.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END
-                    ELSE
-                        CASE WHEN i.refund THEN j.attempts ELSE j.attempts + 1 END
-                    END,
-                rate_limited_count = j.rate_limited_count + CASE WHEN i.rate_limited THEN 1 ELSE 0 END,
-                run_at = coalesce(i.run_at, j.run_at),
-                following = i.following,
-                pending_follow = i.pending_follow,
-                last_error = i.error,
-                finished_at = CASE WHEN i.state IN ('succeeded', 'failed') THEN now() END,
-                leased_by = NULL,
-                lease_expires_at = NULL,
-                updated_at = now()
-            FROM input AS i
-            -- Written as a CASE, not an OR on j.state, so that the job rows are found by
-            -- primary key, one per input row: an OR on the state would let the planner scan
-            -- every queued job instead.
-            WHERE j.id = i.job_id AND j.source_user_id = i.account
-              AND CASE j.state
-                      -- This claim is the job's latest: no one claimed it since (or it is a
-                      -- late answer that settles the job anyway).
-                      WHEN 'queued' THEN i.conclusive OR NOT EXISTS (
-                          SELECT 1 FROM followq.attempts AS later
-                          WHERE later.job_id = j.id AND later.account_user_id = i.account
-                            AND later.id > i.attempt_id
-                            AND later.outcome IS DISTINCT FROM 'not_sent')
-                      -- Marked running by a daemon of the previous release: only a late
-                      -- answer that settles it.
-                      WHEN 'running' THEN i.conclusive
-                      -- Finished since: the answer is only recorded in the ledger.
-                      ELSE false
-                  END
-            RETURNING j.id
-        ),
-        ledger AS (
-            UPDATE followq.attempts AS t
-            SET completed_at = now(),
-                latency_ms = i.latency_ms,
-                http_status = i.http_status,
-                outcome = i.outcome,
-                rate_limit_limit = i.rl_limit,
-                rate_limit_remaining = i.rl_remaining,
-                rate_limit_reset_at = i.rl_reset,
-                error = i.error
-            FROM input AS i
-            WHERE t.id = i.attempt_id AND t.account_user_id = i.account
-        )
-        SELECT id FROM job
-        "#,
-    )
-    .bind(&job_ids)
-    .bind(&states)
-    .bind(&refunds)
-    .bind(&rate_limited)
-    .bind(&run_ats)
-    .bind(&following)
-    .bind(&pending)
-    .bind(&errors)
-    .bind(&attempt_ids)
-    .bind(&latencies)
-    .bind(&statuses)
-    .bind(&outcomes)
-    .bind(&limits)
-    .bind(&remainings)
-    .bind(&resets)
-    .bind(&conclusive)
-    .bind(&accounts)
-    .fetch_all(pool)
-    .await
+    sqlx::query_scalar(RECORD_BATCH)
+        .bind(&job_ids)
+        .bind(&states)
+        .bind(&refunds)
+        .bind(&rate_limited)
+        .bind(&run_ats)
+        .bind(&following)
+        .bind(&pending)
+        .bind(&errors)
+        .bind(&attempt_ids)
+        .bind(&latencies)
+        .bind(&statuses)
+        .bind(&outcomes)
+        .bind(&limits)
+        .bind(&remainings)
+        .bind(&resets)
+        .bind(&conclusive)
+        .bind(&accounts)
+        .fetch_all(pool)
+        .await
 }
+
+/// The static statements of this file, for the test that prepares every one.
+pub const STATEMENTS: &[Statement] = &[Statement {
+    name: "record::record_batch",
+    sql: RECORD_BATCH,
+}];

@@ -1,0 +1,74 @@
+//! Every SQL statement followq runs, and only here: the one layer between the rest of the
+//! code and Postgres, as River keeps its driver layer.
+//!
+//! Each statement is a named function that takes the pool, a connection or a transaction
+//! (`impl PgExecutor`), so a caller can run it inside a transaction of its own. Row types a
+//! statement returns live beside it. Wording, decisions and pacing stay outside: this layer
+//! reads and writes, it does not decide.
+//!
+//! Every static statement text is also listed in its module's `STATEMENTS`, and
+//! [`all_statements`] gathers them: a test prepares each one against the migrated schema, so a
+//! statement that no longer matches a column, a type or a function fails in CI even when no
+//! other test happens to run it. The few statements whose text is built at run time (table
+//! names chosen from a fixed list, bulk inserts) say so where they are built.
+//!
+//! Files, one concern each:
+//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`rescue`];
+//! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`];
+//! - the daemons themselves: [`daemons`], [`housekeeping`], [`retention`], [`schema`];
+//! - what operators read and change: [`status`], [`dashboard`], [`admin_accounts`],
+//!   [`admin_jobs`], [`demo_report`].
+
+pub mod admin_accounts;
+pub mod admin_jobs;
+pub mod app_follows;
+#[cfg(feature = "bench")]
+pub mod bench;
+pub mod claim;
+pub mod credentials;
+pub mod daemons;
+pub mod dashboard;
+pub mod demo_report;
+pub mod enqueue;
+pub mod housekeeping;
+pub mod leases;
+pub mod pauses;
+pub mod record;
+pub mod rescue;
+pub mod retention;
+pub mod schema;
+pub mod status;
+
+/// One static SQL statement, named as its function is.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement {
+    /// `module::function`, for the test that prepares it.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every static statement of this layer (the bench's too when it is built).
+pub fn all_statements() -> Vec<Statement> {
+    let lists: &[&[Statement]] = &[
+        admin_accounts::STATEMENTS,
+        admin_jobs::STATEMENTS,
+        app_follows::STATEMENTS,
+        claim::STATEMENTS,
+        credentials::STATEMENTS,
+        daemons::STATEMENTS,
+        dashboard::STATEMENTS,
+        demo_report::STATEMENTS,
+        enqueue::STATEMENTS,
+        housekeeping::STATEMENTS,
+        leases::STATEMENTS,
+        pauses::STATEMENTS,
+        record::STATEMENTS,
+        rescue::STATEMENTS,
+        retention::STATEMENTS,
+        schema::STATEMENTS,
+        status::STATEMENTS,
+        #[cfg(feature = "bench")]
+        bench::STATEMENTS,
+    ];
+    lists.iter().flat_map(|list| list.iter().copied()).collect()
+}

@@ -1,0 +1,5 @@
+//! (being moved here)
+
+use super::Statement;
+
+pub const STATEMENTS: &[Statement] = &[];
