@@ -315,6 +315,8 @@ async fn without_credentials(
     problem: AuthError,
 ) -> JobReport {
     ctx.forget_auth(source);
+    // The job waits exactly as long as its account does: both retry after the same pause.
+    let wait = RetryPolicy::wait_after_credentials_problem(&problem);
     let (report, error) = match problem {
         AuthError::NeedsReauth { reason } => (
             JobReport::AccountParked,
@@ -332,18 +334,15 @@ async fn without_credentials(
             )
         }
         AuthError::Transient(detail) => (
-            JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR),
+            JobReport::RetryAt(Instant::now() + wait),
             json!({"kind": "token_unavailable", "detail": detail}),
         ),
         AuthError::Database(e) => (
-            JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
+            JobReport::RetryAt(Instant::now() + wait),
             json!({"kind": "database", "detail": e.to_string()}),
         ),
     };
-    let run_at = match &report {
-        JobReport::RetryAt(_) => Utc::now() + RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR,
-        _ => Utc::now(),
-    };
+    let run_at = Utc::now() + chrono::TimeDelta::from_std(wait).unwrap_or_default();
     let kind = error["kind"].as_str().unwrap_or("credentials").to_owned();
     if requeue_unsent(ctx, job, run_at, error).await {
         info!(

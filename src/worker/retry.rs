@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
+use crate::accounts::token_store::AuthError;
 use crate::config::RetrySettings;
 
 /// The configured retry rules (`[retry]`), with the fixed waits beside them.
@@ -27,6 +28,17 @@ impl RetryPolicy {
     /// An account whose token endpoint is unreachable (or answered 5xx) waits this long
     /// before its credentials are tried again.
     pub const AFTER_TOKEN_ENDPOINT_ERROR: Duration = Duration::from_secs(30);
+
+    /// How long a job and its account wait after the credentials could not be read: nothing
+    /// for an account that must be re-authorized (it is parked, its job is ready for whoever
+    /// takes it next), the token endpoint's wait or the database's otherwise.
+    pub fn wait_after_credentials_problem(problem: &AuthError) -> Duration {
+        match problem {
+            AuthError::NeedsReauth { .. } | AuthError::NoCredentials => Duration::ZERO,
+            AuthError::Transient(_) => Self::AFTER_TOKEN_ENDPOINT_ERROR,
+            AuthError::Database(_) => Self::AFTER_DATABASE_ERROR,
+        }
+    }
 
     pub fn from_settings(settings: &RetrySettings) -> RetryPolicy {
         RetryPolicy {
@@ -89,5 +101,24 @@ mod tests {
         let p = policy();
         assert_eq!(p.max_attempts_for(Some(1)), 1);
         assert_eq!(p.max_attempts_for(None), 3);
+    }
+
+    #[test]
+    fn a_job_without_credentials_waits_as_long_as_its_account() {
+        // A database error is retried after a second, not after the token endpoint's wait.
+        let database = AuthError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            RetryPolicy::wait_after_credentials_problem(&database),
+            RetryPolicy::AFTER_DATABASE_ERROR
+        );
+        let endpoint = AuthError::Transient("token endpoint answered 503".into());
+        assert_eq!(
+            RetryPolicy::wait_after_credentials_problem(&endpoint),
+            RetryPolicy::AFTER_TOKEN_ENDPOINT_ERROR
+        );
+        assert_eq!(
+            RetryPolicy::wait_after_credentials_problem(&AuthError::NoCredentials),
+            Duration::ZERO
+        );
     }
 }
