@@ -21,6 +21,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod scratch_db;
 pub mod sim;
+pub mod states;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

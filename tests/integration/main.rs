@@ -9,4 +9,5 @@ mod handover;
 #[path = "../common/mod.rs"]
 mod helpers;
 mod schema;
+mod states;
 mod store_statements;

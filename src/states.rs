@@ -1,0 +1,263 @@
+//! The states and reasons the schema stores as text: a job's state, an account's status and
+//! why an account is held. Each is a Rust enum that binds and reads as Postgres `text`, so
+//! the code never compares bare strings with what a row says.
+//!
+//! A job state or account status outside the schema's CHECK lists cannot be read (the row
+//! would break the constraint); a pause reason is open-ended (operators and older releases
+//! write their own words for `needs_reauth` and `disabled`), so an unknown one is kept as
+//! written.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::{Decode, Encode, Postgres, Type};
+
+/// `sqlx` reads and writes a type through its text form (`as_str` and `FromStr`), as the
+/// schema stores it.
+macro_rules! text_column {
+    ($type:ty) => {
+        impl Type<Postgres> for $type {
+            fn type_info() -> PgTypeInfo {
+                <&str as Type<Postgres>>::type_info()
+            }
+            fn compatible(ty: &PgTypeInfo) -> bool {
+                <&str as Type<Postgres>>::compatible(ty)
+            }
+        }
+
+        impl Encode<'_, Postgres> for $type {
+            fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+                <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> Decode<'r, Postgres> for $type {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <&str as Decode<Postgres>>::decode(value)?;
+                Ok(text.parse::<$type>()?)
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// A job state, as stored in `follow_jobs.state`. A job whose request is in the air stays
+/// `queued` (the view `followq.jobs_in_flight` shows it); `running` is what a daemon of an
+/// earlier release writes, and is still read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?}: expected queued, running, succeeded, failed or cancelled")]
+pub struct JobStateError(String);
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Succeeded, failed or cancelled: nothing will happen to the job any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl FromStr for JobState {
+    type Err = JobStateError;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == raw)
+            .ok_or_else(|| JobStateError(raw.to_owned()))
+    }
+}
+
+text_column!(JobState);
+
+/// An account status, as stored in `accounts.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Paused,
+    NeedsReauth,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown account status {0:?}: expected active, paused, needs_reauth or disabled")]
+pub struct AccountStatusError(String);
+
+impl AccountStatus {
+    pub const ALL: [AccountStatus; 4] = [
+        AccountStatus::Active,
+        AccountStatus::Paused,
+        AccountStatus::NeedsReauth,
+        AccountStatus::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Paused => "paused",
+            AccountStatus::NeedsReauth => "needs_reauth",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+}
+
+impl FromStr for AccountStatus {
+    type Err = AccountStatusError;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        AccountStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == raw)
+            .ok_or_else(|| AccountStatusError(raw.to_owned()))
+    }
+}
+
+text_column!(AccountStatus);
+
+/// Why an account is held, as stored in `accounts.pause_reason`. The daemon's own reasons are
+/// variants; the words an operator or the daemon gave for a `needs_reauth` or `disabled`
+/// account ("refresh token revoked", …) are kept as [`PauseReason::Explained`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// An operator paused the account (`followq accounts pause`); only an operator resumes it.
+    Operator,
+    /// X answered 429: the account waits for the window's reset.
+    RateLimited,
+    /// The account spent its window (`x-rate-limit-remaining: 0`).
+    RateLimitWindow,
+    /// The account's follows of the last 24 hours reached `rate_limit.daily_follows_per_account`.
+    DailyCap,
+    /// X's usage cap for the account is reached.
+    UsageCapped,
+    /// X's 24-hour limit header for the user reached 0.
+    User24hLimit,
+    /// Any other words, as written.
+    #[serde(untagged)]
+    Explained(String),
+}
+
+impl PauseReason {
+    const KNOWN: [PauseReason; 6] = [
+        PauseReason::Operator,
+        PauseReason::RateLimited,
+        PauseReason::RateLimitWindow,
+        PauseReason::DailyCap,
+        PauseReason::UsageCapped,
+        PauseReason::User24hLimit,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            PauseReason::Operator => "operator",
+            PauseReason::RateLimited => "rate_limited",
+            PauseReason::RateLimitWindow => "rate_limit_window",
+            PauseReason::DailyCap => "daily_cap",
+            PauseReason::UsageCapped => "usage_capped",
+            PauseReason::User24hLimit => "user_24h_limit",
+            PauseReason::Explained(words) => words,
+        }
+    }
+
+    /// What the reason means, for an operator ("" for words that speak for themselves).
+    pub fn meaning(&self) -> &'static str {
+        match self {
+            PauseReason::Operator => "paused by an operator",
+            PauseReason::RateLimited => "X answered 429",
+            PauseReason::RateLimitWindow => "X's 15-minute window is spent",
+            PauseReason::DailyCap => "the account's 24-hour follow cap is reached",
+            PauseReason::UsageCapped => "X's usage cap for the account is reached",
+            PauseReason::User24hLimit => "the account's 24-hour limit header reached 0",
+            PauseReason::Explained(_) => "",
+        }
+    }
+}
+
+impl FromStr for PauseReason {
+    type Err = std::convert::Infallible;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(PauseReason::KNOWN
+            .into_iter()
+            .find(|reason| reason.as_str() == raw)
+            .unwrap_or_else(|| PauseReason::Explained(raw.to_owned())))
+    }
+}
+
+impl From<&str> for PauseReason {
+    fn from(raw: &str) -> Self {
+        match raw.parse() {
+            Ok(reason) => reason,
+            Err(never) => match never {},
+        }
+    }
+}
+
+text_column!(PauseReason);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_from_its_text() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
+        }
+        for status in AccountStatus::ALL {
+            assert_eq!(status.as_str().parse::<AccountStatus>(), Ok(status));
+        }
+        for reason in PauseReason::KNOWN {
+            assert_eq!(PauseReason::from(reason.as_str()), reason);
+        }
+        assert!("runnin".parse::<JobState>().is_err());
+        assert!("Active".parse::<AccountStatus>().is_err());
+    }
+
+    #[test]
+    fn an_unknown_pause_reason_is_kept_as_written() {
+        let reason = PauseReason::from("refresh token revoked");
+        assert_eq!(
+            reason,
+            PauseReason::Explained("refresh token revoked".into())
+        );
+        assert_eq!(reason.as_str(), "refresh token revoked");
+        assert_eq!(reason.meaning(), "");
+    }
+}
