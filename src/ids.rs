@@ -77,6 +77,40 @@ impl AsRef<str> for UserId {
     }
 }
 
+/// A user id binds as `text` and reads from `text` (the schema's id domains read as their
+/// base type), checked again on the way in: a malformed id in a row is a decode
+/// error naming the id's first characters, never a `UserId` that breaks the rule.
+impl sqlx::Type<sqlx::Postgres> for UserId {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for UserId {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for UserId {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(UserId::parse(raw)?)
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for UserId {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

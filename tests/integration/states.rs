@@ -1,6 +1,7 @@
 //! The typed states (`followq::states`) bind and read as the schema's text, and name exactly
 //! the values the schema's CHECK constraints allow: a state added on one side only fails here.
 
+use followq::ids::UserId;
 use followq::states::{AccountStatus, JobState, PauseReason};
 
 use crate::helpers::TestDb;
@@ -82,4 +83,36 @@ async fn states_bind_and_read_back_as_text() {
         .fetch_one(&db.pool)
         .await;
     assert!(unknown.is_err(), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn user_ids_read_from_the_id_domains_and_are_checked_on_the_way_in() {
+    let db = TestDb::new().await;
+    db.add_account("2244994945").await;
+    followq::queue::enqueue(
+        &db.pool,
+        &followq::queue::FollowRequest::new("2244994945", "783214").expect("valid"),
+    )
+    .await
+    .expect("enqueue");
+    // The columns are domains over text: no cast needed.
+    let (source, target): (UserId, UserId) =
+        sqlx::query_as("SELECT source_user_id, target_user_id FROM followq.follow_jobs")
+            .fetch_one(&db.pool)
+            .await
+            .expect("ids read from their domains");
+    assert_eq!((source.as_str(), target.as_str()), ("2244994945", "783214"));
+
+    let ids: Vec<UserId> = sqlx::query_scalar("SELECT unnest($1::text[])")
+        .bind(vec![source.clone(), target])
+        .fetch_all(&db.pool)
+        .await
+        .expect("a list of ids binds as text[]");
+    assert_eq!(ids.len(), 2);
+
+    // Text that breaks the rule never becomes a UserId.
+    let bad = sqlx::query_scalar::<_, UserId>("SELECT '0123'::text")
+        .fetch_one(&db.pool)
+        .await;
+    assert!(bad.is_err(), "{bad:?}");
 }
