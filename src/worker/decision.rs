@@ -22,6 +22,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::retry::RetryPolicy;
+use crate::states::PauseReason;
 use crate::store::record::NextState;
 use crate::xapi::{FollowOutcome, RateLimitInfo, UsageCapScope};
 
@@ -31,7 +32,7 @@ pub enum AccountAction {
     /// Persist a pause until this instant, with this reason.
     Pause {
         until: DateTime<Utc>,
-        reason: &'static str,
+        reason: PauseReason,
     },
     /// X rejected the token: refresh it before the account's next request.
     Refresh,
@@ -109,11 +110,11 @@ pub fn decide(
                 .max()
                 .unwrap_or_else(|| now + retry.backoff(job.rate_limited_count + 1, jitter));
             account.retain(|a| {
-                !matches!(a, AccountAction::Pause { reason, .. } if *reason == "rate_limit_window")
+                !matches!(a, AccountAction::Pause { reason, .. } if *reason == PauseReason::RateLimitWindow)
             });
             account.push(AccountAction::Pause {
                 until: resume,
-                reason: "rate_limited",
+                reason: PauseReason::RateLimited,
             });
             (
                 NextState::Queued {
@@ -149,7 +150,7 @@ pub fn decide(
                 }
                 _ => account.push(AccountAction::Pause {
                     until,
-                    reason: "usage_capped",
+                    reason: PauseReason::UsageCapped,
                 }),
             }
             (requeue_refunded(until), Some(error))
@@ -176,7 +177,7 @@ pub fn decide(
                 .unwrap_or(now + DAY);
             account.push(AccountAction::Pause {
                 until,
-                reason: "daily_cap",
+                reason: PauseReason::DailyCap,
             });
             (requeue_refunded(until), Some(tagged("daily_cap", details)))
         }
@@ -237,7 +238,7 @@ fn header_pauses(limits: &RateLimitInfo, now: DateTime<Utc>) -> Vec<AccountActio
     {
         pauses.push(AccountAction::Pause {
             until: reset,
-            reason: "rate_limit_window",
+            reason: PauseReason::RateLimitWindow,
         });
     }
     if let Some(user) = limits.user_24h
@@ -245,7 +246,7 @@ fn header_pauses(limits: &RateLimitInfo, now: DateTime<Utc>) -> Vec<AccountActio
     {
         pauses.push(AccountAction::Pause {
             until: user.reset_at.filter(|r| *r > now).unwrap_or(now + DAY),
-            reason: "user_24h_limit",
+            reason: PauseReason::User24hLimit,
         });
     }
     pauses
@@ -318,7 +319,7 @@ mod tests {
         );
         assert!(d.account.contains(&AccountAction::Pause {
             until: reset,
-            reason: "rate_limited"
+            reason: PauseReason::RateLimited
         }));
         assert_eq!(d.app, None);
     }
@@ -454,7 +455,7 @@ mod tests {
         assert_eq!(account.app, None);
         assert!(account.account.contains(&AccountAction::Pause {
             until: now + MONTH,
-            reason: "usage_capped"
+            reason: PauseReason::UsageCapped
         }));
     }
 
@@ -474,7 +475,7 @@ mod tests {
         let d = decide(&capped, &window, job(1), &retry(), now, 0.5);
         assert!(d.account.contains(&AccountAction::Pause {
             until: now + DAY,
-            reason: "usage_capped"
+            reason: PauseReason::UsageCapped
         }));
         let told = RateLimitInfo {
             retry_after: Some(Duration::from_secs(3600)),
@@ -508,7 +509,7 @@ mod tests {
         );
         assert!(d.account.contains(&AccountAction::Pause {
             until: reset,
-            reason: "daily_cap"
+            reason: PauseReason::DailyCap
         }));
         assert!(matches!(d.next, NextState::Queued { run_at, .. } if run_at == reset));
     }
@@ -547,7 +548,7 @@ mod tests {
             d.account,
             vec![AccountAction::Pause {
                 until: reset,
-                reason: "rate_limit_window"
+                reason: PauseReason::RateLimitWindow
             }]
         );
     }

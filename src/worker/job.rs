@@ -24,6 +24,7 @@ use crate::accounts::pause;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
 use crate::ratelimit::ServerWindow;
+use crate::states::PauseReason;
 use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
 use crate::store::record::{AttemptRecord, Completion, NextState};
 use crate::store::rescue::{Which, return_jobs};
@@ -432,11 +433,13 @@ async fn apply_consequences(
     let mut resume: Option<Instant> = None;
     for action in &decision.account {
         if let AccountAction::Pause { until, reason } = action {
-            if let Err(e) = pause::pause_account(&ctx.pool, source.as_str(), *until, reason).await {
-                warn!(error = %e, reason, "could not persist the account pause");
+            if let Err(e) =
+                pause::pause_account(&ctx.pool, source.as_str(), *until, reason.as_str()).await
+            {
+                warn!(error = %e, reason = reason.as_str(), "could not persist the account pause");
             }
-            info!(account = %source, reason, until = %until, "account paused");
-            if *reason == "rate_limit_window" {
+            info!(account = %source, reason = reason.as_str(), until = %until, "account paused");
+            if *reason == PauseReason::RateLimitWindow {
                 // The limiter knows this window's end to the millisecond; the header's
                 // whole-second reset stays in the row for operators and other daemons.
                 continue;
