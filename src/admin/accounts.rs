@@ -1,8 +1,8 @@
 //! Accounts for operators: list, show, pause, resume, disable.
 //!
-//! Tokens are never read here: `show` asks `followq.account_credentials` only whether
-//! credentials exist, of which kind, whether a refresh token is stored and when the access
-//! token expires.
+//! The statements are in `store::admin_accounts`; this file decides what is allowed and says
+//! why a change was refused. Tokens are never read: `show` learns only whether credentials
+//! exist, of which kind, whether a refresh token is stored and when the access token expires.
 //!
 //! Allowed changes (anything else is refused with the account's current state):
 //!
@@ -13,8 +13,9 @@
 //! | resume | needs_reauth, with credentials stored | active |
 //! | disable | active, paused, needs_reauth | disabled |
 //!
-//! Each change locks the account row `FOR NO KEY UPDATE`, which does not wait for the
-//! key-share locks an enqueuing service's foreign-key checks hold until it commits.
+//! Each change is one guarded statement that locks the account row `FOR NO KEY UPDATE`,
+//! which does not wait for the key-share locks an enqueuing service's foreign-key checks hold
+//! until it commits.
 //!
 //! `pause` refuses a needs_reauth account: the pause would hide that it needs new tokens.
 //! `pause` and `disable` also drop the account's lease, so the daemon holding it lets go at
@@ -26,9 +27,13 @@ use std::fmt;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 
 use crate::ids::UserId;
+use crate::store::admin_accounts as store;
+pub use crate::store::admin_accounts::{
+    AccountJobs, AccountRequests, AccountRow, AccountSummary, CredentialsInfo,
+};
 
 /// What an indefinite operator pause stores in `paused_until` (the schema needs a time).
 pub fn indefinitely() -> DateTime<Utc> {
@@ -97,90 +102,13 @@ pub enum AccountsError {
     Database(#[from] sqlx::Error),
 }
 
-/// One line of `accounts list`.
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct AccountSummary {
-    pub user_id: String,
-    pub auth_kind: String,
-    pub status: String,
-    pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
-    /// The daemon holding the account's lease, while the lease runs.
-    pub leased_by: Option<String>,
-    pub queued: i64,
-    pub running: i64,
-}
-
 /// `accounts list [--status S]`, in user id order.
 pub async fn list(
     pool: &PgPool,
     status: Option<AccountStatus>,
 ) -> Result<Vec<AccountSummary>, AccountsError> {
-    let rows = sqlx::query_as::<_, AccountSummary>(
-        r#"
-        SELECT a.user_id, a.auth_kind, a.status, a.paused_until, a.pause_reason,
-               CASE WHEN a.lease_expires_at > now() THEN a.leased_by END AS leased_by,
-               coalesce(j.queued, 0) AS queued, coalesce(j.running, 0) AS running
-        FROM followq.accounts AS a
-        LEFT JOIN LATERAL (
-            -- A job in flight stays queued in the table: counted as running, not queued.
-            SELECT count(*) - count(f.job_id) AS queued, count(f.job_id) AS running
-            FROM followq.follow_jobs AS j
-            LEFT JOIN followq.jobs_in_flight AS f ON f.job_id = j.id
-            WHERE j.source_user_id = a.user_id AND j.state IN ('queued', 'running')
-        ) AS j ON true
-        WHERE $1::text IS NULL OR a.status = $1
-        ORDER BY length(a.user_id), a.user_id
-        "#,
-    )
-    .bind(status.map(AccountStatus::as_str))
-    .fetch_all(pool)
-    .await?;
+    let rows = store::list_accounts(pool, status.map(AccountStatus::as_str)).await?;
     Ok(rows)
-}
-
-/// What is known about the account's credentials, never the tokens themselves.
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct CredentialsInfo {
-    /// `oauth2` or `oauth1`: which tokens are stored.
-    pub kind: String,
-    pub has_refresh_token: bool,
-    pub oauth2_expires_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// The account row as operators see it.
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct AccountRow {
-    pub user_id: String,
-    pub auth_kind: String,
-    pub status: String,
-    pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
-    pub quota_requests: Option<i32>,
-    pub quota_period_seconds: Option<i32>,
-    pub leased_by: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Job counts of one account.
-#[derive(Debug, Clone, Default, FromRow, Serialize, PartialEq, Eq)]
-pub struct AccountJobs {
-    pub queued: i64,
-    pub running: i64,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub cancelled: i64,
-}
-
-/// Requests the ledger holds for the account.
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct AccountRequests {
-    pub last_15_minutes: i64,
-    pub last_24_hours: i64,
-    pub last_sent_at: Option<DateTime<Utc>>,
 }
 
 /// `accounts show ID`.
@@ -194,68 +122,24 @@ pub struct AccountDetail {
 }
 
 async fn fetch_account(pool: &PgPool, user_id: &UserId) -> Result<AccountRow, AccountsError> {
-    sqlx::query_as::<_, AccountRow>(
-        r#"
-        SELECT user_id, auth_kind, status, paused_until, pause_reason, quota_requests,
-               quota_period_seconds, leased_by, lease_expires_at, created_at, updated_at
-        FROM followq.accounts WHERE user_id = $1
-        "#,
-    )
-    .bind(user_id.as_str())
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| AccountsError::NotFound(user_id.clone()))
+    store::account(pool, user_id.as_str())
+        .await?
+        .ok_or_else(|| AccountsError::NotFound(user_id.clone()))
 }
 
 async fn fetch_credentials(
     pool: &PgPool,
     user_id: &UserId,
 ) -> Result<Option<CredentialsInfo>, sqlx::Error> {
-    // Only IS NOT NULL tests on the token columns: no token leaves the database.
-    sqlx::query_as::<_, CredentialsInfo>(
-        r#"
-        SELECT CASE WHEN oauth2_access_token IS NOT NULL THEN 'oauth2' ELSE 'oauth1' END AS kind,
-               oauth2_refresh_token IS NOT NULL AS has_refresh_token,
-               oauth2_expires_at, updated_at
-        FROM followq.account_credentials WHERE user_id = $1
-        "#,
-    )
-    .bind(user_id.as_str())
-    .fetch_optional(pool)
-    .await
+    store::credentials_info(pool, user_id.as_str()).await
 }
 
 /// `accounts show ID`.
 pub async fn show(pool: &PgPool, user_id: &UserId) -> Result<AccountDetail, AccountsError> {
     let account = fetch_account(pool, user_id).await?;
     let credentials = fetch_credentials(pool, user_id).await?;
-    let jobs = sqlx::query_as::<_, AccountJobs>(
-        r#"
-        SELECT count(*) FILTER (WHERE state IN ('queued', 'running')) - count(f.job_id) AS queued,
-               count(f.job_id) AS running,
-               count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
-               count(*) FILTER (WHERE state = 'failed') AS failed,
-               count(*) FILTER (WHERE state = 'cancelled') AS cancelled
-        FROM followq.follow_jobs AS j
-        LEFT JOIN followq.jobs_in_flight AS f ON f.job_id = j.id
-        WHERE j.source_user_id = $1
-        "#,
-    )
-    .bind(user_id.as_str())
-    .fetch_one(pool)
-    .await?;
-    let requests = sqlx::query_as::<_, AccountRequests>(
-        r#"
-        SELECT count(*) FILTER (WHERE sent_at > now() - interval '15 minutes') AS last_15_minutes,
-               count(*) AS last_24_hours,
-               max(sent_at) AS last_sent_at
-        FROM followq.attempts
-        WHERE account_user_id = $1 AND sent_at > now() - interval '24 hours'
-        "#,
-    )
-    .bind(user_id.as_str())
-    .fetch_one(pool)
-    .await?;
+    let jobs = store::account_jobs(pool, user_id.as_str()).await?;
+    let requests = store::account_requests(pool, user_id.as_str()).await?;
     Ok(AccountDetail {
         account,
         credentials,
@@ -293,8 +177,8 @@ impl fmt::Display for StatusChange {
     }
 }
 
-/// Runs a guarded status UPDATE (`$1` the user id, plus its own binds) that returns the
-/// previous status; on no match, says why from the current row.
+/// The previous status a guarded status change returned; when it matched nothing, says why
+/// from the current row.
 async fn guarded(
     pool: &PgPool,
     user_id: &UserId,
@@ -325,20 +209,7 @@ pub async fn pause(
     if until <= Utc::now() {
         return Err(AccountsError::PauseInPast(until));
     }
-    let updated: Option<String> = sqlx::query_scalar(
-        r#"
-        UPDATE followq.accounts AS a
-        SET status = 'paused', paused_until = $2, pause_reason = 'operator',
-            leased_by = NULL, lease_expires_at = NULL, updated_at = now()
-        FROM (SELECT user_id, status FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE) AS before
-        WHERE a.user_id = before.user_id AND a.status IN ('active', 'paused', 'disabled')
-        RETURNING before.status
-        "#,
-    )
-    .bind(user_id.as_str())
-    .bind(until)
-    .fetch_optional(pool)
-    .await?;
+    let updated = store::pause(pool, user_id.as_str(), until).await?;
     let from = guarded(
         pool,
         user_id,
@@ -362,38 +233,12 @@ pub fn until_after(duration: std::time::Duration) -> Option<DateTime<Utc>> {
         .and_then(|delta| Utc::now().checked_add_signed(delta))
 }
 
-/// The row before `resume` changed it.
-#[derive(Debug, FromRow)]
-struct ResumedFrom {
-    status: String,
-    updated_at: DateTime<Utc>,
-    paused_until: Option<DateTime<Utc>>,
-    pause_reason: Option<String>,
-    now: DateTime<Utc>,
-}
-
 /// `accounts resume ID`: a paused or disabled account becomes active; a needs_reauth one too
 /// when credentials are stored (the note says whether they were stored after it was parked).
 pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, AccountsError> {
     let credentials = fetch_credentials(pool, user_id).await?;
-    let updated: Option<ResumedFrom> = sqlx::query_as(
-        r#"
-        UPDATE followq.accounts AS a
-        SET status = 'active', paused_until = NULL, pause_reason = NULL, updated_at = now()
-        FROM (SELECT user_id, status, updated_at, paused_until, pause_reason
-              FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE) AS before
-        WHERE a.user_id = before.user_id
-          AND (a.status IN ('paused', 'disabled')
-               OR (a.status = 'needs_reauth' AND $2))
-        RETURNING before.status, before.updated_at, before.paused_until, before.pause_reason,
-                  now() AS now
-        "#,
-    )
-    .bind(user_id.as_str())
-    .bind(credentials.is_some())
-    .fetch_optional(pool)
-    .await?;
-    let Some(ResumedFrom {
+    let updated = store::resume(pool, user_id.as_str(), credentials.is_some()).await?;
+    let Some(store::ResumedFrom {
         status: from,
         updated_at: parked_at,
         paused_until,
@@ -450,26 +295,9 @@ pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Acc
 /// `accounts disable ID`: the account's jobs stay queued and are never sent until it is
 /// resumed.
 pub async fn disable(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, AccountsError> {
-    let updated: Option<String> = sqlx::query_scalar(
-        r#"
-        UPDATE followq.accounts AS a
-        SET status = 'disabled', paused_until = NULL, pause_reason = NULL,
-            leased_by = NULL, lease_expires_at = NULL, updated_at = now()
-        FROM (SELECT user_id, status FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE) AS before
-        WHERE a.user_id = before.user_id AND a.status IN ('active', 'paused', 'needs_reauth')
-        RETURNING before.status
-        "#,
-    )
-    .bind(user_id.as_str())
-    .fetch_optional(pool)
-    .await?;
+    let updated = store::disable(pool, user_id.as_str()).await?;
     let from = guarded(pool, user_id, updated, "already disabled").await?;
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM followq.follow_jobs WHERE source_user_id = $1 AND state = 'queued'",
-    )
-    .bind(user_id.as_str())
-    .fetch_one(pool)
-    .await?;
+    let queued = store::queued_jobs(pool, user_id.as_str()).await?;
     Ok(StatusChange {
         user_id: user_id.to_string(),
         from,

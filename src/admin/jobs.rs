@@ -1,9 +1,9 @@
 //! Jobs for operators: show one (row, ledger, why), list, retry, cancel.
 //!
-//! State changes are guarded in SQL, never read-then-write: retry only moves `failed` or
-//! `cancelled` jobs, cancel only `queued` ones (a `running` job's request may be in flight;
-//! cancelling it could not unsend it). When nothing matched, a second read says why (unknown
-//! id, or which state the job is in).
+//! The statements are in `store::admin_jobs`. State changes are guarded in SQL, never
+//! read-then-write: retry only moves `failed` or `cancelled` jobs, cancel only `queued` ones
+//! (a `running` job's request may be in flight; cancelling it could not unsend it). When
+//! nothing matched, a second read says why (unknown id, or which state the job is in).
 //!
 //! A retried job starts afresh: `state = queued`, `attempts = 0`, `run_at = now()`,
 //! `finished_at = NULL`. Its `last_error` is kept, so `jobs show` still says what went wrong
@@ -12,13 +12,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 
-use super::why::{self, AccountFacts, AppStopFacts};
+use super::why;
 use crate::ids::UserId;
+use crate::store::admin_jobs as store;
+pub use crate::store::admin_jobs::{AttemptRow, JobRow};
 
 /// The name of the index that allows one active job per (source, target).
 const ONE_ACTIVE_JOB: &str = "follow_jobs_one_active_job_per_source_and_target";
@@ -117,71 +117,6 @@ impl fmt::Display for JobState {
     }
 }
 
-/// A `followq.follow_jobs` row.
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct JobRow {
-    pub id: i64,
-    pub source_user_id: String,
-    pub target_user_id: String,
-    pub state: String,
-    pub priority: i32,
-    pub run_at: DateTime<Utc>,
-    pub attempts: i32,
-    pub max_attempts: Option<i32>,
-    pub rate_limited_count: i32,
-    pub following: Option<bool>,
-    pub pending_follow: Option<bool>,
-    pub last_error: Option<Value>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub leased_by: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-}
-
-/// `SELECT <every JobRow column> FROM followq.follow_jobs `, as a literal for `concat!`.
-/// Jobs as operators see them: a job whose request is in flight (an unanswered ledger row
-/// within its `answer_by`) shows as `running`, on the daemon that sent it, since it was sent,
-/// with that attempt counted, though the table keeps it `queued` until its outcome is
-/// recorded. (Daemons of the previous release marked the row `running` themselves.)
-macro_rules! select_jobs {
-    () => {
-        "SELECT * FROM (\
-         SELECT j.id, j.source_user_id::text AS source_user_id, \
-                j.target_user_id::text AS target_user_id, \
-                CASE WHEN f.worker_id IS NOT NULL THEN 'running' ELSE j.state END AS state, \
-                j.priority, j.run_at, \
-                j.attempts + CASE WHEN f.worker_id IS NOT NULL THEN 1 ELSE 0 END AS attempts, \
-                j.max_attempts, j.rate_limited_count, j.following, j.pending_follow, \
-                j.last_error, j.created_at, coalesce(f.sent_at, j.updated_at) AS updated_at, \
-                j.finished_at, coalesce(f.worker_id, j.leased_by) AS leased_by, \
-                coalesce(f.answer_by, j.lease_expires_at) AS lease_expires_at \
-         FROM followq.follow_jobs AS j \
-         LEFT JOIN LATERAL ( \
-             SELECT t.worker_id, t.sent_at, t.answer_by FROM followq.attempts AS t \
-             WHERE t.job_id = j.id AND j.state = 'queued' \
-               AND t.outcome IS NULL AND t.answer_by > now() \
-             ORDER BY t.id DESC LIMIT 1) AS f ON true \
-         "
-    };
-}
-
-/// One ledger row (`followq.attempts`): one HTTP request sent for the job.
-#[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
-pub struct AttemptRow {
-    pub id: i64,
-    pub worker_id: String,
-    pub sent_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub latency_ms: Option<i32>,
-    pub http_status: Option<i16>,
-    pub outcome: Option<String>,
-    pub rate_limit_limit: Option<i32>,
-    pub rate_limit_remaining: Option<i32>,
-    pub rate_limit_reset_at: Option<DateTime<Utc>>,
-    pub error: Option<Value>,
-}
-
 /// `jobs show`: the row, its ledger, and why it is where it is.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobDetail {
@@ -234,10 +169,7 @@ fn is_one_active_job_violation(error: &sqlx::Error) -> bool {
 }
 
 async fn fetch_job(pool: &PgPool, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as::<_, JobRow>(concat!(select_jobs!(), "WHERE j.id = $1) AS v"))
-        .bind(id.get())
-        .fetch_optional(pool)
-        .await
+    store::job(pool, id.get()).await
 }
 
 /// `jobs show ID`. `default_max_attempts` is `retry.max_attempts`, for jobs without their own.
@@ -247,46 +179,10 @@ pub async fn show(
     default_max_attempts: u32,
 ) -> Result<JobDetail, JobsError> {
     let job = fetch_job(pool, id).await?.ok_or(JobsError::NotFound(id))?;
-    let attempts = sqlx::query_as::<_, AttemptRow>(
-        r#"
-        SELECT id, worker_id, sent_at, completed_at, latency_ms, http_status, outcome,
-               rate_limit_limit, rate_limit_remaining, rate_limit_reset_at, error
-        FROM followq.attempts WHERE job_id = $1 ORDER BY id
-        "#,
-    )
-    .bind(id.get())
-    .fetch_all(pool)
-    .await?;
-    let account = sqlx::query_as::<_, AccountFacts>(
-        r#"
-        SELECT user_id, status, paused_until, pause_reason, leased_by, lease_expires_at
-        FROM followq.accounts WHERE user_id = $1
-        "#,
-    )
-    .bind(&job.source_user_id)
-    .fetch_optional(pool)
-    .await?;
-    let app = sqlx::query_as::<_, AppStopFacts>(
-        "SELECT reason, paused_until FROM followq.app_pause WHERE scope = 'app'",
-    )
-    .fetch_optional(pool)
-    .await?;
-    // The account's ready jobs that the claim's ORDER BY puts before this one.
-    let (ahead, now): (i64, DateTime<Utc>) = sqlx::query_as(
-        r#"
-        SELECT count(*), now()
-        FROM followq.follow_jobs AS j
-        WHERE j.source_user_id = $1 AND j.state = 'queued' AND j.run_at <= now() AND j.id <> $4
-          AND (j.priority > $2
-               OR (j.priority = $2 AND (j.run_at, j.id) < ($3, $4)))
-        "#,
-    )
-    .bind(&job.source_user_id)
-    .bind(job.priority)
-    .bind(job.run_at)
-    .bind(job.id)
-    .fetch_one(pool)
-    .await?;
+    let attempts = store::attempts_of_job(pool, id.get()).await?;
+    let account = store::account_facts(pool, &job.source_user_id).await?;
+    let app = store::app_stop(pool).await?;
+    let (ahead, now) = store::jobs_ahead(pool, &job).await?;
     let why = why::explain(&why::Facts {
         job: &job,
         account: account.as_ref(),
@@ -320,20 +216,13 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<JobRow>, Job
             max: MAX_LIST_LIMIT,
         });
     }
-    let rows = sqlx::query_as::<_, JobRow>(concat!(
-        select_jobs!(),
-        "WHERE ($2::text IS NULL OR j.source_user_id = $2) \
-           AND j.id > $3 \
-           AND ($1::text IS DISTINCT FROM 'running' OR j.state = 'running' \
-                OR j.id IN (SELECT job_id FROM followq.jobs_in_flight))) AS v \
-         WHERE $1::text IS NULL OR v.state = $1 \
-         ORDER BY v.id LIMIT $4"
-    ))
-    .bind(filter.state.map(JobState::as_str))
-    .bind(filter.source.as_ref().map(UserId::as_str))
-    .bind(filter.after.map_or(0, JobId::get))
-    .bind(filter.limit)
-    .fetch_all(pool)
+    let rows = store::list_jobs(
+        pool,
+        filter.state.map(JobState::as_str),
+        filter.source.as_ref().map(UserId::as_str),
+        filter.after.map_or(0, JobId::get),
+        filter.limit,
+    )
     .await?;
     Ok(rows)
 }
@@ -355,19 +244,7 @@ impl fmt::Display for Transition {
 /// `jobs retry ID`: a failed or cancelled job back to the queue, to run now with a fresh
 /// attempt count.
 pub async fn retry(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
-    let updated: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(
-        r#"
-        UPDATE followq.follow_jobs AS j
-        SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-            following = NULL, pending_follow = NULL, updated_at = now()
-        FROM (SELECT id, state FROM followq.follow_jobs WHERE id = $1 FOR UPDATE) AS before
-        WHERE j.id = before.id AND j.state IN ('failed', 'cancelled')
-        RETURNING before.state
-        "#,
-    )
-    .bind(id.get())
-    .fetch_optional(pool)
-    .await;
+    let updated = store::retry_job(pool, id.get()).await;
     match updated {
         Ok(Some(from)) => Ok(Transition {
             id,
@@ -388,18 +265,7 @@ pub async fn retry(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
 
 /// Names the active job that keeps `id` from being retried.
 async fn pair_active(pool: &PgPool, id: JobId) -> Result<JobsError, sqlx::Error> {
-    let active: Option<(i64, String, String, String)> = sqlx::query_as(
-        r#"
-        SELECT o.id, o.state, o.source_user_id, o.target_user_id
-        FROM followq.follow_jobs AS j
-        JOIN followq.follow_jobs AS o
-          ON o.source_user_id = j.source_user_id AND o.target_user_id = j.target_user_id
-        WHERE j.id = $1 AND o.id <> j.id AND o.state IN ('queued', 'running')
-        "#,
-    )
-    .bind(id.get())
-    .fetch_optional(pool)
-    .await?;
+    let active = store::active_job_of_pair(pool, id.get()).await?;
     Ok(match active {
         Some((active, active_state, source_user_id, target_user_id)) => JobsError::PairActive {
             id,
@@ -438,37 +304,7 @@ pub async fn retry_state(
         ensure_account(pool, source).await?;
     }
     let source = source.map(UserId::as_str);
-    let counted: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
-        r#"
-        WITH candidates AS (
-            SELECT DISTINCT ON (source_user_id, target_user_id) id
-            FROM followq.follow_jobs AS f
-            WHERE f.state = $1 AND ($2::text IS NULL OR f.source_user_id = $2)
-              AND NOT EXISTS (
-                  SELECT 1 FROM followq.follow_jobs AS o
-                  WHERE o.source_user_id = f.source_user_id
-                    AND o.target_user_id = f.target_user_id
-                    AND o.state IN ('queued', 'running'))
-            ORDER BY source_user_id, target_user_id, id DESC
-        ),
-        retried AS (
-            UPDATE followq.follow_jobs AS j
-            SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-                following = NULL, pending_follow = NULL, updated_at = now()
-            FROM candidates AS c
-            WHERE j.id = c.id AND j.state = $1
-            RETURNING j.id
-        )
-        SELECT (SELECT count(*) FROM retried),
-               (SELECT count(*) FROM followq.follow_jobs
-                WHERE state = $1 AND ($2::text IS NULL OR source_user_id = $2))
-                 - (SELECT count(*) FROM retried)
-        "#,
-    )
-    .bind(state.as_str())
-    .bind(source)
-    .fetch_one(pool)
-    .await;
+    let counted = store::retry_state(pool, state.as_str(), source).await;
     match counted {
         Ok((retried, skipped)) => Ok(BulkRetry {
             state,
@@ -488,22 +324,8 @@ pub async fn retry_state(
 /// row); the second, with a fresh snapshot, then sees that claim's ledger row.
 pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM followq.follow_jobs WHERE id = $1 FOR UPDATE")
-        .bind(id.get())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let cancelled: Option<i64> = sqlx::query_scalar(
-        r#"
-        UPDATE followq.follow_jobs AS j
-        SET state = 'cancelled', finished_at = now(), updated_at = now()
-        WHERE j.id = $1 AND j.state = 'queued'
-          AND NOT EXISTS (SELECT 1 FROM followq.jobs_in_flight AS f WHERE f.job_id = j.id)
-        RETURNING j.id
-        "#,
-    )
-    .bind(id.get())
-    .fetch_optional(&mut *tx)
-    .await?;
+    store::lock_job(&mut tx, id.get()).await?;
+    let cancelled = store::cancel_queued_job(&mut tx, id.get()).await?;
     tx.commit().await?;
     if cancelled.is_some() {
         return Ok(Transition {
@@ -539,31 +361,9 @@ pub struct BulkCancel {
 pub async fn cancel_source(pool: &PgPool, source: &UserId) -> Result<BulkCancel, JobsError> {
     ensure_account(pool, source).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "SELECT 1 FROM followq.follow_jobs WHERE source_user_id = $1 AND state = 'queued' \
-         ORDER BY id FOR UPDATE",
-    )
-    .bind(source.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    let (cancelled, running): (i64, i64) = sqlx::query_as(
-        r#"
-        WITH in_flight AS (
-            SELECT f.job_id FROM followq.jobs_in_flight AS f WHERE f.source_user_id = $1
-        ),
-        cancelled AS (
-            UPDATE followq.follow_jobs AS j
-            SET state = 'cancelled', finished_at = now(), updated_at = now()
-            WHERE j.source_user_id = $1 AND j.state = 'queued'
-              AND j.id NOT IN (SELECT job_id FROM in_flight)
-            RETURNING j.id
-        )
-        SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM in_flight)
-        "#,
-    )
-    .bind(source.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
+    store::lock_queued_jobs_of_source(&mut tx, source.as_str()).await?;
+    let (cancelled, running) =
+        store::cancel_queued_jobs_of_source(&mut tx, source.as_str()).await?;
     tx.commit().await?;
     Ok(BulkCancel {
         source: source.to_string(),
@@ -573,11 +373,7 @@ pub async fn cancel_source(pool: &PgPool, source: &UserId) -> Result<BulkCancel,
 }
 
 async fn ensure_account(pool: &PgPool, user_id: &UserId) -> Result<(), JobsError> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM followq.accounts WHERE user_id = $1)")
-            .bind(user_id.as_str())
-            .fetch_one(pool)
-            .await?;
+    let exists = store::account_exists(pool, user_id.as_str()).await?;
     if exists {
         Ok(())
     } else {

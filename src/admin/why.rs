@@ -8,27 +8,9 @@
 
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
-use sqlx::FromRow;
 
-use super::jobs::JobRow;
-
-/// The parts of the job's account that can hold it back.
-#[derive(Debug, Clone, FromRow, PartialEq)]
-pub struct AccountFacts {
-    pub user_id: String,
-    pub status: String,
-    pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
-    pub leased_by: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-}
-
-/// The app-wide stop (`followq.app_pause`), if a row is there.
-#[derive(Debug, Clone, FromRow, PartialEq)]
-pub struct AppStopFacts {
-    pub reason: String,
-    pub paused_until: Option<DateTime<Utc>>,
-}
+use crate::store::admin_jobs::JobRow;
+pub use crate::store::admin_jobs::{AccountFacts, AppStopFacts};
 
 /// Everything [`explain`] looks at.
 #[derive(Debug, Clone)]
