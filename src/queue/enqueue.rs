@@ -187,8 +187,9 @@ impl EnqueueOutcome {
 /// transaction commits.
 //
 // Written as a function returning a future, not an `async fn`: the future of an `async fn`
-// over a generic `Acquire` is not `Send` (the compiler cannot prove the connection's lifetime
-// general enough), and a caller may spawn it.
+// over a generic `Acquire` is not `Send` when it is given a transaction (the compiler cannot
+// prove the connection's lifetime general enough), and a caller may spawn it.
+#[allow(clippy::manual_async_fn)]
 pub fn enqueue<'a, 'c, A>(
     conn: A,
     request: &'a FollowRequest,
