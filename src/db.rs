@@ -17,6 +17,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
+use crate::store::schema::applied_version;
 
 /// Where sqlx records applied migrations: inside our own schema, so that another service
 /// using sqlx on the same database keeps its own `public._sqlx_migrations` apart from ours.
@@ -113,20 +114,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 /// migrate by itself: in a rolling upgrade, migrations run first, once).
 pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
     let needed = migrator().iter().map(|m| m.version).max().unwrap_or(0);
-    let found: Option<i64> =
-        match sqlx::query_scalar("SELECT max(version) FROM followq._sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-        {
-            Ok(found) => found,
-            // No bookkeeping table: nothing was ever migrated.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("42P01" | "3F000")) =>
-            {
-                None
-            }
-            Err(e) => return Err(DbError::Query(e)),
-        };
+    let found = applied_version(pool).await.map_err(DbError::Query)?;
     if found.is_some_and(|found| found >= needed) {
         Ok(())
     } else {

@@ -1,14 +1,16 @@
 //! Enqueueing follow requests: one at a time or in batches, both through one UNNEST statement
-//! that is idempotent on (source, target) over the active states.
+//! (`store::enqueue`) that is idempotent on (source, target) over the active states.
 //!
 //! Ids are checked in Rust before any SQL runs; the schema's CHECK and FOREIGN KEY constraints
 //! stay the authority for rows written by other services, and [`EnqueueError::from_database`]
 //! maps their names back to the same errors.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::{Acquire, PgConnection, PgPool, Postgres};
 
 use crate::ids::{UserId, UserIdError};
+use crate::store;
+use crate::store::enqueue::ChunkRow;
 
 /// Rows per statement in [`enqueue_batch`]: large enough to amortise the round trip, small
 /// enough to keep each statement short.
@@ -179,17 +181,32 @@ impl EnqueueOutcome {
 }
 
 /// Enqueues one request. An unknown source account is an error here.
-pub async fn enqueue(
-    pool: &PgPool,
-    request: &FollowRequest,
-) -> Result<EnqueueOutcome, EnqueueError> {
-    let outcomes = enqueue_batch(pool, std::slice::from_ref(request)).await?;
-    match outcomes.first() {
-        Some(EnqueueOutcome::UnknownAccount) => {
-            Err(EnqueueError::UnknownAccount(request.source.clone()))
+///
+/// `conn` is the pool, a connection, or the caller's own transaction (`&mut tx` or
+/// `&mut *tx`), in which case the job exists, and its NOTIFY goes out, only once that
+/// transaction commits.
+//
+// Written as a function returning a future, not an `async fn`: the future of an `async fn`
+// over a generic `Acquire` is not `Send` when it is given a transaction (the compiler cannot
+// prove the connection's lifetime general enough), and a caller may spawn it.
+#[allow(clippy::manual_async_fn)]
+pub fn enqueue<'a, 'c, A>(
+    conn: A,
+    request: &'a FollowRequest,
+) -> impl Future<Output = Result<EnqueueOutcome, EnqueueError>> + Send + 'a
+where
+    A: Acquire<'c, Database = Postgres> + Send + 'a,
+{
+    async move {
+        let mut conn = conn.acquire().await.map_err(EnqueueError::from_database)?;
+        let outcomes = enqueue_chunk(&mut conn, std::slice::from_ref(request)).await?;
+        match outcomes.first() {
+            Some(EnqueueOutcome::UnknownAccount) => {
+                Err(EnqueueError::UnknownAccount(request.source.clone()))
+            }
+            Some(outcome) => Ok(*outcome),
+            None => Err(EnqueueError::Database(sqlx::Error::RowNotFound)),
         }
-        Some(outcome) => Ok(*outcome),
-        None => Err(EnqueueError::Database(sqlx::Error::RowNotFound)),
     }
 }
 
@@ -202,66 +219,20 @@ pub async fn enqueue_batch(
 ) -> Result<Vec<EnqueueOutcome>, EnqueueError> {
     let mut outcomes = Vec::with_capacity(requests.len());
     for chunk in requests.chunks(BATCH_CHUNK) {
-        outcomes.extend(enqueue_chunk(pool, chunk).await?);
+        let mut conn = pool.acquire().await.map_err(EnqueueError::from_database)?;
+        outcomes.extend(enqueue_chunk(&mut conn, chunk).await?);
     }
     Ok(outcomes)
 }
-
-#[derive(FromRow)]
-struct ChunkRow {
-    ord: i64,
-    known_account: bool,
-    job_id: Option<i64>,
-    created: bool,
-}
-
-/// One statement: insert the rows of known accounts, skip pairs that already have an active
-/// job, and report per input row what happened.
-const ENQUEUE_CHUNK_SQL: &str = r#"
-WITH input AS MATERIALIZED (
-    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority, t.run_at, t.max_attempts,
-           EXISTS (SELECT 1 FROM followq.accounts AS a WHERE a.user_id = t.source_user_id)
-               AS known_account
-    FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[])
-         WITH ORDINALITY AS t(source_user_id, target_user_id, priority, run_at, max_attempts, ord)
-),
-inserted AS (
-    INSERT INTO followq.follow_jobs
-        (source_user_id, target_user_id, priority, run_at, max_attempts)
-    SELECT i.source_user_id, i.target_user_id, i.priority, coalesce(i.run_at, now()), i.max_attempts
-    FROM input AS i
-    WHERE i.known_account
-    ORDER BY i.ord
-    ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
-    DO NOTHING
-    RETURNING id, source_user_id, target_user_id
-)
-SELECT i.ord,
-       i.known_account,
-       -- A sub-select, evaluated only for rows that inserted nothing: one probe of the
-       -- one-active-job index each. As a join, the planner read every active job for every
-       -- chunk, which made a large import quadratic.
-       CASE WHEN ins.id IS NOT NULL THEN ins.id
-            WHEN i.known_account THEN (
-                SELECT j.id FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = i.source_user_id
-                  AND j.target_user_id = i.target_user_id
-                  AND j.state IN ('queued', 'running'))
-       END AS job_id,
-       (ins.id IS NOT NULL
-        AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created
-FROM input AS i
-LEFT JOIN inserted AS ins
-       ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id
-ORDER BY i.ord
-"#;
 
 /// How often a row whose conflicting job finished between the insert and the look-up (so it
 /// got neither a new nor an existing id) is tried again before giving up.
 const RACE_RETRIES: usize = 5;
 
+/// One chunk: the statement, then again for the rows that lost a race, on the same
+/// connection (each statement is its own transaction unless `conn` is in one).
 async fn enqueue_chunk(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     requests: &[FollowRequest],
 ) -> Result<Vec<EnqueueOutcome>, EnqueueError> {
     let mut outcomes: Vec<Option<EnqueueOutcome>> = vec![None; requests.len()];
@@ -270,7 +241,7 @@ async fn enqueue_chunk(
         if pending.is_empty() {
             break;
         }
-        let rows = run_chunk_statement(pool, requests, &pending).await?;
+        let rows = run_chunk_statement(&mut *conn, requests, &pending).await?;
         let mut still_pending = Vec::new();
         for row in rows {
             let Some(&index) = usize::try_from(row.ord - 1)
@@ -297,8 +268,9 @@ async fn enqueue_chunk(
         .collect()
 }
 
+/// The requests at `indices`, column by column, through [`store::enqueue::enqueue_chunk`].
 async fn run_chunk_statement(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     requests: &[FollowRequest],
     indices: &[usize],
 ) -> Result<Vec<ChunkRow>, EnqueueError> {
@@ -308,13 +280,14 @@ async fn run_chunk_statement(
     let priorities: Vec<i32> = selected().map(|r| r.priority).collect();
     let run_ats: Vec<Option<DateTime<Utc>>> = selected().map(|r| r.run_at).collect();
     let max_attempts: Vec<Option<i32>> = selected().map(|r| r.max_attempts).collect();
-    sqlx::query_as::<_, ChunkRow>(ENQUEUE_CHUNK_SQL)
-        .bind(&sources)
-        .bind(&targets)
-        .bind(&priorities)
-        .bind(&run_ats)
-        .bind(&max_attempts)
-        .fetch_all(pool)
-        .await
-        .map_err(EnqueueError::from_database)
+    store::enqueue::enqueue_chunk(
+        conn,
+        &sources,
+        &targets,
+        &priorities,
+        &run_ats,
+        &max_attempts,
+    )
+    .await
+    .map_err(EnqueueError::from_database)
 }

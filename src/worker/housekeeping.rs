@@ -20,6 +20,7 @@ use super::Context;
 use super::events::Event;
 use super::job::{instant_at, job_span};
 use crate::accounts::pause::{self, AppPause};
+use crate::store::housekeeping::{paused_by_reason, queue_depth};
 use crate::store::rescue::rescue_orphans;
 
 /// Orphans taken back per statement.
@@ -171,32 +172,9 @@ pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
-async fn queue_depth(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "WITH in_flight AS (SELECT count(*) AS n FROM followq.jobs_in_flight) \
-         SELECT (SELECT count(*) FROM followq.follow_jobs WHERE state IN ('queued', 'running')) \
-                - (SELECT n FROM in_flight), \
-                (SELECT n FROM in_flight)",
-    )
-    .fetch_one(pool)
-    .await
-}
-
-/// `reason=count, …` for paused and needs_reauth accounts.
+/// `reason=count, …` for paused, needs_reauth and disabled accounts.
 async fn paused_accounts(pool: &PgPool) -> Result<String, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        r#"
-        SELECT CASE WHEN status = 'needs_reauth' THEN 'needs_reauth'
-                    ELSE coalesce(pause_reason, status) END AS reason,
-               count(*)
-        FROM followq.accounts
-        WHERE status IN ('needs_reauth', 'disabled')
-           OR (status = 'paused' AND paused_until > now())
-        GROUP BY 1 ORDER BY 1
-        "#,
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = paused_by_reason(pool).await?;
     Ok(rows
         .iter()
         .map(|(reason, count)| format!("{reason}={count}"))

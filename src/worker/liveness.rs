@@ -12,7 +12,7 @@
 //!   request, because peers may soon take its accounts over;
 //! - looks for peers whose session no longer exists (or whose heartbeat is older than an
 //!   account lease, for daemons of older releases) and frees their accounts and running jobs
-//!   at once (`registry::reap`); the leaser is then woken to take them.
+//!   at once (`store::daemons::reap`); the leaser is then woken to take them.
 //!
 //! What it assumes: a daemon's session ending means the daemon either died (its HTTP
 //! connections died with it) or has been cut off from Postgres long enough to have fenced
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Context;
-use super::registry;
+use crate::store::daemons;
 
 /// Server-side TCP keepalive of the liveness session: a host that vanished from the network is
 /// noticed after about idle + interval × count seconds, and its session ended.
@@ -53,7 +53,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             session = open(&ctx).await;
         }
         if let Some(connection) = session.as_mut() {
-            match tokio::time::timeout(every, sqlx::query("SELECT 1").execute(connection)).await {
+            match tokio::time::timeout(every, daemons::confirm_session(connection)).await {
                 Ok(Ok(_)) => ctx.confirm_alive(),
                 outcome => {
                     let error = match outcome {
@@ -89,7 +89,7 @@ async fn open(ctx: &Context) -> Option<PgConnection> {
             return None;
         }
     };
-    match registry::register(&mut connection, &ctx.worker_id).await {
+    match daemons::register(&mut connection, &ctx.worker_id).await {
         Ok(()) => {
             ctx.confirm_alive();
             info!("liveness session open");
@@ -104,7 +104,7 @@ async fn open(ctx: &Context) -> Option<PgConnection> {
 
 /// Frees the accounts and running jobs of peers that are gone.
 async fn reap(ctx: &Context) {
-    match registry::reap(&ctx.pool, &ctx.worker_id, ctx.settings.worker.account_lease).await {
+    match daemons::reap(&ctx.pool, &ctx.worker_id, ctx.settings.worker.account_lease).await {
         Ok(reaped) if reaped.daemons.is_empty() => {}
         Ok(reaped) => {
             ctx.metrics

@@ -9,7 +9,7 @@
 //! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
 //! | `completer.rs` | writing job outcomes in batches |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
-//! | `registry.rs` | live daemons (`followq.daemons`), peers that are gone, each one's fair share of accounts |
+//! | `registry.rs` | each daemon's fair share of accounts, from the live daemons (`followq.daemons`) |
 //! | `liveness.rs` | this daemon's liveness session, fencing, and taking over from peers that are gone |
 //! | `supervise.rs` | restarting a background task that panicked |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
@@ -66,6 +66,7 @@ use crate::config::Settings;
 use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
 use crate::metrics::Metrics;
+use crate::store::daemons;
 use crate::store::rescue::{Which, return_jobs};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
@@ -356,7 +357,7 @@ impl Daemon {
                 warn!(error = %e, "could not release account leases; they expire by themselves")
             }
         }
-        if let Err(e) = registry::leave(&ctx.pool, &ctx.worker_id).await {
+        if let Err(e) = daemons::leave(&ctx.pool, &ctx.worker_id).await {
             warn!(error = %e, "could not leave followq.daemons; the entry expires by itself");
         }
     }

@@ -1,136 +1,12 @@
-//! The daemon registry (`followq.daemons`): each daemon registers its liveness session at
-//! start, heartbeats, and leaves on a clean stop, so replicas can share the accounts fairly,
-//! find peers that are gone, and operators can see who is running.
+//! Each daemon's fair share of the accounts, from the live daemons and the accounts that want
+//! one (both read from `store::daemons`, which also owns registering, heartbeats, leaving and
+//! reaping the peers that are gone).
 
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
-/// Records this daemon with the session `connection` belongs to (its liveness session).
-pub async fn register(connection: &mut PgConnection, worker_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        r#"
-        INSERT INTO followq.daemons (worker_id, session_pid, session_started_at)
-        SELECT $1, pg_backend_pid(),
-               (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
-        ON CONFLICT (worker_id) DO UPDATE
-        SET session_pid = EXCLUDED.session_pid,
-            session_started_at = EXCLUDED.session_started_at,
-            heartbeat_at = now()
-        "#,
-    )
-    .bind(worker_id)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-/// Renews this daemon's heartbeat (re-registering it, without a session, if a peer took it
-/// for gone).
-pub async fn heartbeat(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO followq.daemons (worker_id) VALUES ($1) \
-         ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()",
-    )
-    .bind(worker_id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-pub async fn leave(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM followq.daemons WHERE worker_id = $1")
-        .bind(worker_id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// What [`reap`] freed.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub struct Reaped {
-    pub daemons: Vec<String>,
-    pub accounts: i64,
-    pub jobs: i64,
-}
-
-/// Forgets the peers that are gone, in one statement, and frees what they held: their account
-/// leases, and any job they marked `running` (daemons of the previous release did; back to the
-/// queue). The ledger rows of their unanswered requests are marked `abandoned` and still count
-/// until their `answer_by`. A peer is gone when the
-/// liveness session it recorded no longer exists, or, for a daemon that recorded none (an
-/// older release), when its heartbeat is older than `dead_after`.
-///
-/// A session of another database role shows its pid but not its start time in
-/// `pg_stat_activity`: such a session counts as alive while its pid exists.
-pub async fn reap(
-    pool: &PgPool,
-    worker_id: &str,
-    dead_after: Duration,
-) -> Result<Reaped, sqlx::Error> {
-    sqlx::query_as::<_, Reaped>(
-        r#"
-        WITH gone AS (
-            DELETE FROM followq.daemons AS d
-            WHERE d.worker_id <> $1
-              AND CASE WHEN d.session_pid IS NOT NULL
-                       THEN NOT EXISTS (
-                           SELECT 1 FROM pg_stat_activity AS s
-                           WHERE s.pid = d.session_pid
-                             AND (s.backend_start IS NULL
-                                  OR s.backend_start = d.session_started_at))
-                       ELSE d.heartbeat_at < now() - make_interval(secs => $2)
-                  END
-            RETURNING d.worker_id
-        ),
-        held AS (
-            SELECT a.user_id
-            FROM followq.accounts AS a
-            WHERE a.leased_by IN (SELECT worker_id FROM gone)
-            ORDER BY a.user_id
-            FOR NO KEY UPDATE
-        ),
-        freed AS (
-            UPDATE followq.accounts AS a
-            SET leased_by = NULL, lease_expires_at = NULL
-            FROM held
-            WHERE a.user_id = held.user_id
-            RETURNING a.user_id
-        ),
-        requeued AS (
-            UPDATE followq.follow_jobs AS j
-            SET state = 'queued',
-                last_error = jsonb_build_object(
-                    'kind', 'abandoned',
-                    'detail', 'the daemon that sent the request is gone (its database session ended) before recording its answer',
-                    'worker_id', j.leased_by),
-                run_at = now(),
-                leased_by = NULL,
-                lease_expires_at = NULL,
-                updated_at = now()
-            WHERE j.state = 'running' AND j.leased_by IN (SELECT worker_id FROM gone)
-            RETURNING j.id
-        ),
-        -- Their unanswered requests: marked for operators; they still count until their
-        -- answer_by (answer_by is at most minutes after sent_at, so the last two hours hold
-        -- every one that matters).
-        ledger AS (
-            UPDATE followq.attempts AS t
-            SET outcome = 'abandoned', completed_at = now()
-            WHERE t.worker_id IN (SELECT worker_id FROM gone)
-              AND t.outcome IS NULL
-              AND t.sent_at > now() - interval '2 hours'
-        )
-        SELECT coalesce((SELECT array_agg(worker_id) FROM gone), '{}') AS daemons,
-               (SELECT count(*) FROM freed) AS accounts,
-               (SELECT count(*) FROM requeued) AS jobs
-        "#,
-    )
-    .bind(worker_id)
-    .bind(dead_after.as_secs_f64())
-    .fetch_one(pool)
-    .await
-}
+use crate::store::daemons::{accounts_wanting_work, live_daemons};
 
 /// How many accounts this daemon should hold at most so that live daemons share the work:
 /// the accounts that are leased or have a ready job, divided by the live daemons, rounded up.
@@ -140,29 +16,11 @@ pub async fn fair_share(
     worker_id: &str,
     dead_after: Duration,
 ) -> Result<Option<usize>, sqlx::Error> {
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM followq.daemons \
-         WHERE heartbeat_at > now() - make_interval(secs => $1) OR worker_id = $2",
-    )
-    .bind(dead_after.as_secs_f64())
-    .bind(worker_id)
-    .fetch_one(pool)
-    .await?;
+    let live = live_daemons(pool, worker_id, dead_after).await?;
     if live <= 1 {
         return Ok(None);
     }
-    let wanting: i64 = sqlx::query_scalar(
-        r#"
-        SELECT count(*) FROM followq.accounts AS a
-        WHERE (a.leased_by IS NOT NULL AND a.lease_expires_at > now())
-           OR (a.status IN ('active', 'paused')
-               AND EXISTS (SELECT 1 FROM followq.follow_jobs AS j
-                           WHERE j.source_user_id = a.user_id
-                             AND j.state = 'queued' AND j.run_at <= now()))
-        "#,
-    )
-    .fetch_one(pool)
-    .await?;
+    let wanting = accounts_wanting_work(pool).await?;
     let share = (wanting + live - 1) / live;
     Ok(Some(usize::try_from(share).unwrap_or(0).max(1)))
 }

@@ -2,10 +2,9 @@
 //! `retention.finished_jobs` and ledger rows older than `retention.attempts`, so the tables do
 //! not grow without bound.
 //!
-//! Each batch is one short `DELETE` of at most `retention.batch_size` rows (its own
-//! transaction, so no long lock and no huge WAL burst), with a short pause between batches so
-//! that the queue's own statements always get through. `FOR UPDATE SKIP LOCKED` lets every
-//! replica prune at once without waiting on each other's rows.
+//! Each batch is one short `DELETE` of at most `retention.batch_size` rows
+//! (`store::retention`), with a short pause between batches so that the queue's own
+//! statements always get through.
 //!
 //! What the daemon still needs is never old enough: the configuration refuses a ledger age
 //! below 24 hours plus one quota period (the window seeding and the daily caps read that
@@ -15,60 +14,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Context;
+use crate::store::retention::{Table, delete_batch};
 
 /// Breathing room between two batches of one round.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
-
-/// The two tables retention prunes, with the statement deleting one batch of each.
-#[derive(Debug, Clone, Copy)]
-enum Table {
-    FollowJobs,
-    Attempts,
-}
-
-impl Table {
-    fn name(self) -> &'static str {
-        match self {
-            Table::FollowJobs => "follow_jobs",
-            Table::Attempts => "attempts",
-        }
-    }
-
-    /// `$1`: the age in seconds; `$2`: the batch size. Oldest first, along the indexes
-    /// `follow_jobs_finished_at` and `attempts_by_time`.
-    fn delete_batch(self) -> &'static str {
-        match self {
-            Table::FollowJobs => {
-                r#"
-                DELETE FROM followq.follow_jobs
-                WHERE id IN (
-                    SELECT id FROM followq.follow_jobs
-                    WHERE finished_at < now() - make_interval(secs => $1)
-                      AND state IN ('succeeded', 'failed', 'cancelled')
-                    ORDER BY finished_at
-                    LIMIT $2
-                    FOR UPDATE SKIP LOCKED)
-                "#
-            }
-            Table::Attempts => {
-                r#"
-                DELETE FROM followq.attempts
-                WHERE id IN (
-                    SELECT id FROM followq.attempts
-                    WHERE sent_at < now() - make_interval(secs => $1)
-                    ORDER BY sent_at
-                    LIMIT $2
-                    FOR UPDATE SKIP LOCKED)
-                "#
-            }
-        }
-    }
-}
 
 /// The retention loop, until `shutdown`. Does nothing when `retention.enabled` is false.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -132,18 +85,4 @@ async fn prune(
             _ = tokio::time::sleep(BETWEEN_BATCHES) => {}
         }
     }
-}
-
-async fn delete_batch(
-    pool: &PgPool,
-    table: Table,
-    age: Duration,
-    batch_size: u32,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(table.delete_batch())
-        .bind(age.as_secs_f64())
-        .bind(i64::from(batch_size))
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected())
 }

@@ -702,7 +702,7 @@ impl Scheduler {
             if let Err(e) = pause::resume_due(&ctx.pool, &ctx.worker_id).await {
                 warn!(error = %e, "could not mark ended pauses as over");
             }
-            if let Err(e) = super::registry::heartbeat(&ctx.pool, &ctx.worker_id).await {
+            if let Err(e) = crate::store::daemons::heartbeat(&ctx.pool, &ctx.worker_id).await {
                 warn!(error = %e, "could not renew this daemon's heartbeat");
             }
             let share = super::registry::fair_share(&ctx.pool, &ctx.worker_id, lease_length)

@@ -103,7 +103,7 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
 }
 
 /// Guards: liveness sessions (a dead replica's accounts and jobs are freed within a liveness
-/// interval, `registry::reap`), and every handover rule above. Two replicas, one of them
+/// interval, `store::daemons::reap`), and every handover rule above. Two replicas, one of them
 /// killed with kill -9 every 2.5 s and started again, under load: no job lost, no 429, no
 /// window over the quota, never two requests of one account in flight, and the work done
 /// within 1.3 times the ideal time plus 5 s. Without the liveness sessions each death parks
