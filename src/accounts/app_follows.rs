@@ -92,7 +92,7 @@ impl AppFollows {
                 SELECT t.sent_at <= clock.settled_by AS settled,
                        coalesce(t.outcome IS NULL AND t.worker_id = $6, false) AS callers,
                        -- The minute at whose end the follow stops counting: a day after its
-                       -- latest possible arrival, as in accounts::lease::ledger_seeds.
+                       -- latest possible arrival, as in store::leases::ledger_seeds.
                        ceil(extract(epoch FROM
                            CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
                                 THEN coalesce(t.answer_by,

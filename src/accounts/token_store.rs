@@ -187,12 +187,12 @@ impl TokenStore {
 
     /// Marks the account `needs_reauth` with `reason`; its jobs stay queued.
     pub async fn mark_needs_reauth(&self, user: &UserId, reason: &str) -> Result<(), sqlx::Error> {
-        super::pause::mark_needs_reauth(&self.pool, user.as_str(), reason).await
+        crate::store::pauses::mark_needs_reauth(&self.pool, user.as_str(), reason).await
     }
 
     async fn park(&self, user: &UserId, reason: &str) -> Result<AuthError, AuthError> {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-        super::pause::mark_needs_reauth(&self.pool, user.as_str(), &reason).await?;
+        crate::store::pauses::mark_needs_reauth(&self.pool, user.as_str(), &reason).await?;
         tracing::warn!(account = %user, reason = %reason, "account marked needs_reauth");
         Ok(AuthError::NeedsReauth { reason })
     }
