@@ -109,16 +109,16 @@ pub async fn register(
     };
     let user_id = account.user_id.as_str();
     let mut tx = pool.begin().await?;
-    let previous_status = store::credentials::account_status_for_update(&mut *tx, user_id).await?;
+    let previous_status = store::credentials::account_status_for_update(&mut tx, user_id).await?;
     let status = store::credentials::upsert_account(
-        &mut *tx,
+        &mut tx,
         user_id,
         account.credentials.kind().as_sql(),
         quota_requests,
         quota_period,
     )
     .await?;
-    store::credentials::upsert_credentials(&mut *tx, user_id, &tokens).await?;
+    store::credentials::upsert_credentials(&mut tx, user_id, &tokens).await?;
     tx.commit().await?;
     Ok(match previous_status {
         None => Registered::Created,

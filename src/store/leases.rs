@@ -368,7 +368,7 @@ pub async fn ledger_seeds(
     // For a batch of hundreds of accounts the planner's estimate passes `jit_above_cost`,
     // and compiling the statement took four times as long as running it (0.75 of 0.95 s for
     // 500 accounts with a day of follows each).
-    jit_off(&mut *tx).await?;
+    jit_off(&mut tx).await?;
     let rows = sqlx::query_as::<_, LedgerRow>(LEDGER_SEEDS)
         .bind(accounts)
         .bind(periods_seconds)
