@@ -21,7 +21,7 @@ pub struct LedgerRead {
 
 const READ_LEDGER: &str = r#"
         WITH clock AS (
-            SELECT now() AS now, now() - make_interval(secs => $2 + $3) AS settled_by
+            SELECT now() AS now, now() - make_interval(secs => $2::float8 + $3::float8) AS settled_by
         ),
         follows AS (
             SELECT t.sent_at <= clock.settled_by AS settled,
