@@ -978,7 +978,7 @@ mod tests {
             }
         }
 
-        /// What `accounts::lease::ledger_seeds` computes, from the same rows: the follows
+        /// What `store::leases::ledger_seeds` computes, from the same rows: the follows
         /// binned by expiry on the grid of this process's buckets, shifted by `grid_skew` (the
         /// database's `now()` is read a little after the process's), each bin with its count
         /// and latest expiry.

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::ratelimit::rolling_day::RollingDay;
+use crate::store::app_follows;
 
 /// The app's bucket width: a slot under the cap comes back at most this late.
 pub const APP_BUCKET: Duration = Duration::from_secs(60);
@@ -55,15 +56,6 @@ pub struct AppCount {
     pub frees_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Read {
-    now: DateTime<Utc>,
-    settled_by: DateTime<Utc>,
-    buckets: Vec<i64>,
-    settled: Vec<i64>,
-    fresh: Vec<i64>,
-}
-
 /// The bucket width in whole seconds.
 fn width_seconds() -> i64 {
     i64::try_from(APP_BUCKET.as_secs())
@@ -83,55 +75,15 @@ impl AppFollows {
         answer_within: Duration,
         unanswered_by: Option<&str>,
     ) -> Result<AppCount, sqlx::Error> {
-        let read: Read = sqlx::query_as(
-            r#"
-            WITH clock AS (
-                SELECT now() AS now, now() - make_interval(secs => $2 + $3) AS settled_by
-            ),
-            follows AS (
-                SELECT t.sent_at <= clock.settled_by AS settled,
-                       coalesce(t.outcome IS NULL AND t.worker_id = $6, false) AS callers,
-                       -- The minute at whose end the follow stops counting: a day after its
-                       -- latest possible arrival, as in accounts::lease::ledger_seeds.
-                       ceil(extract(epoch FROM
-                           CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
-                                THEN coalesce(t.answer_by,
-                                              greatest(t.sent_at + make_interval(secs => $2),
-                                                       t.completed_at))
-                                ELSE coalesce(t.completed_at,
-                                              t.sent_at + make_interval(secs => $2)) END
-                           + interval '24 hours') / $4)::bigint AS bucket
-                FROM followq.attempts AS t, clock
-                WHERE t.sent_at > greatest(
-                          $1, clock.now - interval '24 hours' - make_interval(secs => $2 + $5))
-                  AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
-            ),
-            bins AS (
-                SELECT bucket,
-                       count(*) FILTER (WHERE settled) AS settled,
-                       count(*) FILTER (WHERE NOT settled AND NOT callers) AS fresh
-                FROM follows, clock
-                WHERE bucket * $4 > extract(epoch FROM clock.now)
-                GROUP BY bucket
-            )
-            SELECT clock.now, clock.settled_by,
-                   coalesce(array_agg(bins.bucket ORDER BY bins.bucket)
-                            FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS buckets,
-                   coalesce(array_agg(bins.settled ORDER BY bins.bucket)
-                            FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS settled,
-                   coalesce(array_agg(bins.fresh ORDER BY bins.bucket)
-                            FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS fresh
-            FROM clock LEFT JOIN bins ON true
-            GROUP BY clock.now, clock.settled_by
-            "#,
+        let read = app_follows::read_ledger(
+            pool,
+            self.settled_through,
+            answer_within,
+            SETTLE_MARGIN,
+            width_seconds(),
+            LATE_ANSWER_HORIZON,
+            unanswered_by,
         )
-        .bind(self.settled_through)
-        .bind(answer_within.as_secs_f64())
-        .bind(SETTLE_MARGIN.as_secs_f64())
-        .bind(width_seconds() as f64)
-        .bind(LATE_ANSWER_HORIZON.as_secs_f64())
-        .bind(unanswered_by)
-        .fetch_one(pool)
         .await?;
         let ended = bucket_ended_by(read.now);
         let mut all = self.settled.clone();

@@ -9,8 +9,6 @@
 pub mod app_follows;
 pub mod credentials;
 pub mod keyring;
-pub mod lease;
-pub mod pause;
 mod refresh_claim;
 pub mod register;
 pub mod rekey;

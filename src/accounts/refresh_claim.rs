@@ -1,7 +1,7 @@
 //! The per-account refresh claim: a committed claim on the account's row of
 //! `followq.account_credentials` (`refresh_claimed_by`, `refresh_claimed_until`), taken and
-//! released with one short compare-and-set statement each, so that one process at a time
-//! refreshes an account's OAuth 2.0 tokens.
+//! released with one short compare-and-set statement each (in `store::credentials`), so that
+//! one process at a time refreshes an account's OAuth 2.0 tokens.
 //!
 //! # Why a claim column, and not an advisory lock or a row lock
 //!
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::ids::UserId;
+use crate::store;
 
 /// How often a waiting refresher asks for the claim again.
 const POLL: Duration = Duration::from_millis(50);
@@ -57,26 +58,9 @@ impl RefreshClaim {
         let deadline = Instant::now() + wait;
         let holder = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         loop {
-            let (granted, exists): (bool, bool) = sqlx::query_as(
-                r#"
-                WITH claimed AS (
-                    UPDATE followq.account_credentials
-                    SET refresh_claimed_by = $2,
-                        refresh_claimed_until = clock_timestamp() + make_interval(secs => $3)
-                    WHERE user_id = $1
-                      AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp())
-                    RETURNING 1
-                )
-                SELECT EXISTS (SELECT 1 FROM claimed),
-                       EXISTS (SELECT 1 FROM followq.account_credentials WHERE user_id = $1)
-                "#,
-            )
-            .bind(user.as_str())
-            .bind(&holder)
-            .bind(ttl.as_secs_f64())
-            .fetch_one(pool)
-            .await?;
-            if granted {
+            let tried =
+                store::credentials::try_refresh_claim(pool, user.as_str(), &holder, ttl).await?;
+            if tried.granted {
                 return Ok(RefreshClaim {
                     pool: pool.clone(),
                     user: user.clone(),
@@ -84,7 +68,7 @@ impl RefreshClaim {
                     released: false,
                 });
             }
-            if !exists {
+            if !tried.credentials_exist {
                 return Err(ClaimError::NoCredentials);
             }
             if Instant::now() >= deadline {
@@ -121,14 +105,5 @@ impl Drop for RefreshClaim {
 }
 
 async fn release(pool: &PgPool, user: &UserId, holder: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE followq.account_credentials \
-         SET refresh_claimed_by = NULL, refresh_claimed_until = NULL \
-         WHERE user_id = $1 AND refresh_claimed_by = $2",
-    )
-    .bind(user.as_str())
-    .bind(holder)
-    .execute(pool)
-    .await?;
-    Ok(())
+    store::credentials::release_refresh_claim(pool, user.as_str(), holder).await
 }

@@ -3,7 +3,8 @@
 //! Storing new credentials is how an operator repairs an account the daemon parked as
 //! `needs_reauth`: it returns to `active`. Paused and disabled accounts keep their state.
 //! Tokens are checked (`credentials::check_token`) and sealed with the active key before
-//! any SQL runs: only ciphertext is ever bound to a statement.
+//! any statement runs (they are in `store::credentials`): only ciphertext is ever bound to a
+//! statement.
 
 use sqlx::PgPool;
 
@@ -11,6 +12,8 @@ use super::credentials::{Credentials, TokenError};
 use super::keyring::KeyRing;
 use super::sealed::{SealError, TokenColumn, seal};
 use crate::ids::UserId;
+use crate::store;
+use crate::store::credentials::SealedTokens;
 
 /// A per-account quota override (X's tiers differ: 50, 5 or 1 per 15 minutes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,91 +81,44 @@ pub async fn register(
     account.credentials.check()?;
     let user = &account.user_id;
     let sealed = |column, token| seal(keys, user, column, token);
-    let (access, refresh, expires_at, token, token_secret) = match &account.credentials {
+    let tokens = match &account.credentials {
         Credentials::OAuth2 {
             access_token,
             refresh_token,
             expires_at,
-        } => (
-            Some(sealed(TokenColumn::OAuth2AccessToken, access_token)?),
-            refresh_token
+        } => SealedTokens {
+            oauth2_access_token: Some(sealed(TokenColumn::OAuth2AccessToken, access_token)?),
+            oauth2_refresh_token: refresh_token
                 .as_ref()
                 .map(|t| sealed(TokenColumn::OAuth2RefreshToken, t))
                 .transpose()?,
-            *expires_at,
-            None,
-            None,
-        ),
+            oauth2_expires_at: *expires_at,
+            oauth1_token: None,
+            oauth1_token_secret: None,
+        },
         Credentials::OAuth1 {
             token,
             token_secret,
-        } => (
-            None,
-            None,
-            None,
-            Some(sealed(TokenColumn::OAuth1Token, token)?),
-            Some(sealed(TokenColumn::OAuth1TokenSecret, token_secret)?),
-        ),
+        } => SealedTokens {
+            oauth2_access_token: None,
+            oauth2_refresh_token: None,
+            oauth2_expires_at: None,
+            oauth1_token: Some(sealed(TokenColumn::OAuth1Token, token)?),
+            oauth1_token_secret: Some(sealed(TokenColumn::OAuth1TokenSecret, token_secret)?),
+        },
     };
+    let user_id = account.user_id.as_str();
     let mut tx = pool.begin().await?;
-
-    // FOR NO KEY UPDATE: it does not wait for the key-share locks that enqueueing services'
-    // foreign-key checks take on the account row.
-    let previous_status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM followq.accounts WHERE user_id = $1 FOR NO KEY UPDATE",
+    let previous_status = store::credentials::account_status_for_update(&mut tx, user_id).await?;
+    let status = store::credentials::upsert_account(
+        &mut tx,
+        user_id,
+        account.credentials.kind().as_sql(),
+        quota_requests,
+        quota_period,
     )
-    .bind(account.user_id.as_str())
-    .fetch_optional(&mut *tx)
     .await?;
-
-    let status: String = sqlx::query_scalar(
-        r#"
-        INSERT INTO followq.accounts AS a (user_id, auth_kind, quota_requests, quota_period_seconds)
-        VALUES ($1, $2, $3, $4)
-        ON CONFLICT (user_id) DO UPDATE SET
-            auth_kind = EXCLUDED.auth_kind,
-            quota_requests = coalesce(EXCLUDED.quota_requests, a.quota_requests),
-            quota_period_seconds = coalesce(EXCLUDED.quota_period_seconds, a.quota_period_seconds),
-            status = CASE WHEN a.status = 'needs_reauth' THEN 'active' ELSE a.status END,
-            paused_until = CASE WHEN a.status = 'needs_reauth' THEN NULL ELSE a.paused_until END,
-            pause_reason = CASE WHEN a.status = 'needs_reauth' THEN NULL ELSE a.pause_reason END,
-            updated_at = now()
-        RETURNING a.status
-        "#,
-    )
-    .bind(account.user_id.as_str())
-    .bind(account.credentials.kind().as_sql())
-    .bind(quota_requests)
-    .bind(quota_period)
-    .fetch_one(&mut *tx)
-    .await?;
-
-    // The parameters again rather than EXCLUDED.*: reading EXCLUDED needs SELECT on the token
-    // columns, which the registering role (deploy/roles.sql) does not have.
-    sqlx::query(
-        r#"
-        INSERT INTO followq.account_credentials AS c
-            (user_id, oauth2_access_token, oauth2_refresh_token, oauth2_expires_at,
-             oauth1_token, oauth1_token_secret)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (user_id) DO UPDATE SET
-            oauth2_access_token = $2,
-            oauth2_refresh_token = $3,
-            oauth2_expires_at = $4,
-            oauth1_token = $5,
-            oauth1_token_secret = $6,
-            updated_at = now()
-        "#,
-    )
-    .bind(account.user_id.as_str())
-    .bind(access)
-    .bind(refresh)
-    .bind(expires_at)
-    .bind(token)
-    .bind(token_secret)
-    .execute(&mut *tx)
-    .await?;
-
+    store::credentials::upsert_credentials(&mut tx, user_id, &tokens).await?;
     tx.commit().await?;
     Ok(match previous_status {
         None => Registered::Created,

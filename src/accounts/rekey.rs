@@ -10,6 +10,8 @@
 //! a row whose refresh is claimed right now, since replacing the refresh token's ciphertext
 //! would make the refresher's own compare-and-set fail and lose the pair it just received.
 //! Those rows are tried again in a later pass.
+//!
+//! The statements are in `store::credentials`; opening and sealing stay here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +22,8 @@ use sqlx::PgPool;
 use super::keyring::KeyRing;
 use super::sealed::{OpenError, SEALED_PREFIX, SealError, TokenColumn, open, seal};
 use crate::ids::UserId;
+use crate::store;
+use crate::store::credentials::CredentialsRow;
 
 /// Passes over the table before `rekey` reports rows it could not re-seal because they kept
 /// changing or were being refreshed.
@@ -84,28 +88,8 @@ pub enum RekeyError {
 
 /// Counts rows per key id (and clear).
 pub async fn status(pool: &PgPool) -> Result<KeyStatus, sqlx::Error> {
-    let total_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.account_credentials")
-        .fetch_one(pool)
-        .await?;
-    let by_key: Vec<(Option<String>, i64)> = sqlx::query_as(
-        r#"
-        SELECT key_id, count(DISTINCT user_id)
-        FROM (
-            SELECT c.user_id,
-                   CASE WHEN starts_with(v.value, $1)
-                        THEN split_part(substr(v.value, length($1) + 1), ':', 1) END AS key_id
-            FROM followq.account_credentials AS c
-            CROSS JOIN LATERAL (VALUES (c.oauth2_access_token), (c.oauth2_refresh_token),
-                                       (c.oauth1_token), (c.oauth1_token_secret)) AS v(value)
-            WHERE v.value IS NOT NULL
-        ) AS values_by_key
-        GROUP BY key_id
-        ORDER BY key_id NULLS FIRST
-        "#,
-    )
-    .bind(SEALED_PREFIX)
-    .fetch_all(pool)
-    .await?;
+    let total_rows = store::credentials::count_credentials(pool).await?;
+    let by_key = store::credentials::credentials_by_key(pool, SEALED_PREFIX).await?;
     Ok(KeyStatus {
         total_rows,
         by_key: by_key
@@ -115,34 +99,23 @@ pub async fn status(pool: &PgPool) -> Result<KeyStatus, sqlx::Error> {
     })
 }
 
-/// A credentials row as stored.
-#[derive(sqlx::FromRow)]
-struct StoredRow {
-    user_id: String,
-    oauth2_access_token: Option<String>,
-    oauth2_refresh_token: Option<String>,
-    oauth1_token: Option<String>,
-    oauth1_token_secret: Option<String>,
-}
-
-impl StoredRow {
-    fn values(&self) -> [(TokenColumn, Option<&str>); 4] {
-        [
-            (
-                TokenColumn::OAuth2AccessToken,
-                self.oauth2_access_token.as_deref(),
-            ),
-            (
-                TokenColumn::OAuth2RefreshToken,
-                self.oauth2_refresh_token.as_deref(),
-            ),
-            (TokenColumn::OAuth1Token, self.oauth1_token.as_deref()),
-            (
-                TokenColumn::OAuth1TokenSecret,
-                self.oauth1_token_secret.as_deref(),
-            ),
-        ]
-    }
+/// The row's four values, each with its column.
+fn values(row: &CredentialsRow) -> [(TokenColumn, Option<&str>); 4] {
+    [
+        (
+            TokenColumn::OAuth2AccessToken,
+            row.oauth2_access_token.as_deref(),
+        ),
+        (
+            TokenColumn::OAuth2RefreshToken,
+            row.oauth2_refresh_token.as_deref(),
+        ),
+        (TokenColumn::OAuth1Token, row.oauth1_token.as_deref()),
+        (
+            TokenColumn::OAuth1TokenSecret,
+            row.oauth1_token_secret.as_deref(),
+        ),
+    ]
 }
 
 /// Re-seals every row that has a value in clear or under another key with the active key,
@@ -180,24 +153,12 @@ async fn one_pass(
     let (mut resealed, mut busy) = (0u64, 0u64);
     let mut unreadable: BTreeMap<String, u64> = BTreeMap::new();
     loop {
-        let rows: Vec<StoredRow> = sqlx::query_as(
-            r#"
-            SELECT user_id, oauth2_access_token, oauth2_refresh_token, oauth1_token,
-                   oauth1_token_secret
-            FROM followq.account_credentials
-            WHERE user_id > $1
-              AND NOT (coalesce(starts_with(oauth2_access_token, $2), true)
-                   AND coalesce(starts_with(oauth2_refresh_token, $2), true)
-                   AND coalesce(starts_with(oauth1_token, $2), true)
-                   AND coalesce(starts_with(oauth1_token_secret, $2), true))
-            ORDER BY user_id
-            LIMIT $3
-            "#,
+        let rows = store::credentials::rows_to_reseal(
+            pool,
+            &after,
+            &active_prefix,
+            i64::from(batch_size.max(1)),
         )
-        .bind(&after)
-        .bind(&active_prefix)
-        .bind(i64::from(batch_size.max(1)))
-        .fetch_all(pool)
         .await?;
         let Some(last) = rows.last() else {
             break;
@@ -220,11 +181,11 @@ async fn one_pass(
 
 /// The row's values opened and sealed again under the active key; on failure, why (the
 /// error's kind, naming the column and key id, never a value).
-fn reseal_row(keys: &KeyRing, row: &StoredRow) -> Result<[Option<String>; 4], String> {
+fn reseal_row(keys: &KeyRing, row: &CredentialsRow) -> Result<[Option<String>; 4], String> {
     let user = UserId::parse(&row.user_id)
         .map_err(|_| String::from("the row's user id is not an X user id"))?;
     let mut new: [Option<String>; 4] = Default::default();
-    for (slot, (column, stored)) in new.iter_mut().zip(row.values()) {
+    for (slot, (column, stored)) in new.iter_mut().zip(values(row)) {
         let Some(stored) = stored else { continue };
         let token = open(keys, &user, column, stored).map_err(|e| reason(&e))?;
         *slot = Some(seal(keys, &user, column, &token).map_err(|e| e.to_string())?);
@@ -253,9 +214,9 @@ struct ResealBatch {
 }
 
 impl ResealBatch {
-    fn push(&mut self, row: &StoredRow, new: [Option<String>; 4]) {
+    fn push(&mut self, row: &CredentialsRow, new: [Option<String>; 4]) {
         self.user_ids.push(row.user_id.clone());
-        for (index, (_, stored)) in row.values().into_iter().enumerate() {
+        for (index, (_, stored)) in values(row).into_iter().enumerate() {
             self.old[index].push(stored.map(str::to_owned));
         }
         for (column, value) in self.new.iter_mut().zip(new) {
@@ -273,36 +234,6 @@ impl ResealBatch {
         if self.user_ids.is_empty() {
             return Ok(0);
         }
-        let done = sqlx::query(
-            r#"
-            UPDATE followq.account_credentials AS c
-            SET oauth2_access_token = n.new_access,
-                oauth2_refresh_token = n.new_refresh,
-                oauth1_token = n.new_token,
-                oauth1_token_secret = n.new_secret
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                        $6::text[], $7::text[], $8::text[], $9::text[])
-                 AS n(user_id, old_access, old_refresh, old_token, old_secret,
-                      new_access, new_refresh, new_token, new_secret)
-            WHERE c.user_id = n.user_id
-              AND c.oauth2_access_token IS NOT DISTINCT FROM n.old_access
-              AND c.oauth2_refresh_token IS NOT DISTINCT FROM n.old_refresh
-              AND c.oauth1_token IS NOT DISTINCT FROM n.old_token
-              AND c.oauth1_token_secret IS NOT DISTINCT FROM n.old_secret
-              AND (c.refresh_claimed_until IS NULL OR c.refresh_claimed_until <= clock_timestamp())
-            "#,
-        )
-        .bind(&self.user_ids)
-        .bind(&self.old[0])
-        .bind(&self.old[1])
-        .bind(&self.old[2])
-        .bind(&self.old[3])
-        .bind(&self.new[0])
-        .bind(&self.new[1])
-        .bind(&self.new[2])
-        .bind(&self.new[3])
-        .execute(pool)
-        .await?;
-        Ok(done.rows_affected())
+        store::credentials::reseal_rows(pool, &self.user_ids, &self.old, &self.new).await
     }
 }

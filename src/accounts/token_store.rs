@@ -14,10 +14,10 @@
 //! refreshed them while we waited), refresh, persist the new pair, release, then use it.
 //! No transaction and no connection is held across the token endpoint call.
 //!
-//! Persisting is a compare-and-set on the stored refresh token just spent, compared as the
-//! sealed text that was read (each seal has a fresh nonce, so equal tokens do not compare
-//! equal sealed): new tokens an operator stored meanwhile (`accounts add`) are never
-//! overwritten by a pair from the old family.
+//! Persisting is a compare-and-set (its statement is in `store::credentials`) on the stored
+//! refresh token just spent, compared as the sealed text that was read (each seal has a fresh
+//! nonce, so equal tokens do not compare equal sealed): new tokens an operator stored
+//! meanwhile (`accounts add`) are never overwritten by a pair from the old family.
 //!
 //! A stored value that cannot be opened (a key this process lacks, another key under the same
 //! id, a value altered or copied from another row) is a transient error naming the key id:
@@ -35,6 +35,7 @@ use super::refresh_claim::{ClaimError, RefreshClaim};
 use super::sealed::{TokenColumn, open, seal};
 use crate::config::XApiSettings;
 use crate::ids::UserId;
+use crate::store;
 use crate::xapi::RequestAuth;
 use crate::xapi::oauth2::{RefreshError, TokenClient, needs_refresh};
 
@@ -86,19 +87,6 @@ enum Trigger<'a> {
     Expiring,
     /// X answered 401 to this access token.
     Rejected(&'a SecretString),
-}
-
-/// An account row joined with its credentials, as stored (sealed). No `Debug`.
-#[derive(sqlx::FromRow)]
-struct StoredRow {
-    auth_kind: String,
-    status: String,
-    pause_reason: Option<String>,
-    oauth2_access_token: Option<String>,
-    oauth2_refresh_token: Option<String>,
-    oauth2_expires_at: Option<DateTime<Utc>>,
-    oauth1_token: Option<String>,
-    oauth1_token_secret: Option<String>,
 }
 
 struct Stored {
@@ -187,12 +175,12 @@ impl TokenStore {
 
     /// Marks the account `needs_reauth` with `reason`; its jobs stay queued.
     pub async fn mark_needs_reauth(&self, user: &UserId, reason: &str) -> Result<(), sqlx::Error> {
-        super::pause::mark_needs_reauth(&self.pool, user.as_str(), reason).await
+        store::pauses::mark_needs_reauth(&self.pool, user.as_str(), reason).await
     }
 
     async fn park(&self, user: &UserId, reason: &str) -> Result<AuthError, AuthError> {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-        super::pause::mark_needs_reauth(&self.pool, user.as_str(), &reason).await?;
+        store::pauses::mark_needs_reauth(&self.pool, user.as_str(), &reason).await?;
         tracing::warn!(account = %user, reason = %reason, "account marked needs_reauth");
         Ok(AuthError::NeedsReauth { reason })
     }
@@ -348,7 +336,16 @@ impl TokenStore {
                 tracing::warn!(account = %user, error = %error, attempt, "storing the refreshed token pair failed; retrying");
                 tokio::time::sleep(PERSIST_RETRY_DELAY).await;
             }
-            match store_pair(&self.pool, user, spent, &access, &refresh, expires_at).await {
+            match store::credentials::store_refreshed_pair(
+                &self.pool,
+                user.as_str(),
+                spent,
+                &access,
+                &refresh,
+                expires_at,
+            )
+            .await
+            {
                 Ok(stored) => return Ok(stored),
                 Err(e) => last_error = Some(e),
             }
@@ -360,19 +357,7 @@ impl TokenStore {
 
     /// The account's status and credentials, the tokens opened with the key ring.
     async fn load(&self, user: &UserId) -> Result<Stored, AuthError> {
-        let row: Option<StoredRow> = sqlx::query_as(
-            r#"
-            SELECT a.auth_kind, a.status, a.pause_reason,
-                   c.oauth2_access_token, c.oauth2_refresh_token, c.oauth2_expires_at,
-                   c.oauth1_token, c.oauth1_token_secret
-            FROM followq.accounts AS a
-            LEFT JOIN followq.account_credentials AS c ON c.user_id = a.user_id
-            WHERE a.user_id = $1
-            "#,
-        )
-        .bind(user.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = store::credentials::load_credentials(&self.pool, user.as_str()).await?;
         let row = row.ok_or(AuthError::NoCredentials)?;
         let open = |column: TokenColumn, stored: &str| {
             open(&self.keys, user, column, stored).map_err(|e| {
@@ -427,33 +412,4 @@ fn refuse_if_parked(stored: &Stored) -> Result<(), AuthError> {
         });
     }
     Ok(())
-}
-
-/// The compare-and-set: stores the sealed pair if the stored refresh token is still `spent`.
-async fn store_pair(
-    pool: &PgPool,
-    user: &UserId,
-    spent: &str,
-    access: &str,
-    refresh: &str,
-    expires_at: Option<DateTime<Utc>>,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        r#"
-        UPDATE followq.account_credentials
-        SET oauth2_access_token = $2,
-            oauth2_refresh_token = $3,
-            oauth2_expires_at = $4,
-            updated_at = now()
-        WHERE user_id = $1 AND oauth2_refresh_token = $5
-        "#,
-    )
-    .bind(user.as_str())
-    .bind(access)
-    .bind(refresh)
-    .bind(expires_at)
-    .bind(spent)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Transaction};
 
-use crate::accounts::pause;
-pub use crate::accounts::pause::AppPause;
+use crate::store::pauses;
+pub use crate::store::pauses::AppPause;
 
 /// How recent a heartbeat must be for a daemon to count as live.
 pub const LIVE_HEARTBEAT_SECONDS: f64 = 120.0;
@@ -244,7 +244,7 @@ pub async fn recent_throughput(conn: &mut PgConnection) -> Result<Throughput, sq
 
 /// The app-wide stop in force, if any.
 pub async fn app_pause(conn: &mut PgConnection) -> Result<Option<AppPause>, sqlx::Error> {
-    pause::app_pause_in_force(conn).await
+    pauses::app_pause_in_force(conn).await
 }
 
 /// Paused accounts, the soonest to resume first; at most `limit` (`None`: all).

@@ -15,9 +15,9 @@ use tokio::process::Child;
 
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
-use crate::accounts::lease;
 use crate::scratch_db::ScratchDb;
 use crate::store::claim::claim_batch;
+use crate::store::leases;
 
 pub struct ScaleOptions {
     pub accounts: u64,
@@ -220,7 +220,7 @@ async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow
     .bind(count as i64)
     .fetch_all(pool)
     .await?;
-    lease::acquire_named(pool, probe, &accounts, Duration::from_secs(60)).await?;
+    leases::acquire_named(pool, probe, &accounts, Duration::from_secs(60)).await?;
     let mut latencies = Vec::with_capacity(accounts.len());
     for account in accounts {
         let started = Instant::now();
@@ -234,6 +234,6 @@ async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
-    lease::release_all(pool, probe).await?;
+    leases::release_all(pool, probe).await?;
     Ok(latencies)
 }

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tracing::warn;
 
 use super::{READY_TIMEOUT, Shared};
-use crate::accounts::pause;
+use crate::store::pauses;
 
 pub(super) async fn healthz() -> &'static str {
     "ok\n"
@@ -46,7 +46,7 @@ pub(super) async fn readyz(State(shared): State<Shared>) -> (StatusCode, String)
 
 /// The reason of the app-wide stop in force, if any.
 async fn app_stop(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
-    Ok(pause::app_pause_in_force(pool)
+    Ok(pauses::app_pause_in_force(pool)
         .await?
         .map(|stop| stop.reason))
 }

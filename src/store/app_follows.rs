@@ -1,5 +1,92 @@
-//! (being moved here)
+//! The ledger read behind the app's count of follows of the last 24 hours
+//! (`accounts::app_follows`): the follows that may count, by the bucket at whose end each
+//! stops counting, settled rows apart from fresh ones.
 
 use super::Statement;
+use std::time::Duration;
 
-pub const STATEMENTS: &[Statement] = &[];
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgExecutor};
+
+/// What one refresh reads: the database's clock, up to when rows are settled, and per bucket
+/// that has not ended (ascending), the follows of settled rows and those of fresh ones.
+#[derive(Debug, Clone, FromRow)]
+pub struct LedgerRead {
+    pub now: DateTime<Utc>,
+    pub settled_by: DateTime<Utc>,
+    pub buckets: Vec<i64>,
+    pub settled: Vec<i64>,
+    pub fresh: Vec<i64>,
+}
+
+const READ_LEDGER: &str = r#"
+        WITH clock AS (
+            SELECT now() AS now, now() - make_interval(secs => $2::float8 + $3::float8) AS settled_by
+        ),
+        follows AS (
+            SELECT t.sent_at <= clock.settled_by AS settled,
+                   coalesce(t.outcome IS NULL AND t.worker_id = $6, false) AS callers,
+                   -- The minute at whose end the follow stops counting: a day after its
+                   -- latest possible arrival, as in store::leases::ledger_seeds.
+                   ceil(extract(epoch FROM
+                       CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
+                            THEN coalesce(t.answer_by,
+                                          greatest(t.sent_at + make_interval(secs => $2),
+                                                   t.completed_at))
+                            ELSE coalesce(t.completed_at,
+                                          t.sent_at + make_interval(secs => $2)) END
+                       + interval '24 hours') / $4)::bigint AS bucket
+            FROM followq.attempts AS t, clock
+            WHERE t.sent_at > greatest(
+                      $1, clock.now - interval '24 hours' - make_interval(secs => $2 + $5))
+              AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
+        ),
+        bins AS (
+            SELECT bucket,
+                   count(*) FILTER (WHERE settled) AS settled,
+                   count(*) FILTER (WHERE NOT settled AND NOT callers) AS fresh
+            FROM follows, clock
+            WHERE bucket * $4 > extract(epoch FROM clock.now)
+            GROUP BY bucket
+        )
+        SELECT clock.now, clock.settled_by,
+               coalesce(array_agg(bins.bucket ORDER BY bins.bucket)
+                        FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS buckets,
+               coalesce(array_agg(bins.settled ORDER BY bins.bucket)
+                        FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS settled,
+               coalesce(array_agg(bins.fresh ORDER BY bins.bucket)
+                        FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS fresh
+        FROM clock LEFT JOIN bins ON true
+        GROUP BY clock.now, clock.settled_by
+        "#;
+
+/// Counts the ledger rows sent after `settled_through` (or over the whole day and
+/// `late_answer_horizon` more, the first time) whose follow may count, per bucket of
+/// `bucket_seconds` on the database's clock. A row is settled once it was sent more than
+/// `answer_within` plus `settle_margin` ago. `unanswered_by`: leave out this worker's rows that
+/// are still unanswered and not settled.
+pub async fn read_ledger(
+    executor: impl PgExecutor<'_>,
+    settled_through: Option<DateTime<Utc>>,
+    answer_within: Duration,
+    settle_margin: Duration,
+    bucket_seconds: i64,
+    late_answer_horizon: Duration,
+    unanswered_by: Option<&str>,
+) -> Result<LedgerRead, sqlx::Error> {
+    sqlx::query_as(READ_LEDGER)
+        .bind(settled_through)
+        .bind(answer_within.as_secs_f64())
+        .bind(settle_margin.as_secs_f64())
+        .bind(bucket_seconds as f64)
+        .bind(late_answer_horizon.as_secs_f64())
+        .bind(unanswered_by)
+        .fetch_one(executor)
+        .await
+}
+
+/// The static statements of this file, for the test that prepares every one.
+pub const STATEMENTS: &[Statement] = &[Statement {
+    name: "app_follows::read_ledger",
+    sql: READ_LEDGER,
+}];

@@ -19,8 +19,8 @@ use tracing::{error, info, warn};
 use super::Context;
 use super::events::Event;
 use super::job::{instant_at, job_span};
-use crate::accounts::pause::{self, AppPause};
 use crate::store::housekeeping::{paused_by_reason, queue_depth};
+use crate::store::pauses::{self, AppPause};
 use crate::store::rescue::rescue_orphans;
 
 /// Orphans taken back per statement.
@@ -77,7 +77,7 @@ pub async fn app_monitor(
         {
             warn!(error = %e, "could not count the app's follows of the last 24 hours");
         }
-        let pause = match pause::current_app_pause(&ctx.pool).await {
+        let pause = match pauses::current_app_pause(&ctx.pool).await {
             Ok(pause) => pause,
             Err(e) => {
                 warn!(error = %e, "could not read the app-wide stop");
@@ -126,7 +126,7 @@ async fn enforce_app_daily_cap(ctx: &Context, cap: u32) -> Result<(), sqlx::Erro
         return Ok(());
     };
     if let Some(until) = count.frees_at {
-        pause::pause_app(&ctx.pool, "app_daily_cap", None, Some(until)).await?;
+        pauses::pause_app(&ctx.pool, "app_daily_cap", None, Some(until)).await?;
         info!(follows = count.follows, cap, until = %until, "the app's follows in the last 24 hours reached rate_limit.daily_follows_per_app");
     }
     Ok(())

@@ -20,12 +20,12 @@ use super::decision::{AccountAction, Decision, JobFacts, decide};
 use super::events::{Event, JobReport};
 use super::retry::RetryPolicy;
 use super::stats::Counters;
-use crate::accounts::pause;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
 use crate::ratelimit::ServerWindow;
 use crate::states::PauseReason;
 use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
+use crate::store::pauses;
 use crate::store::record::{AttemptRecord, Completion, NextState};
 use crate::store::rescue::{Which, return_jobs};
 use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
@@ -434,7 +434,7 @@ async fn apply_consequences(
     for action in &decision.account {
         if let AccountAction::Pause { until, reason } = action {
             if let Err(e) =
-                pause::pause_account(&ctx.pool, source.as_str(), *until, reason.as_str()).await
+                pauses::pause_account(&ctx.pool, source.as_str(), *until, reason.as_str()).await
             {
                 warn!(error = %e, reason = reason.as_str(), "could not persist the account pause");
             }
@@ -450,7 +450,7 @@ async fn apply_consequences(
     }
     if let Some(stop) = &decision.app {
         if let Err(e) =
-            pause::pause_app(&ctx.pool, stop.reason, decision.error.as_ref(), stop.until).await
+            pauses::pause_app(&ctx.pool, stop.reason, decision.error.as_ref(), stop.until).await
         {
             error!(error = %e, "could not persist the app-wide stop");
         }

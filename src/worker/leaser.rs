@@ -16,10 +16,10 @@ use tracing::{debug, warn};
 
 use super::Context;
 use super::events::Event;
-use crate::accounts::lease::{self, FollowGrid, LeasedAccount};
 use crate::queue::JOB_ENQUEUED_CHANNEL;
 use crate::ratelimit::rolling_day::{ACCOUNT_BUCKET, DAY, account_grid_origin_ago};
 use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, SeedFollows, SeedReport};
+use crate::store::leases::{self, FollowGrid, LeasedAccount};
 
 /// Accounts leased per statement on the poll path.
 const LEASE_BATCH: u32 = 500;
@@ -105,7 +105,7 @@ async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accou
     if free.is_empty() || ctx.held_count() >= ctx.settings.worker.max_accounts as usize {
         return;
     }
-    match lease::acquire_named(
+    match leases::acquire_named(
         &ctx.pool,
         &ctx.worker_id,
         &free,
@@ -135,7 +135,7 @@ async fn lease_ready_accounts(ctx: &Context, events: &mpsc::UnboundedSender<Even
         if batch == 0 {
             return;
         }
-        let leased = match lease::acquire(
+        let leased = match leases::acquire(
             &ctx.pool,
             &ctx.worker_id,
             ctx.settings.worker.account_lease,
@@ -196,7 +196,7 @@ async fn hand_over(
         origin_ago: account_grid_origin_ago(Instant::now()),
         width: ACCOUNT_BUCKET,
     };
-    let rows = match lease::ledger_seeds(
+    let rows = match leases::ledger_seeds(
         &ctx.pool,
         &names,
         &periods,
@@ -210,11 +210,11 @@ async fn hand_over(
         Err(e) => {
             // Without the ledger we cannot know what was spent: give the accounts back.
             warn!(error = %e, "could not read the ledger for newly leased accounts; releasing them");
-            let _ = lease::release(&ctx.pool, &ctx.worker_id, &names).await;
+            let _ = leases::release(&ctx.pool, &ctx.worker_id, &names).await;
             return;
         }
     };
-    let mut by_account: HashMap<String, lease::LedgerRow> = rows
+    let mut by_account: HashMap<String, leases::LedgerRow> = rows
         .into_iter()
         .map(|row| (row.account_user_id.clone(), row))
         .collect();
@@ -249,7 +249,7 @@ async fn hand_over(
 
 /// The ledger's figures (seconds relative to the database's now) as instants of this
 /// process's monotonic clock, `now` standing for the database's now.
-fn seed_from(row: &lease::LedgerRow, now: Instant) -> LedgerSeed {
+fn seed_from(row: &leases::LedgerRow, now: Instant) -> LedgerSeed {
     let at = |seconds_ahead: f64| -> Instant {
         let magnitude = Duration::try_from_secs_f64(seconds_ahead.abs()).unwrap_or(Duration::MAX);
         if seconds_ahead >= 0.0 {

@@ -58,7 +58,6 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::accounts::lease;
 use crate::accounts::token_store::{AuthError, TokenStore};
 use crate::accounts::{KeyError, KeyRing};
 use crate::admin::dashboard::Limits;
@@ -67,6 +66,7 @@ use crate::http::{HttpError, HttpListener, Ops};
 use crate::ids::UserId;
 use crate::metrics::Metrics;
 use crate::store::daemons;
+use crate::store::leases;
 use crate::store::rescue::{Which, return_jobs};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
@@ -351,7 +351,7 @@ impl Daemon {
                 warn!(error = %e, "could not return running jobs; the rescuer will after their lease")
             }
         }
-        match lease::release_all(&ctx.pool, &ctx.worker_id).await {
+        match leases::release_all(&ctx.pool, &ctx.worker_id).await {
             Ok(n) => info!(accounts = n, "account leases released; daemon stopped"),
             Err(e) => {
                 warn!(error = %e, "could not release account leases; they expire by themselves")

@@ -30,9 +30,9 @@ use tracing::{debug, error, info, warn};
 use super::Context;
 use super::events::{Event, JobReport};
 use super::job::{self, panic_message};
-use crate::accounts::{lease, pause};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
 use crate::store::rescue::{Which, return_jobs};
+use crate::store::{leases, pauses};
 
 /// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
@@ -117,7 +117,7 @@ async fn give_back_after_panic(ctx: &Context, accounts: &[String]) {
     {
         warn!(error = %e, "could not put the jobs back; the rescuer will after their lease");
     }
-    if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, accounts).await {
+    if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, accounts).await {
         warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
     }
 }
@@ -136,7 +136,7 @@ async fn recover(ctx: &Context) {
     {
         warn!(error = %e, "could not put the running jobs back; the rescuer will after their lease");
     }
-    if let Err(e) = lease::release_all(&ctx.pool, &ctx.worker_id).await {
+    if let Err(e) = leases::release_all(&ctx.pool, &ctx.worker_id).await {
         warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
     }
     ctx.held_clear();
@@ -505,7 +505,8 @@ impl Scheduler {
                 .unwrap_or(chrono::TimeDelta::zero());
         info!(account, until = %until_wall, reason = "daily_cap", "account paused: its follows in the last 24 hours reached rate_limit.daily_follows_per_account");
         tokio::spawn(async move {
-            if let Err(e) = pause::pause_account(&ctx.pool, &account, until_wall, "daily_cap").await
+            if let Err(e) =
+                pauses::pause_account(&ctx.pool, &account, until_wall, "daily_cap").await
             {
                 warn!(account, error = %e, "could not persist the daily-cap pause");
             }
@@ -656,7 +657,7 @@ impl Scheduler {
         }
         let ctx = Arc::clone(&self.ctx);
         tokio::spawn(async move {
-            if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, &moving).await {
+            if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, &moving).await {
                 warn!(error = %e, "could not give accounts back; their leases expire by themselves");
             }
         });
@@ -668,7 +669,7 @@ impl Scheduler {
         self.ctx.held_remove(&account);
         let ctx = Arc::clone(&self.ctx);
         tokio::spawn(async move {
-            if let Err(e) = lease::release(&ctx.pool, &ctx.worker_id, &[account]).await {
+            if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, &[account]).await {
                 warn!(error = %e, "could not release an account's lease; it expires by itself");
             }
         });
@@ -699,7 +700,7 @@ impl Scheduler {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let lease_length = ctx.settings.worker.account_lease;
-            if let Err(e) = pause::resume_due(&ctx.pool, &ctx.worker_id).await {
+            if let Err(e) = pauses::resume_due(&ctx.pool, &ctx.worker_id).await {
                 warn!(error = %e, "could not mark ended pauses as over");
             }
             if let Err(e) = crate::store::daemons::heartbeat(&ctx.pool, &ctx.worker_id).await {
@@ -711,7 +712,7 @@ impl Scheduler {
                     warn!(error = %e, "could not work out this daemon's share of accounts");
                     None
                 });
-            let lost = match lease::renew(&ctx.pool, &ctx.worker_id, &held, lease_length).await {
+            let lost = match leases::renew(&ctx.pool, &ctx.worker_id, &held, lease_length).await {
                 Ok(kept) => {
                     let kept: std::collections::HashSet<String> = kept.into_iter().collect();
                     held.into_iter().filter(|a| !kept.contains(a)).collect()
@@ -724,7 +725,7 @@ impl Scheduler {
             let released = if idle.is_empty() {
                 Vec::new()
             } else {
-                lease::release_idle(&ctx.pool, &ctx.worker_id, &idle)
+                leases::release_idle(&ctx.pool, &ctx.worker_id, &idle)
                     .await
                     .unwrap_or_else(|e| {
                         warn!(error = %e, "could not release idle accounts");

@@ -3,8 +3,8 @@
 use chrono::{Datelike, TimeDelta, Utc};
 
 use crate::support::*;
-use followq::accounts::pause::mark_needs_reauth;
 use followq::admin::accounts::{self, AccountStatus, AccountsError};
+use followq::store::pauses::mark_needs_reauth;
 
 async fn status_row(
     db: &TestDb,
@@ -179,7 +179,7 @@ async fn resume_ends_pauses_and_disables_and_refuses_active_accounts() {
     assert_eq!(err.to_string(), "account 100 is active: nothing to resume");
 
     // Ending the daemon's own pause early is allowed, with a warning.
-    followq::accounts::pause::pause_account(
+    followq::store::pauses::pause_account(
         &db.pool,
         "101",
         Utc::now() + TimeDelta::minutes(5),

@@ -350,7 +350,7 @@ async fn accounts_commands_reject_bad_input() {
 #[tokio::test]
 async fn resume_clears_needs_reauth_once_new_tokens_are_stored() {
     let db = db_with_accounts().await;
-    followq::accounts::pause::mark_needs_reauth(&db.pool, "100", "X refused the token twice")
+    followq::store::pauses::mark_needs_reauth(&db.pool, "100", "X refused the token twice")
         .await
         .unwrap();
     sqlx::query("DELETE FROM followq.account_credentials WHERE user_id = '100'")

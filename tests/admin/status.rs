@@ -58,7 +58,7 @@ async fn the_report_counts_each_known_row_once() {
         .await
         .unwrap();
     }
-    followq::accounts::pause::pause_account(
+    followq::store::pauses::pause_account(
         &db.pool,
         "101",
         chrono::Utc::now() + chrono::TimeDelta::minutes(10),
@@ -66,7 +66,7 @@ async fn the_report_counts_each_known_row_once() {
     )
     .await
     .unwrap();
-    followq::accounts::pause::mark_needs_reauth(&db.pool, "102", "refresh token revoked")
+    followq::store::pauses::mark_needs_reauth(&db.pool, "102", "refresh token revoked")
         .await
         .unwrap();
     accounts::disable(&db.pool, &user("103")).await.unwrap();

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use followq::accounts::lease::{self, FollowGrid, ledger_seeds};
 use followq::queue::{FollowRequest, enqueue};
 use followq::store::claim::claim_batch;
+use followq::store::leases::{self, FollowGrid, ledger_seeds};
 use followq::store::record::{AttemptRecord, Completion, NextState, record_batch};
 use followq::store::rescue::rescue_orphans;
 
@@ -21,7 +21,7 @@ async fn leased_account(db: &TestDb, account: &str, jobs: u64) {
         let request = FollowRequest::new(account, &(10_000 + target).to_string()).expect("ids");
         enqueue(&db.pool, &request).await.expect("enqueue");
     }
-    let leased = lease::acquire_named(
+    let leased = leases::acquire_named(
         &db.pool,
         WORKER,
         &[account.to_owned()],
