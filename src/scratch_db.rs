@@ -3,9 +3,10 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::db;
+use crate::store::schema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScratchDbError {
@@ -55,9 +56,7 @@ impl ScratchDb {
         let described = db::describe(&server);
         let create = async {
             let mut admin = PgConnection::connect_with(&server).await?;
-            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut admin)
-                .await?;
+            schema::create_database(&mut admin, &name).await?;
             admin.close().await
         };
         create.await.map_err(|source| ScratchDbError::Create {
@@ -94,12 +93,7 @@ impl ScratchDb {
     pub async fn drop_now(self) -> Result<(), sqlx::Error> {
         self.pool.close().await;
         let mut admin = PgConnection::connect_with(&self.server).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await?;
+        schema::drop_database(&mut admin, &self.name).await?;
         admin.close().await
     }
 }

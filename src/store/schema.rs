@@ -1,9 +1,10 @@
-//! Which migration the schema is at: the highest version recorded as applied in the
-//! migrations table. Applying migrations is sqlx's migrator's (see `db`), and deciding whether
-//! the version is recent enough is `db::check_schema`'s.
+//! The database itself: which migration the schema is at (the highest version recorded as
+//! applied in the migrations table), and creating and dropping the scratch databases the demo
+//! and the bench run in. Applying migrations is sqlx's migrator's (see `db`), and deciding
+//! whether the version is recent enough is `db::check_schema`'s.
 
 use super::Statement;
-use sqlx::PgExecutor;
+use sqlx::{AssertSqlSafe, PgConnection, PgExecutor};
 
 const APPLIED_VERSION: &str = "SELECT max(version) FROM followq._sqlx_migrations WHERE success";
 
@@ -23,8 +24,70 @@ pub async fn applied_version(executor: impl PgExecutor<'_>) -> Result<Option<i64
     }
 }
 
+/// Creates an empty database named `name`, which must be a plain lower-case identifier
+/// (letters, digits, `_`): the name is part of the statement's text, as Postgres takes no
+/// parameter there. Its text is built at run time, so it is not in [`STATEMENTS`]; the demo's
+/// and the bench's scratch databases run it.
+pub async fn create_database(admin: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let name = plain_identifier(name)?;
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
+
+/// Drops the database `name` (a plain identifier, as for [`create_database`]) if it exists,
+/// ending its sessions.
+pub async fn drop_database(admin: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let name = plain_identifier(name)?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(admin)
+    .await?;
+    Ok(())
+}
+
+/// `name` when it needs no quoting: 1 to 63 characters of `a-z`, `0-9` and `_`, not starting
+/// with a digit.
+fn plain_identifier(name: &str) -> Result<&str, sqlx::Error> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        Ok(name)
+    } else {
+        Err(sqlx::Error::Protocol(format!(
+            "{name:?} is not a plain database name (a-z, 0-9 and _ only)"
+        )))
+    }
+}
+
 /// The static statements of this file, for the test that prepares every one.
 pub const STATEMENTS: &[Statement] = &[Statement {
     name: "schema::applied_version",
     sql: APPLIED_VERSION,
 }];
+
+#[cfg(test)]
+mod tests {
+    use super::plain_identifier;
+
+    #[test]
+    fn only_plain_names_reach_the_statement_text() {
+        assert!(plain_identifier("followq_demo_4242_0a1b2c").is_ok());
+        for bad in [
+            "",
+            "Demo",
+            "1db",
+            "db; DROP DATABASE postgres",
+            "db\"x",
+            &"a".repeat(64),
+        ] {
+            assert!(plain_identifier(bad).is_err(), "{bad:?}");
+        }
+    }
+}
