@@ -15,6 +15,7 @@ use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
 use crate::sim::{self, SimConfig};
+use crate::store::bench;
 
 pub struct FailoverOptions {
     pub accounts: u64,
@@ -65,13 +66,7 @@ async fn measure(
     for n in 0..options.accounts {
         sim.set_answer_delay(&harness::account_id(n), Some(Duration::from_millis(100)));
     }
-    sqlx::query(
-        "UPDATE followq.accounts SET quota_requests = 1, quota_period_seconds = 2 \
-         WHERE (user_id::bigint - $1) % 2 = 0",
-    )
-    .bind(FIRST_ACCOUNT as i64)
-    .execute(&scratch.pool)
-    .await?;
+    bench::pace_every_other_account(&scratch.pool, FIRST_ACCOUNT as i64).await?;
 
     // The victim takes the first half (steady and paced accounts alternate), the survivor the
     // rest, and everything once the victim is gone.
@@ -79,7 +74,8 @@ async fn measure(
     let mut victim = spawn_daemon(scratch, &sim.base_url(), ctx, half)?;
     harness::wait_for(
         &scratch.pool,
-        "SELECT count(*) > 0 FROM followq.accounts WHERE leased_by IS NOT NULL",
+        "a daemon holding an account",
+        async |pool| bench::any_account_leased(pool).await,
         Duration::from_millis(100),
         Duration::from_secs(30),
     )
@@ -90,11 +86,7 @@ async fn measure(
     // Both hold their half and send for a while.
     let sharing = Instant::now();
     let victim_id: String = loop {
-        let holders: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT leased_by, count(*) FROM followq.accounts WHERE leased_by IS NOT NULL GROUP BY 1",
-        )
-        .fetch_all(&scratch.pool)
-        .await?;
+        let holders = bench::accounts_per_holder(&scratch.pool).await?;
         let mine = holders
             .iter()
             .find(|(worker, _)| worker.contains(&format!("-{victim_pid}-")));
@@ -111,19 +103,9 @@ async fn measure(
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let held: Vec<String> =
-        sqlx::query_scalar("SELECT user_id FROM followq.accounts WHERE leased_by = $1")
-            .bind(&victim_id)
-            .fetch_all(&scratch.pool)
-            .await?;
-    let (sent, unanswered): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE sent_at > now() - interval '3 seconds'), \
-                count(*) FILTER (WHERE outcome IS NULL) \
-         FROM followq.attempts WHERE worker_id = $1",
-    )
-    .bind(&victim_id)
-    .fetch_one(&scratch.pool)
-    .await?;
+    let held = bench::accounts_held_by(&scratch.pool, &victim_id).await?;
+    let (sent, unanswered) =
+        bench::recent_and_unanswered_requests(&scratch.pool, &victim_id).await?;
     tracing::info!(
         accounts = held.len(),
         sent_in_3s = sent,
@@ -133,20 +115,13 @@ async fn measure(
     victim.start_kill().context("kill -9")?;
     let killed = Instant::now();
     let _ = victim.wait().await;
-    let killed_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(&scratch.pool)
-        .await?;
+    let killed_at = bench::database_clock(&scratch.pool).await?;
 
     // Poll until every account it held has been sent for by the survivor.
     let mut taken: HashMap<String, f64> = HashMap::new();
     let mut first_request: HashMap<String, f64> = HashMap::new();
     while first_request.len() < held.len() && killed.elapsed() < Duration::from_secs(120) {
-        let holders: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT user_id, leased_by FROM followq.accounts WHERE user_id = ANY($1)",
-        )
-        .bind(&held)
-        .fetch_all(&scratch.pool)
-        .await?;
+        let holders = bench::holders_of(&scratch.pool, &held).await?;
         for (account, holder) in holders {
             if holder.is_some_and(|h| h != victim_id) {
                 taken
@@ -154,17 +129,8 @@ async fn measure(
                     .or_insert_with(|| killed.elapsed().as_secs_f64());
             }
         }
-        let firsts: Vec<(String, f64)> = sqlx::query_as(
-            "SELECT account_user_id, extract(epoch FROM min(sent_at) - $3)::float8 \
-             FROM followq.attempts \
-             WHERE account_user_id = ANY($1) AND worker_id <> $2 AND sent_at > $3 \
-             GROUP BY 1",
-        )
-        .bind(&held)
-        .bind(&victim_id)
-        .bind(killed_at)
-        .fetch_all(&scratch.pool)
-        .await?;
+        let firsts =
+            bench::first_requests_since(&scratch.pool, &held, &victim_id, killed_at).await?;
         first_request.extend(firsts);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -173,13 +139,7 @@ async fn measure(
     sim.shutdown().await;
     // Which accounts had a request in the air when the victim died (the survivor marked its
     // ledger row abandoned).
-    let in_flight: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT account_user_id FROM followq.attempts \
-         WHERE worker_id = $1 AND outcome = 'abandoned'",
-    )
-    .bind(&victim_id)
-    .fetch_all(&scratch.pool)
-    .await?;
+    let in_flight = bench::accounts_with_abandoned_requests(&scratch.pool, &victim_id).await?;
 
     let sorted = |values: Vec<f64>| {
         let mut values = values;

@@ -1,6 +1,7 @@
 //! What every benchmark scenario needs: a scratch database filled in bulk, accounts known to
 //! the simulator, a daemon to run, and the measurements (wall time from the database's own
-//! timestamps, CPU time of this process and of Postgres, transactions committed).
+//! timestamps, CPU time of this process and of Postgres). The statements are in
+//! `store::bench`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use crate::config::Settings;
 use crate::ids::UserId;
 use crate::scratch_db::ScratchDb;
 use crate::sim::SimHandle;
+use crate::store::bench;
 use crate::worker::{Daemon, DaemonHandle};
 
 /// First account id of a scenario: realistic 10-digit ids.
@@ -66,21 +68,8 @@ pub async fn add_accounts(
             tokens.push(seal(keys, &user, TokenColumn::OAuth2AccessToken, &token)?);
             ids.push(user.as_str().to_owned());
         }
-        sqlx::query(
-            "INSERT INTO followq.accounts (user_id, auth_kind) \
-             SELECT id, 'oauth2' FROM UNNEST($1::text[]) AS id",
-        )
-        .bind(&ids)
-        .execute(pool)
-        .await?;
-        sqlx::query(
-            "INSERT INTO followq.account_credentials (user_id, oauth2_access_token) \
-             SELECT * FROM UNNEST($1::text[], $2::text[])",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .execute(pool)
-        .await?;
+        bench::insert_accounts(pool, &ids).await?;
+        bench::insert_credentials(pool, &ids, &tokens).await?;
         start = end;
     }
     Ok(())
@@ -156,18 +145,15 @@ pub async fn enqueue(
     let mut start = 0;
     while start < total {
         let end = (start + step).min(total);
-        sqlx::query(
-            "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) \
-             SELECT ($1 + $2 + g % $3)::text, ($4 + g / $3)::text \
-             FROM generate_series($5, $6 - 1) AS g",
+        bench::enqueue_jobs(
+            pool,
+            FIRST_ACCOUNT as i64,
+            first as i64,
+            accounts as i64,
+            FIRST_TARGET as i64,
+            start as i64,
+            end as i64,
         )
-        .bind(FIRST_ACCOUNT as i64)
-        .bind(first as i64)
-        .bind(accounts as i64)
-        .bind(FIRST_TARGET as i64)
-        .bind(start as i64)
-        .bind(end as i64)
-        .execute(pool)
         .await?;
         start = end;
     }
@@ -209,25 +195,23 @@ impl RunningDaemon {
     }
 }
 
-/// True once no job is queued or running (each half served by its partial index; a job in
-/// flight stays queued until its outcome is recorded).
-pub const ALL_FINISHED: &str = "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'queued') \
-     AND NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'running')";
-
-/// Waits until `sql` (a boolean) holds, polling every `every`; gives up after `limit`.
+/// Waits until `condition` (one of the conditions of `store::bench`, such as
+/// `bench::all_finished`) holds, polling every `every`; gives up after `limit`, saying it was
+/// waiting for `what`.
 pub async fn wait_for(
     pool: &PgPool,
-    sql: &'static str,
+    what: &str,
+    condition: impl AsyncFn(&PgPool) -> Result<bool, sqlx::Error>,
     every: Duration,
     limit: Duration,
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
     loop {
-        if sqlx::query_scalar::<_, bool>(sql).fetch_one(pool).await? {
+        if condition(pool).await? {
             return Ok(start.elapsed());
         }
         if start.elapsed() > limit {
-            anyhow::bail!("gave up after {limit:?} waiting for: {sql}");
+            anyhow::bail!("gave up after {limit:?} waiting for: {what}");
         }
         tokio::time::sleep(every).await;
     }
@@ -235,26 +219,8 @@ pub async fn wait_for(
 
 /// Seconds from the first request sent to the last job finished, by the database's clock.
 pub async fn first_sent_to_last_finished(pool: &PgPool) -> Result<f64, sqlx::Error> {
-    let seconds: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM (SELECT max(finished_at) FROM followq.follow_jobs) \
-                                 - (SELECT min(sent_at) FROM followq.attempts))::float8",
-    )
-    .fetch_one(pool)
-    .await?;
+    let seconds = bench::first_sent_to_last_finished(pool).await?;
     Ok(seconds.unwrap_or(0.0))
-}
-
-/// Transactions committed in the scratch database so far (each autocommit statement is one).
-pub async fn transactions(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    // The statistics snapshot is per transaction: clear it so the figure is current.
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(pool)
-        .await?;
-    sqlx::query_scalar(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await
 }
 
 /// CPU seconds (user + system) used by a process so far, from /proc; `None` off Linux.
@@ -302,12 +268,7 @@ pub fn postgres_cpu_seconds() -> Option<f64> {
 pub async fn database_backend_cpu(
     pool: &PgPool,
 ) -> Result<std::collections::HashMap<i32, f64>, sqlx::Error> {
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND backend_type = 'client backend'",
-    )
-    .fetch_all(pool)
-    .await?;
+    let pids = bench::database_backend_pids(pool).await?;
     Ok(pids
         .into_iter()
         .filter_map(|pid| process_cpu_seconds(&pid.to_string()).map(|cpu| (pid, cpu)))

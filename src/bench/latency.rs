@@ -12,6 +12,7 @@ use super::endpoint::Endpoint;
 use super::harness::{self, FIRST_ACCOUNT, FIRST_TARGET, percentile};
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
+use crate::store::bench;
 
 pub struct LatencyOptions {
     pub accounts: u64,
@@ -45,13 +46,7 @@ async fn measure(
     for n in 0..options.samples {
         let account = (FIRST_ACCOUNT + n % options.accounts).to_string();
         let target = (FIRST_TARGET + n).to_string();
-        sqlx::query(
-            "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) VALUES ($1, $2)",
-        )
-        .bind(&account)
-        .bind(&target)
-        .execute(&scratch.pool)
-        .await?;
+        bench::insert_job(&scratch.pool, &account, &target).await?;
         let committed = Instant::now();
         let deadline = committed + Duration::from_secs(5);
         let arrived = loop {

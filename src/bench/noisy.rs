@@ -10,6 +10,7 @@ use super::harness;
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
 use crate::sim::{self, SimConfig};
+use crate::store::bench;
 
 pub struct NoisyOptions {
     pub big_jobs: u64,
@@ -44,19 +45,14 @@ async fn measure(
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs \
-         WHERE source_user_id <> '1000000000' AND state <> 'succeeded')",
+        "every small account served",
+        async |pool| bench::small_accounts_served(pool).await,
         Duration::from_millis(10),
         Duration::from_secs(120),
     )
     .await?;
     let all_small_served = started.elapsed();
-    let first_small: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM max(finished_at) - (SELECT min(sent_at) FROM followq.attempts))::float8 \
-         FROM followq.follow_jobs WHERE source_user_id <> '1000000000'",
-    )
-    .fetch_one(&scratch.pool)
-    .await?;
+    let first_small = bench::small_accounts_served_after_first_request(&scratch.pool).await?;
     daemon.stop().await;
     let stats = sim.stats().await;
     sim.shutdown().await;

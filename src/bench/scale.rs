@@ -16,6 +16,7 @@ use tokio::process::Child;
 use super::harness::{self, FIRST_ACCOUNT, percentile};
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
+use crate::store::bench;
 use crate::store::claim::claim_batch;
 use crate::store::leases;
 
@@ -48,9 +49,7 @@ async fn measure(
     let idle_rss = harness::rss_mib(&pid_of(&idle)?).map_or(f64::NAN, |(rss, _)| rss);
     let _ = idle.kill().await;
     let _ = idle.wait().await;
-    sqlx::query("DELETE FROM followq.daemons")
-        .execute(&scratch.pool)
-        .await?;
+    bench::forget_daemons(&scratch.pool).await?;
 
     let filling = Instant::now();
     harness::add_accounts(&scratch.pool, &ctx.keys, 0, options.accounts).await?;
@@ -62,22 +61,14 @@ async fn measure(
     )
     .await?;
     fill_a_day_of_follows(&scratch.pool, options).await?;
-    sqlx::query("VACUUM ANALYZE followq.follow_jobs")
-        .execute(&scratch.pool)
-        .await?;
-    sqlx::query("VACUUM ANALYZE followq.attempts")
-        .execute(&scratch.pool)
-        .await?;
+    bench::vacuum_analyze_jobs(&scratch.pool).await?;
+    bench::vacuum_analyze_attempts(&scratch.pool).await?;
     let fill_seconds = filling.elapsed().as_secs_f64();
-    let ledger_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.attempts")
-        .fetch_one(&scratch.pool)
-        .await?;
+    let ledger_rows = bench::count_requests(&scratch.pool).await?;
 
     let claim_at_start = claim_latencies(&scratch.pool, "bench-probe-start", 200).await?;
 
-    let requests_before: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.attempts")
-        .fetch_one(&scratch.pool)
-        .await?;
+    let requests_before = bench::count_requests(&scratch.pool).await?;
     // The daemon, as its own process, against an endpoint it never gets to call.
     let mut daemon = spawn_daemon(ctx, scratch, options.accounts)?;
     let pid = pid_of(&daemon)?;
@@ -85,13 +76,7 @@ async fn measure(
     let limit = Duration::from_secs(300);
     let mut leased_seconds = None;
     let (held, capped) = loop {
-        let (held, capped): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE leased_by IS NOT NULL), \
-                    count(*) FILTER (WHERE pause_reason = 'daily_cap') \
-             FROM followq.accounts",
-        )
-        .fetch_one(&scratch.pool)
-        .await?;
+        let (held, capped) = bench::held_and_capped_accounts(&scratch.pool).await?;
         if held as u64 >= options.accounts {
             leased_seconds.get_or_insert(started.elapsed().as_secs_f64());
         }
@@ -104,28 +89,15 @@ async fn measure(
     // Let it settle with everything held, then read its memory.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (rss, peak) = harness::rss_mib(&pid).unwrap_or((f64::NAN, f64::NAN));
-    let sent: i64 = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM followq.attempts")
-        .fetch_one(&scratch.pool)
-        .await?
-        - requests_before;
+    let sent = bench::count_requests(&scratch.pool).await? - requests_before;
     let _ = daemon.kill().await;
     let _ = daemon.wait().await;
-    sqlx::query(
-        "UPDATE followq.accounts SET leased_by = NULL, lease_expires_at = NULL, \
-         status = 'active', paused_until = NULL, pause_reason = NULL",
-    )
-    .execute(&scratch.pool)
-    .await?;
+    bench::release_and_resume_all_accounts(&scratch.pool).await?;
     let per_account_bytes = (rss - idle_rss) * 1024.0 * 1024.0 / (held.max(1) as f64);
 
     // Near the end: all but 1% of the jobs finished in place (dead rows left for vacuum, as a
     // real drain would leave them).
-    sqlx::query(
-        "UPDATE followq.follow_jobs SET state = 'succeeded', following = true, \
-         pending_follow = false, finished_at = now() WHERE state = 'queued' AND id % 100 <> 0",
-    )
-    .execute(&scratch.pool)
-    .await?;
+    bench::finish_all_but_one_percent(&scratch.pool).await?;
     let claim_near_end = claim_latencies(&scratch.pool, "bench-probe-end", 200).await?;
 
     let stat = |values: &[f64], p: f64| percentile(values, p);
@@ -190,20 +162,13 @@ async fn fill_a_day_of_follows(pool: &sqlx::PgPool, options: &ScaleOptions) -> a
     let mut start = 0;
     while start < total {
         let end = (start + LEDGER_BATCH).min(total);
-        sqlx::query(
-            "INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, \
-                 completed_at, answer_by, outcome, http_status) \
-             SELECT 0, ($1 + g / $2)::text, 'earlier', at, at + interval '80 milliseconds', \
-                    at + interval '17 seconds', 'succeeded', 200 \
-             FROM generate_series($3, $4 - 1) AS g, \
-                  LATERAL (SELECT now() - interval '23 hours 40 minutes' \
-                                  + (g % $2) * (interval '23 hours 39 minutes' / $2) AS at) AS t",
+        bench::insert_earlier_follows(
+            pool,
+            FIRST_ACCOUNT as i64,
+            per_account as i64,
+            start as i64,
+            end as i64,
         )
-        .bind(FIRST_ACCOUNT as i64)
-        .bind(per_account as i64)
-        .bind(start as i64)
-        .bind(end as i64)
-        .execute(pool)
         .await?;
         start = end;
     }
@@ -213,13 +178,7 @@ async fn fill_a_day_of_follows(pool: &sqlx::PgPool, options: &ScaleOptions) -> a
 /// Times the daemon's claim statement for one account at a time: a probe leases `count`
 /// accounts as a daemon would, then claims one job of each.
 async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow::Result<Vec<f64>> {
-    let accounts: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT source_user_id FROM followq.follow_jobs WHERE state = 'queued' \
-         ORDER BY 1 DESC LIMIT $1",
-    )
-    .bind(count as i64)
-    .fetch_all(pool)
-    .await?;
+    let accounts = bench::accounts_with_queued_jobs(pool, count as i64).await?;
     leases::acquire_named(pool, probe, &accounts, Duration::from_secs(60)).await?;
     let mut latencies = Vec::with_capacity(accounts.len());
     for account in accounts {

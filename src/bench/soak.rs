@@ -15,6 +15,7 @@ use super::harness::{self, FIRST_ACCOUNT, FIRST_TARGET};
 use super::throughput::spawn_simulator;
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
+use crate::store::bench;
 
 pub struct SoakOptions {
     pub accounts: u64,
@@ -73,14 +74,15 @@ async fn measure(
             samples.push(Sample {
                 at: start.elapsed().as_secs_f64(),
                 rss_mib: harness::rss_mib(&pid).map_or(f64::NAN, |(rss, _)| rss),
-                backlog: backlog(&scratch.pool).await?,
+                backlog: bench::count_queued(&scratch.pool).await?,
                 fed,
             });
         }
     }
     let drained = harness::wait_for(
         &scratch.pool,
-        harness::ALL_FINISHED,
+        "every job finished",
+        async |pool| bench::all_finished(pool).await,
         Duration::from_millis(250),
         Duration::from_secs(120),
     )
@@ -91,10 +93,7 @@ async fn measure(
     let _ = daemon.wait().await;
     let _ = simulator.kill().await;
 
-    let succeeded: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded'")
-            .fetch_one(&scratch.pool)
-            .await?;
+    let succeeded = bench::count_succeeded(&scratch.pool).await?;
     let seconds = harness::first_sent_to_last_finished(&scratch.pool).await?;
     let warm: Vec<&Sample> = samples
         .iter()
@@ -169,23 +168,13 @@ async fn enqueue_round_robin(
     from: u64,
     to: u64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO followq.follow_jobs (source_user_id, target_user_id) \
-         SELECT ($1 + g % $2)::text, ($3 + g)::text FROM generate_series($4, $5 - 1) AS g",
+    bench::enqueue_round_robin(
+        pool,
+        FIRST_ACCOUNT as i64,
+        accounts as i64,
+        FIRST_TARGET as i64,
+        from as i64,
+        to as i64,
     )
-    .bind(FIRST_ACCOUNT as i64)
-    .bind(accounts as i64)
-    .bind(FIRST_TARGET as i64)
-    .bind(from as i64)
-    .bind(to as i64)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Jobs queued and not yet claimed (the queued partial index).
-async fn backlog(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs WHERE state = 'queued'")
-        .fetch_one(pool)
-        .await
+    .await
 }

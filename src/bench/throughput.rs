@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 use super::harness::{self, access_token, account_id};
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
+use crate::store::bench;
 
 pub struct ThroughputOptions {
     pub accounts: u64,
@@ -51,14 +52,15 @@ async fn measure(
     settings.rate_limit.requests_per_period = 1_000_000;
     settings.rate_limit.period = Duration::from_secs(1);
 
-    let transactions_before = harness::transactions(&scratch.pool).await?;
+    let transactions_before = bench::transactions(&scratch.pool).await?;
     let cpu_before = harness::process_cpu_seconds("self");
     let postgres_before = harness::postgres_cpu_seconds();
     let backends_before = harness::database_backend_cpu(&scratch.pool).await?;
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        harness::ALL_FINISHED,
+        "every job finished",
+        async |pool| bench::all_finished(pool).await,
         Duration::from_millis(100),
         Duration::from_secs(600),
     )
@@ -67,26 +69,15 @@ async fn measure(
     let postgres_after = harness::postgres_cpu_seconds();
     let backends_after = harness::database_backend_cpu(&scratch.pool).await?;
     daemon.stop().await;
-    let transactions_after = harness::transactions(&scratch.pool).await?;
+    let transactions_after = bench::transactions(&scratch.pool).await?;
     if let Some(child) = endpoint.as_mut() {
         let _ = child.kill().await;
     }
 
     let seconds = harness::first_sent_to_last_finished(&scratch.pool).await?;
-    let succeeded: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded'")
-            .fetch_one(&scratch.pool)
-            .await?;
-    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM followq.attempts")
-        .fetch_one(&scratch.pool)
-        .await?;
-    // Updates Postgres could make in place (HOT: no index touched), per table.
-    let hot: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
-         WHERE schemaname = 'followq' AND relname IN ('follow_jobs', 'attempts') ORDER BY 1",
-    )
-    .fetch_all(&scratch.pool)
-    .await?;
+    let succeeded = bench::count_succeeded(&scratch.pool).await?;
+    let requests = bench::count_requests(&scratch.pool).await?;
+    let hot = bench::hot_updates(&scratch.pool).await?;
     let hot_line = hot
         .iter()
         .map(|(table, updates, hot)| format!("{table} {hot}/{updates}"))

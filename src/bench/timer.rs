@@ -13,6 +13,7 @@ use super::endpoint::Endpoint;
 use super::harness::{self, percentile};
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
+use crate::store::bench;
 
 pub struct TimerOptions {
     pub accounts: u64,
@@ -43,7 +44,8 @@ async fn measure(
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        harness::ALL_FINISHED,
+        "every job finished",
+        async |pool| bench::all_finished(pool).await,
         Duration::from_millis(50),
         options.window * (options.windows as u32 + 3),
     )

@@ -10,6 +10,7 @@ use super::harness;
 use super::{BenchContext, ScenarioResult};
 use crate::scratch_db::ScratchDb;
 use crate::sim::{self, SimConfig};
+use crate::store::bench;
 
 pub struct UtilisationOptions {
     pub accounts: u64,
@@ -49,7 +50,8 @@ async fn measure(
     let daemon = harness::start_daemon(settings, scratch.pool.clone()).await?;
     harness::wait_for(
         &scratch.pool,
-        harness::ALL_FINISHED,
+        "every job finished",
+        async |pool| bench::all_finished(pool).await,
         Duration::from_millis(50),
         options.window * (options.jobs_per_account as u32 / options.quota + 3),
     )
