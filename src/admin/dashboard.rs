@@ -3,7 +3,7 @@
 //! the accounts with work ordered by what needs attention, and the most recent failures with
 //! their one-sentence why.
 //!
-//! Everything comes from one read-only REPEATABLE READ snapshot ([`status::snapshot`]): the
+//! Everything comes from one read-only REPEATABLE READ snapshot ([`store::status::snapshot`]): the
 //! queue, the app-wide stop and the daemons through `admin::status`'s own functions (so the
 //! page and `followq status` always agree on how a number is computed), and the rest through
 //! the named statements at the end of this file, the only SQL the page adds.
@@ -23,6 +23,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use super::jobs::JobRow;
 use super::status::{self, StatusReport};
 use super::why;
+use crate::store;
 
 /// Accounts shown at most (and entries at most in each account list of the report).
 pub const ACCOUNTS_SHOWN: i64 = 50;
@@ -210,7 +211,7 @@ pub async fn snapshot(
     limits: &Limits,
     settled: &mut SettledMinutes,
 ) -> Result<Dashboard, sqlx::Error> {
-    let mut tx = status::snapshot(pool).await?;
+    let mut tx = store::status::snapshot(pool).await?;
     // The planner's estimates for 100,000 accounts pass `jit_above_cost`, and compiling the
     // statements took longer than running them (about 4 times, for the accounts statement).
     sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
