@@ -524,11 +524,7 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
 async fn print_breakdown(pool: &sqlx::PgPool, limits: &Limits) {
     use followq::admin::status::{self, LIVE_HEARTBEAT_SECONDS};
     use followq::store;
-    let mut tx = store::status::snapshot(pool).await.expect("snapshot");
-    sqlx::query("SET LOCAL jit = off")
-        .execute(&mut *tx)
-        .await
-        .expect("jit off");
+    let mut tx = store::dashboard::snapshot(pool).await.expect("snapshot");
     let mut parts = Vec::new();
     macro_rules! timed {
         ($name:expr, $call:expr) => {{
@@ -563,15 +559,19 @@ async fn print_breakdown(pool: &sqlx::PgPool, limits: &Limits) {
     let refresh_from = chrono::Utc::now() - chrono::TimeDelta::minutes(limits.settle_minutes());
     timed!(
         "dashboard::requests_per_minute (refresh)",
-        dashboard::requests_per_minute(&mut tx, refresh_from)
+        store::dashboard::requests_per_minute(&mut tx, refresh_from)
     );
     timed!(
         "dashboard::accounts_with_work",
-        dashboard::accounts_with_work(&mut tx, limits, false)
+        store::dashboard::accounts_with_work(&mut tx, &limits.accounts_with_work(false))
     );
     timed!(
         "dashboard::recent_failed_jobs",
-        dashboard::recent_failed_jobs(&mut tx)
+        store::dashboard::recent_failed_jobs(
+            &mut tx,
+            dashboard::FAILURES_SHOWN,
+            dashboard::FAILURE_SCAN
+        )
     );
     tx.commit().await.expect("commit");
     println!("status page, statements in ms: {}", parts.join(", "));
