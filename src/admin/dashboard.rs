@@ -3,26 +3,26 @@
 //! the accounts with work ordered by what needs attention, and the most recent failures with
 //! their one-sentence why.
 //!
-//! Everything comes from one read-only REPEATABLE READ snapshot ([`status::snapshot`]): the
-//! queue, the app-wide stop and the daemons through `admin::status`'s own functions (so the
-//! page and `followq status` always agree on how a number is computed), and the rest through
-//! the named statements at the end of this file, the only SQL the page adds.
+//! Everything comes from one read-only REPEATABLE READ snapshot, opened and committed in
+//! [`snapshot`]: the queue, the app-wide stop and the daemons through `admin::status`'s own
+//! report (so the page and `followq status` always agree on how a number is computed), and the
+//! rest through the statements of [`crate::store::dashboard`], the only SQL the page adds.
 //!
-//! Every statement is bounded whatever the number of accounts: lists have a LIMIT, the
-//! ledger is read through `attempts_by_time` for the last hour and through
-//! `attempts_by_account_and_time` for the listed accounts only, and the failures are looked
-//! for among the last [`FAILURE_SCAN`] finished jobs only. Nothing reads
-//! `followq.account_credentials`: no token can reach the page.
+//! Every statement is bounded whatever the number of accounts (see
+//! [`crate::store::dashboard`]); the bounds are chosen here: at most [`ACCOUNTS_SHOWN`]
+//! accounts, the ledger read for the last hour at most, failures looked for among the last
+//! [`FAILURE_SCAN`] finished jobs only. Nothing reads `followq.account_credentials`: no token
+//! can reach the page.
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::PgPool;
 
-use super::jobs::JobRow;
 use super::status::{self, StatusReport};
 use super::why;
+use crate::store::dashboard::{self as store, AccountCard, AccountsWithWork, MinuteRequests};
 
 /// Accounts shown at most (and entries at most in each account list of the report).
 pub const ACCOUNTS_SHOWN: i64 = 50;
@@ -63,6 +63,19 @@ impl Limits {
             .saturating_add(1)
             .clamp(2, CHART_MINUTES)
     }
+
+    /// The accounts statement's measures and bounds for this configuration, while an app-wide
+    /// stop is in force or not.
+    pub fn accounts_with_work(&self, app_stopped: bool) -> AccountsWithWork {
+        AccountsWithWork {
+            default_window_limit: i32::try_from(self.requests_per_period).unwrap_or(i32::MAX),
+            default_window_seconds: i32::try_from(self.period.as_secs()).unwrap_or(i32::MAX),
+            app_stopped,
+            daily_cap: i64::from(self.daily_follows_per_account),
+            shown: ACCOUNTS_SHOWN,
+            queued_count_cap: QUEUED_COUNT_CAP,
+        }
+    }
 }
 
 /// The page's data; `GET /api/status` serves it as JSON. Its first fields are those of
@@ -81,47 +94,6 @@ pub struct Dashboard {
     pub accounts_not_shown: i64,
     /// The most recent failed jobs, newest first.
     pub recent_failures: Vec<Failure>,
-}
-
-/// Ledger rows sent in one minute, by outcome class. Rows still waiting for their answer and
-/// `not_sent` rows (nothing went out) are not counted.
-#[derive(Debug, Clone, Default, FromRow, Serialize, PartialEq, Eq)]
-pub struct MinuteRequests {
-    pub minute: DateTime<Utc>,
-    pub succeeded: i64,
-    /// X answered 429 (a spent window or a usage cap).
-    pub rate_limited: i64,
-    /// Worth retrying: 5xx, timeouts, connections lost, requests abandoned by a dead daemon.
-    pub transient: i64,
-    /// Every other answer: 400, 401, 403, 404, the daily cap.
-    pub permanent: i64,
-}
-
-/// One account with work (queued jobs, a live lease, or in need of new tokens), as the
-/// accounts statement returns it and [`AccountCard::explained`] completes it.
-#[derive(Debug, Clone, Serialize, PartialEq, FromRow)]
-pub struct AccountCard {
-    pub user_id: String,
-    pub status: String,
-    pub pause_reason: Option<String>,
-    pub paused_until: Option<DateTime<Utc>>,
-    /// The daemon holding the account's lease, while the lease runs.
-    pub leased_by: Option<String>,
-    /// Queued jobs, counted up to [`QUEUED_COUNT_CAP`].
-    pub queued: i64,
-    /// Requests sent in the last `window_seconds` (the ledger, `not_sent` rows excluded).
-    pub window_spent: i64,
-    pub window_limit: i64,
-    pub window_seconds: i64,
-    /// When the oldest request of the window leaves it (or the reset X announced, if later).
-    pub window_resets_at: Option<DateTime<Utc>>,
-    /// Follows that may have happened in the last 24 hours (succeeded, or no answer).
-    pub follows_24h: i64,
-    pub daily_cap: i64,
-    /// What holds it, or what it is doing, in words (not a column: see
-    /// [`AccountCard::explained`]).
-    #[sqlx(default)]
-    pub why: String,
 }
 
 /// A failed job and why, as `followq jobs show` says it.
@@ -210,10 +182,7 @@ pub async fn snapshot(
     limits: &Limits,
     settled: &mut SettledMinutes,
 ) -> Result<Dashboard, sqlx::Error> {
-    let mut tx = status::snapshot(pool).await?;
-    // The planner's estimates for 100,000 accounts pass `jit_above_cost`, and compiling the
-    // statements took longer than running them (about 4 times, for the accounts statement).
-    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let mut tx = store::snapshot(pool).await?;
     let report = status::report_in(&mut tx, Some(ACCOUNTS_SHOWN)).await?;
     let now = report.generated_at;
     let this_minute = minute_of(now);
@@ -221,9 +190,13 @@ pub async fn snapshot(
         this_minute - TimeDelta::minutes(CHART_MINUTES - 1),
         this_minute - TimeDelta::minutes(limits.settle_minutes()),
     );
-    let minutes = requests_per_minute(&mut tx, read_from).await?;
-    let (rows, total) = accounts_with_work(&mut tx, limits, report.app_pause.is_some()).await?;
-    let failed = recent_failed_jobs(&mut tx).await?;
+    let minutes = store::requests_per_minute(&mut tx, read_from).await?;
+    let (rows, total) = store::accounts_with_work(
+        &mut tx,
+        &limits.accounts_with_work(report.app_pause.is_some()),
+    )
+    .await?;
+    let failed = store::recent_failed_jobs(&mut tx, FAILURES_SHOWN, FAILURE_SCAN).await?;
     tx.commit().await?;
 
     let app_stop = report.app_pause.as_ref().map(|stop| why::AppStopFacts {
@@ -298,149 +271,6 @@ impl AccountCard {
         });
         AccountCard { why, ..self }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The page's statements. Each is read-only, runs on the caller's connection (inside its
-// snapshot) and is bounded as the file's top comment says.
-// ---------------------------------------------------------------------------------------
-
-/// Ledger rows per minute and outcome class from the minute `from` (the minute in progress
-/// included), through `attempts_by_time`.
-pub async fn requests_per_minute(
-    conn: &mut PgConnection,
-    from: DateTime<Utc>,
-) -> Result<Vec<MinuteRequests>, sqlx::Error> {
-    sqlx::query_as::<_, MinuteRequests>(
-        r#"
-        SELECT date_trunc('minute', sent_at) AS minute,
-               count(*) FILTER (WHERE outcome = 'succeeded') AS succeeded,
-               count(*) FILTER (WHERE http_status = 429
-                                   OR outcome IN ('rate_limited', 'usage_capped')) AS rate_limited,
-               count(*) FILTER (WHERE outcome IN ('transient', 'abandoned')
-                                  AND http_status IS DISTINCT FROM 429) AS transient,
-               count(*) FILTER (WHERE outcome NOT IN ('succeeded', 'rate_limited', 'usage_capped',
-                                                      'transient', 'abandoned', 'not_sent')
-                                  AND http_status IS DISTINCT FROM 429) AS permanent
-        FROM followq.attempts
-        WHERE sent_at >= $1
-        GROUP BY 1
-        ORDER BY 1
-        "#,
-    )
-    .bind(from)
-    .fetch_all(conn)
-    .await
-}
-
-/// The [`ACCOUNTS_SHOWN`] accounts with work most in need of attention (needs_reauth, then,
-/// while the app is stopped, every other, then paused, disabled, and the rest; the longest in
-/// that state first), with their windows and daily counts, and how many accounts have work.
-///
-/// Which accounts have work, and how many, is one pass over `accounts` with a semi-join on the
-/// queued jobs; the ledger and the queued counts are read for the listed accounts only.
-pub async fn accounts_with_work(
-    conn: &mut PgConnection,
-    limits: &Limits,
-    app_stopped: bool,
-) -> Result<(Vec<AccountCard>, i64), sqlx::Error> {
-    #[derive(FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        account: AccountCard,
-        total: i64,
-    }
-    let rows = sqlx::query_as::<_, Row>(
-        r#"
-        WITH shown AS (
-            SELECT a.user_id, a.status, a.pause_reason, a.paused_until, a.updated_at,
-                   CASE WHEN a.lease_expires_at > now() THEN a.leased_by END AS leased_by,
-                   coalesce(a.quota_requests, $1) AS window_limit,
-                   coalesce(a.quota_period_seconds, $2) AS window_seconds,
-                   CASE WHEN a.status = 'needs_reauth' THEN 0
-                        WHEN $3 THEN 1
-                        WHEN a.status = 'paused' AND a.paused_until > now() THEN 2
-                        WHEN a.status = 'disabled' THEN 3
-                        ELSE 4 END AS urgency,
-                   count(*) OVER () AS total
-            FROM followq.accounts AS a
-            WHERE a.status = 'needs_reauth'
-               OR a.lease_expires_at > now()
-               OR EXISTS (SELECT 1 FROM followq.follow_jobs AS j
-                          WHERE j.source_user_id = a.user_id AND j.state = 'queued')
-            -- "C": ids compare as bytes, not through the locale (ties on updated_at are
-            -- common: accounts registered in one batch).
-            ORDER BY urgency, a.updated_at, a.user_id COLLATE "C"
-            LIMIT $5
-        )
-        SELECT s.user_id, s.status, s.pause_reason, s.paused_until, s.leased_by,
-               q.queued, w.spent AS window_spent, s.window_limit::int8 AS window_limit,
-               s.window_seconds::int8 AS window_seconds,
-               greatest(w.oldest + make_interval(secs => s.window_seconds), w.announced_reset)
-                   AS window_resets_at,
-               d.follows AS follows_24h, $4::int8 AS daily_cap, s.total
-        FROM shown AS s
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS queued FROM (
-                SELECT 1 FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = s.user_id AND j.state = 'queued'
-                LIMIT $6
-            ) AS capped
-        ) AS q
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS spent, min(t.sent_at) AS oldest,
-                   max(t.rate_limit_reset_at) FILTER (WHERE t.rate_limit_reset_at > now())
-                       AS announced_reset
-            FROM followq.attempts AS t
-            WHERE t.account_user_id = s.user_id
-              AND t.sent_at > now() - make_interval(secs => s.window_seconds)
-              AND t.outcome IS DISTINCT FROM 'not_sent'
-        ) AS w
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS follows
-            FROM followq.attempts AS t
-            WHERE t.account_user_id = s.user_id
-              AND t.sent_at > now() - interval '24 hours'
-              AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
-        ) AS d
-        ORDER BY s.urgency, s.updated_at, s.user_id COLLATE "C"
-        "#,
-    )
-    .bind(i32::try_from(limits.requests_per_period).unwrap_or(i32::MAX))
-    .bind(i32::try_from(limits.period.as_secs()).unwrap_or(i32::MAX))
-    .bind(app_stopped)
-    .bind(i64::from(limits.daily_follows_per_account))
-    .bind(ACCOUNTS_SHOWN)
-    .bind(QUEUED_COUNT_CAP)
-    .fetch_all(conn)
-    .await?;
-    let total = rows.first().map_or(0, |row| row.total);
-    Ok((rows.into_iter().map(|row| row.account).collect(), total))
-}
-
-/// The [`FAILURES_SHOWN`] most recent failed jobs among the last [`FAILURE_SCAN`] finished
-/// ones, newest first (a backward walk of `follow_jobs_finished_at`).
-pub async fn recent_failed_jobs(conn: &mut PgConnection) -> Result<Vec<JobRow>, sqlx::Error> {
-    sqlx::query_as::<_, JobRow>(
-        r#"
-        SELECT id, source_user_id, target_user_id, state, priority, run_at, attempts,
-               max_attempts, rate_limited_count, following, pending_follow, last_error,
-               created_at, updated_at, finished_at, leased_by, lease_expires_at
-        FROM (
-            SELECT * FROM followq.follow_jobs
-            WHERE finished_at IS NOT NULL
-            ORDER BY finished_at DESC
-            LIMIT $2
-        ) AS recent
-        WHERE state = 'failed'
-        ORDER BY finished_at DESC, id DESC
-        LIMIT $1
-        "#,
-    )
-    .bind(FAILURES_SHOWN)
-    .bind(FAILURE_SCAN)
-    .fetch_all(conn)
-    .await
 }
 
 #[cfg(test)]

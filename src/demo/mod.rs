@@ -27,6 +27,7 @@ use crate::ids::UserId;
 use crate::queue::{FollowRequest, enqueue_batch};
 use crate::scratch_db::{ScratchDb, ScratchDbError};
 use crate::sim::{self, FaultConfig, SimConfig, SimHandle, TargetRules};
+use crate::store::demo_report;
 use crate::worker::Daemon;
 use progress::Progress;
 use report::DemoReport;
@@ -165,7 +166,7 @@ async fn run_in(
             _ = interrupt.cancelled() => break None,
             _ = tick.tick() => {}
         }
-        let counts = report::job_counts(&scratch.pool)
+        let counts = demo_report::job_counts(&scratch.pool)
             .await
             .map_err(DemoError::Report)?;
         let stats = sim.stats_now();

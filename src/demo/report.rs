@@ -5,42 +5,11 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 
 use super::DemoOptions;
 use crate::sim::SimStats;
-
-#[derive(Debug, Clone, Copy, Default, FromRow)]
-pub struct JobCounts {
-    pub queued: i64,
-    pub running: i64,
-    pub following: i64,
-    pub pending: i64,
-    pub failed: i64,
-}
-
-impl JobCounts {
-    pub fn finished(&self) -> u64 {
-        u64::try_from(self.following + self.pending + self.failed).unwrap_or(0)
-    }
-}
-
-/// Jobs by state (one statement).
-pub async fn job_counts(pool: &PgPool) -> Result<JobCounts, sqlx::Error> {
-    sqlx::query_as::<_, JobCounts>(
-        r#"
-        SELECT count(*) FILTER (WHERE state IN ('queued', 'running'))
-                   - (SELECT count(*) FROM followq.jobs_in_flight) AS queued,
-               (SELECT count(*) FROM followq.jobs_in_flight) AS running,
-               count(*) FILTER (WHERE state = 'succeeded' AND NOT pending_follow) AS following,
-               count(*) FILTER (WHERE state = 'succeeded' AND pending_follow) AS pending,
-               count(*) FILTER (WHERE state = 'failed') AS failed
-        FROM followq.follow_jobs
-        "#,
-    )
-    .fetch_one(pool)
-    .await
-}
+use crate::store::demo_report;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
@@ -75,27 +44,11 @@ pub async fn build(
     achieved: Duration,
     completed: bool,
 ) -> Result<DemoReport, sqlx::Error> {
-    let counts = job_counts(pool).await?;
-    let failed_by_reason: Vec<(String, i64)> = sqlx::query_as(
-        r#"
-        SELECT concat_ws(' ', last_error->>'kind', last_error->>'status') AS reason, count(*)
-        FROM followq.follow_jobs WHERE state = 'failed'
-        GROUP BY 1 ORDER BY 2 DESC, 1
-        "#,
-    )
-    .fetch_all(pool)
-    .await?;
+    let counts = demo_report::job_counts(pool).await?;
+    let failed_by_reason = demo_report::failed_by_reason(pool).await?;
     // From the first request out to the last job finished, as the database recorded them (the
     // progress loop only looks once a second).
-    let measured: Option<f64> = sqlx::query_scalar(
-        r#"
-        SELECT extract(epoch FROM
-            (SELECT max(finished_at) FROM followq.follow_jobs)
-            - (SELECT min(sent_at) FROM followq.attempts))::float8
-        "#,
-    )
-    .fetch_one(pool)
-    .await?;
+    let measured = demo_report::first_sent_to_last_finished(pool).await?;
     let achieved = match measured {
         Some(seconds) if completed && seconds > 0.0 => Duration::from_secs_f64(seconds),
         _ => achieved,

@@ -13,6 +13,7 @@ use tracing::warn;
 
 use super::{Ops, READY_TIMEOUT, Shared};
 use crate::metrics;
+use crate::store::status;
 
 /// How long gauges read from the database are served before they are read again.
 pub const GAUGE_TTL: Duration = Duration::from_secs(5);
@@ -58,37 +59,12 @@ async fn refresh_if_stale(shared: &Shared) {
     }
 }
 
-/// Sets the gauges from two short queries.
+/// Sets the gauges from three short statements.
 async fn refresh_gauges(ops: &Ops) -> Result<(), sqlx::Error> {
-    let (queued, running, held, stopped): (i64, i64, i64, bool) = sqlx::query_as(
-        r#"
-        WITH in_flight AS (SELECT count(*) AS n FROM followq.jobs_in_flight)
-        -- A job in flight stays queued in the table: counted as running, not queued.
-        SELECT (SELECT count(*) FROM followq.follow_jobs WHERE state IN ('queued', 'running'))
-                   - (SELECT n FROM in_flight),
-               (SELECT n FROM in_flight),
-               (SELECT count(*) FROM followq.accounts
-                WHERE leased_by = $1 AND lease_expires_at > now()),
-               EXISTS (SELECT 1 FROM followq.app_pause
-                       WHERE paused_until IS NULL OR paused_until > now())
-        "#,
-    )
-    .bind(&ops.worker_id)
-    .fetch_one(&ops.pool)
-    .await?;
-    let paused: Vec<(String, i64)> = sqlx::query_as(
-        r#"
-        SELECT CASE WHEN status = 'paused' THEN coalesce(pause_reason, 'other') ELSE status END,
-               count(*)
-        FROM followq.accounts
-        WHERE status IN ('needs_reauth', 'disabled')
-           OR (status = 'paused' AND paused_until > now())
-        GROUP BY 1
-        "#,
-    )
-    .fetch_all(&ops.pool)
-    .await?;
-    ops.metrics.set_queue_depth(queued, running);
+    let queue = status::queued_and_in_flight(&ops.pool).await?;
+    let (held, stopped) = status::accounts_held_and_app_stopped(&ops.pool, &ops.worker_id).await?;
+    let paused = status::paused_accounts_by_reason(&ops.pool).await?;
+    ops.metrics.set_queue_depth(queue.queued, queue.running);
     ops.metrics.set_accounts_held(held);
     ops.metrics.set_app_stopped(stopped);
     ops.metrics.set_paused_accounts(

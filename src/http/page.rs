@@ -25,8 +25,9 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::Shared;
-use crate::admin::dashboard::{self, AccountCard, Dashboard, MinuteRequests, SettledMinutes};
+use crate::admin::dashboard::{self, Dashboard, SettledMinutes};
 use crate::admin::why::{is_indefinite, when};
+use crate::store::dashboard::{AccountCard, MinuteRequests};
 
 /// How long one snapshot serves every viewer.
 pub const PAGE_TTL: Duration = Duration::from_secs(2);

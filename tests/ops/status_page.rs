@@ -522,12 +522,9 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
 /// Prints the time of each statement of a snapshot (one run, after the medians): which part
 /// of the server time is `followq status`'s and which the page's own.
 async fn print_breakdown(pool: &sqlx::PgPool, limits: &Limits) {
-    use followq::admin::status;
-    let mut tx = status::snapshot(pool).await.expect("snapshot");
-    sqlx::query("SET LOCAL jit = off")
-        .execute(&mut *tx)
-        .await
-        .expect("jit off");
+    use followq::admin::status::{self, LIVE_HEARTBEAT_SECONDS};
+    use followq::store;
+    let mut tx = store::dashboard::snapshot(pool).await.expect("snapshot");
     let mut parts = Vec::new();
     macro_rules! timed {
         ($name:expr, $call:expr) => {{
@@ -540,34 +537,41 @@ async fn print_breakdown(pool: &sqlx::PgPool, limits: &Limits) {
             ));
         }};
     }
-    timed!("status::queue_depth", status::queue_depth(&mut tx));
-    timed!("status::oldest_ready", status::oldest_ready(&mut tx));
+    timed!("status::queue_depth", store::status::queue_depth(&mut tx));
+    timed!("status::oldest_ready", store::status::oldest_ready(&mut tx));
     timed!(
         "status::recent_throughput",
-        status::recent_throughput(&mut tx)
+        store::status::recent_throughput(&mut tx)
     );
     timed!("status::app_pause", status::app_pause(&mut tx));
     timed!(
         "status::paused_accounts",
-        status::paused_accounts(&mut tx, Some(ACCOUNTS_SHOWN))
+        store::status::paused_accounts(&mut tx, Some(ACCOUNTS_SHOWN))
     );
     timed!("status::blocked_accounts x2", async {
-        status::blocked_accounts(&mut tx, "needs_reauth", Some(ACCOUNTS_SHOWN)).await?;
-        status::blocked_accounts(&mut tx, "disabled", Some(ACCOUNTS_SHOWN)).await
+        store::status::blocked_accounts(&mut tx, "needs_reauth", Some(ACCOUNTS_SHOWN)).await?;
+        store::status::blocked_accounts(&mut tx, "disabled", Some(ACCOUNTS_SHOWN)).await
     });
-    timed!("status::live_daemons", status::live_daemons(&mut tx));
+    timed!(
+        "status::live_daemons",
+        store::status::live_daemons(&mut tx, LIVE_HEARTBEAT_SECONDS)
+    );
     let refresh_from = chrono::Utc::now() - chrono::TimeDelta::minutes(limits.settle_minutes());
     timed!(
         "dashboard::requests_per_minute (refresh)",
-        dashboard::requests_per_minute(&mut tx, refresh_from)
+        store::dashboard::requests_per_minute(&mut tx, refresh_from)
     );
     timed!(
         "dashboard::accounts_with_work",
-        dashboard::accounts_with_work(&mut tx, limits, false)
+        store::dashboard::accounts_with_work(&mut tx, &limits.accounts_with_work(false))
     );
     timed!(
         "dashboard::recent_failed_jobs",
-        dashboard::recent_failed_jobs(&mut tx)
+        store::dashboard::recent_failed_jobs(
+            &mut tx,
+            dashboard::FAILURES_SHOWN,
+            dashboard::FAILURE_SCAN
+        )
     );
     tx.commit().await.expect("commit");
     println!("status page, statements in ms: {}", parts.join(", "));
