@@ -8,9 +8,10 @@
 //! | `jobs.rs` | job ids and states; show, list, retry, cancel |
 //! | `accounts.rs` | list, show, pause, resume, disable |
 //! | `why.rs` | the one sentence saying why a job (or an account) is where it is (pure) |
-//! | `dashboard.rs` | the ops listener's status page: its snapshot and the only SQL it adds |
+//! | `dashboard.rs` | the ops listener's status page: what its one snapshot reads, and the cache |
 //!
-//! Every statement is short and every state change is one `UPDATE … WHERE <allowed states>`,
+//! Their statements live in `crate::store` (`status`, `dashboard`, `admin_jobs`,
+//! `admin_accounts`). Every statement is short and every state change is one `UPDATE … WHERE <allowed states>`,
 //! so a change races safely with running daemons: a row that moved meanwhile is simply not
 //! matched, and the caller learns why from a follow-up read.
 

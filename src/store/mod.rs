@@ -15,7 +15,7 @@
 //! Files, one concern each:
 //! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`rescue`];
 //! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`];
-//! - the daemons themselves: [`daemons`], [`housekeeping`], [`retention`], [`schema`];
+//! - the daemons themselves: [`daemons`], [`retention`], [`schema`];
 //! - what operators read and change: [`status`], [`dashboard`], [`admin_accounts`],
 //!   [`admin_jobs`], [`demo_report`].
 
@@ -30,7 +30,6 @@ pub mod daemons;
 pub mod dashboard;
 pub mod demo_report;
 pub mod enqueue;
-pub mod housekeeping;
 pub mod leases;
 pub mod pauses;
 pub mod record;
@@ -59,7 +58,6 @@ pub fn all_statements() -> Vec<Statement> {
         dashboard::STATEMENTS,
         demo_report::STATEMENTS,
         enqueue::STATEMENTS,
-        housekeeping::STATEMENTS,
         leases::STATEMENTS,
         pauses::STATEMENTS,
         record::STATEMENTS,

@@ -19,9 +19,9 @@ use tracing::{error, info, warn};
 use super::Context;
 use super::events::Event;
 use super::job::{instant_at, job_span};
-use crate::store::housekeeping::{paused_by_reason, queue_depth};
 use crate::store::pauses::{self, AppPause};
 use crate::store::rescue::rescue_orphans;
+use crate::store::status::{paused_accounts_by_reason, queued_and_in_flight};
 
 /// Orphans taken back per statement.
 const RESCUE_BATCH: i64 = 1000;
@@ -144,8 +144,8 @@ pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
         let now = ctx.counters.snapshot();
         let delta = now.since(previous);
         previous = now;
-        let (queued, running) = match queue_depth(&ctx.pool).await {
-            Ok(depth) => depth,
+        let (queued, running) = match queued_and_in_flight(&ctx.pool).await {
+            Ok(depth) => (depth.queued, depth.running),
             Err(e) => {
                 warn!(error = %e, "could not read the queue depth");
                 (-1, -1)
@@ -172,9 +172,11 @@ pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
-/// `reason=count, …` for paused, needs_reauth and disabled accounts.
+/// `reason=count, …` for paused, needs_reauth and disabled accounts, sorted by reason: the
+/// same counts as the `followq_accounts_paused` gauge.
 async fn paused_accounts(pool: &PgPool) -> Result<String, sqlx::Error> {
-    let rows = paused_by_reason(pool).await?;
+    let mut rows = paused_accounts_by_reason(pool).await?;
+    rows.sort();
     Ok(rows
         .iter()
         .map(|(reason, count)| format!("{reason}={count}"))
