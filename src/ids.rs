@@ -9,7 +9,8 @@ use std::fmt;
 const MAX_QUOTED_CHARS: usize = 24;
 
 /// A syntactically valid X user id (`^[1-9][0-9]{0,18}$`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct UserId(String);
 
 /// What is wrong with an id. The id is quoted cut to a few dozen characters.

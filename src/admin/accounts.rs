@@ -42,45 +42,7 @@ pub fn indefinitely() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// An account status, as stored in `accounts.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountStatus {
-    Active,
-    Paused,
-    NeedsReauth,
-    Disabled,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown account status {0:?}: expected active, paused, needs_reauth or disabled")]
-pub struct AccountStatusError(String);
-
-impl AccountStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountStatus::Active => "active",
-            AccountStatus::Paused => "paused",
-            AccountStatus::NeedsReauth => "needs_reauth",
-            AccountStatus::Disabled => "disabled",
-        }
-    }
-}
-
-impl std::str::FromStr for AccountStatus {
-    type Err = AccountStatusError;
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        [
-            AccountStatus::Active,
-            AccountStatus::Paused,
-            AccountStatus::NeedsReauth,
-            AccountStatus::Disabled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == raw)
-        .ok_or_else(|| AccountStatusError(raw.to_owned()))
-    }
-}
+pub use crate::states::{AccountStatus, AccountStatusError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {

@@ -22,6 +22,7 @@ use sqlx::PgPool;
 
 use super::status::{self, StatusReport};
 use super::why;
+use crate::ids::UserId;
 use crate::store::dashboard::{self as store, AccountCard, AccountsWithWork, MinuteRequests};
 
 /// Accounts shown at most (and entries at most in each account list of the report).
@@ -100,8 +101,8 @@ pub struct Dashboard {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Failure {
     pub job_id: i64,
-    pub source_user_id: String,
-    pub target_user_id: String,
+    pub source_user_id: UserId,
+    pub target_user_id: UserId,
     pub finished_at: Option<DateTime<Utc>>,
     pub why: String,
 }
@@ -256,8 +257,8 @@ impl AccountCard {
     fn explained(self, app: Option<&why::AppStopFacts>, now: DateTime<Utc>) -> AccountCard {
         let why = why::account_sentence(&why::AccountState {
             user_id: &self.user_id,
-            status: &self.status,
-            pause_reason: self.pause_reason.as_deref(),
+            status: self.status,
+            pause_reason: self.pause_reason.as_ref(),
             paused_until: self.paused_until,
             leased_by: self.leased_by.as_deref(),
             queued: self.queued,

@@ -66,56 +66,8 @@ impl fmt::Display for JobId {
     }
 }
 
-/// A job state, as stored in `follow_jobs.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
+pub use crate::states::{JobState, JobStateError};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job state {0:?}: expected queued, running, succeeded, failed or cancelled")]
-pub struct JobStateError(String);
-
-impl JobState {
-    pub const ALL: [JobState; 5] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for JobState {
-    type Err = JobStateError;
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == raw)
-            .ok_or_else(|| JobStateError(raw.to_owned()))
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// `jobs show`: the row, its ledger, and why it is where it is.
 #[derive(Debug, Clone, Serialize)]
@@ -130,20 +82,20 @@ pub enum JobsError {
     #[error("job {0} does not exist")]
     NotFound(JobId),
     #[error("job {id} is {state}: only failed or cancelled jobs can be retried")]
-    NotRetryable { id: JobId, state: String },
+    NotRetryable { id: JobId, state: JobState },
     #[error(
         "job {id} is running on daemon {worker}: its request may be in flight, so it cannot be cancelled; wait for its answer (it is back in the queue within one job lease at worst) and cancel it then"
     )]
     CancelRunning { id: JobId, worker: String },
     #[error("job {id} is {state}: only queued jobs can be cancelled")]
-    NotCancellable { id: JobId, state: String },
+    NotCancellable { id: JobId, state: JobState },
     #[error(
         "job {id} cannot be retried: job {active} ({active_state}) already asks for {source_user_id} to follow {target_user_id}"
     )]
     PairActive {
         id: JobId,
         active: i64,
-        active_state: String,
+        active_state: JobState,
         source_user_id: String,
         target_user_id: String,
     },
@@ -180,7 +132,7 @@ pub async fn show(
 ) -> Result<JobDetail, JobsError> {
     let job = fetch_job(pool, id).await?.ok_or(JobsError::NotFound(id))?;
     let attempts = store::attempts_of_job(pool, id.get()).await?;
-    let account = store::account_facts(pool, &job.source_user_id).await?;
+    let account = store::account_facts(pool, job.source_user_id.as_str()).await?;
     let app = store::app_stop(pool).await?;
     let (ahead, now) = store::jobs_ahead(pool, &job).await?;
     let why = why::explain(&why::Facts {
@@ -231,8 +183,8 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> Result<Vec<JobRow>, Job
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transition {
     pub id: JobId,
-    pub from: String,
-    pub to: String,
+    pub from: JobState,
+    pub to: JobState,
 }
 
 impl fmt::Display for Transition {
@@ -249,7 +201,7 @@ pub async fn retry(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
         Ok(Some(from)) => Ok(Transition {
             id,
             from,
-            to: "queued".into(),
+            to: JobState::Queued,
         }),
         Ok(None) => match fetch_job(pool, id).await? {
             None => Err(JobsError::NotFound(id)),
@@ -330,13 +282,13 @@ pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
     if cancelled.is_some() {
         return Ok(Transition {
             id,
-            from: "queued".into(),
-            to: "cancelled".into(),
+            from: JobState::Queued,
+            to: JobState::Cancelled,
         });
     }
     match fetch_job(pool, id).await? {
         None => Err(JobsError::NotFound(id)),
-        Some(job) if job.state == "running" => Err(JobsError::CancelRunning {
+        Some(job) if job.state == JobState::Running => Err(JobsError::CancelRunning {
             id,
             worker: job.leased_by.unwrap_or_else(|| "(unknown)".into()),
         }),

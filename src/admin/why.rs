@@ -9,6 +9,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
 
+use crate::states::{AccountStatus, JobState, PauseReason};
 use crate::store::admin_jobs::JobRow;
 pub use crate::store::admin_jobs::{AccountFacts, AppStopFacts};
 
@@ -48,19 +49,6 @@ fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// What each pause reason means, for people.
-pub fn pause_reason_meaning(reason: &str) -> &'static str {
-    match reason {
-        "rate_limited" => "X answered 429",
-        "rate_limit_window" => "X's 15-minute window is spent",
-        "daily_cap" => "the account's 24-hour follow cap is reached",
-        "usage_capped" => "X's usage cap for the account is reached",
-        "user_24h_limit" => "the account's 24-hour limit header reached 0",
-        "operator" => "paused by an operator",
-        _ => "",
-    }
-}
-
 /// A short phrase for a `last_error` value: "a 503", "a timeout", "a 429", ….
 pub fn error_phrase(error: &Value) -> String {
     let kind = error.get("kind").and_then(Value::as_str);
@@ -93,9 +81,9 @@ pub fn explain(facts: &Facts<'_>) -> String {
     let max_attempts = job
         .max_attempts
         .map_or(i64::from(facts.default_max_attempts), i64::from);
-    match job.state.as_str() {
-        "running" => running(facts, max_attempts),
-        "succeeded" => {
+    match job.state {
+        JobState::Running => running(facts, max_attempts),
+        JobState::Succeeded => {
             let what = if job.pending_follow == Some(true) {
                 "follow request pending (the target's account is protected)"
             } else {
@@ -103,7 +91,7 @@ pub fn explain(facts: &Facts<'_>) -> String {
             };
             format!("succeeded{}: {what}", finished_at(job, now))
         }
-        "failed" => {
+        JobState::Failed => {
             let error = job
                 .last_error
                 .as_ref()
@@ -115,13 +103,12 @@ pub fn explain(facts: &Facts<'_>) -> String {
                 job.id
             )
         }
-        "cancelled" => format!(
+        JobState::Cancelled => format!(
             "cancelled{}; `followq jobs retry {}` queues it again",
             finished_at(job, now),
             job.id
         ),
-        "queued" => queued(facts, max_attempts),
-        other => format!("in unknown state {other:?}"),
+        JobState::Queued => queued(facts, max_attempts),
     }
 }
 
@@ -171,31 +158,29 @@ fn queued(facts: &Facts<'_>, max_attempts: i64) -> String {
         };
     }
     if let Some(account) = facts.account {
-        match account.status.as_str() {
-            "disabled" => {
+        match account.status {
+            AccountStatus::Disabled => {
                 return format!(
                     "waiting: account {source} is disabled; `followq accounts resume {source}` lets its jobs run"
                 );
             }
-            "needs_reauth" => {
+            AccountStatus::NeedsReauth => {
                 let reason = account
                     .pause_reason
-                    .as_deref()
-                    .unwrap_or("X refused its tokens");
+                    .as_ref()
+                    .map_or("X refused its tokens", PauseReason::as_str);
                 return format!(
                     "waiting: account {source} needs re-authorization: {reason}; store new tokens with followq accounts add"
                 );
             }
-            "paused" => {
+            AccountStatus::Paused => {
                 if let Some(at) = account.paused_until
                     && at > now
                 {
-                    let reason = account.pause_reason.as_deref().unwrap_or("unknown");
-                    let meaning = pause_reason_meaning(reason);
-                    let reason = if meaning.is_empty() {
-                        reason.to_owned()
-                    } else {
-                        format!("{reason}: {meaning}")
+                    let reason = match &account.pause_reason {
+                        Some(reason) if reason.meaning().is_empty() => reason.as_str().to_owned(),
+                        Some(reason) => format!("{reason}: {}", reason.meaning()),
+                        None => "unknown".to_owned(),
                     };
                     return format!(
                         "waiting: account {source} is paused {} ({reason})",
@@ -203,7 +188,7 @@ fn queued(facts: &Facts<'_>, max_attempts: i64) -> String {
                     );
                 }
             }
-            _ => {}
+            AccountStatus::Active => {}
         }
     }
     let next_attempt = i64::from(job.attempts) + 1;
@@ -241,8 +226,8 @@ fn queued(facts: &Facts<'_>, max_attempts: i64) -> String {
 #[derive(Debug, Clone)]
 pub struct AccountState<'a> {
     pub user_id: &'a str,
-    pub status: &'a str,
-    pub pause_reason: Option<&'a str>,
+    pub status: AccountStatus,
+    pub pause_reason: Option<&'a PauseReason>,
     pub paused_until: Option<DateTime<Utc>>,
     /// The holder of a live lease.
     pub leased_by: Option<&'a str>,
@@ -262,18 +247,20 @@ pub fn account_sentence(account: &AccountState<'_>) -> String {
     let now = account.now;
     let id = account.user_id;
     match account.status {
-        "needs_reauth" => {
-            let reason = account.pause_reason.unwrap_or("X refused its tokens");
+        AccountStatus::NeedsReauth => {
+            let reason = account
+                .pause_reason
+                .map_or("X refused its tokens", PauseReason::as_str);
             return format!(
                 "needs re-authorization: {reason}; store new tokens with `followq accounts add --user-id {id}`"
             );
         }
-        "disabled" => {
+        AccountStatus::Disabled => {
             return format!(
                 "disabled by an operator; `followq accounts resume {id}` lets its jobs run"
             );
         }
-        _ => {}
+        AccountStatus::Active | AccountStatus::Paused => {}
     }
     if let Some(app) = account.app
         && app.paused_until.is_none_or(|at| at > now)
@@ -290,16 +277,14 @@ pub fn account_sentence(account: &AccountState<'_>) -> String {
             ),
         };
     }
-    if account.status == "paused"
+    if account.status == AccountStatus::Paused
         && let Some(at) = account.paused_until
         && at > now
     {
-        let reason = account.pause_reason.unwrap_or("unknown");
-        let meaning = pause_reason_meaning(reason);
-        let reason = if meaning.is_empty() {
-            reason.to_owned()
-        } else {
-            format!("{meaning} ({reason})")
+        let reason = match account.pause_reason {
+            Some(reason) if reason.meaning().is_empty() => reason.as_str().to_owned(),
+            Some(reason) => format!("{} ({reason})", reason.meaning()),
+            None => "unknown".to_owned(),
         };
         return format!("paused {}: {reason}", until(at, now));
     }
@@ -337,6 +322,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::ids::UserId;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
@@ -347,9 +333,9 @@ mod tests {
     fn job(state: &str) -> JobRow {
         JobRow {
             id: 42,
-            source_user_id: "100".into(),
-            target_user_id: "200".into(),
-            state: state.into(),
+            source_user_id: UserId::parse("100").unwrap(),
+            target_user_id: UserId::parse("200").unwrap(),
+            state: state.parse().unwrap(),
             priority: 0,
             run_at: now() - TimeDelta::seconds(10),
             attempts: 0,
@@ -368,8 +354,8 @@ mod tests {
 
     fn account(status: &str) -> AccountFacts {
         AccountFacts {
-            user_id: "100".into(),
-            status: status.into(),
+            user_id: UserId::parse("100").unwrap(),
+            status: status.parse().unwrap(),
             paused_until: None,
             pause_reason: None,
             leased_by: None,
@@ -519,7 +505,7 @@ mod tests {
     fn account_state<'a>(user_id: &'a str, status: &'a str) -> AccountState<'a> {
         AccountState {
             user_id,
-            status,
+            status: status.parse().unwrap(),
             pause_reason: None,
             paused_until: None,
             leased_by: None,
@@ -536,8 +522,9 @@ mod tests {
 
     #[test]
     fn account_sentences_follow_what_holds_the_account() {
+        let revoked = PauseReason::from("refresh token revoked");
         let mut reauth = account_state("100", "needs_reauth");
-        reauth.pause_reason = Some("refresh token revoked");
+        reauth.pause_reason = Some(&revoked);
         assert_eq!(
             account_sentence(&reauth),
             "needs re-authorization: refresh token revoked; store new tokens with `followq accounts add --user-id 100`"
@@ -548,7 +535,7 @@ mod tests {
             paused_until: None,
         };
         let mut paused = account_state("101", "paused");
-        paused.pause_reason = Some("rate_limit_window");
+        paused.pause_reason = Some(&PauseReason::RateLimitWindow);
         paused.paused_until = Some(now() + TimeDelta::minutes(4));
         assert_eq!(
             account_sentence(&paused),

@@ -175,9 +175,9 @@ fn render_list(rows: &[JobRow], limit: i64) -> String {
     for job in rows {
         table.row(vec![
             job.id.to_string(),
-            job.state.clone(),
-            job.source_user_id.clone(),
-            job.target_user_id.clone(),
+            job.state.to_string(),
+            job.source_user_id.to_string(),
+            job.target_user_id.to_string(),
             job.priority.to_string(),
             time(Some(job.run_at), now),
             job.attempts.to_string(),

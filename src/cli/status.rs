@@ -8,7 +8,6 @@ use sqlx::PgPool;
 
 use super::table::{Table, duration_secs, opt, print_json, time};
 use crate::admin::status::{StatusReport, report};
-use crate::admin::why::pause_reason_meaning;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -116,8 +115,8 @@ pub fn render(report: &StatusReport) -> String {
         || {
             let mut table = Table::new(&["ACCOUNT", "UNTIL", "QUEUED", "REASON"]);
             for a in &report.paused_accounts {
-                let reason = a.pause_reason.as_deref().unwrap_or("-");
-                let meaning = pause_reason_meaning(reason);
+                let reason = a.pause_reason.as_ref().map_or("-", |r| r.as_str());
+                let meaning = a.pause_reason.as_ref().map_or("", |r| r.meaning());
                 table.row(vec![
                     a.user_id.clone(),
                     time(a.paused_until, now),

@@ -27,6 +27,7 @@ use tracing::warn;
 use super::Shared;
 use crate::admin::dashboard::{self, Dashboard, SettledMinutes};
 use crate::admin::why::{is_indefinite, when};
+use crate::states::AccountStatus;
 use crate::store::dashboard::{AccountCard, MinuteRequests};
 
 /// How long one snapshot serves every viewer.
@@ -473,13 +474,15 @@ fn account_row(out: &mut String, a: &AccountCard, now: DateTime<Utc>) {
         Some(at) if a.window_spent > 0 => format!("resets {}", time_to(at, now)),
         _ => "unused".to_owned(),
     };
-    let status = match (a.status.as_str(), a.paused_until) {
-        ("paused", Some(at)) if at <= now => "active".to_owned(),
-        ("paused", Some(at)) if is_indefinite(at) => "paused".to_owned(),
-        ("paused", Some(at)) => format!("paused, resumes {}", time_to(at, now)),
-        (other, _) => other.to_owned(),
+    let status = match (a.status, a.paused_until) {
+        (AccountStatus::Paused, Some(at)) if at <= now => "active".to_owned(),
+        (AccountStatus::Paused, Some(at)) if is_indefinite(at) => "paused".to_owned(),
+        (AccountStatus::Paused, Some(at)) => format!("paused, resumes {}", time_to(at, now)),
+        (other, _) => other.to_string(),
     };
-    let status_class = if a.status == "paused" && a.paused_until.is_some_and(|at| at <= now) {
+    let status_class = if a.status == AccountStatus::Paused
+        && a.paused_until.is_some_and(|at| at <= now)
+    {
         "active"
     } else {
         a.status.as_str()
@@ -565,8 +568,8 @@ fn failures_section(out: &mut String, d: &Dashboard) {
             out,
             "<tr class=\"failure\"><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
             f.job_id,
-            esc(&f.source_user_id),
-            esc(&f.target_user_id),
+            esc(f.source_user_id.as_str()),
+            esc(f.target_user_id.as_str()),
             esc(&f
                 .finished_at
                 .map_or_else(|| "-".to_owned(), |at| when(at, now))),

@@ -13,6 +13,9 @@
 use super::Statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use crate::ids::UserId;
+use crate::states::{AccountStatus, JobState, PauseReason};
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
@@ -20,9 +23,9 @@ use sqlx::{FromRow, PgConnection, PgExecutor};
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
 pub struct JobRow {
     pub id: i64,
-    pub source_user_id: String,
-    pub target_user_id: String,
-    pub state: String,
+    pub source_user_id: UserId,
+    pub target_user_id: UserId,
+    pub state: JobState,
     pub priority: i32,
     pub run_at: DateTime<Utc>,
     pub attempts: i32,
@@ -139,10 +142,10 @@ pub async fn attempts_of_job(
 /// The parts of the job's account that can hold it back.
 #[derive(Debug, Clone, FromRow, PartialEq)]
 pub struct AccountFacts {
-    pub user_id: String,
-    pub status: String,
+    pub user_id: UserId,
+    pub status: AccountStatus,
     pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
+    pub pause_reason: Option<PauseReason>,
     pub leased_by: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
@@ -217,7 +220,7 @@ const RETRY_JOB: &str = r#"
 pub async fn retry_job(
     executor: impl PgExecutor<'_>,
     id: i64,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<JobState>, sqlx::Error> {
     sqlx::query_scalar(RETRY_JOB)
         .bind(id)
         .fetch_optional(executor)
@@ -237,7 +240,7 @@ const ACTIVE_JOB_OF_PAIR: &str = r#"
 pub async fn active_job_of_pair(
     executor: impl PgExecutor<'_>,
     id: i64,
-) -> Result<Option<(i64, String, String, String)>, sqlx::Error> {
+) -> Result<Option<(i64, JobState, String, String)>, sqlx::Error> {
     sqlx::query_as(ACTIVE_JOB_OF_PAIR)
         .bind(id)
         .fetch_optional(executor)

@@ -9,6 +9,7 @@
 //! the listed accounts only, and the failures are looked for among the last finished jobs
 //! only. Nothing reads `followq.account_credentials`: no token can reach the page.
 
+use crate::states::{AccountStatus, PauseReason};
 use super::Statement;
 use super::status;
 use chrono::{DateTime, Utc};
@@ -76,8 +77,8 @@ pub async fn requests_per_minute(
 #[derive(Debug, Clone, Serialize, PartialEq, FromRow)]
 pub struct AccountCard {
     pub user_id: String,
-    pub status: String,
-    pub pause_reason: Option<String>,
+    pub status: AccountStatus,
+    pub pause_reason: Option<PauseReason>,
     pub paused_until: Option<DateTime<Utc>>,
     /// The daemon holding the account's lease, while the lease runs.
     pub leased_by: Option<String>,

@@ -18,6 +18,7 @@
 //! running, and they agree while every row of that view is one job still queued or marked
 //! running; they part only on a job that has two rows there, or one after it finished.
 
+use crate::states::PauseReason;
 use super::Statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -150,7 +151,7 @@ pub async fn recent_throughput(conn: &mut PgConnection) -> Result<Vec<OutcomeRow
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
 pub struct PausedAccount {
     pub user_id: String,
-    pub pause_reason: Option<String>,
+    pub pause_reason: Option<PauseReason>,
     pub paused_until: Option<DateTime<Utc>>,
     pub queued: i64,
 }

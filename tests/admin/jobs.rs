@@ -24,7 +24,7 @@ async fn show_gives_the_row_its_ledger_in_order_and_why_it_waits() {
 
     let detail = jobs::show(&db.pool, job_id(id), 8).await.unwrap();
     assert_eq!(detail.job.id, id);
-    assert_eq!(detail.job.state, "queued");
+    assert_eq!(detail.job.state, JobState::Queued);
     let ids: Vec<i64> = detail.attempts.iter().map(|a| a.id).collect();
     assert_eq!(ids, vec![first, second]);
     assert_eq!(detail.attempts[0].http_status, Some(503));
@@ -175,7 +175,7 @@ async fn retry_requeues_a_failed_job_with_a_fresh_count_and_keeps_its_last_error
     let other = enqueue(&db.pool, "100", "201").await;
     jobs::cancel(&db.pool, job_id(other)).await.unwrap();
     let change = jobs::retry(&db.pool, job_id(other)).await.unwrap();
-    assert_eq!(change.from, "cancelled");
+    assert_eq!(change.from, JobState::Cancelled);
 }
 
 #[tokio::test]

@@ -138,8 +138,8 @@ async fn the_report_counts_each_known_row_once() {
     assert_eq!(r.paused_accounts.len(), 1);
     assert_eq!(r.paused_accounts[0].user_id, "101");
     assert_eq!(
-        r.paused_accounts[0].pause_reason.as_deref(),
-        Some("rate_limited")
+        r.paused_accounts[0].pause_reason,
+        Some(followq::states::PauseReason::RateLimited)
     );
     assert_eq!(r.paused_accounts[0].queued, 1);
     assert_eq!(r.needs_reauth_accounts.len(), 1);
