@@ -68,7 +68,6 @@ impl fmt::Display for JobId {
 
 pub use crate::states::{JobState, JobStateError};
 
-
 /// `jobs show`: the row, its ledger, and why it is where it is.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobDetail {

@@ -480,13 +480,12 @@ fn account_row(out: &mut String, a: &AccountCard, now: DateTime<Utc>) {
         (AccountStatus::Paused, Some(at)) => format!("paused, resumes {}", time_to(at, now)),
         (other, _) => other.to_string(),
     };
-    let status_class = if a.status == AccountStatus::Paused
-        && a.paused_until.is_some_and(|at| at <= now)
-    {
-        "active"
-    } else {
-        a.status.as_str()
-    };
+    let status_class =
+        if a.status == AccountStatus::Paused && a.paused_until.is_some_and(|at| at <= now) {
+            "active"
+        } else {
+            a.status.as_str()
+        };
     let queued = if a.queued >= dashboard::QUEUED_COUNT_CAP {
         format!("{}+", a.queued)
     } else {

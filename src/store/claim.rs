@@ -17,14 +17,15 @@
 use super::Statement;
 use std::time::Duration;
 
+use crate::ids::UserId;
 use sqlx::{FromRow, PgPool};
 
 /// A job this daemon now holds, with the ledger row of the request it is about to send.
 #[derive(Debug, Clone, FromRow)]
 pub struct ClaimedJob {
     pub id: i64,
-    pub source_user_id: String,
-    pub target_user_id: String,
+    pub source_user_id: UserId,
+    pub target_user_id: UserId,
     /// Attempts including this one.
     pub attempts: i32,
     pub max_attempts: Option<i32>,

@@ -9,9 +9,9 @@
 //! the listed accounts only, and the failures are looked for among the last finished jobs
 //! only. Nothing reads `followq.account_credentials`: no token can reach the page.
 
-use crate::states::{AccountStatus, PauseReason};
 use super::Statement;
 use super::status;
+use crate::states::{AccountStatus, PauseReason};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, Transaction};

@@ -18,8 +18,8 @@
 //! running, and they agree while every row of that view is one job still queued or marked
 //! running; they part only on a job that has two rows there, or one after it finished.
 
-use crate::states::PauseReason;
 use super::Statement;
+use crate::states::PauseReason;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool, Postgres, Transaction};

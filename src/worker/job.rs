@@ -57,15 +57,15 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
     let mut jobs = JoinSet::new();
     let mut turns: HashMap<tokio::task::Id, (String, i64)> = HashMap::new();
     for job in claimed {
-        let streak = streaks.remove(&job.source_user_id).unwrap_or(0);
-        let turn = (job.source_user_id.clone(), job.id);
+        let streak = streaks.remove(job.source_user_id.as_str()).unwrap_or(0);
+        let turn = (job.source_user_id.to_string(), job.id);
         let ctx = Arc::clone(&ctx);
         let handle = jobs.spawn(async move {
-            let account = job.source_user_id.clone();
+            let account = job.source_user_id.to_string();
             let span = job_span(
                 job.id,
-                &job.source_user_id,
-                &job.target_user_id,
+                job.source_user_id.as_str(),
+                job.target_user_id.as_str(),
                 job.attempts,
             );
             let outcome = send_and_record(&ctx, job, streak, send_by)
@@ -177,22 +177,17 @@ async fn send_and_record(
     send_by: Instant,
 ) -> JobReport {
     info!(event = "job_claimed", state = "running", "job claimed");
-    let (Ok(source), Ok(target)) = (
-        UserId::parse(&job.source_user_id),
-        UserId::parse(&job.target_user_id),
-    ) else {
-        // The schema's CHECK constraints make this unreachable; fail the job, not the daemon.
-        let error = json!({"kind": "permanent", "detail": "malformed user id in the row"});
-        finish(ctx, &job, NextState::Failed, Some(error), unsent(&job)).await;
-        return JobReport::RetryAt(Instant::now());
-    };
+    // The ids were checked on the way out of the database (and the schema's id domains let
+    // no other kind in).
+    let source = job.source_user_id.clone();
+    let target = job.target_user_id.clone();
 
     let auth = match ctx.auth_for(&source).await {
         Ok(auth) => auth,
         Err(problem) => return without_credentials(ctx, &job, &source, problem).await,
     };
 
-    ctx.inject_panic_for(&job.target_user_id);
+    ctx.inject_panic_for(job.target_user_id.as_str());
     // Held until the answer is recorded (the end of this function).
     let _app_slot = match ctx.app_cap.admit(&ctx.pool, &ctx.worker_id).await {
         Ok(Some(slot)) => slot,
@@ -559,7 +554,7 @@ async fn finish_with(
         .completer
         .complete(Completion {
             job_id: job.id,
-            source_user_id: job.source_user_id.clone(),
+            source_user_id: job.source_user_id.to_string(),
             next,
             conclusive,
             error,

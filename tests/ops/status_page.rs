@@ -498,7 +498,9 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
         "the rest are counted"
     );
     assert!(
-        data.accounts.iter().all(|a| a.status == followq::states::AccountStatus::NeedsReauth),
+        data.accounts
+            .iter()
+            .all(|a| a.status == followq::states::AccountStatus::NeedsReauth),
         "the 1,000 needs_reauth accounts come first"
     );
     assert_eq!(
