@@ -35,6 +35,7 @@ use super::refresh_claim::{ClaimError, RefreshClaim};
 use super::sealed::{TokenColumn, open, seal};
 use crate::config::XApiSettings;
 use crate::ids::UserId;
+use crate::states::{AccountStatus, PauseReason};
 use crate::store;
 use crate::xapi::RequestAuth;
 use crate::xapi::oauth2::{RefreshError, TokenClient, needs_refresh};
@@ -90,8 +91,8 @@ enum Trigger<'a> {
 }
 
 struct Stored {
-    status: String,
-    pause_reason: Option<String>,
+    status: AccountStatus,
+    pause_reason: Option<PauseReason>,
     credentials: Credentials,
     /// The refresh token as stored (sealed): what the compare-and-set compares.
     stored_refresh_token: Option<String>,
@@ -403,12 +404,12 @@ impl TokenStore {
 }
 
 fn refuse_if_parked(stored: &Stored) -> Result<(), AuthError> {
-    if stored.status == "needs_reauth" {
+    if stored.status == AccountStatus::NeedsReauth {
         return Err(AuthError::NeedsReauth {
             reason: stored
                 .pause_reason
-                .clone()
-                .unwrap_or_else(|| String::from("marked needs_reauth")),
+                .as_ref()
+                .map_or_else(|| "marked needs_reauth".to_owned(), |r| r.to_string()),
         });
     }
     Ok(())

@@ -42,6 +42,7 @@ pub fn indefinitely() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+use crate::states::PauseReason;
 pub use crate::states::{AccountStatus, AccountStatusError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,7 @@ pub enum AccountsError {
     #[error("account {user_id} is {status}: {hint}")]
     WrongState {
         user_id: UserId,
-        status: String,
+        status: AccountStatus,
         hint: &'static str,
     },
     #[error(
@@ -114,8 +115,8 @@ pub async fn show(pool: &PgPool, user_id: &UserId) -> Result<AccountDetail, Acco
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusChange {
     pub user_id: String,
-    pub from: String,
-    pub to: String,
+    pub from: AccountStatus,
+    pub to: AccountStatus,
     /// For a pause: until when.
     pub until: Option<DateTime<Utc>>,
     /// Something the operator should know about the change.
@@ -144,9 +145,9 @@ impl fmt::Display for StatusChange {
 async fn guarded(
     pool: &PgPool,
     user_id: &UserId,
-    updated: Option<String>,
+    updated: Option<AccountStatus>,
     hint: &'static str,
-) -> Result<String, AccountsError> {
+) -> Result<AccountStatus, AccountsError> {
     match updated {
         Some(from) => Ok(from),
         None => {
@@ -182,7 +183,7 @@ pub async fn pause(
     Ok(StatusChange {
         user_id: user_id.to_string(),
         from,
-        to: "paused".into(),
+        to: AccountStatus::Paused,
         until: Some(until),
         note: None,
     })
@@ -209,7 +210,7 @@ pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Acc
     }) = updated
     else {
         let account = fetch_account(pool, user_id).await?;
-        if account.status == "needs_reauth" {
+        if account.status == AccountStatus::NeedsReauth {
             return Err(AccountsError::NoCredentials(user_id.clone()));
         }
         return Err(AccountsError::WrongState {
@@ -219,26 +220,28 @@ pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Acc
         });
     };
     // The row's updated_at is when the daemon parked it; tokens stored since are new ones.
-    let note = match (&*from, credentials) {
+    let note = match (from, credentials) {
         // Ending the daemon's own pause early: X's window has not reset yet.
-        ("paused", _)
-            if pause_reason.as_deref().is_some_and(|r| r != "operator")
+        (AccountStatus::Paused, _)
+            if pause_reason
+                .as_ref()
+                .is_some_and(|r| *r != PauseReason::Operator)
                 && paused_until.is_some_and(|at| at > now) =>
         {
             Some(format!(
                 "it was paused by the daemon ({}) until {}: X may refuse requests until then",
-                pause_reason.as_deref().unwrap_or("-"),
+                pause_reason.as_ref().map_or("-", PauseReason::as_str),
                 paused_until.map_or_else(String::new, |at| at
                     .format("%Y-%m-%d %H:%M:%S UTC")
                     .to_string())
             ))
         }
-        ("needs_reauth", Some(c)) if c.updated_at > parked_at => Some(format!(
+        (AccountStatus::NeedsReauth, Some(c)) if c.updated_at > parked_at => Some(format!(
             "needs_reauth cleared: {} credentials were stored at {}, after the account was parked",
             c.kind,
             c.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
         )),
-        ("needs_reauth", Some(c)) => Some(format!(
+        (AccountStatus::NeedsReauth, Some(c)) => Some(format!(
             "needs_reauth cleared, but its {} credentials were stored at {}, before the account was parked: if X refused them, the daemon parks it again; store new ones with `followq accounts add`",
             c.kind,
             c.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
@@ -248,7 +251,7 @@ pub async fn resume(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Acc
     Ok(StatusChange {
         user_id: user_id.to_string(),
         from,
-        to: "active".into(),
+        to: AccountStatus::Active,
         until: None,
         note,
     })
@@ -263,7 +266,7 @@ pub async fn disable(pool: &PgPool, user_id: &UserId) -> Result<StatusChange, Ac
     Ok(StatusChange {
         user_id: user_id.to_string(),
         from,
-        to: "disabled".into(),
+        to: AccountStatus::Disabled,
         until: None,
         note: Some(format!(
             "its {queued} queued job(s) stay queued and are not sent until `followq accounts resume {user_id}`"

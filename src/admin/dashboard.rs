@@ -22,7 +22,6 @@ use sqlx::PgPool;
 
 use super::status::{self, StatusReport};
 use super::why;
-use crate::ids::UserId;
 use crate::store::dashboard::{self as store, AccountCard, AccountsWithWork, MinuteRequests};
 
 /// Accounts shown at most (and entries at most in each account list of the report).
@@ -101,8 +100,8 @@ pub struct Dashboard {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Failure {
     pub job_id: i64,
-    pub source_user_id: UserId,
-    pub target_user_id: UserId,
+    pub source_user_id: String,
+    pub target_user_id: String,
     pub finished_at: Option<DateTime<Utc>>,
     pub why: String,
 }

@@ -131,7 +131,7 @@ pub async fn show(
 ) -> Result<JobDetail, JobsError> {
     let job = fetch_job(pool, id).await?.ok_or(JobsError::NotFound(id))?;
     let attempts = store::attempts_of_job(pool, id.get()).await?;
-    let account = store::account_facts(pool, job.source_user_id.as_str()).await?;
+    let account = store::account_facts(pool, &job.source_user_id).await?;
     let app = store::app_stop(pool).await?;
     let (ahead, now) = store::jobs_ahead(pool, &job).await?;
     let why = why::explain(&why::Facts {

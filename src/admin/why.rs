@@ -322,7 +322,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::ids::UserId;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
@@ -333,8 +332,8 @@ mod tests {
     fn job(state: &str) -> JobRow {
         JobRow {
             id: 42,
-            source_user_id: UserId::parse("100").unwrap(),
-            target_user_id: UserId::parse("200").unwrap(),
+            source_user_id: "100".into(),
+            target_user_id: "200".into(),
             state: state.parse().unwrap(),
             priority: 0,
             run_at: now() - TimeDelta::seconds(10),
@@ -354,7 +353,7 @@ mod tests {
 
     fn account(status: &str) -> AccountFacts {
         AccountFacts {
-            user_id: UserId::parse("100").unwrap(),
+            user_id: "100".into(),
             status: status.parse().unwrap(),
             paused_until: None,
             pause_reason: None,

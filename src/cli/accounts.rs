@@ -205,12 +205,12 @@ fn render_list(accounts: &[AccountSummary]) -> String {
         table.row(vec![
             a.user_id.clone(),
             a.auth_kind.clone(),
-            a.status.clone(),
+            a.status.to_string(),
             time(a.paused_until, now),
             a.queued.to_string(),
             a.running.to_string(),
             opt(a.leased_by.as_deref()),
-            opt(a.pause_reason.as_deref()),
+            opt(a.pause_reason.as_ref().map(|r| r.as_str())),
         ]);
     }
     let mut out = table.render("");
@@ -224,7 +224,7 @@ fn render_show(detail: &AccountDetail) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "account {} ({}): {}", a.user_id, a.auth_kind, a.status);
     if let Some(reason) = &a.pause_reason {
-        let label = if a.status == "needs_reauth" {
+        let label = if a.status == AccountStatus::NeedsReauth {
             "reason"
         } else {
             "pause"

@@ -176,8 +176,8 @@ fn render_list(rows: &[JobRow], limit: i64) -> String {
         table.row(vec![
             job.id.to_string(),
             job.state.to_string(),
-            job.source_user_id.to_string(),
-            job.target_user_id.to_string(),
+            job.source_user_id.clone(),
+            job.target_user_id.clone(),
             job.priority.to_string(),
             time(Some(job.run_at), now),
             job.attempts.to_string(),

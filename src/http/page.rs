@@ -567,8 +567,8 @@ fn failures_section(out: &mut String, d: &Dashboard) {
             out,
             "<tr class=\"failure\"><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
             f.job_id,
-            esc(f.source_user_id.as_str()),
-            esc(f.target_user_id.as_str()),
+            esc(&f.source_user_id),
+            esc(&f.target_user_id),
             esc(&f
                 .finished_at
                 .map_or_else(|| "-".to_owned(), |at| when(at, now))),

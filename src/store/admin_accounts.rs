@@ -12,6 +12,7 @@
 //! account is not there or not in an allowed state, and the caller reads the row to say which.
 
 use super::Statement;
+use crate::states::{AccountStatus, PauseReason};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgExecutor};
@@ -21,9 +22,9 @@ use sqlx::{FromRow, PgExecutor};
 pub struct AccountSummary {
     pub user_id: String,
     pub auth_kind: String,
-    pub status: String,
+    pub status: AccountStatus,
     pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
+    pub pause_reason: Option<PauseReason>,
     /// The daemon holding the account's lease, while the lease runs.
     pub leased_by: Option<String>,
     pub queued: i64,
@@ -63,9 +64,9 @@ pub async fn list_accounts(
 pub struct AccountRow {
     pub user_id: String,
     pub auth_kind: String,
-    pub status: String,
+    pub status: AccountStatus,
     pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
+    pub pause_reason: Option<PauseReason>,
     pub quota_requests: Option<i32>,
     pub quota_period_seconds: Option<i32>,
     pub leased_by: Option<String>,
@@ -194,7 +195,7 @@ pub async fn pause(
     executor: impl PgExecutor<'_>,
     user_id: &str,
     until: DateTime<Utc>,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<AccountStatus>, sqlx::Error> {
     sqlx::query_scalar(PAUSE)
         .bind(user_id)
         .bind(until)
@@ -205,10 +206,10 @@ pub async fn pause(
 /// The row before [`resume`] changed it.
 #[derive(Debug, FromRow)]
 pub struct ResumedFrom {
-    pub status: String,
+    pub status: AccountStatus,
     pub updated_at: DateTime<Utc>,
     pub paused_until: Option<DateTime<Utc>>,
-    pub pause_reason: Option<String>,
+    pub pause_reason: Option<PauseReason>,
     pub now: DateTime<Utc>,
 }
 
@@ -252,7 +253,7 @@ const DISABLE: &str = r#"
 pub async fn disable(
     executor: impl PgExecutor<'_>,
     user_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<AccountStatus>, sqlx::Error> {
     sqlx::query_scalar(DISABLE)
         .bind(user_id)
         .fetch_optional(executor)

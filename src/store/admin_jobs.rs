@@ -14,7 +14,6 @@ use super::Statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::ids::UserId;
 use crate::states::{AccountStatus, JobState, PauseReason};
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgExecutor};
@@ -23,8 +22,10 @@ use sqlx::{FromRow, PgConnection, PgExecutor};
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
 pub struct JobRow {
     pub id: i64,
-    pub source_user_id: UserId,
-    pub target_user_id: UserId,
+    /// As stored: a row written before the id rules held may break them, and operators
+    /// must still see it.
+    pub source_user_id: String,
+    pub target_user_id: String,
     pub state: JobState,
     pub priority: i32,
     pub run_at: DateTime<Utc>,
@@ -142,7 +143,8 @@ pub async fn attempts_of_job(
 /// The parts of the job's account that can hold it back.
 #[derive(Debug, Clone, FromRow, PartialEq)]
 pub struct AccountFacts {
-    pub user_id: UserId,
+    /// As stored (see [`JobRow`]).
+    pub user_id: String,
     pub status: AccountStatus,
     pub paused_until: Option<DateTime<Utc>>,
     pub pause_reason: Option<PauseReason>,

@@ -9,6 +9,7 @@
 //! statement's text, and the row types that hold them derive no `Debug`.
 
 use super::Statement;
+use crate::states::{AccountStatus, PauseReason};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -117,8 +118,8 @@ pub async fn upsert_credentials(
 #[derive(FromRow)]
 pub struct StoredCredentials {
     pub auth_kind: String,
-    pub status: String,
-    pub pause_reason: Option<String>,
+    pub status: AccountStatus,
+    pub pause_reason: Option<PauseReason>,
     pub oauth2_access_token: Option<String>,
     pub oauth2_refresh_token: Option<String>,
     pub oauth2_expires_at: Option<DateTime<Utc>>,

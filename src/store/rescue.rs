@@ -16,13 +16,14 @@
 //! operators to see) or left without an outcome.
 
 use super::Statement;
+use crate::states::JobState;
 use sqlx::{FromRow, PgPool};
 
 /// A job the rescuer took back.
 #[derive(Debug, Clone, FromRow)]
 pub struct RescuedJob {
     pub id: i64,
-    pub state: String,
+    pub state: JobState,
     pub source_user_id: String,
     pub target_user_id: String,
     pub attempts: i32,

@@ -124,7 +124,7 @@ async fn pause_is_an_operator_pause_that_drops_the_lease() {
         .await
         .unwrap();
     let change = accounts::pause(&db.pool, &user("100"), None).await.unwrap();
-    assert_eq!(change.from, "paused");
+    assert_eq!(change.from, AccountStatus::Paused);
     assert!(change.to_string().ends_with("until resumed"), "{change}");
     let (_, paused_until, reason, _) = status_row(&db, "100").await;
     assert_eq!(paused_until.map(|t| t.year()), Some(9999));
@@ -173,7 +173,7 @@ async fn resume_ends_pauses_and_disables_and_refuses_active_accounts() {
 
     accounts::disable(&db.pool, &user("100")).await.unwrap();
     let change = accounts::resume(&db.pool, &user("100")).await.unwrap();
-    assert_eq!(change.from, "disabled");
+    assert_eq!(change.from, AccountStatus::Disabled);
 
     let err = accounts::resume(&db.pool, &user("100")).await.unwrap_err();
     assert_eq!(err.to_string(), "account 100 is active: nothing to resume");
@@ -212,7 +212,7 @@ async fn resume_clears_needs_reauth_only_with_credentials_and_says_how_old_they_
     .await
     .unwrap();
     let change = accounts::resume(&db.pool, &user("100")).await.unwrap();
-    assert_eq!(change.from, "needs_reauth");
+    assert_eq!(change.from, AccountStatus::NeedsReauth);
     let note = change.note.clone().unwrap();
     assert!(note.contains("before the account was parked"), "{note}");
     assert_eq!(

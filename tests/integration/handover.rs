@@ -81,7 +81,7 @@ async fn the_rescuer_never_fails_a_job_whose_request_may_have_succeeded() {
     .expect("an old-style claim");
     let rescued = rescue_orphans(&db.pool, 10).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
-    assert_eq!(rescued[0].state, "queued");
+    assert_eq!(rescued[0].state, followq::states::JobState::Queued);
     assert_eq!(rescued[0].worker_id.as_deref(), Some(WORKER));
     let (state, kind): (String, String) =
         sqlx::query_as("SELECT state, last_error->>'kind' FROM followq.follow_jobs")
