@@ -52,6 +52,10 @@ fn environment(settings: &Settings) -> Vec<(String, String)> {
             duration(settings.rate_limit.period),
         ),
         (
+            "FOLLOWQ_RATE_LIMIT__DAILY_FOLLOWS_PER_ACCOUNT".to_owned(),
+            settings.rate_limit.daily_follows_per_account.to_string(),
+        ),
+        (
             "FOLLOWQ_RETRY__MAX_ATTEMPTS".to_owned(),
             settings.retry.max_attempts.to_string(),
         ),
@@ -72,6 +76,12 @@ fn environment(settings: &Settings) -> Vec<(String, String)> {
         env.push((
             format!("FOLLOWQ_CREDENTIALS__KEYS__{}", id.to_uppercase()),
             key.expose_secret().to_owned(),
+        ));
+    }
+    if let Some(cap) = settings.rate_limit.daily_follows_per_app {
+        env.push((
+            "FOLLOWQ_RATE_LIMIT__DAILY_FOLLOWS_PER_APP".to_owned(),
+            cap.to_string(),
         ));
     }
     if let Some(active) = &settings.credentials.active_key {
