@@ -142,6 +142,16 @@ impl Harness {
     /// Waits until `sql` (a boolean about finished jobs) is true, checking it at the start
     /// and again on every `NOTIFY followq_job_finished`; panics after `limit`.
     pub async fn wait_finished(&self, limit: Duration, what: &str, sql: &'static str) -> Duration {
+        match self.finished_within(limit, sql).await {
+            Some(took) => took,
+            None => self.give_up(what, limit).await,
+        }
+    }
+
+    /// [`Harness::wait_finished`] without the panic: how long `sql` took to hold, or `None`
+    /// if it did not within `limit`. The notification only wakes the check: `sql`, read
+    /// after the commit that notified, is what decides.
+    pub async fn finished_within(&self, limit: Duration, sql: &'static str) -> Option<Duration> {
         let start = Instant::now();
         let deadline = start + limit;
         // Listening before the first check: no notification can fall between the two.
@@ -158,12 +168,12 @@ impl Harness {
                 .await
                 .expect("condition query");
             if done {
-                return start.elapsed();
+                return Some(start.elapsed());
             }
             match tokio::time::timeout_at(deadline.into(), listener.recv()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => panic!("the finished-job listener failed: {e}"),
-                Err(_) => self.give_up(what, limit).await,
+                Err(_) => return None,
             }
         }
     }
@@ -191,7 +201,10 @@ impl Harness {
         panic!("not {what} after {limit:?}: jobs by state {states:?}");
     }
 
-    /// Polls `sql` (a boolean) every 50 ms until true; returns how long it took.
+    /// Polls `sql` (a boolean) every 50 ms until true; returns how long it took. Only for
+    /// what nothing announces (an account's status or lease, an app-wide stop, a job back in
+    /// the queue, rows pruned): a job finishing has [`Harness::wait_finished`], a request the
+    /// simulator sees [`Harness::sim_wait`].
     pub async fn wait_until(&self, limit: Duration, what: &str, sql: &'static str) -> Duration {
         let start = Instant::now();
         loop {
