@@ -20,7 +20,7 @@ pub struct Daemon {
 }
 
 /// The settings a harness gives in-process daemons, as `FOLLOWQ_*` variables.
-fn environment(settings: &Settings) -> Vec<(String, String)> {
+pub fn environment(settings: &Settings) -> Vec<(String, String)> {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
     let mut env = vec![
         (
