@@ -7,6 +7,9 @@
 //!
 //! `config/default.toml` documents every key. A bad value or an unknown key stops start-up
 //! with one message naming the key and what is wrong ([`ConfigError`]).
+//!
+//! Also the one set of fast timings for a daemon pointed at a local simulator
+//! ([`Settings::for_local_simulator`]), from which the tests, the demo and the bench start.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -610,6 +613,76 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// These settings pointed at the database `database_url` and at a simulator of X
+    /// (`crate::sim`) on this machine at `simulator_url`, with `quota` requests per `window`
+    /// (the simulator's own, scaled to seconds), and timings fast enough for a test or a demo
+    /// to finish in seconds. The tests start from the built-in defaults; the demo and the
+    /// bench from the operator's settings, whose other sections (pool, concurrency, logging,
+    /// listener, credentials, X app) they keep.
+    ///
+    /// Each value below is safe only because the other end is a simulator on loopback, which
+    /// answers in milliseconds, has no real rate limits behind it, and bans nobody:
+    ///
+    /// - `x_api.connect_timeout` 1 s, `x_api.request_timeout` 2 s (X: 5 s, 15 s): a loopback
+    ///   connection is made at once and the simulator answers in milliseconds unless told to
+    ///   hold an answer. Against X a slow answer would be cut off and sent again.
+    /// - `rate_limit.daily_follows_per_account` off and `daily_follows_per_app` unset: the
+    ///   simulator's window is scaled to seconds but its day is still 24 hours, so X's 400 a
+    ///   day would stop a scaled run after a few windows. Against X the daily caps are what
+    ///   keeps an account from being locked. A test of the caps sets them.
+    /// - `worker.poll_interval` 200 ms (1 s): a lost notification costs a test at most this.
+    ///   Against a busy Postgres, five idle polls a second per daemon for nothing.
+    /// - `worker.heartbeat_interval` 1 s, `worker.account_lease` 4 s (20 s, 60 s): a
+    ///   replica's accounts are taken over within seconds of its death. In production a
+    ///   lease that short lapses on a slow database, and a peer takes the account while its
+    ///   holder still sends.
+    /// - `worker.liveness_interval` 250 ms (1 s): a dead peer is noticed at once, for four
+    ///   liveness queries a second.
+    /// - `worker.send_deadline` 500 ms, `worker.job_lease` 3 s (2 s, 30 s): a frozen daemon's
+    ///   claim is given up and its job taken back within seconds. Against X over the internet
+    ///   a send deadline that short leaves requests unsent (`not_sent`) after any hiccup.
+    /// - `worker.shutdown_grace` 5 s (30 s): enough for a simulator's answers in flight, not
+    ///   for X's at their timeout.
+    /// - `worker.summary_interval` 5 s (30 s): a summary line a few times in a short run.
+    /// - `retry.max_attempts` 4, `retry.base_delay` 100 ms, `retry.max_delay` 2 s (8, 2 s,
+    ///   10 min): a retried 5xx goes again at once. Against X, retries that quick pile onto
+    ///   an outage.
+    ///
+    /// The relations that loading checks still hold (`job_lease` longer than `send_deadline`
+    /// plus `request_timeout`, `account_lease` longer than `request_timeout` plus
+    /// `heartbeat_interval`): a caller that lengthens a timeout lengthens the leases with it.
+    pub fn for_local_simulator(
+        &self,
+        database_url: SecretString,
+        simulator_url: &str,
+        quota: u32,
+        window: Duration,
+    ) -> Settings {
+        let mut settings = self.clone();
+        settings.database.url = database_url;
+        settings.x_api.base_url = simulator_url.to_owned();
+        settings.x_api.connect_timeout = Duration::from_secs(1);
+        settings.x_api.request_timeout = Duration::from_secs(2);
+        settings.rate_limit.requests_per_period = quota;
+        settings.rate_limit.period = window;
+        settings.rate_limit.daily_follows_per_account = u32::MAX;
+        settings.rate_limit.daily_follows_per_app = None;
+        settings.worker.poll_interval = Duration::from_millis(200);
+        settings.worker.heartbeat_interval = Duration::from_secs(1);
+        settings.worker.account_lease = Duration::from_secs(4);
+        settings.worker.liveness_interval = Duration::from_millis(250);
+        settings.worker.send_deadline = Duration::from_millis(500);
+        settings.worker.job_lease = Duration::from_secs(3);
+        settings.worker.shutdown_grace = Duration::from_secs(5);
+        settings.worker.summary_interval = Duration::from_secs(5);
+        settings.retry.max_attempts = 4;
+        settings.retry.base_delay = Duration::from_millis(100);
+        settings.retry.max_delay = Duration::from_secs(2);
+        settings
+    }
+}
+
 /// Whether `url`'s host is this machine: `localhost`, 127.0.0.0/8 or `::1`.
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
@@ -748,6 +821,30 @@ mod tests {
             assert_eq!(settings.rate_limit.daily_follows_per_account, 400);
             assert_eq!(settings.rate_limit.daily_follows_per_app, None);
             assert_eq!(settings.log.format, LogFormat::Pretty);
+            Ok(())
+        });
+    }
+
+    /// The fast timings keep every relation loading checks, whatever the base's other values.
+    #[test]
+    fn local_simulator_settings_pass_validation() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let defaults = Settings::load(&sources(jail)).expect("defaults are valid");
+            let settings = defaults.for_local_simulator(
+                SecretString::from("postgres://postgres@127.0.0.1:5432/followq_test"),
+                "http://127.0.0.1:8080",
+                10,
+                Duration::from_secs(2),
+            );
+            settings
+                .validate()
+                .expect("the local-simulator settings are valid");
+            assert_eq!(settings.x_api.base_url, "http://127.0.0.1:8080");
+            assert_eq!(settings.rate_limit.requests_per_period, 10);
+            assert_eq!(settings.rate_limit.period, Duration::from_secs(2));
+            assert_eq!(settings.rate_limit.daily_follows_per_account, u32::MAX);
+            assert_eq!(settings.worker.concurrency, defaults.worker.concurrency);
             Ok(())
         });
     }

@@ -218,33 +218,28 @@ fn simulator_config(options: &DemoOptions) -> SimConfig {
 }
 
 /// The daemon's settings for the demo: the operator's, pointed at the scratch database and
-/// the simulator, with the quota scaled like the simulator's and retries quick.
+/// the simulator with the fast timings of [`Settings::for_local_simulator`] (the quota scaled
+/// like the simulator's), the demo's app, and a retry budget of its own.
 fn demo_settings(
     base: &Settings,
     options: &DemoOptions,
     scratch: &ScratchDb,
     sim: &SimHandle,
 ) -> Settings {
-    let mut settings = base.clone();
-    settings.database.url = scratch.url.clone();
-    settings.x_api.base_url = sim.base_url();
-    settings.x_api.connect_timeout = Duration::from_secs(2);
-    settings.x_api.request_timeout = Duration::from_secs(3);
+    let mut settings = base.for_local_simulator(
+        scratch.url.clone(),
+        &sim.base_url(),
+        options.quota,
+        options.window,
+    );
+    // The simulator knows the demo's public client only: no operator's secret goes to it.
     settings.x_api.oauth2.client_id = "followq-demo".into();
     settings.x_api.oauth2.client_secret = None;
-    settings.rate_limit.requests_per_period = options.quota;
-    settings.rate_limit.period = options.window;
-    settings.rate_limit.daily_follows_per_account = u32::MAX;
-    settings.rate_limit.daily_follows_per_app = None;
-    settings.worker.poll_interval = Duration::from_millis(250);
-    settings.worker.heartbeat_interval = Duration::from_secs(2);
-    settings.worker.account_lease = Duration::from_secs(10);
-    settings.worker.job_lease = Duration::from_secs(7);
-    settings.worker.shutdown_grace = Duration::from_secs(5);
-    settings.worker.summary_interval = Duration::from_secs(10);
+    // A retry budget of its own: the faults are an option of the demo (`--fault-rate`, up
+    // to 0.5), and the jobs that run out of attempts are part of its report.
+    settings.retry.max_attempts = 5;
     settings.retry.base_delay = Duration::from_millis(500);
     settings.retry.max_delay = Duration::from_secs(5);
-    settings.retry.max_attempts = 5;
     settings
 }
 

@@ -1,5 +1,6 @@
 //! Test harness: every test gets its own freshly migrated database, so tests run in parallel
-//! and never see each other's rows.
+//! and never see each other's rows; and the one tracing set-up of the test binaries
+//! ([`init_test_logging`]: silent unless `TEST_LOG` is set).
 //!
 //! The Postgres server is `DATABASE_URL` when set (CI and this machine), otherwise one started
 //! by testcontainers (a laptop with Docker). With neither, the first test fails with a message
@@ -19,6 +20,27 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
+
+/// Tracing for the whole test binary, installed by the first call: nothing is logged unless
+/// `TEST_LOG` is set (to anything but the empty string), and then every event `RUST_LOG`
+/// lets through (`info` when it is unset) goes to the test writer, which libtest shows for
+/// a failing test only, or for all with `--nocapture`. Tests that assert on what is logged
+/// install a subscriber of their own instead.
+pub fn init_test_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_none_or(|value| value.is_empty()) {
+            return;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Another global subscriber already installed keeps its place.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
 
 /// The server all test databases are created on: an admin URL (database `postgres`).
 static SERVER_URL: OnceCell<String> = OnceCell::const_new();

@@ -20,7 +20,7 @@ pub struct Daemon {
 }
 
 /// The settings a harness gives in-process daemons, as `FOLLOWQ_*` variables.
-fn environment(settings: &Settings) -> Vec<(String, String)> {
+pub fn environment(settings: &Settings) -> Vec<(String, String)> {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
     let mut env = vec![
         (
@@ -52,6 +52,10 @@ fn environment(settings: &Settings) -> Vec<(String, String)> {
             duration(settings.rate_limit.period),
         ),
         (
+            "FOLLOWQ_RATE_LIMIT__DAILY_FOLLOWS_PER_ACCOUNT".to_owned(),
+            settings.rate_limit.daily_follows_per_account.to_string(),
+        ),
+        (
             "FOLLOWQ_RETRY__MAX_ATTEMPTS".to_owned(),
             settings.retry.max_attempts.to_string(),
         ),
@@ -72,6 +76,12 @@ fn environment(settings: &Settings) -> Vec<(String, String)> {
         env.push((
             format!("FOLLOWQ_CREDENTIALS__KEYS__{}", id.to_uppercase()),
             key.expose_secret().to_owned(),
+        ));
+    }
+    if let Some(cap) = settings.rate_limit.daily_follows_per_app {
+        env.push((
+            "FOLLOWQ_RATE_LIMIT__DAILY_FOLLOWS_PER_APP".to_owned(),
+            cap.to_string(),
         ));
     }
     if let Some(active) = &settings.credentials.active_key {

@@ -35,8 +35,9 @@ async fn a_successor_without_any_headers_never_overruns_the_window() {
         harness.enqueue(account, 10_000, 12).await;
     }
     let first = harness.start().await;
+    // A success is recorded with its job, which finishes: a NOTIFY wakes the check.
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(10),
             "each account's first window spent",
             "SELECT count(*) = 15 FROM followq.attempts WHERE outcome = 'succeeded'",
@@ -90,12 +91,11 @@ async fn a_pause_and_resume_during_a_slow_request_never_puts_two_in_flight() {
         .sim
         .set_answer_delay("1200", Some(Duration::from_millis(1500)));
     let first = harness.start().await;
-    wait_for(
-        Duration::from_secs(5),
-        "the first request in flight",
-        || harness.sim.stats_now().user("1200").requests >= 1,
-    )
-    .await;
+    harness
+        .sim_wait(Duration::from_secs(5), "the first request in flight", |s| {
+            s.user("1200").requests >= 1
+        })
+        .await;
     let second = harness.start().await;
     // Both registered, so the first daemon (still holding its busy slot) is at its fair share
     // and the second one takes the account after the resume.
@@ -196,10 +196,11 @@ async fn a_stopping_daemon_leases_nothing_while_it_drains() {
         .sim
         .set_answer_delay("1400", Some(Duration::from_millis(1500)));
     let daemon = harness.start().await;
-    wait_for(Duration::from_secs(5), "a request in flight", || {
-        harness.sim.stats_now().user("1400").requests >= 1
-    })
-    .await;
+    harness
+        .sim_wait(Duration::from_secs(5), "a request in flight", |s| {
+            s.user("1400").requests >= 1
+        })
+        .await;
     daemon.begin_stop();
     harness.enqueue("1401", 10_000, 1).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -234,10 +235,11 @@ async fn requests_cut_off_at_the_grace_end_still_count_for_the_successor() {
         .sim
         .set_answer_delay("1500", Some(Duration::from_millis(1500)));
     let first = harness.start().await;
-    wait_for(Duration::from_secs(5), "a request in flight", || {
-        harness.sim.stats_now().user("1500").requests >= 1
-    })
-    .await;
+    harness
+        .sim_wait(Duration::from_secs(5), "a request in flight", |s| {
+            s.user("1500").requests >= 1
+        })
+        .await;
     first.stop().await;
     let (outcome, job_state): (Option<String>, String) = sqlx::query_as(
         "SELECT t.outcome, j.state FROM followq.attempts t JOIN followq.follow_jobs j ON j.id = t.job_id",
@@ -286,7 +288,7 @@ async fn a_panicking_turn_is_logged_counted_and_recovered_from() {
     harness.enqueue("1600", 66_666, 1).await;
     let daemon = crate::support::start_with_panic(&harness.settings, "66666").await;
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(15),
             "every other job done",
             "SELECT count(*) = 10 FROM followq.follow_jobs WHERE state = 'succeeded'",
@@ -318,15 +320,6 @@ async fn a_panicking_turn_is_logged_counted_and_recovered_from() {
         .unwrap_or(0.0);
     assert!(panics >= 1.0, "the panic was not counted:\n{metrics}");
     assert_eq!(harness.user("1601").await.requests, 5);
-}
-
-/// Polls `done` every 20 ms until it holds, failing the test after `limit`.
-async fn wait_for(limit: Duration, what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not {what} after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Guard: the successor's daily count seeded from the ledger's follows, binned per 15 minutes

@@ -25,13 +25,19 @@ async fn shutdown_waits_for_requests_in_flight_and_releases_everything() {
         harness.enqueue(account, 5_000, 2).await;
     }
     let daemon = harness.start().await;
+    // Each account's first request, held 1.5 s by the simulator.
     harness
-        .wait_until(
-            Duration::from_secs(10),
-            "requests in flight",
-            "SELECT count(*) = 4 FROM followq.jobs_in_flight",
-        )
+        .sim_wait(Duration::from_secs(10), "requests in flight", |s| {
+            s.totals.all_users.requests >= 4
+        })
         .await;
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.jobs_in_flight")
+            .await,
+        4,
+        "four requests in flight"
+    );
     daemon.stop().await;
 
     assert_eq!(

@@ -32,32 +32,25 @@ struct DaemonProcess {
 impl DaemonProcess {
     /// Runs the binary against the harness's database and simulator, logging JSON at TRACE.
     fn spawn(harness: &Harness, extra: &[(&str, &str)]) -> DaemonProcess {
+        // The harness's settings, with timeouts that come within a second, a short grace, a
+        // summary line every 500 ms and two attempts; and an app with secrets to look for.
+        let mut settings = harness.settings.clone();
+        settings.x_api.oauth2.client_id = CLIENT_ID.into();
+        settings.x_api.request_timeout = Duration::from_secs(1);
+        settings.worker.shutdown_grace = Duration::from_secs(2);
+        settings.worker.summary_interval = Duration::from_millis(500);
+        settings.retry.max_attempts = 2;
         let mut command = Command::new(env!("CARGO_BIN_EXE_followq"));
         command
             .arg("run")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env_remove("FOLLOWQ_ENV")
+            .envs(crate::child::environment(&settings))
             .env("RUST_LOG", "trace")
-            .env("DATABASE_URL", &harness.db.url)
             .env("FOLLOWQ_LOG__FORMAT", "json")
-            .env("FOLLOWQ_X_API__BASE_URL", harness.sim.base_url())
-            .env("FOLLOWQ_X_API__REQUEST_TIMEOUT", "1s")
-            .env("FOLLOWQ_X_API__OAUTH2__CLIENT_ID", CLIENT_ID)
             .env("FOLLOWQ_X_API__OAUTH2__CLIENT_SECRET", CLIENT_SECRET)
             .env("FOLLOWQ_X_API__OAUTH1__CONSUMER_KEY", "followq-consumer")
             .env("FOLLOWQ_X_API__OAUTH1__CONSUMER_SECRET", CONSUMER_SECRET)
-            .env("FOLLOWQ_RATE_LIMIT__PERIOD", "60s")
-            .env("FOLLOWQ_WORKER__POLL_INTERVAL", "200ms")
-            .env("FOLLOWQ_WORKER__HEARTBEAT_INTERVAL", "1s")
-            .env("FOLLOWQ_WORKER__ACCOUNT_LEASE", "4s")
-            .env("FOLLOWQ_WORKER__JOB_LEASE", "3s")
-            .env("FOLLOWQ_WORKER__SEND_DEADLINE", "500ms")
-            .env("FOLLOWQ_WORKER__LIVENESS_INTERVAL", "250ms")
-            .env("FOLLOWQ_WORKER__SHUTDOWN_GRACE", "2s")
-            .env("FOLLOWQ_WORKER__SUMMARY_INTERVAL", "500ms")
-            .env("FOLLOWQ_RETRY__MAX_ATTEMPTS", "2")
-            .env("FOLLOWQ_RETRY__BASE_DELAY", "100ms")
-            .envs(crate::common::test_key_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -58,12 +58,19 @@ async fn oauth1_requests_are_signed_and_a_refused_signature_parks_the_account() 
 
     let daemon = harness.start().await;
     harness
+        .wait_finished(
+            LIMIT,
+            "the signed follows done",
+            "SELECT count(*) = 3 FROM followq.follow_jobs \
+             WHERE source_user_id = '1800' AND state = 'succeeded'",
+        )
+        .await;
+    // Parking an account announces nothing: polled.
+    harness
         .wait_until(
             LIMIT,
-            "the signed follows done and the refused account parked",
-            "SELECT (SELECT count(*) = 3 FROM followq.follow_jobs \
-                     WHERE source_user_id = '1800' AND state = 'succeeded') \
-                AND (SELECT status = 'needs_reauth' FROM followq.accounts WHERE user_id = '1801')",
+            "the refused account parked",
+            "SELECT status = 'needs_reauth' FROM followq.accounts WHERE user_id = '1801'",
         )
         .await;
     tokio::time::sleep(QUIET).await;

@@ -127,12 +127,15 @@ async fn a_successor_counts_what_a_killed_daemon_sent() {
     }
     let first = harness.start().await;
     harness
-        .wait_until(
-            Duration::from_secs(10),
-            "the first window spent",
-            "SELECT count(*) >= 60 FROM followq.attempts",
-        )
+        .sim_wait(Duration::from_secs(10), "the first window spent", |s| {
+            s.totals.all_users.requests >= 60
+        })
         .await;
+    // Each request has its ledger row before it is sent.
+    assert!(
+        harness.count("SELECT count(*) FROM followq.attempts").await >= 60,
+        "the first window's requests are in the ledger"
+    );
     first.kill().await;
 
     let second = harness.start().await;

@@ -65,8 +65,9 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
     // The lease runs out (the frozen daemon cannot renew it); B takes over, the rescuer
     // returns the claimed job, and B spends the window.
     let successor = harness.start().await;
+    // A success is recorded with its job, which finishes: a NOTIFY wakes the check.
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(15),
             "the successor's first window spent",
             "SELECT count(*) >= 3 FROM followq.attempts WHERE outcome = 'succeeded'",
@@ -131,17 +132,17 @@ async fn replicas_killed_every_few_seconds_lose_nothing_and_keep_the_pace() {
     let mut kills = 0;
     let limit = Duration::from_secs(60);
     loop {
-        let done: bool = sqlx::query_scalar(
-            "SELECT count(*) = 0 FROM followq.follow_jobs WHERE state IN ('queued', 'running')",
-        )
-        .fetch_one(&harness.db.pool)
-        .await
-        .expect("progress");
-        if done {
+        // The next kill is 2.5 s away, unless the last job finishes first.
+        let done = harness
+            .finished_within(
+                Duration::from_millis(2500),
+                "SELECT count(*) = 0 FROM followq.follow_jobs WHERE state IN ('queued', 'running')",
+            )
+            .await;
+        if done.is_some() {
             break;
         }
         assert!(started.elapsed() < limit, "not done after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(2500)).await;
         let victim = kills % 2;
         let fresh = child::Daemon::start(&harness, &format!("r{kills}"));
         let dead = std::mem::replace(&mut replicas[victim], fresh);
@@ -198,12 +199,17 @@ async fn sigterm_drains_the_request_in_flight_and_exits_cleanly() {
         .set_answer_delay("2200", Some(Duration::from_millis(1000)));
     let mut daemon = child::Daemon::start(&harness, "term");
     harness
-        .wait_until(
-            Duration::from_secs(10),
-            "a request in flight",
-            "SELECT count(*) = 1 FROM followq.attempts WHERE outcome IS NULL",
-        )
+        .sim_wait(Duration::from_secs(10), "a request in flight", |s| {
+            s.user("2200").requests >= 1
+        })
         .await;
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.attempts WHERE outcome IS NULL")
+            .await,
+        1,
+        "the request in flight has its ledger row, unanswered"
+    );
     daemon.signal("TERM");
     let status = daemon.exit_within(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}\n{}", daemon.log());
@@ -245,12 +251,17 @@ async fn a_second_signal_exits_at_once() {
         .set_answer_delay("2300", Some(Duration::from_secs(8)));
     let mut daemon = child::Daemon::start(&harness, "twice");
     harness
-        .wait_until(
-            Duration::from_secs(10),
-            "a request in flight",
-            "SELECT count(*) = 1 FROM followq.attempts WHERE outcome IS NULL",
-        )
+        .sim_wait(Duration::from_secs(10), "a request in flight", |s| {
+            s.user("2300").requests >= 1
+        })
         .await;
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.attempts WHERE outcome IS NULL")
+            .await,
+        1,
+        "the request in flight has its ledger row, unanswered"
+    );
     daemon.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(daemon.is_running(), "still draining after the first signal");

@@ -22,27 +22,17 @@ static SCENARIOS: RwLock<()> = RwLock::const_new(());
 /// How long a stopping daemon may take beyond its shutdown grace before the test fails.
 const STOP_SLACK: Duration = Duration::from_secs(10);
 
-fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 /// Holds the scenario lock exclusively: for a scenario that asserts timings, which must not
 /// compete with another for the machine's two cores.
 pub async fn serial() -> RwLockWriteGuard<'static, ()> {
-    init_logging();
+    crate::common::init_test_logging();
     SCENARIOS.write().await
 }
 
 /// Holds the scenario lock shared: for a scenario whose assertions do not depend on how fast
 /// the machine is (it waits for events with generous limits).
 pub async fn shared() -> RwLockReadGuard<'static, ()> {
-    init_logging();
+    crate::common::init_test_logging();
     SCENARIOS.read().await
 }
 
@@ -69,31 +59,19 @@ impl Harness {
         let quota = sim.window_requests;
         let window = sim.window;
         let sim = followq::sim::spawn(sim).expect("start the simulator");
+        // The built-in defaults (no file, the test process's environment), pointed at this
+        // test's database and simulator with the fast timings every local run shares.
         let mut settings = Settings::load(&ConfigSources {
             config_dir: "/nonexistent".into(),
             environment: None,
         })
-        .expect("built-in defaults");
-        settings.database.url = db.url.clone().into();
+        .expect("built-in defaults")
+        .for_local_simulator(db.url.clone().into(), &sim.base_url(), quota, window);
+        // What only the tests need: a pool of their own size, the app the simulator's tokens
+        // are checked against, and the test process's key.
         settings.database.max_connections = 12;
-        settings.x_api.base_url = sim.base_url();
-        settings.x_api.connect_timeout = Duration::from_secs(1);
-        settings.x_api.request_timeout = Duration::from_secs(2);
         settings.x_api.oauth2.client_id = "followq-tests".into();
         settings.credentials = crate::common::test_credentials();
-        settings.rate_limit.requests_per_period = quota;
-        settings.rate_limit.period = window;
-        settings.worker.poll_interval = Duration::from_millis(200);
-        settings.worker.heartbeat_interval = Duration::from_secs(1);
-        settings.worker.account_lease = Duration::from_secs(4);
-        settings.worker.job_lease = Duration::from_secs(3);
-        settings.worker.send_deadline = Duration::from_millis(500);
-        settings.worker.liveness_interval = Duration::from_millis(250);
-        settings.worker.shutdown_grace = Duration::from_secs(5);
-        settings.worker.summary_interval = Duration::from_secs(5);
-        settings.retry.max_attempts = 4;
-        settings.retry.base_delay = Duration::from_millis(100);
-        settings.retry.max_delay = Duration::from_secs(2);
         Harness { db, sim, settings }
     }
 
@@ -164,6 +142,16 @@ impl Harness {
     /// Waits until `sql` (a boolean about finished jobs) is true, checking it at the start
     /// and again on every `NOTIFY followq_job_finished`; panics after `limit`.
     pub async fn wait_finished(&self, limit: Duration, what: &str, sql: &'static str) -> Duration {
+        match self.finished_within(limit, sql).await {
+            Some(took) => took,
+            None => self.give_up(what, limit).await,
+        }
+    }
+
+    /// [`Harness::wait_finished`] without the panic: how long `sql` took to hold, or `None`
+    /// if it did not within `limit`. The notification only wakes the check: `sql`, read
+    /// after the commit that notified, is what decides.
+    pub async fn finished_within(&self, limit: Duration, sql: &'static str) -> Option<Duration> {
         let start = Instant::now();
         let deadline = start + limit;
         // Listening before the first check: no notification can fall between the two.
@@ -180,12 +168,12 @@ impl Harness {
                 .await
                 .expect("condition query");
             if done {
-                return start.elapsed();
+                return Some(start.elapsed());
             }
             match tokio::time::timeout_at(deadline.into(), listener.recv()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => panic!("the finished-job listener failed: {e}"),
-                Err(_) => self.give_up(what, limit).await,
+                Err(_) => return None,
             }
         }
     }
@@ -213,7 +201,10 @@ impl Harness {
         panic!("not {what} after {limit:?}: jobs by state {states:?}");
     }
 
-    /// Polls `sql` (a boolean) every 50 ms until true; returns how long it took.
+    /// Polls `sql` (a boolean) every 50 ms until true; returns how long it took. Only for
+    /// what nothing announces (an account's status or lease, an app-wide stop, a job back in
+    /// the queue, rows pruned): a job finishing has [`Harness::wait_finished`], a request the
+    /// simulator sees [`Harness::sim_wait`].
     pub async fn wait_until(&self, limit: Duration, what: &str, sql: &'static str) -> Duration {
         let start = Instant::now();
         loop {

@@ -30,7 +30,7 @@ async fn metrics_count_what_a_small_run_did() {
     harness.sim.prespend("100", 5);
     let daemon = OpsDaemon::start(&settings).await;
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(20),
             "the five due jobs succeeded",
             "SELECT count(*) = 5 FROM followq.follow_jobs WHERE state = 'succeeded'",

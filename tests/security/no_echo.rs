@@ -107,7 +107,7 @@ async fn no_token_or_sealed_value_in_logs_last_error_or_metrics() {
 
     let daemon = OpsDaemon::start(&with_http(&harness.settings)).await;
     harness
-        .wait_until(
+        .wait_finished(
             Duration::from_secs(20),
             "700 and 701 done, 702 retried",
             "SELECT count(*) = 4 FROM followq.follow_jobs WHERE state = 'succeeded' \
