@@ -19,6 +19,7 @@
 //! | `followq_task_panics_total` | counter | `task`: the daemon task that panicked and was recovered |
 //! | `followq_send_deadline_missed_total` | counter | (claimed requests not sent: their send deadline passed) |
 //! | `followq_daemons_reaped_total` | counter | (peers found gone and taken over by this daemon) |
+//! | `followq_jobs_claimed_total` | counter | `how`: claim_statement (a claim of its own), with_record (in the statement that recorded the outcome of the request before it) |
 //! | `followq_queue_jobs` | gauge | `state`: queued, running |
 //! | `followq_accounts_paused` | gauge | `reason` |
 //! | `followq_accounts_held` | gauge | |
@@ -52,6 +53,11 @@ pub const PAUSE_REASONS: &[&str] = &[
     "disabled",
     "other",
 ];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClaimLabels {
+    how: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -96,6 +102,7 @@ struct Inner {
     task_panics: Family<TaskLabels, Counter>,
     send_deadline_missed: Counter,
     daemons_reaped: Counter,
+    jobs_claimed: Family<ClaimLabels, Counter>,
     queue_jobs: Family<StateLabels, Gauge>,
     accounts_paused: Family<ReasonLabels, Gauge>,
     accounts_held: Gauge,
@@ -187,6 +194,12 @@ impl Metrics {
             "Peer daemons this daemon found gone (their liveness session ended) and whose accounts and jobs it freed",
             daemons_reaped.clone(),
         );
+        let jobs_claimed = Family::<ClaimLabels, Counter>::default();
+        registry.register(
+            "jobs_claimed",
+            "Jobs claimed, by how: a claim statement of its own, or with the record of the request before it",
+            jobs_claimed.clone(),
+        );
         let queue_jobs = Family::<StateLabels, Gauge>::default();
         registry.register(
             "queue_jobs",
@@ -239,6 +252,7 @@ impl Metrics {
                 task_panics,
                 send_deadline_missed,
                 daemons_reaped,
+                jobs_claimed,
                 queue_jobs,
                 accounts_paused,
                 accounts_held,
@@ -295,6 +309,24 @@ impl Metrics {
         self.inner
             .task_panics
             .get_or_create(&TaskLabels { task })
+            .inc();
+    }
+
+    /// `n` jobs claimed by a claim statement of their own.
+    pub fn claimed_alone(&self, n: u64) {
+        self.inner
+            .jobs_claimed
+            .get_or_create(&ClaimLabels {
+                how: "claim_statement",
+            })
+            .inc_by(n);
+    }
+
+    /// A job claimed in the statement that recorded the outcome of the request before it.
+    pub fn claimed_with_record(&self) {
+        self.inner
+            .jobs_claimed
+            .get_or_create(&ClaimLabels { how: "with_record" })
             .inc();
     }
 

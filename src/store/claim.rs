@@ -33,14 +33,28 @@ pub struct ClaimedJob {
     pub attempt_id: i64,
 }
 
-const CLAIM_BATCH: &str = r#"
-        WITH held AS MATERIALIZED (
+/// The claim's common table expressions, for this statement and for the one that records
+/// outcomes and claims in one go ([`super::record::record_and_claim`]): `held` (the accounts
+/// still this daemon's), `next` (each one's next ready job, locked) and `claimed` (their
+/// ledger rows). The arguments are the placeholders of the account ids, the worker id and the
+/// seconds within which the request may still reach X.
+macro_rules! claim_ctes {
+    ($accounts:literal, $worker:literal, $answer_within:literal) => {
+        concat!(
+            r#"
+        held AS MATERIALIZED (
             -- By primary key: the cost follows the batch, not the number of accounts.
             SELECT a.user_id
             FROM followq.accounts AS a
-            WHERE a.user_id = ANY($1)
-              AND a.leased_by = $2
-              AND a.lease_expires_at > now() + make_interval(secs => $3)
+            WHERE a.user_id = ANY("#,
+            $accounts,
+            r#"::text[])
+              AND a.leased_by = "#,
+            $worker,
+            r#"::text
+              AND a.lease_expires_at > now() + make_interval(secs => "#,
+            $answer_within,
+            r#"::float8)
               -- Automatic pauses (429 reset, window, caps) are this holder's own and its
               -- limiter times them precisely; only an operator's pause stops a claim here.
               -- Every pause stops other daemons from leasing the account.
@@ -68,17 +82,32 @@ const CLAIM_BATCH: &str = r#"
                 FOR NO KEY UPDATE SKIP LOCKED
             ) AS j
         ),
-        ledger AS (
+        claimed AS (
             INSERT INTO followq.attempts (job_id, account_user_id, worker_id, answer_by)
-            SELECT n.id, n.source_user_id, $2, now() + make_interval(secs => $3)
+            SELECT n.id, n.source_user_id, "#,
+            $worker,
+            r#", now() + make_interval(secs => "#,
+            $answer_within,
+            r#")
             FROM next AS n
             RETURNING id, job_id
         )
+        "#
+        )
+    };
+}
+pub(crate) use claim_ctes;
+
+const CLAIM_BATCH: &str = concat!(
+    "WITH",
+    claim_ctes!("$1", "$2", "$3"),
+    r#"
         SELECT n.id, n.source_user_id::text, n.target_user_id::text, n.attempts,
-               n.max_attempts, n.rate_limited_count, l.id AS attempt_id
+               n.max_attempts, n.rate_limited_count, c.id AS attempt_id
         FROM next AS n
-        JOIN ledger AS l ON l.job_id = n.id
-        "#;
+        JOIN claimed AS c ON c.job_id = n.id
+        "#
+);
 
 /// Claims, for each of `accounts`, its next ready job (highest priority, then oldest
 /// `run_at`), in one statement. Accounts with nothing ready (or no valid lease) are simply

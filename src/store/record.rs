@@ -14,10 +14,17 @@
 //! re-sending it is idempotent. An inconclusive late answer (a 5xx, a 429) leaves the job to
 //! its new turn.
 
-use super::Statement;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, FromRow, PgPool};
+
+use super::Statement;
+use super::claim::ClaimedJob;
+use crate::ids::UserId;
 
 /// Where the job goes next.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +82,12 @@ pub struct Completion {
     pub attempt: AttemptRecord,
 }
 
-const RECORD_BATCH: &str = r#"
-        WITH input AS MATERIALIZED (
+/// The record's common table expressions (`input`, `job`, `ledger`), for [`record_batch`]
+/// and [`record_and_claim`]; parameters `$1` to `$17`.
+macro_rules! record_ctes {
+    () => {
+        r#"
+        input AS MATERIALIZED (
             SELECT * FROM UNNEST(
                 $1::bigint[], $2::text[], $3::bool[], $4::bool[], $5::timestamptz[],
                 $6::bool[], $7::bool[], $8::jsonb[], $9::bigint[], $10::int[],
@@ -140,8 +151,29 @@ const RECORD_BATCH: &str = r#"
             FROM input AS i
             WHERE t.id = i.attempt_id AND t.account_user_id = i.account
         )
-        SELECT id FROM job
-        "#;
+        "#
+    };
+}
+
+const RECORD_BATCH: &str = concat!("WITH", record_ctes!(), "SELECT id FROM job");
+
+const RECORD_AND_CLAIM: &str = concat!(
+    "WITH",
+    record_ctes!(),
+    ",",
+    super::claim::claim_ctes!("$18", "$19", "$20"),
+    r#"
+        SELECT 'recorded' AS kind, job.id, NULL::text AS source_user_id,
+               NULL::text AS target_user_id, NULL::int AS attempts, NULL::int AS max_attempts,
+               NULL::int AS rate_limited_count, NULL::bigint AS attempt_id
+        FROM job
+        UNION ALL
+        SELECT 'claimed', n.id, n.source_user_id::text, n.target_user_id::text, n.attempts,
+               n.max_attempts, n.rate_limited_count, c.id
+        FROM next AS n
+        JOIN claimed AS c ON c.job_id = n.id
+        "#
+);
 
 /// Writes the next state of every job in `completions` and completes their ledger rows, in
 /// one statement. Returns the ids of the jobs updated: a job missing from it was not this
@@ -151,6 +183,85 @@ pub async fn record_batch(
     pool: &PgPool,
     completions: &[Completion],
 ) -> Result<Vec<i64>, sqlx::Error> {
+    let arguments = completion_arguments(completions).map_err(sqlx::Error::Encode)?;
+    sqlx::query_scalar_with(RECORD_BATCH, arguments)
+        .fetch_all(pool)
+        .await
+}
+
+/// What [`record_and_claim`] did.
+#[derive(Debug, Default)]
+pub struct RecordedAndClaimed {
+    /// The jobs whose outcome was written (as [`record_batch`] returns them).
+    pub recorded: Vec<i64>,
+    /// The next job of each account of `claim_for` that had one ready and is still this
+    /// daemon's (as [`super::claim::claim_batch`] returns them).
+    pub claimed: Vec<ClaimedJob>,
+}
+
+#[derive(FromRow)]
+struct RecordedOrClaimed {
+    kind: String,
+    id: i64,
+    source_user_id: Option<UserId>,
+    target_user_id: Option<UserId>,
+    attempts: Option<i32>,
+    max_attempts: Option<i32>,
+    rate_limited_count: Option<i32>,
+    attempt_id: Option<i64>,
+}
+
+/// [`record_batch`] and [`super::claim::claim_batch`] for the accounts `claim_for`, in one
+/// statement and one commit: the daemon hands each slot a finished request leaves to the next
+/// account in line without a statement of its own. The two parts touch different accounts
+/// (an account whose outcome is being recorded is never in `claim_for`), and the claim keeps
+/// every check of the standalone one: the lease, the account's status, its rows locked in key
+/// order for the statement's life.
+pub async fn record_and_claim(
+    pool: &PgPool,
+    completions: &[Completion],
+    worker_id: &str,
+    claim_for: &[String],
+    answer_within: Duration,
+) -> Result<RecordedAndClaimed, sqlx::Error> {
+    let mut arguments = completion_arguments(completions).map_err(sqlx::Error::Encode)?;
+    arguments.add(claim_for).map_err(sqlx::Error::Encode)?;
+    arguments.add(worker_id).map_err(sqlx::Error::Encode)?;
+    arguments
+        .add(answer_within.as_secs_f64())
+        .map_err(sqlx::Error::Encode)?;
+    let rows: Vec<RecordedOrClaimed> = sqlx::query_as_with(RECORD_AND_CLAIM, arguments)
+        .fetch_all(pool)
+        .await?;
+    let mut done = RecordedAndClaimed::default();
+    for row in rows {
+        match row {
+            RecordedOrClaimed {
+                kind,
+                id,
+                source_user_id: Some(source_user_id),
+                target_user_id: Some(target_user_id),
+                attempts: Some(attempts),
+                max_attempts,
+                rate_limited_count: Some(rate_limited_count),
+                attempt_id: Some(attempt_id),
+            } if kind == "claimed" => done.claimed.push(ClaimedJob {
+                id,
+                source_user_id,
+                target_user_id,
+                attempts,
+                max_attempts,
+                rate_limited_count,
+                attempt_id,
+            }),
+            row => done.recorded.push(row.id),
+        }
+    }
+    Ok(done)
+}
+
+/// The seventeen arrays of `$1` to `$17`, one element per completion.
+fn completion_arguments(completions: &[Completion]) -> Result<PgArguments, BoxDynError> {
     let n = completions.len();
     let mut job_ids = Vec::with_capacity(n);
     let mut accounts = Vec::with_capacity(n);
@@ -213,30 +324,35 @@ pub async fn record_batch(
         remainings.push(c.attempt.rate_limit_remaining);
         resets.push(c.attempt.rate_limit_reset_at);
     }
-    sqlx::query_scalar(RECORD_BATCH)
-        .bind(&job_ids)
-        .bind(&states)
-        .bind(&refunds)
-        .bind(&rate_limited)
-        .bind(&run_ats)
-        .bind(&following)
-        .bind(&pending)
-        .bind(&errors)
-        .bind(&attempt_ids)
-        .bind(&latencies)
-        .bind(&statuses)
-        .bind(&outcomes)
-        .bind(&limits)
-        .bind(&remainings)
-        .bind(&resets)
-        .bind(&conclusive)
-        .bind(&accounts)
-        .fetch_all(pool)
-        .await
+    let mut arguments = PgArguments::default();
+    arguments.add(&job_ids)?;
+    arguments.add(&states)?;
+    arguments.add(&refunds)?;
+    arguments.add(&rate_limited)?;
+    arguments.add(&run_ats)?;
+    arguments.add(&following)?;
+    arguments.add(&pending)?;
+    arguments.add(&errors)?;
+    arguments.add(&attempt_ids)?;
+    arguments.add(&latencies)?;
+    arguments.add(&statuses)?;
+    arguments.add(&outcomes)?;
+    arguments.add(&limits)?;
+    arguments.add(&remainings)?;
+    arguments.add(&resets)?;
+    arguments.add(&conclusive)?;
+    arguments.add(&accounts)?;
+    Ok(arguments)
 }
 
 /// The static statements of this file, for the test that prepares every one.
-pub const STATEMENTS: &[Statement] = &[Statement {
-    name: "record::record_batch",
-    sql: RECORD_BATCH,
-}];
+pub const STATEMENTS: &[Statement] = &[
+    Statement {
+        name: "record::record_batch",
+        sql: RECORD_BATCH,
+    },
+    Statement {
+        name: "record::record_and_claim",
+        sql: RECORD_AND_CLAIM,
+    },
+];

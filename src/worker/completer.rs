@@ -2,7 +2,12 @@
 //! for the answer; it writes whatever has queued up since its last write in one statement
 //! (job rows and ledger rows), so under load a statement carries many jobs and when idle a
 //! lone job is written at once, with no added delay.
+//!
+//! A job task whose slot the scheduler handed to the next account in line also asks for that
+//! account's next job: the same statement claims it (`store::record::record_and_claim`), so
+//! under load a request costs one statement and one commit, not a record and a claim.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +16,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::Context;
-use crate::store::record::{Completion, record_batch};
+use crate::store::claim::ClaimedJob;
+use crate::store::record::{Completion, RecordedAndClaimed, record_and_claim, record_batch};
 
 /// Most completions in one statement.
 const MAX_BATCH: usize = 512;
 
-pub type Request = (Completion, oneshot::Sender<bool>);
+/// A completion to write, and the account to claim the next job of in the same statement.
+pub struct Request {
+    completion: Completion,
+    claim_for: Option<String>,
+    reply: oneshot::Sender<Written>,
+}
+
+/// What became of a [`Request`].
+#[derive(Debug)]
+pub struct Written {
+    /// The job was still this daemon's and its outcome is recorded.
+    pub recorded: bool,
+    /// The claim asked for: `Ok(None)` when the account had no job ready or is no longer this
+    /// daemon's to send for, `Err(())` when the statement failed (nothing was claimed).
+    pub claimed: Result<Option<ClaimedJob>, ()>,
+}
 
 /// The completer's end of the channel, shared so that a completer restarted after a panic
 /// takes up where the last one stopped.
@@ -43,11 +64,25 @@ impl Completer {
 
     /// Writes `completion`; true when the job was still this daemon's and is now recorded.
     pub async fn complete(&self, completion: Completion) -> bool {
+        self.write(completion, None).await.recorded
+    }
+
+    /// Writes `completion` and claims the next job of `successor` in the same statement.
+    pub async fn complete_and_claim(&self, completion: Completion, successor: String) -> Written {
+        self.write(completion, Some(successor)).await
+    }
+
+    async fn write(&self, completion: Completion, claim_for: Option<String>) -> Written {
         let (reply, answer) = oneshot::channel();
-        if self.sender.send((completion, reply)).is_err() {
-            return false;
+        let request = Request {
+            completion,
+            claim_for,
+            reply,
+        };
+        if self.sender.send(request).is_err() {
+            return Written::failed();
         }
-        answer.await.unwrap_or(false)
+        answer.await.unwrap_or_else(|_| Written::failed())
     }
 }
 
@@ -80,17 +115,48 @@ pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
 /// stays queued with its ledger row unanswered: it counts for its account until its
 /// `answer_by`, after which the job is claimed and sent again, safely (follows are idempotent).
 async fn write(ctx: &Context, batch: Vec<Request>) {
-    let (completions, replies): (Vec<Completion>, Vec<oneshot::Sender<bool>>) =
-        batch.into_iter().unzip();
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut asks = Vec::with_capacity(batch.len());
+    for request in batch {
+        completions.push(request.completion);
+        asks.push((request.claim_for, request.reply));
+    }
+    let claim_for: Vec<String> = asks.iter().filter_map(|(a, _)| a.clone()).collect();
     for delay_ms in [0u64, 200, 1000] {
         if delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
-        match record_batch(&ctx.pool, &completions).await {
-            Ok(updated) => {
-                let updated: std::collections::HashSet<i64> = updated.into_iter().collect();
-                for (completion, reply) in completions.iter().zip(replies) {
-                    let _ = reply.send(updated.contains(&completion.job_id));
+        let written = if claim_for.is_empty() {
+            record_batch(&ctx.pool, &completions)
+                .await
+                .map(|recorded| RecordedAndClaimed {
+                    recorded,
+                    claimed: Vec::new(),
+                })
+        } else {
+            record_and_claim(
+                &ctx.pool,
+                &completions,
+                &ctx.worker_id,
+                &claim_for,
+                ctx.answer_within(),
+            )
+            .await
+        };
+        match written {
+            Ok(written) => {
+                let recorded: std::collections::HashSet<i64> =
+                    written.recorded.into_iter().collect();
+                let mut claimed: HashMap<String, ClaimedJob> = written
+                    .claimed
+                    .into_iter()
+                    .map(|job| (job.source_user_id.to_string(), job))
+                    .collect();
+                for (completion, (claim_for, reply)) in completions.iter().zip(asks) {
+                    let _ = reply.send(Written {
+                        recorded: recorded.contains(&completion.job_id),
+                        claimed: Ok(claim_for.and_then(|account| claimed.remove(&account))),
+                    });
                 }
                 return;
             }
@@ -103,7 +169,16 @@ async fn write(ctx: &Context, batch: Vec<Request>) {
         jobs = completions.len(),
         "gave up recording job outcomes; they are sent again once their requests' answer_by has passed"
     );
-    for reply in replies {
-        let _ = reply.send(false);
+    for (_, reply) in asks {
+        let _ = reply.send(Written::failed());
+    }
+}
+
+impl Written {
+    fn failed() -> Written {
+        Written {
+            recorded: false,
+            claimed: Err(()),
+        }
     }
 }

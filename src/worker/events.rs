@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 
 use crate::ratelimit::{AccountLimiter, ServerWindow};
 
@@ -17,6 +18,16 @@ pub enum Event {
     Wake(Vec<String>),
     /// One turn of an account ended.
     JobDone { account: String, report: JobReport },
+    /// A request was answered and nothing holds its account back (no pause, no app-wide
+    /// stop, no refused token): the scheduler takes the answer now, before the outcome is
+    /// written, and may hand the job task's slot to the next account in line, whose next job
+    /// is then claimed in the statement that records this one. The account itself waits for
+    /// [`JobReport::Recorded`] before it can be claimed again.
+    Handoff {
+        account: String,
+        answered: Answered,
+        reply: oneshot::Sender<Option<Successor>>,
+    },
     /// A claim statement returned (whatever it claimed).
     Claimed,
     /// The heartbeat's result: leases kept, idle accounts given back, and this daemon's fair
@@ -42,16 +53,11 @@ pub enum JobReport {
     /// account has none queued).
     NoJob { next_run_at: Option<DateTime<Utc>> },
     /// A request went out and ended (answered, or failed in transport).
-    Sent {
-        sent_at: Instant,
-        completed_at: Instant,
-        server: ServerWindow,
-        /// False only when X's answer shows no follow was made.
-        may_have_followed: bool,
-        unauthorized: bool,
-        /// The account must not send before this instant (pause, 429, usage cap).
-        pause_until: Option<Instant>,
-    },
+    Sent(Answered),
+    /// The outcome of a turn the scheduler took in an [`Event::Handoff`] is written: the
+    /// account may be claimed again. `slot_kept`: the job task went on with the successor it
+    /// was given (the slot is still in use).
+    Recorded { slot_kept: bool },
     /// The job was claimed but its request was not sent: the send deadline passed first. The
     /// job is back in the queue; the account may try again at once.
     NotSent,
@@ -62,4 +68,28 @@ pub enum JobReport {
     /// The turn panicked: its job went back to the queue with its ledger row unanswered (the
     /// request may have gone out); give the account up so a fresh limiter reads the ledger.
     Panicked,
+}
+
+/// What the scheduler learns from a request that went out and ended.
+#[derive(Debug)]
+pub struct Answered {
+    pub sent_at: Instant,
+    pub completed_at: Instant,
+    pub server: ServerWindow,
+    /// False only when X's answer shows no follow was made.
+    pub may_have_followed: bool,
+    pub unauthorized: bool,
+    /// The account must not send before this instant (pause, 429, usage cap).
+    pub pause_until: Option<Instant>,
+}
+
+/// The account a job task goes on with after an [`Event::Handoff`]: its limiter let it send,
+/// and it is marked busy for the task.
+#[derive(Debug)]
+pub struct Successor {
+    pub account: String,
+    /// Its count of 401s in a row.
+    pub unauthorized_streak: u32,
+    /// Its request is not sent at all after this instant.
+    pub send_by: Instant,
 }

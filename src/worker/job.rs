@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::Context;
 use super::decision::{AccountAction, Decision, JobFacts, decide};
-use super::events::{Event, JobReport};
+use super::events::{Answered, Event, JobReport};
 use super::retry::RetryPolicy;
 use super::stats::Counters;
 use crate::accounts::token_store::AuthError;
@@ -53,27 +54,24 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
             return;
         }
     };
+    ctx.metrics.claimed_alone(claimed.len() as u64);
     let mut streaks: HashMap<String, u32> = accounts.into_iter().collect();
     let mut jobs = JoinSet::new();
-    let mut turns: HashMap<tokio::task::Id, (String, i64)> = HashMap::new();
+    let mut turns: HashMap<tokio::task::Id, CurrentTurn> = HashMap::new();
     for job in claimed {
         let streak = streaks.remove(job.source_user_id.as_str()).unwrap_or(0);
-        let turn = (job.source_user_id.to_string(), job.id);
-        let ctx = Arc::clone(&ctx);
-        let handle = jobs.spawn(async move {
-            let account = job.source_user_id.to_string();
-            let span = job_span(
-                job.id,
-                job.source_user_id.as_str(),
-                job.target_user_id.as_str(),
-                job.attempts,
-            );
-            let outcome = send_and_record(&ctx, job, streak, send_by)
-                .instrument(span)
-                .await;
-            report(&ctx, account, outcome);
-        });
-        turns.insert(handle.id(), turn);
+        let current: CurrentTurn = Arc::new(std::sync::Mutex::new((
+            job.source_user_id.to_string(),
+            job.id,
+        )));
+        let handle = jobs.spawn(run_turns(
+            Arc::clone(&ctx),
+            job,
+            streak,
+            send_by,
+            Arc::clone(&current),
+        ));
+        turns.insert(handle.id(), current);
     }
     // The accounts left had nothing ready: say when their next job is due.
     let empty: Vec<String> = streaks.into_keys().collect();
@@ -100,11 +98,63 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
     }
     while let Some(joined) = jobs.join_next_with_id().await {
         let Err(failure) = joined else { continue };
-        let Some((account, job_id)) = turns.remove(&failure.id()) else {
+        let Some(current) = turns.remove(&failure.id()) else {
+            continue;
+        };
+        let Ok((account, job_id)) = current.lock().map(|turn| turn.clone()) else {
             continue;
         };
         if failure.is_panic() {
             recover_panicked_turn(&ctx, account, job_id, failure).await;
+        }
+    }
+}
+
+/// The account and job a task is on now, for the recovery of a panicked turn (a task goes on
+/// from job to job when the scheduler hands it a successor).
+type CurrentTurn = Arc<std::sync::Mutex<(String, i64)>>;
+
+/// Runs `job`'s turn and, while the scheduler hands the task's slot on, the turns of the jobs
+/// claimed for the successors, each in its own span.
+async fn run_turns(
+    ctx: Arc<Context>,
+    mut job: ClaimedJob,
+    mut unauthorized_streak: u32,
+    mut send_by: Instant,
+    current: CurrentTurn,
+) {
+    loop {
+        if let Ok(mut turn) = current.lock() {
+            *turn = (job.source_user_id.to_string(), job.id);
+        }
+        let account = job.source_user_id.to_string();
+        let span = job_span(
+            job.id,
+            job.source_user_id.as_str(),
+            job.target_user_id.as_str(),
+            job.attempts,
+        );
+        let turn = send_and_record(&ctx, job, unauthorized_streak, send_by)
+            .instrument(span)
+            .await;
+        match turn {
+            Turn::Ended(outcome) => return report(&ctx, account, outcome),
+            Turn::Done => return,
+            Turn::SuccessorEnded {
+                account,
+                report: outcome,
+            } => {
+                return report(&ctx, account, outcome);
+            }
+            Turn::Next {
+                job: next,
+                unauthorized_streak: streak,
+                send_by: deadline,
+            } => {
+                job = next;
+                unauthorized_streak = streak;
+                send_by = deadline;
+            }
         }
     }
 }
@@ -170,12 +220,30 @@ fn report(ctx: &Context, account: String, report: JobReport) {
     let _ = ctx.events.send(Event::JobDone { account, report });
 }
 
+/// How a job's turn ended, for the loop of its task.
+enum Turn {
+    /// Report this for the job's account; the task ends.
+    Ended(JobReport),
+    /// Everything is reported; the task ends.
+    Done,
+    /// The scheduler handed the slot to another account, whose next job was claimed with the
+    /// outcome's write: the task goes on with it.
+    Next {
+        job: ClaimedJob,
+        unauthorized_streak: u32,
+        send_by: Instant,
+    },
+    /// The slot went to `account`, which had no job to claim (or the claim failed): report
+    /// this for it; the task ends.
+    SuccessorEnded { account: String, report: JobReport },
+}
+
 async fn send_and_record(
     ctx: &Context,
     job: ClaimedJob,
     unauthorized_streak: u32,
     send_by: Instant,
-) -> JobReport {
+) -> Turn {
     info!(event = "job_claimed", state = "running", "job claimed");
     // The ids were checked on the way out of the database (and the schema's id domains let
     // no other kind in).
@@ -184,14 +252,16 @@ async fn send_and_record(
 
     let auth = match ctx.auth_for(&source).await {
         Ok(auth) => auth,
-        Err(problem) => return without_credentials(ctx, &job, &source, problem).await,
+        Err(problem) => {
+            return Turn::Ended(without_credentials(ctx, &job, &source, problem).await);
+        }
     };
 
     ctx.inject_panic_for(job.target_user_id.as_str());
     // Held until the answer is recorded (the end of this function).
     let _app_slot = match ctx.app_cap.admit(&ctx.pool, &ctx.worker_id).await {
         Ok(Some(slot)) => slot,
-        Ok(None) => return app_cap_reached(ctx, &job).await,
+        Ok(None) => return Turn::Ended(app_cap_reached(ctx, &job).await),
         Err(e) => {
             warn!(error = %e, "database error while checking the app's daily cap; retrying in 1 s");
             let next = NextState::Queued {
@@ -201,7 +271,9 @@ async fn send_and_record(
             };
             let error = json!({"kind": "database", "detail": e.to_string()});
             finish(ctx, &job, next, Some(error), unsent(&job)).await;
-            return JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR);
+            return Turn::Ended(JobReport::RetryAt(
+                Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR,
+            ));
         }
     };
 
@@ -210,7 +282,8 @@ async fn send_and_record(
     // window that a successor has filled since.
     let sent_at = Instant::now();
     if sent_at >= send_by {
-        return deadline_missed(ctx, &job, sent_at.saturating_duration_since(send_by)).await;
+        let late_by = sent_at.saturating_duration_since(send_by);
+        return Turn::Ended(deadline_missed(ctx, &job, late_by).await);
     }
     Counters::add(&ctx.counters.sent);
     let response = ctx.client.follow(&source, &target, &auth).await;
@@ -245,6 +318,27 @@ async fn send_and_record(
         response.outcome,
         FollowOutcome::Followed { .. } | FollowOutcome::Permanent(_)
     ) && response.answered();
+    let unauthorized = matches!(response.outcome, FollowOutcome::Unauthorized(_));
+    if decision.account.is_empty() && decision.app.is_none() && !unauthorized {
+        // Nothing holds the account back: the scheduler may hand this slot on at once.
+        let answered = Answered {
+            sent_at,
+            completed_at,
+            server: server_window(&response.limits, now, completed_at),
+            may_have_followed: !response.refused(),
+            unauthorized,
+            pause_until: None,
+        };
+        let completion = Completion {
+            job_id: job.id,
+            source_user_id: job.source_user_id.to_string(),
+            next: decision.next.clone(),
+            conclusive,
+            error: decision.error.clone(),
+            attempt,
+        };
+        return hand_off(ctx, answered, completion, &decision, &response.outcome).await;
+    }
     let recorded = finish_with(
         ctx,
         &job,
@@ -260,24 +354,106 @@ async fn send_and_record(
     }
 
     let mut pause_until = apply_consequences(ctx, &source, &decision).await;
-    let unauthorized = matches!(response.outcome, FollowOutcome::Unauthorized(_));
     if unauthorized {
         ctx.forget_auth(&source);
         match refresh_after_401(ctx, &source, &auth, unauthorized_streak).await {
             Ok(()) => {}
-            Err(RefreshOutcome::Parked) => return JobReport::AccountParked,
+            Err(RefreshOutcome::Parked) => return Turn::Ended(JobReport::AccountParked),
             Err(RefreshOutcome::Later(at)) => {
                 pause_until = Some(pause_until.map_or(at, |p| p.max(at)))
             }
         }
     }
-    JobReport::Sent {
+    Turn::Ended(JobReport::Sent(Answered {
         sent_at,
         completed_at,
         server: server_window(&response.limits, now, completed_at),
         may_have_followed: !response.refused(),
         unauthorized,
         pause_until,
+    }))
+}
+
+/// Gives the answer to the scheduler before the outcome is written (see [`Event::Handoff`]),
+/// then writes the outcome, with the claim of the successor's next job when the scheduler
+/// named one, and says so; the account may be claimed again from then on.
+async fn hand_off(
+    ctx: &Context,
+    answered: Answered,
+    completion: Completion,
+    decision: &Decision,
+    outcome: &FollowOutcome,
+) -> Turn {
+    let account = completion.source_user_id.clone();
+    let (reply, answer) = oneshot::channel();
+    let handoff = Event::Handoff {
+        account: account.clone(),
+        answered,
+        reply,
+    };
+    let successor = match ctx.events.send(handoff) {
+        Ok(()) => answer.await.ok().flatten(),
+        Err(_) => None,
+    };
+    let (recorded, claimed) = match &successor {
+        Some(successor) => {
+            let written = ctx
+                .completer
+                .complete_and_claim(completion, successor.account.clone())
+                .await;
+            (written.recorded, Some(written.claimed))
+        }
+        None => (ctx.completer.complete(completion).await, None),
+    };
+    if recorded {
+        ctx.metrics.job_recorded(&decision.next);
+        log_transition(ctx, decision, outcome);
+    } else {
+        warn!(NOT_RECORDED);
+    }
+    report(
+        ctx,
+        account,
+        JobReport::Recorded {
+            slot_kept: successor.is_some(),
+        },
+    );
+    let (Some(successor), Some(claimed)) = (successor, claimed) else {
+        return Turn::Done;
+    };
+    match claimed {
+        Ok(Some(job)) => {
+            ctx.metrics.claimed_with_record();
+            Turn::Next {
+                job,
+                unauthorized_streak: successor.unauthorized_streak,
+                send_by: successor.send_by,
+            }
+        }
+        Ok(None) => {
+            let report = nothing_claimed(ctx, &successor.account).await;
+            Turn::SuccessorEnded {
+                account: successor.account,
+                report,
+            }
+        }
+        Err(()) => Turn::SuccessorEnded {
+            account: successor.account,
+            report: JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
+        },
+    }
+}
+
+/// An account whose claim found nothing: when its next job is due (see [`JobReport::NoJob`]).
+async fn nothing_claimed(ctx: &Context, account: &str) -> JobReport {
+    match next_run_at(&ctx.pool, &[account.to_owned()]).await {
+        Ok(due) => JobReport::NoJob {
+            next_run_at: due.into_iter().next().map(|(_, at)| at),
+        },
+        Err(e) => {
+            warn!(error = %e, account, "database error while looking for the next job; retrying in 1 s");
+            JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR)
+        }
     }
 }
 
@@ -529,6 +705,9 @@ async fn requeue_unsent(
     recorded
 }
 
+/// Why a job's outcome may not be recorded.
+const NOT_RECORDED: &str = "the job's outcome was not recorded: it was taken back meanwhile (the answer is in the ledger), or the database is unreachable";
+
 /// Records the job's next state through the completer; false when the job was no longer
 /// this daemon's (a rescuer took it back) or could not be written.
 async fn finish(
@@ -562,9 +741,7 @@ async fn finish_with(
         })
         .await;
     if !recorded {
-        warn!(
-            "the job's outcome was not recorded: it was taken back meanwhile (the answer is in the ledger), or the database is unreachable"
-        );
+        warn!(NOT_RECORDED);
     }
     recorded
 }

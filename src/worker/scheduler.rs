@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::Context;
-use super::events::{Event, JobReport};
+use super::events::{Answered, Event, JobReport, Successor};
 use super::job::{self, panic_message};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
 use crate::store::rescue::{Which, return_jobs};
@@ -43,6 +43,9 @@ enum Phase {
     Ready,
     /// A job task is running for it.
     Busy,
+    /// Its answer is taken ([`Event::Handoff`]) and its outcome is being written; then it
+    /// moves to `Slot::after_record`.
+    Recording,
     /// On the timer heap until this instant; `for_jobs` when it waits for a job's `run_at`
     /// rather than for its limiter (a NOTIFY then wakes it early).
     Waiting { until: Instant, for_jobs: bool },
@@ -64,6 +67,8 @@ struct Slot {
     persisted_daily_cap: Option<Instant>,
     /// When the limiter first made the account wait (for the token-wait metric).
     limiter_wait_since: Option<Instant>,
+    /// Where a `Recording` account goes once its outcome is written.
+    after_record: Option<Phase>,
 }
 
 /// The scheduler's end of its channel, shared so that a scheduler started again after a panic
@@ -231,6 +236,12 @@ impl Scheduler {
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(Event::JobDone { account, report }) => self.job_done(account, report),
+                    // No new request starts while stopping: the answer is taken, the slot
+                    // ends with the outcome's write.
+                    Some(Event::Handoff { account, answered, reply }) => {
+                        let successor = self.handoff(account, answered, false);
+                        let _ = reply.send(successor);
+                    }
                     Some(Event::Heartbeat { lost, .. }) => {
                         self.heartbeat_running = false;
                         for account in lost {
@@ -289,6 +300,7 @@ impl Scheduler {
                                     hand_over: false,
                                     persisted_daily_cap: None,
                                     limiter_wait_since: None,
+                                    after_record: None,
                                 },
                             );
                             self.ready.push_back(account);
@@ -304,6 +316,22 @@ impl Scheduler {
                 }
             }
             Event::JobDone { account, report } => self.job_done(account, report),
+            Event::Handoff {
+                account,
+                answered,
+                reply,
+            } => {
+                let successor = self.handoff(account, answered, true);
+                if let Err(Some(successor)) = reply.send(successor) {
+                    // The job task is gone (its slot ends with its own report): the successor
+                    // never started, and takes its turn again from the head of the queue.
+                    if let Some(slot) = self.slots.get_mut(&successor.account) {
+                        slot.limiter.refund();
+                        slot.phase = Phase::Ready;
+                        self.ready.push_front(successor.account);
+                    }
+                }
+            }
             Event::Claimed => self.claims_in_flight = self.claims_in_flight.saturating_sub(1),
             Event::Heartbeat {
                 lost,
@@ -365,7 +393,7 @@ impl Scheduler {
 
     fn forget_or_mark_lost(&mut self, account: &str) {
         if let Some(slot) = self.slots.get_mut(account) {
-            if slot.phase == Phase::Busy {
+            if matches!(slot.phase, Phase::Busy | Phase::Recording) {
                 slot.lost = true;
             } else {
                 self.slots.remove(account);
@@ -376,6 +404,38 @@ impl Scheduler {
 
     /// Starts as many requests as the gates and the concurrency cap allow.
     fn dispatch(&mut self, now: Instant) {
+        self.wake_due(now);
+        if !self.may_start(now) {
+            return;
+        }
+        if self.claims_in_flight >= MAX_CLAIMS_IN_FLIGHT {
+            return;
+        }
+        let concurrency = self.ctx.settings.worker.concurrency as usize;
+        let send_by = now + self.ctx.settings.worker.send_deadline;
+        let answer_by = now + self.ctx.answer_within();
+        let mut batch: Vec<(String, u32)> = Vec::new();
+        while self.in_flight < concurrency {
+            let Some(next) = self.take_ready(now, answer_by) else {
+                break;
+            };
+            self.in_flight += 1;
+            batch.push(next);
+        }
+        if !batch.is_empty() {
+            // One claim statement for every account let through in this round.
+            let accounts: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
+            let handle = self
+                .jobs
+                .spawn(job::run_batch(Arc::clone(&self.ctx), batch, send_by));
+            self.batches.insert(handle.id(), accounts);
+            self.claims_in_flight += 1;
+        }
+        self.reap_batches();
+    }
+
+    /// Moves the accounts whose timers are due to the ready queue.
+    fn wake_due(&mut self, now: Instant) {
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -390,28 +450,27 @@ impl Scheduler {
                 self.ready.push_back(account);
             }
         }
+    }
+
+    /// No app-wide stop is in force (or just seen), and this daemon's liveness is confirmed:
+    /// a request may start.
+    fn may_start(&mut self, now: Instant) -> bool {
         for stop in [&mut self.app_stopped_until, &mut self.app_stop_seen_until] {
             match *stop {
-                Some(until) if until > now => return,
+                Some(until) if until > now => return false,
                 Some(_) => *stop = None,
                 None => {}
             }
         }
-        if !self.ctx.is_alive(now) {
-            // Fenced: peers may take this daemon's accounts over at any moment.
-            return;
-        }
-        if self.claims_in_flight >= MAX_CLAIMS_IN_FLIGHT {
-            return;
-        }
-        let concurrency = self.ctx.settings.worker.concurrency as usize;
-        let send_by = now + self.ctx.settings.worker.send_deadline;
-        let answer_by = now + self.ctx.answer_within();
-        let mut batch: Vec<(String, u32)> = Vec::new();
-        while self.in_flight < concurrency {
-            let Some(account) = self.ready.pop_front() else {
-                break;
-            };
+        // Fenced otherwise: peers may take this daemon's accounts over at any moment.
+        self.ctx.is_alive(now)
+    }
+
+    /// The first account of the ready queue whose limiter lets it send now, marked busy, with
+    /// its count of 401s in a row. Accounts that must wait are put on their timers on the way.
+    fn take_ready(&mut self, now: Instant, answer_by: Instant) -> Option<(String, u32)> {
+        loop {
+            let account = self.ready.pop_front()?;
             let Some(slot) = self.slots.get_mut(&account) else {
                 continue;
             };
@@ -426,8 +485,7 @@ impl Scheduler {
                         .map(|at| now.saturating_duration_since(at));
                     self.ctx.metrics.token_wait(waited.unwrap_or_default());
                     slot.phase = Phase::Busy;
-                    self.in_flight += 1;
-                    batch.push((account, slot.unauthorized_streak));
+                    return Some((account, slot.unauthorized_streak));
                 }
                 Gate::WaitUntil(until, reason) => {
                     debug!(account, reason = reason.as_str(), "account waits");
@@ -444,16 +502,59 @@ impl Scheduler {
                 }
             }
         }
-        if !batch.is_empty() {
-            // One claim statement for every account let through in this round.
-            let accounts: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
-            let handle = self
-                .jobs
-                .spawn(job::run_batch(Arc::clone(&self.ctx), batch, send_by));
-            self.batches.insert(handle.id(), accounts);
-            self.claims_in_flight += 1;
+    }
+
+    /// Takes the answer of `account`'s request (see [`Event::Handoff`]): the account waits in
+    /// `Recording` until its outcome is written. With `may_continue`, and when another account
+    /// may send now, that account is the successor the job task goes on with, in the same
+    /// slot: the next in the ready queue, so accounts keep their round-robin turns.
+    fn handoff(
+        &mut self,
+        account: String,
+        answered: Answered,
+        may_continue: bool,
+    ) -> Option<Successor> {
+        let now = Instant::now();
+        let slot = self.slots.get_mut(&account)?;
+        let next = Self::phase_after(slot, answered, now);
+        slot.phase = Phase::Recording;
+        slot.after_record = Some(next);
+        if !may_continue || !self.may_start(now) {
+            return None;
         }
-        self.reap_batches();
+        let answer_by = now + self.ctx.answer_within();
+        let (account, unauthorized_streak) = self.take_ready(now, answer_by)?;
+        Some(Successor {
+            account,
+            unauthorized_streak,
+            send_by: now + self.ctx.settings.worker.send_deadline,
+        })
+    }
+
+    /// Feeds an answered request to the account's limiter: where the account goes next.
+    fn phase_after(slot: &mut Slot, answered: Answered, now: Instant) -> Phase {
+        let Answered {
+            sent_at,
+            completed_at,
+            server,
+            may_have_followed,
+            unauthorized,
+            pause_until,
+        } = answered;
+        slot.limiter
+            .record_response(sent_at, completed_at, server, may_have_followed);
+        slot.unauthorized_streak = if unauthorized {
+            slot.unauthorized_streak + 1
+        } else {
+            0
+        };
+        match pause_until {
+            Some(until) if until > now => Phase::Waiting {
+                until,
+                for_jobs: false,
+            },
+            _ => Phase::Ready,
+        }
     }
 
     /// Reaps finished claim batches (their turns' results arrive as events). A batch that
@@ -514,7 +615,10 @@ impl Scheduler {
     }
 
     fn job_done(&mut self, account: String, report: JobReport) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        // A slot handed to a successor is still in use.
+        if !matches!(report, JobReport::Recorded { slot_kept: true }) {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
         let now = Instant::now();
         let Some(slot) = self.slots.get_mut(&account) else {
             return;
@@ -530,29 +634,9 @@ impl Scheduler {
             return;
         }
         let next = match report {
-            JobReport::Sent {
-                sent_at,
-                completed_at,
-                server,
-                may_have_followed,
-                unauthorized,
-                pause_until,
-            } => {
-                slot.limiter
-                    .record_response(sent_at, completed_at, server, may_have_followed);
-                slot.unauthorized_streak = if unauthorized {
-                    slot.unauthorized_streak + 1
-                } else {
-                    0
-                };
-                match pause_until {
-                    Some(until) if until > now => Phase::Waiting {
-                        until,
-                        for_jobs: false,
-                    },
-                    _ => Phase::Ready,
-                }
-            }
+            JobReport::Sent(answered) => Self::phase_after(slot, answered, now),
+            // The answer was taken at the handoff; the outcome is now written.
+            JobReport::Recorded { .. } => slot.after_record.take().unwrap_or(Phase::Ready),
             JobReport::NoJob { next_run_at } => {
                 slot.limiter.refund();
                 let lease = self.ctx.settings.worker.account_lease;
@@ -621,7 +705,7 @@ impl Scheduler {
             .filter_map(|(account, slot)| match slot.phase {
                 Phase::Waiting { until, .. } => Some((Some(until), account.clone())),
                 Phase::Ready | Phase::Idle { .. } => Some((None, account.clone())),
-                Phase::Busy | Phase::Releasing => None,
+                Phase::Busy | Phase::Recording | Phase::Releasing => None,
             })
             .collect();
         // `None` (could send now) first, then the latest `until` first.
@@ -637,7 +721,7 @@ impl Scheduler {
             if after_turn + moving.len() >= surplus {
                 break;
             }
-            if slot.phase == Phase::Busy && !slot.hand_over {
+            if matches!(slot.phase, Phase::Busy | Phase::Recording) && !slot.hand_over {
                 slot.hand_over = true;
                 after_turn += 1;
             }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Harness, assert_within_quota, serial, sim_config};
+use crate::support::{Harness, assert_within_quota, serial, shared, sim_config, start_with};
 
 /// One account, 120 jobs, quota 50 per window: no window above 50, no 429, all done in
 /// about two windows.
@@ -265,4 +265,86 @@ async fn a_paused_account_never_delays_the_others() {
             .await,
         5
     );
+}
+
+/// Guard: a finished request hands its slot to the next account in line, whose next job is
+/// claimed in the statement that records the finished one (`Event::Handoff`,
+/// `store::record::record_and_claim`). With more accounts at work than requests allowed at
+/// once, almost every claim rides on a record; the accounts still take their turns round robin
+/// (the successor is the head of the ready queue, never the account that just sent), each with
+/// one request in flight, and every job is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_request_hands_its_slot_to_the_next_account_in_line() {
+    let _shared = shared().await;
+    let mut harness = Harness::new(sim_config(1_000, Duration::from_secs(60))).await;
+    harness.settings.worker.concurrency = 2;
+    harness.settings.http.enabled = true;
+    harness.settings.http.listen = "127.0.0.1:0".parse().expect("address");
+    let accounts: Vec<String> = (2100..2108).map(|id| id.to_string()).collect();
+    for account in &accounts {
+        harness.account(account).await;
+        harness.enqueue(account, 40_000, 12).await;
+    }
+    let daemon = start_with(&harness.settings).await;
+    harness.wait_all_finished(Duration::from_secs(30)).await;
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        daemon.http_addr().expect("the ops listener is on")
+    ))
+    .await
+    .expect("scrape")
+    .text()
+    .await
+    .expect("metrics text");
+    daemon.stop().await;
+
+    let claimed = |how: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(&format!("followq_jobs_claimed_total{{how=\"{how}\"}}")))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        claimed("with_record") + claimed("claim_statement"),
+        96.0,
+        "{metrics}"
+    );
+    assert!(
+        claimed("with_record") >= 80.0,
+        "most claims should ride on the record of the request before them:\n{metrics}"
+    );
+
+    let stats = harness.stats().await;
+    assert_within_quota(&stats, 1_000);
+    for account in &accounts {
+        let user = &stats.users[account.as_str()];
+        assert_eq!(user.requests, 12, "account {account}: every job sent once");
+        assert_eq!(
+            user.max_in_flight, 1,
+            "account {account}: one request at a time"
+        );
+        assert_eq!(user.same_target_overlaps, 0);
+    }
+    // Round robin: every account has sent before any has sent its third request.
+    let order: Vec<String> = sqlx::query_scalar(
+        "SELECT account_user_id::text FROM followq.attempts ORDER BY sent_at, id",
+    )
+    .fetch_all(&harness.db.pool)
+    .await
+    .expect("the ledger");
+    let mut sent: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for account in &order {
+        let count = sent.entry(account.as_str()).or_default();
+        *count += 1;
+        if *count == 3 {
+            assert_eq!(
+                sent.len(),
+                accounts.len(),
+                "account {account} sent its third request before every account had sent: {order:?}"
+            );
+            break;
+        }
+    }
 }

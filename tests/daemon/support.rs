@@ -368,6 +368,11 @@ impl Running {
         self.daemon.begin_stop();
     }
 
+    /// The ops listener's address, when `http.enabled`.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.daemon.http_addr()
+    }
+
     /// Whether the daemon has stopped.
     pub fn is_finished(&self) -> bool {
         self.daemon.is_finished()
