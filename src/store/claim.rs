@@ -75,6 +75,13 @@ macro_rules! claim_ctes {
                 WHERE j.source_user_id = a.user_id
                   AND j.state = 'queued'
                   AND j.run_at <= now()
+                  -- Never a job whose request may still reach X: a job is in flight once at
+                  -- most, whatever the scheduler believes (its account's limiter waits for
+                  -- that request anyway).
+                  AND NOT EXISTS (
+                      SELECT 1 FROM followq.attempts AS t
+                      WHERE t.job_id = j.id AND t.account_user_id = j.source_user_id
+                        AND t.outcome IS NULL AND t.answer_by > now())
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT 1
                 -- Locked, not written: an operator's cancel waits for the claim to commit and

@@ -57,6 +57,47 @@ async fn a_claim_records_until_when_its_request_may_reach_x() {
     );
 }
 
+/// Guard: a claim never picks a job whose request may still reach X (`claim_ctes!`'s
+/// `NOT EXISTS` on the ledger), whatever the caller believes: claimed again before its answer is
+/// recorded, the account gets its next job; once the answer is recorded, or once `answer_by`
+/// has passed without one, the job may be claimed again.
+#[tokio::test]
+async fn a_job_in_flight_is_never_claimed_twice() {
+    let db = TestDb::new().await;
+    leased_account(&db, "100", 2).await;
+    let account = ["100".to_owned()];
+    let claim = |within: Duration| claim_batch(&db.pool, WORKER, &account, within);
+    let first = claim(Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    let second = claim(Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(second.len(), 1);
+    assert_ne!(
+        second[0].id, first[0].id,
+        "the job in flight was claimed a second time"
+    );
+    // Both in flight now: nothing left to claim.
+    assert!(
+        claim(Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // The first one's request can no longer reach X: it may go again.
+    sqlx::query(
+        "UPDATE followq.attempts SET answer_by = now() - interval '1 second' WHERE job_id = $1",
+    )
+    .bind(first[0].id)
+    .execute(&db.pool)
+    .await
+    .expect("answer_by passed");
+    let again = claim(Duration::from_secs(30)).await.expect("claim");
+    assert_eq!(
+        again.iter().map(|job| job.id).collect::<Vec<_>>(),
+        vec![first[0].id]
+    );
+}
+
 /// Guard: `rescue_orphans` re-queues whatever the attempts (it used to fail exhausted jobs):
 /// a request whose answer never came may have made the follow. Only a daemon of the previous
 /// release marks a job `running` (with a job lease); its claim is written here by hand.
@@ -134,6 +175,13 @@ async fn a_late_answer_is_recorded_and_a_conclusive_one_settles_its_job() {
     .expect("claim");
     let first = claimed[0].clone();
     // Its answer_by passed with no answer: the account's holder claims the job again.
+    sqlx::query(
+        "UPDATE followq.attempts SET answer_by = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(first.attempt_id)
+    .execute(&db.pool)
+    .await
+    .expect("answer_by passed");
     let again = claim_batch(
         &db.pool,
         WORKER,
