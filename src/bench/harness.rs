@@ -233,7 +233,7 @@ pub async fn wait_for(
 
 /// Seconds from the first request sent to the last job finished, by the database's clock.
 pub async fn first_sent_to_last_finished(pool: &PgPool) -> Result<f64, sqlx::Error> {
-    let seconds = bench::first_sent_to_last_finished(pool).await?;
+    let seconds = crate::store::demo_report::first_sent_to_last_finished(pool).await?;
     Ok(seconds.unwrap_or(0.0))
 }
 

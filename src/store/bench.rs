@@ -396,19 +396,6 @@ pub async fn accounts_with_queued_jobs(
         .await
 }
 
-const FIRST_SENT_TO_LAST_FINISHED: &str = "SELECT extract(epoch FROM (SELECT max(finished_at) FROM followq.follow_jobs) \
-                             - (SELECT min(sent_at) FROM followq.attempts))::float8";
-
-/// Seconds from the first request sent to the last job finished, by the database's clock
-/// (`None` before either exists).
-pub async fn first_sent_to_last_finished(
-    executor: impl PgExecutor<'_>,
-) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(FIRST_SENT_TO_LAST_FINISHED)
-        .fetch_one(executor)
-        .await
-}
-
 const SMALL_ACCOUNTS_SERVED_AFTER_FIRST_REQUEST: &str = "SELECT extract(epoch FROM max(finished_at) - (SELECT min(sent_at) FROM followq.attempts))::float8 \
      FROM followq.follow_jobs WHERE source_user_id <> '1000000000'";
 
@@ -566,10 +553,6 @@ pub const STATEMENTS: &[Statement] = &[
     Statement {
         name: "bench::accounts_with_queued_jobs",
         sql: ACCOUNTS_WITH_QUEUED_JOBS,
-    },
-    Statement {
-        name: "bench::first_sent_to_last_finished",
-        sql: FIRST_SENT_TO_LAST_FINISHED,
     },
     Statement {
         name: "bench::small_accounts_served_after_first_request",

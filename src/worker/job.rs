@@ -76,24 +76,8 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
     // The accounts left had nothing ready: say when their next job is due.
     let empty: Vec<String> = streaks.into_keys().collect();
     if !empty.is_empty() {
-        match next_run_at(&ctx.pool, &empty).await {
-            Ok(due) => {
-                let due: HashMap<String, DateTime<Utc>> = due.into_iter().collect();
-                for account in empty {
-                    let next_run_at = due.get(&account).copied();
-                    report(&ctx, account, JobReport::NoJob { next_run_at });
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "database error while looking for the next jobs; retrying in 1 s");
-                for account in empty {
-                    report(
-                        &ctx,
-                        account,
-                        JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
-                    );
-                }
-            }
+        for (account, outcome) in nothing_claimed(&ctx, empty).await {
+            report(&ctx, account, outcome);
         }
     }
     while let Some(joined) = jobs.join_next_with_id().await {
@@ -431,11 +415,12 @@ async fn hand_off(
             }
         }
         Ok(None) => {
-            let report = nothing_claimed(ctx, &successor.account).await;
-            Turn::SuccessorEnded {
-                account: successor.account,
-                report,
-            }
+            let account = successor.account;
+            let report = nothing_claimed(ctx, vec![account.clone()])
+                .await
+                .pop()
+                .map_or(JobReport::NoJob { next_run_at: None }, |(_, report)| report);
+            Turn::SuccessorEnded { account, report }
         }
         Err(()) => Turn::SuccessorEnded {
             account: successor.account,
@@ -444,15 +429,27 @@ async fn hand_off(
     }
 }
 
-/// An account whose claim found nothing: when its next job is due (see [`JobReport::NoJob`]).
-async fn nothing_claimed(ctx: &Context, account: &str) -> JobReport {
-    match next_run_at(&ctx.pool, &[account.to_owned()]).await {
-        Ok(due) => JobReport::NoJob {
-            next_run_at: due.into_iter().next().map(|(_, at)| at),
-        },
+/// Accounts whose claim found nothing: the report of each, saying when its next job is due
+/// (see [`JobReport::NoJob`]), or to try again in a second after a database error.
+async fn nothing_claimed(ctx: &Context, accounts: Vec<String>) -> Vec<(String, JobReport)> {
+    match next_run_at(&ctx.pool, &accounts).await {
+        Ok(due) => {
+            let due: HashMap<String, DateTime<Utc>> = due.into_iter().collect();
+            accounts
+                .into_iter()
+                .map(|account| {
+                    let next_run_at = due.get(&account).copied();
+                    (account, JobReport::NoJob { next_run_at })
+                })
+                .collect()
+        }
         Err(e) => {
-            warn!(error = %e, account, "database error while looking for the next job; retrying in 1 s");
-            JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR)
+            warn!(error = %e, "database error while looking for the next jobs; retrying in 1 s");
+            let at = Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR;
+            accounts
+                .into_iter()
+                .map(|account| (account, JobReport::RetryAt(at)))
+                .collect()
         }
     }
 }
