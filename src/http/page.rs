@@ -486,11 +486,18 @@ fn account_row(out: &mut String, a: &AccountCard, now: DateTime<Utc>) {
         } else {
             a.status.as_str()
         };
-    let queued = if a.queued >= dashboard::QUEUED_COUNT_CAP {
+    let mut queued = if a.queued >= dashboard::QUEUED_COUNT_CAP {
         format!("{}+", a.queued)
     } else {
         a.queued.to_string()
     };
+    if a.in_flight > 0 {
+        let _ = write!(
+            queued,
+            " <span class=\"muted\">+{} in flight</span>",
+            a.in_flight
+        );
+    }
     let _ = write!(
         out,
         "<tr class=\"account\" data-account=\"{id}\"><td>{id}</td>\

@@ -82,8 +82,10 @@ pub struct AccountCard {
     pub paused_until: Option<DateTime<Utc>>,
     /// The daemon holding the account's lease, while the lease runs.
     pub leased_by: Option<String>,
-    /// Queued jobs, counted up to [`AccountsWithWork::queued_count_cap`].
+    /// Queued jobs not in flight, counted up to [`AccountsWithWork::queued_count_cap`].
     pub queued: i64,
+    /// Jobs whose request may be on its way to X now (`followq.jobs_in_flight`).
+    pub in_flight: i64,
     /// Requests sent in the last `window_seconds` (the ledger, `not_sent` rows excluded).
     pub window_spent: i64,
     pub window_limit: i64,
@@ -139,18 +141,24 @@ const ACCOUNTS_WITH_WORK: &str = r#"
             LIMIT $5
         )
         SELECT s.user_id, s.status, s.pause_reason, s.paused_until, s.leased_by,
-               q.queued, w.spent AS window_spent, s.window_limit::int8 AS window_limit,
+               q.queued, q.in_flight, w.spent AS window_spent, s.window_limit::int8 AS window_limit,
                s.window_seconds::int8 AS window_seconds,
                greatest(w.oldest + make_interval(secs => s.window_seconds), w.announced_reset)
                    AS window_resets_at,
                d.follows AS follows_24h, $4::int8 AS daily_cap, s.total
         FROM shown AS s
         CROSS JOIN LATERAL (
-            SELECT count(*) AS queued FROM (
-                SELECT 1 FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = s.user_id AND j.state = 'queued'
-                LIMIT $6
+            -- A job in flight stays queued in the table: counted as in flight, not queued.
+            -- One more than the cap is read, so that an account with a job in flight and
+            -- more than the cap queued still shows the cap.
+            SELECT least(count(*) - count(f.job_id), $6) AS queued, count(f.job_id) AS in_flight
+            FROM (
+                SELECT j.id FROM followq.follow_jobs AS j
+                WHERE j.source_user_id = s.user_id AND j.state IN ('queued', 'running')
+                LIMIT $6 + 1
             ) AS capped
+            LEFT JOIN followq.jobs_in_flight AS f
+                ON f.job_id = capped.id AND f.source_user_id = s.user_id
         ) AS q
         CROSS JOIN LATERAL (
             SELECT count(*) AS spent, min(t.sent_at) AS oldest,

@@ -159,7 +159,10 @@ pub struct PausedAccount {
 const PAUSED_ACCOUNTS: &str = r#"
         SELECT a.user_id, a.pause_reason, a.paused_until,
                (SELECT count(*) FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = a.user_id AND j.state = 'queued') AS queued
+                WHERE j.source_user_id = a.user_id AND j.state = 'queued'
+                  -- A job in flight stays queued in the table; it is counted as running.
+                  AND j.id NOT IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
+                                   WHERE f.source_user_id = a.user_id)) AS queued
         FROM followq.accounts AS a
         WHERE a.status = 'paused'
         ORDER BY a.paused_until, a.user_id
@@ -191,7 +194,10 @@ pub struct BlockedAccount {
 const BLOCKED_ACCOUNTS: &str = r#"
         SELECT a.user_id, a.pause_reason AS reason, a.updated_at AS since,
                (SELECT count(*) FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = a.user_id AND j.state = 'queued') AS queued
+                WHERE j.source_user_id = a.user_id AND j.state = 'queued'
+                  -- A job in flight stays queued in the table; it is counted as running.
+                  AND j.id NOT IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
+                                   WHERE f.source_user_id = a.user_id)) AS queued
         FROM followq.accounts AS a
         WHERE a.status = $1
         ORDER BY a.updated_at, a.user_id

@@ -180,3 +180,54 @@ async fn an_app_stop_in_force_is_reported_and_not_deleted() {
     assert_eq!(stop.paused_until, None);
     assert_eq!(stop.detail, Some(json!({"status": 403})));
 }
+
+/// A job whose request may be on its way to X stays `queued` in the table: the per-account
+/// counts of the report and of the status page show it in flight, not queued.
+#[tokio::test]
+async fn a_job_in_flight_is_not_counted_as_queued_for_its_account() {
+    use followq::store::dashboard::{AccountsWithWork, accounts_with_work};
+
+    let db = db_with_accounts().await;
+    let sending = enqueue(&db.pool, "101", "200").await;
+    enqueue(&db.pool, "101", "201").await;
+    enqueue(&db.pool, "101", "202").await;
+    // The claim's ledger row, unanswered, within its answer_by; then an operator's pause.
+    sqlx::query(
+        "INSERT INTO followq.attempts (job_id, account_user_id, worker_id, answer_by) \
+         VALUES ($1, '101', 'host-a', now() + interval '1 minute')",
+    )
+    .bind(sending)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    lease(&db.pool, "101", "host-a").await;
+    sqlx::query(
+        "UPDATE followq.accounts SET status = 'paused', pause_reason = 'operator', \
+         paused_until = now() + interval '1 hour' WHERE user_id = '101'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let r = report(&db.pool).await.unwrap();
+    assert_eq!(r.queue.running, 1);
+    assert_eq!(r.paused_accounts[0].user_id, "101");
+    assert_eq!(r.paused_accounts[0].queued, 2, "{:?}", r.paused_accounts);
+
+    let limits = |cap| AccountsWithWork {
+        default_window_limit: 50,
+        default_window_seconds: 900,
+        app_stopped: false,
+        daily_cap: 400,
+        shown: 10,
+        queued_count_cap: cap,
+    };
+    let mut conn = db.pool.acquire().await.unwrap();
+    let (cards, _) = accounts_with_work(&mut conn, &limits(100)).await.unwrap();
+    let card = cards.iter().find(|c| c.user_id == "101").unwrap();
+    assert_eq!((card.queued, card.in_flight), (2, 1), "{card:?}");
+    // Capped: at least the cap is still shown as the cap.
+    let (cards, _) = accounts_with_work(&mut conn, &limits(2)).await.unwrap();
+    let card = cards.iter().find(|c| c.user_id == "101").unwrap();
+    assert_eq!(card.queued, 2, "{card:?}");
+}
