@@ -58,9 +58,14 @@ macro_rules! claim_ctes {
               -- Automatic pauses (429 reset, window, caps) are this holder's own and its
               -- limiter times them precisely; only an operator's pause stops a claim here.
               -- Every pause stops other daemons from leasing the account.
-              AND (a.status = 'active'
-                   OR (a.status = 'paused'
-                       AND (a.paused_until <= now() OR a.pause_reason <> 'operator')))
+              -- A CASE, not an OR of statuses: an OR let the planner read the accounts
+              -- through the status indexes (every active account, whatever the batch)
+              -- instead of by primary key.
+              AND CASE a.status
+                      WHEN 'active' THEN true
+                      WHEN 'paused' THEN a.paused_until <= now() OR a.pause_reason <> 'operator'
+                      ELSE false
+                  END
             ORDER BY a.user_id
             FOR SHARE OF a
         ),

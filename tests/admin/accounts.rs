@@ -280,3 +280,65 @@ async fn disable_keeps_jobs_queued_and_refuses_twice() {
     let err = accounts::disable(&db.pool, &user("555")).await.unwrap_err();
     assert!(matches!(err, AccountsError::NotFound(_)), "{err}");
 }
+
+/// An account's state for the claim: account, status, pause reason, seconds until the pause
+/// ends, and whether the claim sends for it.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<f64>,
+    bool,
+);
+
+/// Which account states the lease holder's claim statement sends for: automatic pauses are
+/// the holder's own (its limiter times them), an operator's pause holds until it ends, and
+/// needs_reauth and disabled accounts never send.
+#[tokio::test]
+async fn the_claim_sends_through_automatic_pauses_only() {
+    let db = TestDb::new().await;
+    let cases: [Case; 6] = [
+        ("201", "active", None, None, true),
+        ("202", "paused", Some("rate_limited"), Some(3600.0), true),
+        ("203", "paused", Some("operator"), Some(-1.0), true),
+        ("204", "paused", Some("operator"), Some(3600.0), false),
+        ("205", "needs_reauth", None, None, false),
+        ("206", "disabled", None, None, false),
+    ];
+    for (account, status, reason, ends_in, _) in cases {
+        db.add_account(account).await;
+        enqueue(&db.pool, account, "300").await;
+        lease(&db.pool, account, "host-a").await;
+        sqlx::query(
+            "UPDATE followq.accounts SET status = $2, pause_reason = $3, \
+             paused_until = now() + make_interval(secs => $4) WHERE user_id = $1",
+        )
+        .bind(account)
+        .bind(status)
+        .bind(reason)
+        .bind(ends_in)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let accounts: Vec<String> = cases.iter().map(|case| case.0.to_owned()).collect();
+    let claimed = followq::store::claim::claim_batch(
+        &db.pool,
+        "host-a",
+        &accounts,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let mut sent: Vec<&str> = claimed
+        .iter()
+        .map(|job| job.source_user_id.as_str())
+        .collect();
+    sent.sort();
+    let expected: Vec<&str> = cases
+        .iter()
+        .filter(|case| case.4)
+        .map(|case| case.0)
+        .collect();
+    assert_eq!(sent, expected);
+}
