@@ -17,10 +17,9 @@ use tracing::{error, warn};
 
 use super::Context;
 use crate::store::claim::ClaimedJob;
-use crate::store::record::{Completion, RecordedAndClaimed, record_and_claim, record_batch};
-
-/// Most completions in one statement.
-const MAX_BATCH: usize = 512;
+use crate::store::record::{
+    Completion, MAX_OUTCOMES_PER_STATEMENT, RecordedAndClaimed, record_and_claim, record_batch,
+};
 
 /// A completion to write, and the account to claim the next job of in the same statement.
 pub struct Request {
@@ -101,7 +100,7 @@ pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
             },
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_OUTCOMES_PER_STATEMENT {
             match receiver.try_recv() {
                 Ok(request) => batch.push(request),
                 Err(_) => break,

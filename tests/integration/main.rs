@@ -2,6 +2,7 @@
 
 mod accounts;
 mod app_follows;
+mod batch_plans;
 mod cli;
 mod distribution;
 mod enqueue;
