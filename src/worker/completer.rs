@@ -1,7 +1,8 @@
 //! The completer: writes job outcomes in batches. Job tasks hand it their completion and wait
-//! for the answer; it writes whatever has queued up since its last write in one statement
-//! (job rows and ledger rows), so under load a statement carries many jobs and when idle a
-//! lone job is written at once, with no added delay.
+//! for the answer; it writes whatever has queued up in one statement (job rows and ledger
+//! rows), so under load a statement carries many jobs and when idle a lone job is written at
+//! once, with no added delay. Two statements may be in flight at once: while one commits and
+//! its answer travels back, the next one already runs.
 //!
 //! A job task whose slot the scheduler handed to the next account in line also asks for that
 //! account's next job: the same statement claims it (`store::record::record_and_claim`), so
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
@@ -20,6 +22,13 @@ use crate::store::claim::ClaimedJob;
 use crate::store::record::{
     Completion, MAX_OUTCOMES_PER_STATEMENT, RecordedAndClaimed, record_and_claim, record_batch,
 };
+
+/// Most statements in flight at once. A statement's time is not all Postgres's work: the
+/// commit waits for the WAL to reach the disk, the answer travels back, the replies go out.
+/// A second statement runs meanwhile. A third gains nothing: commits that send a NOTIFY
+/// (every record does, through the finished-jobs trigger) take turns in Postgres, and each
+/// statement would carry fewer jobs for the same fixed cost.
+const STATEMENTS_IN_FLIGHT: usize = 2;
 
 /// A completion to write, and the account to claim the next job of in the same statement.
 pub struct Request {
@@ -88,15 +97,23 @@ impl Completer {
 /// Runs until `stop` is cancelled and nothing is left to write.
 pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
     let mut receiver = inbox.0.lock().await;
+    let mut writing = JoinSet::new();
     loop {
+        while writing.len() >= STATEMENTS_IN_FLIGHT {
+            finished(writing.join_next().await);
+        }
         let first = tokio::select! {
             request = receiver.recv() => match request {
                 Some(request) => request,
-                None => return,
+                None => break,
             },
+            Some(done) = writing.join_next() => {
+                finished(Some(done));
+                continue;
+            }
             _ = stop.cancelled() => match receiver.try_recv() {
                 Ok(request) => request,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         let mut batch = vec![first];
@@ -106,7 +123,19 @@ pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
                 Err(_) => break,
             }
         }
-        write(&ctx, batch).await;
+        let ctx = Arc::clone(&ctx);
+        writing.spawn(async move { write(&ctx, batch).await });
+    }
+    while let Some(done) = writing.join_next().await {
+        finished(Some(done));
+    }
+}
+
+/// A write that panicked dropped its replies: its job tasks see the write as failed, and
+/// their jobs stay queued with their ledger rows unanswered (see [`write`]).
+fn finished(done: Option<Result<(), JoinError>>) {
+    if let Some(Err(e)) = done {
+        error!(error = %e, "a batch of job outcomes was not written");
     }
 }
 

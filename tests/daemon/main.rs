@@ -20,4 +20,5 @@ mod pauses;
 mod processes;
 mod quotas;
 mod reactions;
+mod recording;
 mod support;
