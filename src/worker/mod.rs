@@ -7,7 +7,7 @@
 //! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
 //! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
 //! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
-//! | `completer.rs` | writing job outcomes in batches |
+//! | `completer.rs` | writing job outcomes in batches, two statements at a time |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | each daemon's fair share of accounts, from the live daemons (`followq.daemons`) |
 //! | `liveness.rs` | this daemon's liveness session, fencing, and taking over from peers that are gone |
