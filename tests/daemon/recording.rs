@@ -1,6 +1,7 @@
 //! Writing outcomes: the completer keeps a second statement going while one is held up, so a
 //! statement that waits for a lock (an operator's transaction, a slow commit) does not stall
-//! every other account's outcome behind it.
+//! every other account's outcome behind it; and an account whose outcome is not written yet
+//! sends nothing more.
 
 use std::time::Duration;
 
@@ -9,10 +10,12 @@ use sqlx::Connection;
 
 use crate::support::{Harness, shared, sim_config};
 
-/// Guard: `worker::completer::STATEMENTS_IN_FLIGHT`. The test holds the ledger row of one
-/// account's request locked while its answer comes back, so the statement that records it
-/// waits; another account's job, enqueued then, is sent and recorded meanwhile. With one
-/// statement at a time its outcome would wait behind the held one.
+/// Guards: `worker::completer::STATEMENTS_IN_FLIGHT`, and the scheduler's `Recording` phase.
+/// The test holds the ledger row of one account's request locked while its answer comes
+/// back, so the statement that records it waits; another account's job, enqueued then, is
+/// sent and recorded meanwhile (with one statement at a time its outcome would wait behind
+/// the held one), while the held account's next job is not sent until its outcome is written
+/// (an account whose outcome is pending stays out of the ready queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_held_up_by_a_lock_does_not_hold_up_the_others() {
     let _shared = shared().await;
@@ -27,7 +30,7 @@ async fn an_outcome_held_up_by_a_lock_does_not_hold_up_the_others() {
     let harness = Harness::new(config).await;
     harness.account("3100").await;
     harness.account("3200").await;
-    harness.enqueue("3100", 7_000, 1).await;
+    harness.enqueue("3100", 7_000, 2).await;
     let daemon = harness.start().await;
 
     // 3100's request is in the air: lock its ledger row until the test says otherwise.
@@ -65,25 +68,38 @@ async fn an_outcome_held_up_by_a_lock_does_not_hold_up_the_others() {
              WHERE source_user_id = '3200' AND state = 'succeeded'",
         )
         .await;
-    let held_state: String =
-        sqlx::query_scalar("SELECT state FROM followq.follow_jobs WHERE source_user_id = '3100'")
-            .fetch_one(&harness.db.pool)
-            .await
-            .expect("3100's job");
-    assert_eq!(held_state, "queued", "3100's outcome is still held up");
+    assert_eq!(
+        harness.user("3100").await.requests,
+        1,
+        "3100 sent its next job before its outcome was written"
+    );
+    assert_eq!(
+        harness
+            .count(
+                "SELECT count(*) FROM followq.follow_jobs
+                 WHERE source_user_id = '3100' AND state = 'queued'"
+            )
+            .await,
+        2,
+        "3100's outcome is still held up"
+    );
 
     // Released, the held statement completes: nothing was lost.
     held.rollback().await.expect("release the lock");
     harness
         .wait_finished(
             Duration::from_secs(10),
-            "3100's job once the lock is released",
-            "SELECT count(*) = 1 FROM followq.follow_jobs
+            "3100's jobs once the lock is released",
+            "SELECT count(*) = 2 FROM followq.follow_jobs
              WHERE source_user_id = '3100' AND state = 'succeeded'",
         )
         .await;
     daemon.stop().await;
     let stats = harness.stats().await;
-    assert_eq!(stats.users["3100"].requests, 1, "3100's job was sent once");
+    assert_eq!(
+        stats.users["3100"].requests, 2,
+        "3100's jobs were sent once each"
+    );
+    assert_eq!(stats.users["3100"].max_in_flight, 1);
     assert_eq!(stats.users["3200"].requests, 1, "3200's job was sent once");
 }
