@@ -156,18 +156,28 @@ pub struct PausedAccount {
     pub queued: i64,
 }
 
-const PAUSED_ACCOUNTS: &str = r#"
-        SELECT a.user_id, a.pause_reason, a.paused_until,
-               (SELECT count(*) FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = a.user_id AND j.state = 'queued'
-                  -- A job in flight stays queued in the table; it is counted as running.
-                  AND j.id NOT IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
-                                   WHERE f.source_user_id = a.user_id)) AS queued
+/// The queued jobs of account `a` not in flight, for the account lists below: a job in
+/// flight stays queued in the table and is counted as running.
+macro_rules! queued_of_account {
+    () => {
+        r#"(SELECT count(*) FROM followq.follow_jobs AS j
+            WHERE j.source_user_id = a.user_id AND j.state = 'queued'
+              AND j.id NOT IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
+                               WHERE f.source_user_id = a.user_id)) AS queued"#
+    };
+}
+
+const PAUSED_ACCOUNTS: &str = concat!(
+    r#"
+        SELECT a.user_id, a.pause_reason, a.paused_until, "#,
+    queued_of_account!(),
+    r#"
         FROM followq.accounts AS a
         WHERE a.status = 'paused'
         ORDER BY a.paused_until, a.user_id
         LIMIT $1
-        "#;
+        "#
+);
 
 /// Paused accounts, the soonest to resume first; at most `limit` (`None`: all).
 pub async fn paused_accounts(
@@ -191,18 +201,17 @@ pub struct BlockedAccount {
     pub queued: i64,
 }
 
-const BLOCKED_ACCOUNTS: &str = r#"
-        SELECT a.user_id, a.pause_reason AS reason, a.updated_at AS since,
-               (SELECT count(*) FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = a.user_id AND j.state = 'queued'
-                  -- A job in flight stays queued in the table; it is counted as running.
-                  AND j.id NOT IN (SELECT f.job_id FROM followq.jobs_in_flight AS f
-                                   WHERE f.source_user_id = a.user_id)) AS queued
+const BLOCKED_ACCOUNTS: &str = concat!(
+    r#"
+        SELECT a.user_id, a.pause_reason AS reason, a.updated_at AS since, "#,
+    queued_of_account!(),
+    r#"
         FROM followq.accounts AS a
         WHERE a.status = $1
         ORDER BY a.updated_at, a.user_id
         LIMIT $2
-        "#;
+        "#
+);
 
 /// Accounts of `status` (`needs_reauth` or `disabled`), the longest in it first; at most
 /// `limit` (`None`: all).
