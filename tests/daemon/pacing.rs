@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use followq::sim::SimConfig;
+
 use crate::support::{Harness, assert_within_quota, serial, shared, sim_config, start_with};
 
 /// One account, 120 jobs, quota 50 per window: no window above 50, no 429, all done in
@@ -115,28 +117,47 @@ async fn three_daemons_never_exceed_any_accounts_quota() {
 
 /// A daemon killed mid-run and a new one started: nothing lost, no window over the
 /// limit, and the successor counts what its predecessor sent (from the ledger).
+///
+/// Guard: the ledger seed (`store::leases::ledger_seeds`, `LedgerSeed`). The first daemon is
+/// killed mid-window, before any account has spent its window, and X sends no rate-limit
+/// headers: neither an automatic pause on the account row nor X's remaining count holds the
+/// successor back, only what the ledger shows was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_counts_what_a_killed_daemon_sent() {
     let _serial = serial().await;
     // A window longer than the account lease, so the successor takes over mid-window.
     let window = Duration::from_secs(8);
-    let harness = Harness::new(sim_config(20, window)).await;
+    let harness = Harness::new(SimConfig {
+        rate_limit_headers: false,
+        ..sim_config(20, window)
+    })
+    .await;
     for account in ["300", "301", "302"] {
         harness.account(account).await;
         harness.enqueue(account, 20_000, 30).await;
+        // Slow enough answers that the kill comes before a window is spent.
+        harness
+            .sim
+            .set_answer_delay(account, Some(Duration::from_millis(150)));
     }
     let first = harness.start().await;
-    harness
-        .sim_wait(Duration::from_secs(10), "the first window spent", |s| {
-            s.totals.all_users.requests >= 60
-        })
+    let seen = harness
+        .sim_wait(
+            Duration::from_secs(10),
+            "half the first window spent",
+            |s| s.totals.all_users.requests >= 30,
+        )
         .await;
     // Each request has its ledger row before it is sent.
     assert!(
-        harness.count("SELECT count(*) FROM followq.attempts").await >= 60,
-        "the first window's requests are in the ledger"
+        harness.count("SELECT count(*) FROM followq.attempts").await
+            >= seen.totals.all_users.requests as i64,
+        "every request the simulator saw is in the ledger"
     );
     first.kill().await;
+    for account in ["300", "301", "302"] {
+        harness.sim.set_answer_delay(account, None);
+    }
 
     let second = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(40)).await;
