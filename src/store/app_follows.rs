@@ -19,7 +19,8 @@ pub struct LedgerRead {
     pub fresh: Vec<i64>,
 }
 
-const READ_LEDGER: &str = r#"
+const READ_LEDGER: &str = concat!(
+    r#"
         WITH clock AS (
             SELECT now() AS now, now() - make_interval(secs => $2::float8 + $3::float8) AS settled_by
         ),
@@ -29,7 +30,10 @@ const READ_LEDGER: &str = r#"
                    -- The minute at whose end the follow stops counting: a day after its
                    -- latest possible arrival, as in store::leases::ledger_seeds.
                    ceil(extract(epoch FROM
-                       CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
+                       "#,
+    "CASE WHEN ",
+    super::ledger::unanswered_sql!("t"),
+    r#"
                             THEN coalesce(t.answer_by,
                                           greatest(t.sent_at + make_interval(secs => $2),
                                                    t.completed_at))
@@ -39,7 +43,10 @@ const READ_LEDGER: &str = r#"
             FROM followq.attempts AS t, clock
             WHERE t.sent_at > greatest(
                       $1, clock.now - interval '24 hours' - make_interval(secs => $2 + $5))
-              AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
+              "#,
+    "AND ",
+    super::ledger::may_have_acted_sql!("t"),
+    r#"
         ),
         bins AS (
             SELECT bucket,
@@ -58,7 +65,8 @@ const READ_LEDGER: &str = r#"
                         FILTER (WHERE bins.bucket IS NOT NULL), '{}') AS fresh
         FROM clock LEFT JOIN bins ON true
         GROUP BY clock.now, clock.settled_by
-        "#;
+        "#
+);
 
 /// Counts the ledger rows sent after `settled_through` (or over the whole day and
 /// `late_answer_horizon` more, the first time) whose follow may count, per bucket of

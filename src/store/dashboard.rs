@@ -118,7 +118,8 @@ pub struct AccountsWithWork {
     pub queued_count_cap: i64,
 }
 
-const ACCOUNTS_WITH_WORK: &str = r#"
+const ACCOUNTS_WITH_WORK: &str = concat!(
+    r#"
         WITH shown AS (
             SELECT a.user_id, a.status, a.pause_reason, a.paused_until, a.updated_at,
                    CASE WHEN a.lease_expires_at > now() THEN a.leased_by END AS leased_by,
@@ -174,10 +175,14 @@ const ACCOUNTS_WITH_WORK: &str = r#"
             FROM followq.attempts AS t
             WHERE t.account_user_id = s.user_id
               AND t.sent_at > now() - interval '24 hours'
-              AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
+              "#,
+    "AND ",
+    super::ledger::may_have_acted_sql!("t"),
+    r#"
         ) AS d
         ORDER BY s.urgency, s.updated_at, s.user_id COLLATE "C"
-        "#;
+        "#
+);
 
 /// The `shown` accounts with work most in need of attention (needs_reauth, then, while the
 /// app is stopped, every other, then paused, disabled, and the rest; the longest in that state

@@ -244,7 +244,8 @@ pub struct FollowGrid {
 /// request (a database outage) still counts, later ones are ignored.
 const LATE_ANSWER_HORIZON_SECONDS: f64 = 3600.0;
 
-const LEDGER_SEEDS: &str = r#"
+const LEDGER_SEEDS: &str = concat!(
+    r#"
         SELECT acc.user_id AS account_user_id,
                coalesce(recent.ago, '{}') AS arrivals_ago,
                outstanding.seconds AS outstanding_for,
@@ -266,12 +267,18 @@ const LEDGER_SEEDS: &str = r#"
                    coalesce(array_agg(r.unanswered ORDER BY r.sent_at), '{}') AS unanswered
             FROM (
                 SELECT t.sent_at,
-                       CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
+                       "#,
+    "CASE WHEN ",
+    super::ledger::unanswered_sql!("t"),
+    r#"
                             THEN coalesce(t.answer_by,
                                           greatest(t.sent_at + make_interval(secs => $4),
                                                    t.completed_at))
                             ELSE t.completed_at END AS arrives,
-                       (t.outcome IS NULL OR t.outcome = 'abandoned') AS unanswered
+                       "#,
+    super::ledger::unanswered_sql!("t"),
+    " AS unanswered",
+    r#"
                 FROM followq.attempts AS t
                 WHERE t.account_user_id = acc.user_id
                   AND t.sent_at > horizon.since
@@ -331,7 +338,10 @@ const LEDGER_SEEDS: &str = r#"
             FROM (
                 SELECT count(*)::int AS follows, max(f.expires) AS expires
                 FROM (
-                    SELECT CASE WHEN t.outcome IS NULL OR t.outcome = 'abandoned'
+                    SELECT "#,
+    "CASE WHEN ",
+    super::ledger::unanswered_sql!("t"),
+    r#"
                                 THEN coalesce(t.answer_by,
                                               greatest(t.sent_at + make_interval(secs => $4),
                                                        t.completed_at))
@@ -342,14 +352,18 @@ const LEDGER_SEEDS: &str = r#"
                     WHERE t.account_user_id = acc.user_id
                       AND t.sent_at > now() - interval '24 hours'
                                             - make_interval(secs => $4 + $5)
-                      AND (t.outcome IS NULL OR t.outcome IN ('succeeded', 'abandoned'))
+                      "#,
+    "AND ",
+    super::ledger::may_have_acted_sql!("t"),
+    r#"
                 ) AS f
                 WHERE f.expires > now()
                 GROUP BY date_bin(make_interval(secs => $7), f.expires,
                                   now() - make_interval(secs => $6))
             ) AS b
         ) AS follows ON true
-        "#;
+        "#
+);
 
 /// Reads what the ledger says about `accounts` (each with its quota: requests per period in
 /// seconds): one statement for a whole batch of newly leased accounts. `answer_within` is the

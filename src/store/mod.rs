@@ -13,7 +13,8 @@
 //! names chosen from a fixed list, bulk inserts) say so where they are built.
 //!
 //! Files, one concern each:
-//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`rescue`];
+//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`rescue`], and what a
+//!   ledger row says X may have done ([`ledger`]);
 //! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`];
 //! - the daemons themselves: [`daemons`], [`retention`], [`schema`];
 //! - what operators read and change: [`status`], [`dashboard`], [`admin_accounts`],
@@ -31,6 +32,7 @@ pub mod dashboard;
 pub mod demo_report;
 pub mod enqueue;
 pub mod leases;
+pub mod ledger;
 pub mod pauses;
 pub mod record;
 pub mod rescue;

@@ -77,12 +77,6 @@ impl FollowResponse {
     pub fn answered(&self) -> bool {
         self.fate != Fate::Unknown
     }
-
-    /// Whether it is certain that no follow was made: the request never left, or X refused it
-    /// (a 4xx status). A 5xx, a timeout or a body cut short may hide a follow X made.
-    pub fn refused(&self) -> bool {
-        self.fate == Fate::NotSent || self.http_status.is_some_and(|s| (400..500).contains(&s))
-    }
 }
 
 /// The follow endpoint's client. Cheap to clone: the connection pool and base URL are shared.

@@ -11,14 +11,18 @@ use crate::helpers::TestDb;
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 /// Inserts a ledger row sent `sent_ago` seconds ago (negative: not yet), answered
-/// `answer_after` seconds after that (`None`: no answer yet), with `outcome`; returns its id.
+/// `answer_after` seconds after that (`None`: no answer yet), with `outcome` (and the HTTP
+/// status such an answer has); returns its id.
 async fn row(db: &TestDb, sent_ago: f64, answer_after: Option<f64>, outcome: Option<&str>) -> i64 {
     sqlx::query_scalar(
         r#"
         INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, completed_at,
-                                      answer_by, outcome)
+                                      answer_by, outcome, http_status)
         SELECT 0, '500', 'w', at, at + make_interval(secs => $2), at + make_interval(secs => $4),
-               $3
+               $3,
+               -- The status such an answer has.
+               CASE $3 WHEN 'succeeded' THEN 200 WHEN 'permanent' THEN 403
+                       WHEN 'rate_limited' THEN 429 WHEN 'transient' THEN 503 END
         FROM (SELECT now() - make_interval(secs => $1) AS at) AS t
         RETURNING id
         "#,
@@ -111,7 +115,8 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
 
     for id in [settled, in_flight] {
         sqlx::query(
-            "UPDATE followq.attempts SET outcome = 'permanent', completed_at = now() WHERE id = $1",
+            "UPDATE followq.attempts SET outcome = 'permanent', http_status = 403, \
+             completed_at = now() WHERE id = $1",
         )
         .bind(id)
         .execute(&db.pool)
