@@ -40,6 +40,9 @@ pub struct ClaimedJob {
 /// seconds within which the request may still reach X.
 macro_rules! claim_ctes {
     ($accounts:literal, $worker:literal, $answer_within:literal) => {
+        $crate::store::claim::claim_ctes!($accounts, $worker, $answer_within, "true")
+    };
+    ($accounts:literal, $worker:literal, $answer_within:literal, $only_if:literal) => {
         concat!(
             r#"
         held AS MATERIALIZED (
@@ -66,6 +69,9 @@ macro_rules! claim_ctes {
                       WHEN 'paused' THEN a.paused_until <= now() OR a.pause_reason <> 'operator'
                       ELSE false
                   END
+              AND "#,
+            $only_if,
+            r#"
             ORDER BY a.user_id
             FOR SHARE OF a
         ),
@@ -83,10 +89,14 @@ macro_rules! claim_ctes {
                   -- Never a job whose request may still reach X: a job is in flight once at
                   -- most, whatever the scheduler believes (its account's limiter waits for
                   -- that request anyway).
+                  -- An `abandoned` row (a peer reaped its daemon) is still in the air until
+                  -- its answer_by, like one without an answer.
                   AND NOT EXISTS (
                       SELECT 1 FROM followq.attempts AS t
                       WHERE t.job_id = j.id AND t.account_user_id = j.source_user_id
-                        AND t.outcome IS NULL AND t.answer_by > now())
+                        AND "#,
+            $crate::store::ledger::unanswered_sql!("t"),
+            r#" AND t.answer_by > now())
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT 1
                 -- Locked, not written: an operator's cancel waits for the claim to commit and

@@ -80,6 +80,9 @@ pub struct Completion {
     /// The job's account: every statement names the accounts it touches (see the
     /// account-in-every-key migration).
     pub source_user_id: String,
+    /// The job's target: not written (the job row has it), but logged with an outcome the
+    /// daemon could not write before it stopped, for an operator to reconcile.
+    pub target_user_id: String,
     pub next: NextState,
     /// The answer settles the job whoever holds it now: a follow made, or a permanent refusal.
     pub conclusive: bool,
@@ -92,6 +95,7 @@ pub struct Completion {
 /// and [`record_and_claim`]; parameters `$1` to `$17`.
 macro_rules! record_ctes {
     () => {
+        concat!(
         r#"
         input AS MATERIALIZED (
             SELECT * FROM UNNEST(
@@ -116,6 +120,27 @@ macro_rules! record_ctes {
                          AND later.outcome IS DISTINCT FROM 'not_sent') AS latest_or_conclusive
             FROM input AS i
         ),
+        -- The ledger row first, written once: only while it has no final answer. A statement
+        -- replayed after a commit whose reply was lost (or racing the original, still running
+        -- on a connection the daemon gave up on) finds it answered, re-checked on the row
+        -- itself, and changes nothing: no attempt or 429 counted twice, nothing claimed.
+        ledger AS (
+            UPDATE followq.attempts AS t
+            SET completed_at = now(),
+                latency_ms = i.latency_ms,
+                http_status = i.http_status,
+                outcome = i.outcome,
+                rate_limit_limit = i.rl_limit,
+                rate_limit_remaining = i.rl_remaining,
+                rate_limit_reset_at = i.rl_reset,
+                error = i.error
+            FROM checked AS i
+            WHERE t.id = i.attempt_id AND t.account_user_id = i.account
+              AND "#,
+        $crate::store::ledger::unanswered_sql!("t"),
+        r#"
+            RETURNING i.*
+        ),
         job AS (
             UPDATE followq.follow_jobs AS j
             SET state = i.state,
@@ -136,7 +161,7 @@ macro_rules! record_ctes {
                 leased_by = NULL,
                 lease_expires_at = NULL,
                 updated_at = now()
-            FROM checked AS i
+            FROM ledger AS i
             -- Written as a CASE, not an OR on j.state, so that the job rows are found by
             -- primary key, one per input row: an OR on the state would let the planner scan
             -- every queued job instead.
@@ -152,21 +177,9 @@ macro_rules! record_ctes {
                       ELSE false
                   END
             RETURNING j.id
-        ),
-        ledger AS (
-            UPDATE followq.attempts AS t
-            SET completed_at = now(),
-                latency_ms = i.latency_ms,
-                http_status = i.http_status,
-                outcome = i.outcome,
-                rate_limit_limit = i.rl_limit,
-                rate_limit_remaining = i.rl_remaining,
-                rate_limit_reset_at = i.rl_reset,
-                error = i.error
-            FROM input AS i
-            WHERE t.id = i.attempt_id AND t.account_user_id = i.account
         )
         "#
+        )
     };
 }
 
@@ -176,7 +189,8 @@ const RECORD_AND_CLAIM: &str = concat!(
     "WITH",
     record_ctes!(),
     ",",
-    super::claim::claim_ctes!("$18", "$19", "$20"),
+    // Nothing is claimed by a statement that recorded nothing (a replay).
+    super::claim::claim_ctes!("$18", "$19", "$20", "EXISTS (SELECT 1 FROM ledger)"),
     r#"
         SELECT 'recorded' AS kind, job.id, NULL::text AS source_user_id,
                NULL::text AS target_user_id, NULL::int AS attempts, NULL::int AS max_attempts,

@@ -26,10 +26,10 @@ use crate::ids::UserId;
 use crate::ratelimit::ServerWindow;
 use crate::states::PauseReason;
 use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
-use crate::store::pauses;
 use crate::store::record::{AttemptRecord, Completion, NextState};
 use crate::store::rescue::{Which, return_jobs};
-use crate::xapi::{FollowOutcome, FollowResponse, RateLimitInfo};
+use crate::store::{ledger, pauses};
+use crate::xapi::{Fate, FollowOutcome, FollowResponse, RateLimitInfo};
 
 /// Runs one turn of each of `accounts` (with its count of 401s in a row: a second one after
 /// a refresh parks the account), reporting each turn's end to the scheduler as it happens.
@@ -298,6 +298,9 @@ async fn send_and_record(
         ctx.app_stop_seen();
     }
     let attempt = attempt_record(&job, &response, sent_at, completed_at);
+    // The live limiter counts the follow by the same rule as the ledger seed and the app's
+    // count (store::ledger): one definition of what X may have done.
+    let may_have_followed = ledger::may_have_acted(Some(&attempt.outcome), attempt.http_status);
     let conclusive = matches!(
         response.outcome,
         FollowOutcome::Followed { .. } | FollowOutcome::Permanent(_)
@@ -309,13 +312,14 @@ async fn send_and_record(
             sent_at,
             completed_at,
             server: server_window(&response.limits, now, completed_at),
-            may_have_followed: !response.refused(),
+            may_have_followed,
             unauthorized,
             pause_until: None,
         };
         let completion = Completion {
             job_id: job.id,
             source_user_id: job.source_user_id.to_string(),
+            target_user_id: job.target_user_id.to_string(),
             next: decision.next.clone(),
             conclusive,
             error: decision.error.clone(),
@@ -352,7 +356,7 @@ async fn send_and_record(
         sent_at,
         completed_at,
         server: server_window(&response.limits, now, completed_at),
-        may_have_followed: !response.refused(),
+        may_have_followed,
         unauthorized,
         pause_until,
     }))
@@ -731,6 +735,7 @@ async fn finish_with(
         .complete(Completion {
             job_id: job.id,
             source_user_id: job.source_user_id.to_string(),
+            target_user_id: job.target_user_id.to_string(),
             next,
             conclusive,
             error,
@@ -746,7 +751,7 @@ async fn finish_with(
 fn unsent(job: &ClaimedJob) -> AttemptRecord {
     AttemptRecord {
         attempt_id: job.attempt_id,
-        outcome: "not_sent".into(),
+        outcome: ledger::NOT_SENT.into(),
         ..AttemptRecord::default()
     }
 }
@@ -763,7 +768,13 @@ fn attempt_record(
         attempt_id: job.attempt_id,
         latency_ms: i32::try_from(latency.as_millis()).ok(),
         http_status: response.http_status.and_then(|s| i16::try_from(s).ok()),
-        outcome: response.outcome.kind().to_owned(),
+        // A request that never left (the connection to X could not be made) is `not_sent`
+        // in the ledger, whatever the job makes of it: X saw nothing.
+        outcome: if response.fate == Fate::NotSent {
+            ledger::NOT_SENT.to_owned()
+        } else {
+            response.outcome.kind().to_owned()
+        },
         rate_limit_limit: limits.limit.and_then(|v| i32::try_from(v).ok()),
         rate_limit_remaining: limits.remaining.and_then(|v| i32::try_from(v).ok()),
         rate_limit_reset_at: limits.reset_at,

@@ -147,6 +147,7 @@ fn answer(job_id: i64, attempt_id: i64, next: NextState, conclusive: bool) -> Co
     Completion {
         job_id,
         source_user_id: "300".into(),
+        target_user_id: "10000".into(),
         next,
         conclusive,
         error: None,
@@ -174,26 +175,30 @@ async fn a_late_answer_is_recorded_and_a_conclusive_one_settles_its_job() {
     .await
     .expect("claim");
     let first = claimed[0].clone();
-    // Its answer_by passed with no answer: the account's holder claims the job again.
-    sqlx::query(
-        "UPDATE followq.attempts SET answer_by = now() - interval '1 second' WHERE id = $1",
-    )
-    .bind(first.attempt_id)
-    .execute(&db.pool)
-    .await
-    .expect("answer_by passed");
-    let again = claim_batch(
-        &db.pool,
-        WORKER,
-        &["300".to_owned()],
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("claim again");
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].id, first.id, "the same job, claimed again");
+    // Its answer_by passes with no answer: the account's holder claims the job again, twice.
+    let pass_answer_by = |attempt_id: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query(
+                "UPDATE followq.attempts SET answer_by = now() - interval '1 second' WHERE id = $1",
+            )
+            .bind(attempt_id)
+            .execute(&pool)
+            .await
+            .expect("answer_by passed");
+        }
+    };
+    pass_answer_by(first.attempt_id).await;
+    let account = ["300".to_owned()];
+    let claim_again = || claim_batch(&db.pool, WORKER, &account, Duration::from_secs(3));
+    let second = claim_again().await.expect("claim again");
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, first.id, "the same job, claimed again");
+    pass_answer_by(second[0].attempt_id).await;
+    let third = claim_again().await.expect("claim a third time");
+    assert_eq!(third[0].id, first.id);
 
-    // An inconclusive late answer (a 503) changes only the ledger.
+    // An inconclusive late answer (a 503) to the first request changes only the ledger.
     let mut inconclusive = answer(
         first.id,
         first.attempt_id,
@@ -217,10 +222,10 @@ async fn a_late_answer_is_recorded_and_a_conclusive_one_settles_its_job() {
         .expect("ledger row");
     assert_eq!(outcome, "transient", "the late answer is in the ledger");
 
-    // A conclusive one (the follow was made) settles the job.
+    // A conclusive one to the second request (the follow was made) settles the job.
     let conclusive = answer(
         first.id,
-        first.attempt_id,
+        second[0].attempt_id,
         NextState::Succeeded {
             following: true,
             pending_follow: false,
@@ -378,15 +383,16 @@ async fn the_ledger_seed_sums_a_day_of_follows_per_bin() {
     sqlx::query(
         r#"
         INSERT INTO followq.attempts (job_id, account_user_id, worker_id, sent_at, completed_at,
-                                      answer_by, outcome)
+                                      answer_by, outcome, http_status)
         SELECT 0, '401', 'old', at, at + interval '100 milliseconds', at + interval '17 seconds',
-               CASE WHEN g <= 400 THEN 'succeeded' ELSE 'permanent' END
+               CASE WHEN g <= 400 THEN 'succeeded' ELSE 'permanent' END,
+               CASE WHEN g <= 400 THEN 200 ELSE 403 END
         FROM generate_series(1, 450) AS g,
              LATERAL (SELECT now() - interval '24 hours' + interval '30 seconds'
                              + (g % 400) * interval '216 seconds' AS at) AS t
         UNION ALL
         SELECT 0, '401', 'old', now() - interval '25 hours', now() - interval '25 hours',
-               NULL, 'succeeded'
+               NULL, 'succeeded', 200
         "#,
     )
     .execute(&db.pool)

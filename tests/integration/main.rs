@@ -9,6 +9,7 @@ mod enqueue;
 mod handover;
 #[path = "../common/mod.rs"]
 mod helpers;
+mod ledger;
 mod schema;
 mod states;
 mod store_statements;
