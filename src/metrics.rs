@@ -107,6 +107,7 @@ struct Inner {
     accounts_paused: Family<ReasonLabels, Gauge>,
     accounts_held: Gauge,
     app_stopped: Gauge,
+    outcomes_waiting: Gauge,
 }
 
 /// The daemon's metrics. Cheap to clone: every clone records into the same registry.
@@ -224,6 +225,12 @@ impl Metrics {
             "1 while an app-wide stop (followq.app_pause) is in force, read at scrape time",
             app_stopped.clone(),
         );
+        let outcomes_waiting = Gauge::default();
+        registry.register(
+            "outcomes_waiting",
+            "Answers from X this daemon holds because they could not be written to the database yet (their accounts send nothing meanwhile)",
+            outcomes_waiting.clone(),
+        );
 
         // Every label value from the start, so dashboards see zeros rather than gaps.
         for outcome in ["succeeded", "failed", "requeued"] {
@@ -257,6 +264,7 @@ impl Metrics {
                 accounts_paused,
                 accounts_held,
                 app_stopped,
+                outcomes_waiting,
             }),
         }
     }
@@ -385,6 +393,15 @@ impl Metrics {
 
     pub fn set_app_stopped(&self, stopped: bool) {
         self.inner.app_stopped.set(i64::from(stopped));
+    }
+
+    /// Answers from X waiting to be written (see `worker::completer`).
+    pub fn set_outcomes_waiting(&self, waiting: i64) {
+        self.inner.outcomes_waiting.set(waiting);
+    }
+
+    pub fn outcomes_waiting(&self) -> i64 {
+        self.inner.outcomes_waiting.get()
     }
 
     /// Every metric in the Prometheus text format.

@@ -298,6 +298,57 @@ impl AccountLimiter {
         }
     }
 
+    /// Takes in what `fresher`, a limiter of the same account just seeded from the ledger,
+    /// knows, keeping on every gate whichever of the two is stricter: the later arrivals
+    /// (element by element, so no request is counted twice), the later outstanding request,
+    /// the smaller limit, the window with fewer requests left and the later end, the larger
+    /// follow count of each bucket. This limiter's token bucket stays (the fresh one is full).
+    ///
+    /// For an account leased again while this daemon still had a slot for it (its last
+    /// request was still being answered or recorded): another daemon may have sent for it in
+    /// between, which only the ledger knows.
+    pub fn absorb(&mut self, fresher: AccountLimiter, now: Instant) {
+        if fresher.limit() < self.limit() {
+            self.adopt_limit(fresher.limit());
+        }
+        let keep = self.limit() as usize;
+        let ours = std::mem::take(&mut self.arrivals.sorted);
+        let mut theirs = fresher.arrivals.sorted.iter().rev();
+        let mut later: Vec<Instant> = Vec::with_capacity(keep);
+        let mut ours = ours.iter().rev();
+        loop {
+            let at = match (ours.next(), theirs.next()) {
+                (None, None) => break,
+                (Some(&a), None) | (None, Some(&a)) => a,
+                (Some(&a), Some(&b)) => a.max(b),
+            };
+            later.push(at);
+        }
+        for at in later {
+            self.arrivals.push(at, keep);
+        }
+        self.outstanding_until = match (self.outstanding_until, fresher.outstanding_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+        .filter(|&until| until > now);
+        self.reported = match (self.reported, fresher.reported) {
+            (Some(a), Some(b)) => Some(Reported {
+                remaining: a
+                    .remaining
+                    .saturating_sub(a.sent_since)
+                    .min(b.remaining.saturating_sub(b.sent_since)),
+                sent_since: 0,
+                ends: a.ends.max(b.ends),
+                // Neither holder's view of where the window opened covers the other's sends.
+                aligned: false,
+                reset_at: None,
+            }),
+            (a, b) => a.or(b),
+        };
+        self.follows.raise_to(&fresher.follows, now);
+    }
+
     /// When the account may send next, without spending anything. `None`: now, as far as the
     /// window, the outstanding request and the daily cap go (the bucket is checked by
     /// [`AccountLimiter::try_acquire`]).
@@ -683,6 +734,62 @@ mod tests {
         ));
         limiter.refund();
         assert_eq!(limiter.blocked_until(at + DEADLINE), None);
+    }
+
+    #[test]
+    fn a_limiter_leased_again_takes_in_what_another_holder_sent_meanwhile() {
+        let start = Instant::now();
+        let period = Duration::from_secs(60);
+        // What the ledger says when the account comes back: our request (answered at
+        // +RTT) and two of another daemon's since, the last one still in the air.
+        let ledger = |daily: u32| LedgerSeed {
+            arrivals: vec![
+                start + RTT,
+                start + Duration::from_secs(5),
+                start + Duration::from_secs(12),
+            ],
+            outstanding_until: Some(start + Duration::from_secs(12)),
+            reported: None,
+            // Each follow counts until a day after its latest arrival: ours, as our limiter
+            // counted it, and the others no later.
+            follows: vec![SeedFollows {
+                count: daily,
+                expires: start + DEADLINE + DAY,
+            }],
+        };
+        let now = start + Duration::from_secs(10);
+        let absorbed = |daily_cap: u32| {
+            let mut ours = AccountLimiter::new(quota(3, 60), daily_cap);
+            send(&mut ours, start, ServerWindow::default());
+            let mut fresher = AccountLimiter::new(quota(3, 60), daily_cap);
+            fresher.seed(&ledger(3), now);
+            ours.absorb(fresher, now);
+            ours
+        };
+        let mut ours = absorbed(u32::MAX);
+        // One request at a time: the other daemon's may still land.
+        assert_eq!(
+            ours.blocked_until(now),
+            Some((start + Duration::from_secs(12), WaitReason::InFlight))
+        );
+        // Then the window: three arrivals, so the next goes a period after the first of them,
+        // where our own limiter alone would have let it go at once.
+        assert_eq!(
+            ours.blocked_until(start + Duration::from_secs(13)),
+            Some((start + RTT + period, WaitReason::WindowExhausted))
+        );
+        // The ledger's three follows reach a daily cap of 3.
+        let mut capped = absorbed(3);
+        assert!(matches!(
+            capped.blocked_until(start + Duration::from_secs(13)),
+            Some((_, WaitReason::DailyCap))
+        ));
+        // Our own request is not counted twice: with a cap of 4 the day is not spent.
+        let mut uncapped = absorbed(4);
+        assert!(!matches!(
+            uncapped.blocked_until(start + period * 2),
+            Some((_, WaitReason::DailyCap))
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `/healthz` (the process runs) and `/readyz` (the database answers and no app-wide stop is
-//! in force). A database failure is answered as "unreachable", without the driver's text: the
-//! listener may be reachable by more people than the logs, which get the details.
+//! `/healthz` (the process runs) and `/readyz` (the database answers, no app-wide stop is in
+//! force, and no answer from X is waiting to be written). A database failure is answered as
+//! "unreachable", without the driver's text: the listener may be reachable by more people
+//! than the logs, which get the details.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,6 +24,14 @@ pub(super) async fn readyz(State(shared): State<Shared>) -> (StatusCode, String)
     };
     if shared.ops.stopping.is_cancelled() {
         return unready("shutting down");
+    }
+    // Answers from X held in memory: the database did not take them yet (they are written as
+    // soon as it does; until then their accounts send nothing).
+    let waiting = shared.ops.metrics.outcomes_waiting();
+    if waiting > 0 {
+        return unready(&format!(
+            "{waiting} answer(s) from X waiting to be written to the database"
+        ));
     }
     // The app-stop query is the database check too: it answers only if the database does.
     let check = async {

@@ -169,6 +169,27 @@ impl<C: BucketCount, const N: usize> RollingDay<C, N> {
             .filter(|&(_, count)| count != C::default())
     }
 
+    /// Raises every bucket that still counts to at least `other`'s count for it: the stricter
+    /// of two counts of the same follows (kept by two holders of one account).
+    pub fn raise_to(&mut self, other: &Self, ended: u32) {
+        for (n, theirs) in other.live(ended) {
+            let ours = if n >= self.oldest() && n <= self.newest {
+                self.counts[Self::slot(n)]
+            } else {
+                C::default()
+            };
+            if ours == C::FULL || theirs.get() <= ours.get() && theirs != C::FULL {
+                continue;
+            }
+            let missing = if theirs == C::FULL {
+                C::FULL.get()
+            } else {
+                theirs.get() - ours.get()
+            };
+            self.add(n, missing, ended);
+        }
+    }
+
     /// Follows that still count (a full counter counts as its maximum).
     pub fn count(&self, ended: u32) -> u64 {
         self.live(ended).map(|(_, count)| count.get()).sum()
@@ -260,6 +281,12 @@ impl DailyFollows {
         self.buckets.remove_one(bucket);
     }
 
+    /// Makes every bucket count at least what `other` counts in it (see
+    /// [`RollingDay::raise_to`]).
+    pub fn raise_to(&mut self, other: &DailyFollows, now: Instant) {
+        self.buckets.raise_to(&other.buckets, ended_at(now));
+    }
+
     /// Follows that still count at `now`.
     pub fn count(&self, now: Instant) -> u64 {
         self.buckets.count(ended_at(now))
@@ -278,6 +305,22 @@ mod tests {
     use super::*;
 
     type Ring = RollingDay<u16, 4>;
+
+    #[test]
+    fn raising_to_another_count_keeps_the_larger_of_each_bucket() {
+        let mut ours = Ring::default();
+        ours.add(5, 2, 3);
+        ours.add(6, 1, 3);
+        let mut theirs = Ring::default();
+        theirs.add(5, 1, 3);
+        theirs.add(6, 4, 3);
+        theirs.add(7, u64::from(u16::MAX), 3);
+        ours.raise_to(&theirs, 3);
+        assert_eq!(ours.count(6), u64::from(u16::MAX)); // bucket 7 alone, full
+        assert_eq!(ours.count(5), u64::from(u16::MAX) + 4);
+        assert_eq!(ours.count(4), u64::from(u16::MAX) + 4 + 2);
+        assert!(ours.reached(1, 6));
+    }
 
     #[test]
     fn a_follow_counts_until_its_bucket_ends() {

@@ -71,13 +71,18 @@ const REAP: &str = r#"
         WITH gone AS (
             DELETE FROM followq.daemons AS d
             WHERE d.worker_id <> $1
+              -- A session recorded before the server started was ended by a restart, not by
+              -- its daemon's death: such a daemon is judged by its heartbeat, counted from the
+              -- restart at the earliest, while it opens a new session.
               AND CASE WHEN d.session_pid IS NOT NULL
+                            AND d.session_started_at >= pg_postmaster_start_time()
                        THEN NOT EXISTS (
                            SELECT 1 FROM pg_stat_activity AS s
                            WHERE s.pid = d.session_pid
                              AND (s.backend_start IS NULL
                                   OR s.backend_start = d.session_started_at))
-                       ELSE d.heartbeat_at < now() - make_interval(secs => $2)
+                       ELSE greatest(d.heartbeat_at, pg_postmaster_start_time())
+                            < now() - make_interval(secs => $2)
                   END
             RETURNING d.worker_id
         ),
@@ -129,7 +134,8 @@ const REAP: &str = r#"
 /// queue). The ledger rows of their unanswered requests are marked `abandoned` and still count
 /// until their `answer_by`. A peer is gone when the
 /// liveness session it recorded no longer exists, or, for a daemon that recorded none (an
-/// older release), when its heartbeat is older than `dead_after`.
+/// older release) or whose session predates the server's last start, when its heartbeat (or
+/// that start, if later) is older than `dead_after`.
 ///
 /// A session of another database role shows its pid but not its start time in
 /// `pg_stat_activity`: such a session counts as alive while its pid exists.

@@ -7,17 +7,28 @@
 //! A job task whose slot the scheduler handed to the next account in line also asks for that
 //! account's next job: the same statement claims it (`store::record::record_and_claim`), so
 //! under load a request costs one statement and one commit, not a record and a claim.
+//!
+//! **X's answer is never dropped.** An outcome whose write fails (the database is restarting,
+//! or cut off) waits here and is tried again, with backoff and at once when another write
+//! succeeds, for as long as the daemon lives; its job task waits with it, so its account stays
+//! in `Recording` and sends nothing more meanwhile. A retry writes the outcome alone: the claim
+//! it carried is given up (its successor account tries again later). The record statement is
+//! idempotent, so a retry after a commit whose reply was lost changes nothing. How many
+//! outcomes wait shows in `followq_outcomes_waiting` and on `/readyz`. When the daemon stops,
+//! each outcome still unwritten is logged at error level with what an operator needs to
+//! reconcile it by hand.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::Context;
+use super::retry::RetryPolicy;
 use crate::store::claim::ClaimedJob;
 use crate::store::record::{
     Completion, MAX_OUTCOMES_PER_STATEMENT, RecordedAndClaimed, record_and_claim, record_batch,
@@ -30,10 +41,15 @@ use crate::store::record::{
 /// statement would carry fewer jobs for the same fixed cost.
 const STATEMENTS_IN_FLIGHT: usize = 2;
 
+/// When the daemon stops with outcomes still waiting, they get one last try this long.
+const LAST_TRY: Duration = Duration::from_secs(2);
+
 /// A completion to write, and the account to claim the next job of in the same statement.
 pub struct Request {
     completion: Completion,
     claim_for: Option<String>,
+    /// A write of this request failed before: its claim was given up.
+    claim_given_up: bool,
     reply: oneshot::Sender<Written>,
 }
 
@@ -70,7 +86,8 @@ impl Completer {
         (Completer { sender }, receiver)
     }
 
-    /// Writes `completion`; true when the job was still this daemon's and is now recorded.
+    /// Writes `completion`, however long the database takes to answer; true when the job was
+    /// still this daemon's and is now recorded.
     pub async fn complete(&self, completion: Completion) -> bool {
         self.write(completion, None).await.recorded
     }
@@ -85,6 +102,7 @@ impl Completer {
         let request = Request {
             completion,
             claim_for,
+            claim_given_up: false,
             reply,
         };
         if self.sender.send(request).is_err() {
@@ -94,112 +112,253 @@ impl Completer {
     }
 }
 
-/// Runs until `stop` is cancelled and nothing is left to write.
+/// What one write did with its batch: the requests it could not write come back.
+struct Attempt {
+    unwritten: Vec<Request>,
+    /// The server answered with an error (it is up): the batch may hold an outcome it
+    /// refuses, so the next tries write each one alone, and one cannot hold up the others.
+    refused: bool,
+}
+
+/// Outcomes whose write failed, waiting for the next try.
+#[derive(Default)]
+struct Waiting {
+    requests: Vec<Request>,
+    /// Tries in a row that failed.
+    failures: u32,
+    next_try: Option<Instant>,
+    one_by_one: bool,
+    /// A retry of these is in flight.
+    retrying: bool,
+}
+
+/// Runs until `stop` is cancelled and nothing is left to write (or what is left could not be
+/// written in a last try, and is logged).
 pub async fn run(ctx: Arc<Context>, inbox: Inbox, stop: CancellationToken) {
     let mut receiver = inbox.0.lock().await;
-    let mut writing = JoinSet::new();
+    let mut writing: JoinSet<(bool, Attempt)> = JoinSet::new();
+    let mut waiting = Waiting::default();
     loop {
-        while writing.len() >= STATEMENTS_IN_FLIGHT {
-            finished(writing.join_next().await);
-        }
-        let first = tokio::select! {
-            request = receiver.recv() => match request {
-                Some(request) => request,
-                None => break,
-            },
-            Some(done) = writing.join_next() => {
-                finished(Some(done));
-                continue;
+        let room = writing.len() < STATEMENTS_IN_FLIGHT;
+        let retry_at = waiting
+            .next_try
+            .filter(|_| room && !waiting.retrying && !waiting.requests.is_empty());
+        tokio::select! {
+            biased;
+            Some(done) = writing.join_next(), if !writing.is_empty() => {
+                settle(&ctx, &mut waiting, done);
             }
-            _ = stop.cancelled() => match receiver.try_recv() {
-                Ok(request) => request,
-                Err(_) => break,
-            },
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_OUTCOMES_PER_STATEMENT {
-            match receiver.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+            _ = sleep_until(retry_at), if retry_at.is_some() => {
+                let batch = std::mem::take(&mut waiting.requests);
+                waiting.retrying = true;
+                waiting.next_try = None;
+                let one_by_one = waiting.one_by_one;
+                let ctx = Arc::clone(&ctx);
+                writing.spawn(async move { (true, write(&ctx, batch, one_by_one).await) });
             }
+            request = receiver.recv(), if room => {
+                let Some(first) = request else { break };
+                let batch = take_batch(first, &mut receiver);
+                let ctx = Arc::clone(&ctx);
+                writing.spawn(async move { (false, write(&ctx, batch, false).await) });
+            }
+            _ = stop.cancelled() => break,
         }
+    }
+    // Stopping: what is queued still gets written, then the writes in flight end.
+    while let Ok(first) = receiver.try_recv() {
+        let batch = take_batch(first, &mut receiver);
         let ctx = Arc::clone(&ctx);
-        writing.spawn(async move { write(&ctx, batch).await });
+        writing.spawn(async move { (false, write(&ctx, batch, false).await) });
     }
     while let Some(done) = writing.join_next().await {
-        finished(Some(done));
+        settle(&ctx, &mut waiting, done);
     }
-}
-
-/// A write that panicked dropped its replies: its job tasks see the write as failed, and
-/// their jobs stay queued with their ledger rows unanswered (see [`write`]).
-fn finished(done: Option<Result<(), JoinError>>) {
-    if let Some(Err(e)) = done {
-        error!(error = %e, "a batch of job outcomes was not written");
+    if waiting.requests.is_empty() {
+        return;
     }
-}
-
-/// Writes a batch, retrying through a database blip. A job whose answer cannot be recorded
-/// stays queued with its ledger row unanswered: it counts for its account until its
-/// `answer_by`, after which the job is claimed and sent again, safely (follows are idempotent).
-async fn write(ctx: &Context, batch: Vec<Request>) {
-    let mut completions = Vec::with_capacity(batch.len());
-    let mut asks = Vec::with_capacity(batch.len());
-    for request in batch {
-        completions.push(request.completion);
-        asks.push((request.claim_for, request.reply));
-    }
-    let claim_for: Vec<String> = asks.iter().filter_map(|(a, _)| a.clone()).collect();
-    for delay_ms in [0u64, 200, 1000] {
-        if delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        }
-        let written = if claim_for.is_empty() {
-            record_batch(&ctx.pool, &completions)
-                .await
-                .map(|recorded| RecordedAndClaimed {
-                    recorded,
-                    claimed: Vec::new(),
-                })
-        } else {
-            record_and_claim(
-                &ctx.pool,
-                &completions,
-                &ctx.worker_id,
-                &claim_for,
-                ctx.answer_within(),
-            )
-            .await
+    let batch = std::mem::take(&mut waiting.requests);
+    let tried: Vec<Completion> = batch.iter().map(|r| r.completion.clone()).collect();
+    let abandoned: Vec<Completion> =
+        match tokio::time::timeout(LAST_TRY, write(&ctx, batch, waiting.one_by_one)).await {
+            Ok(attempt) => attempt
+                .unwritten
+                .into_iter()
+                .map(|r| r.completion)
+                .collect(),
+            // Still no answer from the database: none of them is known to be written.
+            Err(_) => tried,
         };
-        match written {
-            Ok(written) => {
-                let recorded: std::collections::HashSet<i64> =
-                    written.recorded.into_iter().collect();
-                let mut claimed: HashMap<String, ClaimedJob> = written
-                    .claimed
-                    .into_iter()
-                    .map(|job| (job.source_user_id.to_string(), job))
-                    .collect();
-                for (completion, (claim_for, reply)) in completions.iter().zip(asks) {
-                    let _ = reply.send(Written {
-                        recorded: recorded.contains(&completion.job_id),
-                        claimed: Ok(claim_for.and_then(|account| claimed.remove(&account))),
-                    });
-                }
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, jobs = completions.len(), "could not record job outcomes; retrying")
-            }
-        }
+    ctx.metrics.set_outcomes_waiting(0);
+    if abandoned.is_empty() {
+        return;
+    }
+    for completion in &abandoned {
+        log_abandoned(completion);
     }
     error!(
-        jobs = completions.len(),
-        "gave up recording job outcomes; they are sent again once their requests' answer_by has passed"
+        outcomes = abandoned.len(),
+        "stopped with answers from X that could not be written, each logged above: their jobs stay queued and count for their accounts until their answer_by"
     );
-    for (_, reply) in asks {
-        let _ = reply.send(Written::failed());
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
     }
+}
+
+/// `first` and whatever else is queued behind it, up to a statement's worth.
+fn take_batch(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -> Vec<Request> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_OUTCOMES_PER_STATEMENT {
+        match receiver.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Takes in the end of a write: its unwritten requests join the waiting ones (tried again
+/// after a backoff), or, when it wrote everything while outcomes wait, they are tried at once.
+fn settle(ctx: &Context, waiting: &mut Waiting, done: Result<(bool, Attempt), JoinError>) {
+    let (retry, attempt) = match done {
+        Ok(done) => done,
+        // A write that panicked dropped its replies: its job tasks see the write as failed,
+        // and their jobs stay queued with their ledger rows unanswered.
+        Err(e) => {
+            error!(error = %e, "a batch of job outcomes was not written");
+            return;
+        }
+    };
+    if retry {
+        waiting.retrying = false;
+    }
+    let was_waiting = waiting.requests.len();
+    if attempt.unwritten.is_empty() {
+        if retry {
+            info!(
+                outcomes_still_waiting = was_waiting,
+                "the database answers again: outcomes that waited are written"
+            );
+            waiting.failures = 0;
+            waiting.one_by_one = false;
+        }
+        if !waiting.requests.is_empty() {
+            // The database answers: try the waiting ones now.
+            waiting.next_try = Some(Instant::now());
+        }
+    } else {
+        if !retry {
+            warn!(
+                outcomes = attempt.unwritten.len(),
+                "could not write X's answers; they wait in the daemon and are written once the database answers (their accounts send nothing meanwhile)"
+            );
+        }
+        waiting.failures = waiting.failures.saturating_add(1);
+        waiting.one_by_one |= attempt.refused;
+        waiting.requests.extend(attempt.unwritten);
+        waiting.next_try = Some(Instant::now() + RetryPolicy::record_retry_delay(waiting.failures));
+    }
+    ctx.metrics
+        .set_outcomes_waiting(i64::try_from(waiting.requests.len()).unwrap_or(i64::MAX));
+}
+
+/// Writes `batch` in one statement, or one statement per outcome with `one_by_one`; each
+/// request written gets its reply, the others come back.
+async fn write(ctx: &Context, batch: Vec<Request>, one_by_one: bool) -> Attempt {
+    if !one_by_one {
+        return write_together(ctx, batch).await;
+    }
+    let mut unwritten = Vec::new();
+    let mut refused = false;
+    for request in batch {
+        let attempt = write_together(ctx, vec![request]).await;
+        refused |= attempt.refused;
+        unwritten.extend(attempt.unwritten);
+    }
+    Attempt { unwritten, refused }
+}
+
+async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
+    let completions: Vec<Completion> = batch.iter().map(|r| r.completion.clone()).collect();
+    let claim_for: Vec<String> = batch.iter().filter_map(|r| r.claim_for.clone()).collect();
+    let written = if claim_for.is_empty() {
+        record_batch(&ctx.pool, &completions)
+            .await
+            .map(|recorded| RecordedAndClaimed {
+                recorded,
+                claimed: Vec::new(),
+            })
+    } else {
+        record_and_claim(
+            &ctx.pool,
+            &completions,
+            &ctx.worker_id,
+            &claim_for,
+            ctx.answer_within(),
+        )
+        .await
+    };
+    match written {
+        Ok(written) => {
+            let recorded: std::collections::HashSet<i64> = written.recorded.into_iter().collect();
+            let mut claimed: HashMap<String, ClaimedJob> = written
+                .claimed
+                .into_iter()
+                .map(|job| (job.source_user_id.to_string(), job))
+                .collect();
+            for request in batch {
+                let claimed = if request.claim_given_up {
+                    Err(())
+                } else {
+                    Ok(request
+                        .claim_for
+                        .and_then(|account| claimed.remove(&account)))
+                };
+                let _ = request.reply.send(Written {
+                    recorded: recorded.contains(&request.completion.job_id),
+                    claimed,
+                });
+            }
+            Attempt {
+                unwritten: Vec::new(),
+                refused: false,
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, jobs = batch.len(), "could not record job outcomes; they wait and are tried again");
+            let refused = matches!(e, sqlx::Error::Database(_));
+            let unwritten = batch
+                .into_iter()
+                .map(|mut request| {
+                    // Tried again alone: by the time the database answers, the successor's
+                    // send deadline has passed; it takes its turn again instead.
+                    if request.claim_for.take().is_some() {
+                        request.claim_given_up = true;
+                    }
+                    request
+                })
+                .collect();
+            Attempt { unwritten, refused }
+        }
+    }
+}
+
+/// An answer from X the daemon stops without writing: everything an operator needs to
+/// reconcile it, at error level.
+fn log_abandoned(completion: &Completion) {
+    error!(
+        job_id = completion.job_id,
+        account = completion.source_user_id,
+        target = completion.target_user_id,
+        outcome = completion.attempt.outcome,
+        http_status = completion.attempt.http_status,
+        next_state = completion.next.state(),
+        attempt_id = completion.attempt.attempt_id,
+        "an answer from X could not be written before the daemon stopped"
+    );
 }
 
 impl Written {

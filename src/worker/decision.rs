@@ -102,11 +102,14 @@ pub fn decide(
         ),
         FollowOutcome::RateLimited => {
             // Retry-After and the reset header may differ by the rounding of either: wait for
-            // the later one. The 429 pause replaces the header's window pause.
+            // the later one. A 24-hour limit that the same answer says is spent is what the
+            // 429 is about: the 15-minute window's reset would only bring another 429, so
+            // its own reset wins. The 429 pause replaces the header's window pause.
             let resume = limits
                 .resume_at(now)
                 .into_iter()
                 .chain(limits.reset_at.filter(|reset| *reset > now))
+                .chain(spent_day_reset(limits, now))
                 .max()
                 .unwrap_or_else(|| now + retry.backoff(job.rate_limited_count + 1, jitter));
             account.retain(|a| {
@@ -252,6 +255,17 @@ fn header_pauses(limits: &RateLimitInfo, now: DateTime<Utc>) -> Vec<AccountActio
     pauses
 }
 
+/// When the latest 24-hour limit the headers say is spent (`remaining: 0`, user or app) resets
+/// (a day from now when it does not say).
+fn spent_day_reset(limits: &RateLimitInfo, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    [limits.user_24h, limits.app_24h]
+        .into_iter()
+        .flatten()
+        .filter(|day| day.remaining == Some(0))
+        .map(|day| day.reset_at.filter(|r| *r > now).unwrap_or(now + DAY))
+        .max()
+}
+
 fn app_header_stop(limits: &RateLimitInfo, now: DateTime<Utc>) -> Option<AppStop> {
     let app = limits.app_24h?;
     (app.remaining == Some(0)).then(|| AppStop {
@@ -322,6 +336,79 @@ mod tests {
             reason: PauseReason::RateLimited
         }));
         assert_eq!(d.app, None);
+    }
+
+    #[test]
+    fn a_429_with_a_spent_24_hour_limit_waits_for_that_limits_reset() {
+        let now = Utc::now();
+        let window_reset = now + TimeDelta::seconds(120);
+        let day_reset = now + TimeDelta::hours(20);
+        for (user_24h, app_24h) in [(Some(0), None), (None, Some(0)), (Some(0), Some(3))] {
+            let day = |remaining: Option<u32>| {
+                remaining.map(|remaining| Limit24h {
+                    limit: Some(1000),
+                    remaining: Some(remaining),
+                    reset_at: Some(day_reset),
+                })
+            };
+            let limits = RateLimitInfo {
+                limit: Some(50),
+                remaining: Some(12),
+                reset_at: Some(window_reset),
+                user_24h: day(user_24h),
+                app_24h: day(app_24h),
+                ..RateLimitInfo::default()
+            };
+            let d = decide(
+                &FollowOutcome::RateLimited,
+                &limits,
+                job(1),
+                &retry(),
+                now,
+                0.5,
+            );
+            assert_eq!(
+                d.next,
+                NextState::Queued {
+                    run_at: day_reset,
+                    refund_attempt: true,
+                    rate_limited: true
+                },
+                "{user_24h:?} {app_24h:?}"
+            );
+            assert!(d.account.contains(&AccountAction::Pause {
+                until: day_reset,
+                reason: PauseReason::RateLimited
+            }));
+        }
+        // A 24-hour limit with requests left says nothing about this 429.
+        let limits = RateLimitInfo {
+            limit: Some(50),
+            remaining: Some(0),
+            reset_at: Some(window_reset),
+            user_24h: Some(Limit24h {
+                limit: Some(1000),
+                remaining: Some(5),
+                reset_at: Some(day_reset),
+            }),
+            ..RateLimitInfo::default()
+        };
+        let d = decide(
+            &FollowOutcome::RateLimited,
+            &limits,
+            job(1),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(
+            d.next,
+            NextState::Queued {
+                run_at: window_reset,
+                refund_attempt: true,
+                rate_limited: true
+            }
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accou
     if !held.is_empty() {
         let _ = events.send(Event::Wake(held));
     }
-    if free.is_empty() || ctx.held_count() >= ctx.settings.worker.max_accounts as usize {
+    if free.is_empty()
+        || ctx.held_count() >= ctx.settings.worker.max_accounts as usize
+        || fenced(ctx)
+    {
         return;
     }
     match leases::acquire_named(
@@ -120,6 +123,9 @@ async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accou
 
 /// Leases free accounts with ready jobs, batch after batch, up to `worker.max_accounts`.
 async fn lease_ready_accounts(ctx: &Context, events: &mpsc::UnboundedSender<Event>) {
+    if fenced(ctx) {
+        return;
+    }
     let lease_length = ctx.settings.worker.account_lease;
     let limit = match super::registry::fair_share(&ctx.pool, &ctx.worker_id, lease_length).await {
         Ok(Some(share)) => share.min(ctx.settings.worker.max_accounts as usize),
@@ -155,6 +161,12 @@ async fn lease_ready_accounts(ctx: &Context, events: &mpsc::UnboundedSender<Even
             return;
         }
     }
+}
+
+/// A daemon that cannot confirm its liveness session takes no account: its peers may take
+/// its accounts over at any moment, and it could not send for them anyway.
+fn fenced(ctx: &Context) -> bool {
+    !ctx.is_alive(Instant::now())
 }
 
 /// Builds each leased account's limiter from its quota and the ledger, then hands them to

@@ -12,7 +12,11 @@
 //!   request, because peers may soon take its accounts over;
 //! - looks for peers whose session no longer exists (or whose heartbeat is older than an
 //!   account lease, for daemons of older releases) and frees their accounts and running jobs
-//!   at once (`store::daemons::reap`); the leaser is then woken to take them.
+//!   at once (`store::daemons::reap`); the leaser is then woken to take them. It does so only
+//!   once its own session has been up for a few intervals: after a Postgres restart (or a cut
+//!   between every daemon and Postgres) every session is gone at once, and peers that are
+//!   alive need a moment to open theirs again. A peer whose recorded session is older than
+//!   the server itself (a restart) is judged by its heartbeat instead.
 //!
 //! What it assumes: a daemon's session ending means the daemon either died (its HTTP
 //! connections died with it) or has been cut off from Postgres long enough to have fenced
@@ -39,9 +43,19 @@ const KEEPALIVE: [(&str, &str); 3] = [
     ("tcp_keepalives_count", "3"),
 ];
 
+/// After this daemon's own session comes back (or first opens), how many liveness intervals
+/// it waits before it takes any peer for gone. A Postgres restart, or a network cut between
+/// every daemon and Postgres, ends every session at once: the first daemon back must give its
+/// peers time to open theirs again, or it would take the accounts of daemons that are alive.
+/// A peer needs at most three intervals: one to notice (its next round trip), one more if that
+/// round trip timed out, one to open the session again.
+const REAP_AFTER_OWN_SESSION: u32 = 4;
+
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let every = ctx.settings.worker.liveness_interval;
     let mut session: Option<PgConnection> = None;
+    // When the session now open was opened: peers are judged only once it has been up a while.
+    let mut opened_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -51,6 +65,7 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         }
         if session.is_none() {
             session = open(&ctx).await;
+            opened_at = session.as_ref().map(|_| Instant::now());
         }
         if let Some(connection) = session.as_mut() {
             match tokio::time::timeout(every, daemons::confirm_session(connection)).await {
@@ -65,11 +80,14 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
                         "lost this daemon's liveness session: no new request starts until it is back"
                     );
                     session = None;
+                    opened_at = None;
                     continue;
                 }
             }
         }
-        reap(&ctx).await;
+        if opened_at.is_some_and(|at| at.elapsed() >= every * REAP_AFTER_OWN_SESSION) {
+            reap(&ctx).await;
+        }
     }
     if let Some(connection) = session {
         let _ = connection.close().await;

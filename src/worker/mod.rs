@@ -127,6 +127,11 @@ impl Context {
         liveness::vouches(confirmed, now, self.settings.worker.liveness_interval)
     }
 
+    /// Whether this daemon's liveness session was ever confirmed (it is not, at start).
+    fn was_alive(&self) -> bool {
+        self.alive_at.lock().is_ok_and(|at| at.is_some())
+    }
+
     fn inject_panic_for(&self, target: &str) {
         if self.panic_target.as_deref() == Some(target) {
             panic!("injected panic for target {target}");

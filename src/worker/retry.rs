@@ -29,6 +29,23 @@ impl RetryPolicy {
     /// before its credentials are tried again.
     pub const AFTER_TOKEN_ENDPOINT_ERROR: Duration = Duration::from_secs(30);
 
+    /// The first wait before an outcome that could not be written is tried again; each
+    /// failure in a row doubles it, up to [`RetryPolicy::RECORD_RETRY_MAX`]. An outcome is
+    /// tried again for as long as the daemon lives (X's answer must not be lost), and at once
+    /// when another write succeeds (the database is back).
+    pub const RECORD_RETRY_FIRST: Duration = Duration::from_millis(200);
+
+    /// The longest wait between two tries of an outcome that could not be written.
+    pub const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+    /// The wait before the next try of outcomes whose write failed `failures` times in a row.
+    pub fn record_retry_delay(failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        Self::RECORD_RETRY_FIRST
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(Self::RECORD_RETRY_MAX)
+    }
+
     /// How long a job and its account wait after the credentials could not be read: nothing
     /// for an account that must be re-authorized (it is parked, its job is ready for whoever
     /// takes it next), the token endpoint's wait or the database's otherwise.
@@ -74,6 +91,30 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unwritten_outcome_is_tried_again_sooner_first_then_every_few_seconds() {
+        assert_eq!(
+            RetryPolicy::record_retry_delay(1),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            RetryPolicy::record_retry_delay(2),
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            RetryPolicy::record_retry_delay(5),
+            Duration::from_millis(3200)
+        );
+        assert_eq!(
+            RetryPolicy::record_retry_delay(6),
+            RetryPolicy::RECORD_RETRY_MAX
+        );
+        assert_eq!(
+            RetryPolicy::record_retry_delay(u32::MAX),
+            RetryPolicy::RECORD_RETRY_MAX
+        );
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {

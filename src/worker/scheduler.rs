@@ -167,6 +167,8 @@ pub struct Scheduler {
     app_stop_seen_until: Option<Instant>,
     next_heartbeat: Instant,
     heartbeat_running: bool,
+    /// Since when this daemon could not confirm its liveness session (see [`Scheduler::fenced`]).
+    fenced_since: Option<Instant>,
 }
 
 impl Scheduler {
@@ -191,6 +193,7 @@ impl Scheduler {
             app_stop_seen_until: None,
             next_heartbeat,
             heartbeat_running: false,
+            fenced_since: None,
         }
     }
 
@@ -282,9 +285,12 @@ impl Scheduler {
                 for (account, limiter) in accounts {
                     match self.slots.get_mut(&account) {
                         Some(slot) => {
-                            // Leased again while its last request was still out (an operator
-                            // paused and resumed it): it is ours again, and the limiter that
-                            // knows that request stays.
+                            // Leased again while this daemon still had a slot for it (its
+                            // last request was still out, or its loss not yet noticed):
+                            // another daemon may have sent for it in between, which only the
+                            // fresh seed knows; the old limiter knows the request still out.
+                            // Both count, the stricter of each.
+                            slot.limiter.absorb(limiter, Instant::now());
                             slot.lost = false;
                             Self::wake_slot(slot, &account, &mut self.ready);
                         }
@@ -463,7 +469,66 @@ impl Scheduler {
             }
         }
         // Fenced otherwise: peers may take this daemon's accounts over at any moment.
-        self.ctx.is_alive(now)
+        !self.fenced(now)
+    }
+
+    /// Whether this daemon is fenced: it cannot confirm its liveness session, so its peers may
+    /// take its accounts over at any moment. A fenced daemon starts no request, leases and
+    /// renews nothing, and, once fenced for longer than a heartbeat, gives back what it holds
+    /// (see [`Scheduler::heartbeat`]). It goes on when the session is back.
+    fn fenced(&mut self, now: Instant) -> bool {
+        if self.ctx.is_alive(now) {
+            if let Some(since) = self.fenced_since.take() {
+                info!(
+                    fenced_for = ?now.saturating_duration_since(since),
+                    "liveness session confirmed again: sending resumes"
+                );
+            }
+            return false;
+        }
+        // Before the session first opens (at start) there is nothing to fence or give back.
+        if self.fenced_since.is_none() && self.ctx.was_alive() {
+            warn!(
+                "liveness session not confirmed: fenced, no request starts and no lease is renewed"
+            );
+            self.fenced_since = Some(now);
+        }
+        true
+    }
+
+    /// Fenced for longer than a heartbeat: gives back every account, at once those with
+    /// nothing in the air, the others once their request is answered and its outcome written
+    /// (so that whoever takes the account next reads the answer in the ledger). Their leases
+    /// are not renewed meanwhile; the releases are tried now, and the leases run out by
+    /// themselves if the database cannot be reached.
+    fn give_back_while_fenced(&mut self) {
+        let mut now_free = Vec::new();
+        for (account, slot) in &mut self.slots {
+            match slot.phase {
+                Phase::Busy | Phase::Recording => slot.hand_over = true,
+                Phase::Releasing => {}
+                Phase::Ready | Phase::Waiting { .. } | Phase::Idle { .. } => {
+                    now_free.push(account.clone())
+                }
+            }
+        }
+        if now_free.is_empty() {
+            return;
+        }
+        warn!(
+            accounts = now_free.len(),
+            "fenced for longer than a heartbeat: giving every account back"
+        );
+        for account in &now_free {
+            self.slots.remove(account);
+            self.ctx.held_remove(account);
+        }
+        let ctx = Arc::clone(&self.ctx);
+        tokio::spawn(async move {
+            if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, &now_free).await {
+                warn!(error = %e, "could not give the accounts back; their leases run out by themselves");
+            }
+        });
     }
 
     /// The first account of the ready queue whose limiter lets it send now, marked busy, with
@@ -759,14 +824,25 @@ impl Scheduler {
         });
     }
 
-    /// Renews every lease and gives back accounts idle for a whole interval, in a task.
+    /// Renews every lease and gives back accounts idle for a whole interval, in a task. A
+    /// fenced daemon renews nothing, and gives everything back once fenced for longer than
+    /// an interval.
     fn heartbeat(&mut self) {
         let interval = self.ctx.settings.worker.heartbeat_interval;
-        self.next_heartbeat = Instant::now() + interval;
+        let now = Instant::now();
+        self.next_heartbeat = now + interval;
+        if self.fenced(now) {
+            if self
+                .fenced_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= interval)
+            {
+                self.give_back_while_fenced();
+            }
+            return;
+        }
         if self.heartbeat_running {
             return;
         }
-        let now = Instant::now();
         let mut held = Vec::with_capacity(self.slots.len());
         let mut idle = Vec::new();
         for (account, slot) in &mut self.slots {
