@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
 use super::Context;
@@ -87,7 +88,8 @@ pub async fn run_supervised(ctx: Arc<Context>, inbox: Inbox, shutdown: Cancellat
     loop {
         let events = Arc::clone(&inbox.0).lock_owned().await;
         let scheduler = Scheduler::new(Arc::clone(&ctx), events);
-        match tokio::spawn(scheduler.run(shutdown.clone())).await {
+        // Aborted with this future, as a crash would end it.
+        match AbortOnDropHandle::new(tokio::spawn(scheduler.run(shutdown.clone()))).await {
             Ok(abandoned) => return abandoned,
             Err(failure) => {
                 let cause = if failure.is_panic() {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::error;
 
 use super::Context;
@@ -34,7 +35,10 @@ impl Supervisor {
         Fut: Future<Output = ()> + Send + 'static,
     {
         loop {
-            let handle = tokio::spawn(task(Arc::clone(&self.ctx), stop.clone()));
+            // Aborted with this future: a daemon dropped where it stands (a crash, in effect)
+            // leaves no task of its running.
+            let handle =
+                AbortOnDropHandle::new(tokio::spawn(task(Arc::clone(&self.ctx), stop.clone())));
             match handle.await {
                 Err(failure) if failure.is_panic() => {
                     self.ctx.metrics.task_panicked(self.name);

@@ -133,6 +133,93 @@ async fn a_pause_and_resume_during_a_slow_request_never_puts_two_in_flight() {
     );
 }
 
+/// Guard: `AccountLimiter::absorb` when an account is leased again while the daemon still has
+/// a slot for it (`Event::Leased` in the scheduler). Daemon A's outcome for the account is held
+/// up (the test locks its ledger row), an operator's pause and resume take the lease away, and
+/// daemon B takes the account and spends its window; B dies and A leases the account again
+/// while its old slot (which knows one request) still waits for the write. Keeping that stale
+/// limiter, A sends two more requests into the window B filled: 5 in a window of 3, and 429s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_leased_again_counts_what_another_daemon_sent_meanwhile() {
+    let _serial = serial().await;
+    let quota = 3;
+    let harness = Harness::new(without_headers(quota, Duration::from_secs(10))).await;
+    harness.account("1250").await;
+    // A leases only on the notification of a new job (and when a peer is found gone): after
+    // the resume, the account goes to B.
+    let mut settings_a = harness.settings.clone();
+    settings_a.worker.poll_interval = Duration::from_secs(3600);
+    let a = crate::support::start_with(&settings_a).await;
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "A's liveness session open",
+            "SELECT EXISTS (SELECT 1 FROM followq.daemons WHERE session_pid IS NOT NULL)",
+        )
+        .await;
+    harness
+        .sim
+        .set_answer_delay("1250", Some(Duration::from_millis(1000)));
+    harness.enqueue("1250", 10_000, 4).await;
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "A's first request in the air",
+            "SELECT EXISTS (SELECT 1 FROM followq.attempts)",
+        )
+        .await;
+    let mut holder = harness.db.connection().await;
+    let mut held = sqlx::Connection::begin(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM followq.attempts FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .expect("lock the ledger row");
+    // Its answer arrives and the statement recording it waits for the lock: the account is
+    // in A's `Recording` phase.
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "the record of A's answer waiting for the lock",
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                            WHERE datname = current_database() AND wait_event_type = 'Lock'
+                              AND query LIKE '%input AS MATERIALIZED%')",
+        )
+        .await;
+    harness.sim.set_answer_delay("1250", None);
+
+    let user = UserId::parse("1250").expect("id");
+    followq::admin::accounts::pause(&harness.db.pool, &user, None)
+        .await
+        .expect("pause");
+    followq::admin::accounts::resume(&harness.db.pool, &user)
+        .await
+        .expect("resume");
+    let b = harness.start().await;
+    // B waits for A's unanswered request (its answer_by), then fills the window.
+    harness
+        .sim_wait(Duration::from_secs(15), "B's requests", |s| {
+            s.user("1250").requests == u64::from(quota)
+        })
+        .await;
+    b.kill().await;
+    // A finds B gone and leases the account again; then its outcome is written.
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "A holding the account again",
+            "SELECT (SELECT count(*) FROM followq.daemons) = 1
+                    AND leased_by IN (SELECT worker_id FROM followq.daemons)
+             FROM followq.accounts WHERE user_id = '1250'",
+        )
+        .await;
+    held.rollback().await.expect("release the lock");
+    harness.wait_all_finished(Duration::from_secs(40)).await;
+    a.stop().await;
+
+    let stats = harness.stats().await;
+    assert_within_quota(&stats, u64::from(quota));
+}
+
 /// Guard: `give_back_surplus` at the heartbeat. Without it the two daemons already running
 /// keep every account and the third holds nothing until some account runs dry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ mod lifecycle;
 mod logs;
 mod notifications;
 mod oauth1;
+mod outages;
 mod pacing;
 mod pauses;
 mod processes;

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | 200 | `a_200_succeeds_with_what_x_said` |
 //! | 429 (window) | `a_429_snoozes_the_job_until_the_reset_and_pauses_the_account` |
+//! | 429 (24-hour limit) | `a_429_of_the_24_hour_limit_waits_for_its_reset` |
 //! | 429 usage-capped, account | `an_account_usage_cap_pauses_that_account_for_the_period` |
 //! | 429 usage-capped, product | `a_product_usage_cap_stops_the_app_for_the_period` |
 //! | 5xx (and a 200 whose body is not JSON) | `transient_failures_are_retried_with_backoff_and_fail_only_when_answered` |
@@ -176,6 +177,69 @@ async fn a_429_snoozes_the_job_until_the_reset_and_pauses_the_account() {
     );
     let user = harness.user("1210").await;
     assert_eq!((user.requests, user.rate_limited, user.follows), (2, 1, 1));
+}
+
+/// 429 from the user's 24-hour limit (`x-user-limit-24hour-remaining: 0` on the 429, the
+/// 15-minute window far from spent): the job goes back, and the account waits, until the
+/// 24-hour reset, not the 15-minute window's; the next request goes no earlier.
+///
+/// Guard: `spent_day_reset` in the `RateLimited` arm of `worker::decision::decide`. Checked by
+/// removing it: the job's `run_at` is the window's reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_of_the_24_hour_limit_waits_for_its_reset() {
+    let _scenario = shared().await;
+    let day = Duration::from_secs(6);
+    let config = SimConfig {
+        // Spent by the user's other apps: every request is over it.
+        user_24h_limit: Some(DayLimit {
+            limit: 0,
+            window: day,
+        }),
+        ..sim_config(50, Duration::from_secs(2))
+    };
+    let harness = Harness::new(config).await;
+    harness.account("1215").await;
+    harness.enqueue("1215", 5001, 1).await;
+    let daemon = harness.start().await;
+    harness
+        .wait_until(
+            LIMIT,
+            "the account paused after the 429",
+            "SELECT status = 'paused' FROM followq.accounts WHERE user_id = '1215'",
+        )
+        .await;
+    let ledger = harness.ledger_of("1215").await;
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    assert_eq!(ledger[0].http_status, Some(429));
+    let window_reset = ledger[0].rate_limit_reset_at.expect("the window's reset");
+    let job = &harness.jobs_of("1215").await[0];
+    let day_reset = ledger[0].sent_at + TimeDelta::from_std(day).unwrap();
+    assert!(
+        job.run_at >= day_reset - TimeDelta::seconds(1)
+            && job.run_at > window_reset + TimeDelta::seconds(2),
+        "queued until {} (window reset {window_reset}, the day's about {day_reset})",
+        job.run_at
+    );
+    let account = harness.account_row("1215").await;
+    assert!(
+        account
+            .paused_until
+            .is_some_and(|until| until >= job.run_at),
+        "{account:?}"
+    );
+    harness
+        .sim_wait(LIMIT, "a second request", |stats| {
+            stats.user("1215").requests >= 2
+        })
+        .await;
+    daemon.stop().await;
+    let ledger = harness.ledger_of("1215").await;
+    assert!(
+        ledger[1].sent_at >= job.run_at,
+        "sent again at {} before the 24-hour reset {}",
+        ledger[1].sent_at,
+        job.run_at
+    );
 }
 
 /// 429 usage-capped with scope Account: the job goes back until the period's end (a day for
