@@ -141,6 +141,10 @@ pub struct SimArgs {
     /// Rate of 200 answers carrying errors[] and no data (the follow is not made).
     #[arg(long = "errors-200", value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     errors_200: f64,
+    /// Rate of 500/503 answers sent after the follow was made, as X sometimes does (a
+    /// refused request keeps its refusal).
+    #[arg(long = "applied-5xx", value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    applied_5xx: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +255,7 @@ impl SimArgs {
                 drop: self.drop,
                 malformed: self.malformed,
                 errors_200: self.errors_200,
+                applied_5xx: self.applied_5xx,
             },
             rate_limit_headers: !self.no_rate_limit_headers,
             user_24h_limit: self.user_24h_limit.map(|limit| DayLimit {

@@ -192,4 +192,8 @@ pub struct FaultConfig {
     pub malformed: f64,
     /// Answer 200 with `errors[]` and no `data`, without making the follow.
     pub errors_200: f64,
+    /// Make the follow exactly as a 200 would (the user's follows, daily count, graph), then
+    /// answer 500 or 503 instead of the 200: X sometimes does, so a 5xx does not prove that
+    /// nothing happened. A request whose rules refuse it gets its refusal unspoiled.
+    pub applied_5xx: f64,
 }

@@ -59,10 +59,11 @@
 //! `fail_5xx` (500 or 503, no follow), `errors_200` (200 with `errors[]` and no `data`, no
 //! follow), `drop` (the follow is made, then the connection closes without an answer),
 //! `malformed` (the normal status with a body that is not JSON: truncated JSON or an HTML
-//! page; the follow is made), and `delay` (the normal answer after `delay_duration`). They
-//! are decided by a hash of (seed, user id, the user's request number, kind), so a run with
-//! the same seed and the same requests per user meets the same faults, however users
-//! interleave.
+//! page; the follow is made), `applied_5xx` (the follow is made exactly as for a 200, then
+//! 500 or 503 is answered instead; a refusal is left unspoiled), and `delay` (the normal
+//! answer after `delay_duration`). They are decided by a hash of (seed, user id, the user's
+//! request number, kind), so a run with the same seed and the same requests per user meets
+//! the same faults, however users interleave.
 //!
 //! # Figures
 //! Each user's figures ([`UserStats`]) are updated under that user's lock in the step that

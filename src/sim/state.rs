@@ -647,7 +647,7 @@ impl SimState {
         let (answer, fault) = match answer {
             Some(answer) => (answer, FaultDecision::default()),
             None => {
-                let fault = faults::decide(&faults, user_id, user.seq);
+                let mut fault = faults::decide(&faults, user_id, user.seq);
                 let answer = match fault.kind {
                     Some(FaultKind::ServerError { status }) => {
                         user.stats.faults.server_errors += 1;
@@ -656,6 +656,20 @@ impl SimState {
                     Some(FaultKind::Errors200) => {
                         user.stats.faults.errors_200 += 1;
                         Answer::Errors200
+                    }
+                    Some(FaultKind::AppliedThenServerError { status }) => {
+                        match self.apply(user, user_id, request, now) {
+                            // Applied as a 200 would be; only the answer is a 5xx.
+                            Answer::Follow { .. } => {
+                                user.stats.faults.applied_then_failed += 1;
+                                Answer::ServerError { status }
+                            }
+                            // Nothing was applied, so there is nothing for the 5xx to hide.
+                            refused => {
+                                fault.kind = None;
+                                refused
+                            }
+                        }
                     }
                     _ => self.apply(user, user_id, request, now),
                 };

@@ -114,7 +114,11 @@ impl UserStats {
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultStats {
+    /// 500/503 without the follow made (`fail_5xx`).
     pub server_errors: u64,
+    /// 500/503 after the follow was made as a 200 would have made it (`applied_5xx`); not in
+    /// `server_errors`. Their 5xx is in `by_status`, their follow in `follows` or `pending`.
+    pub applied_then_failed: u64,
     pub delayed: u64,
     pub dropped: u64,
     pub malformed: u64,
@@ -124,6 +128,7 @@ pub struct FaultStats {
 impl FaultStats {
     fn add(&mut self, other: &FaultStats) {
         self.server_errors += other.server_errors;
+        self.applied_then_failed += other.applied_then_failed;
         self.delayed += other.delayed;
         self.dropped += other.dropped;
         self.malformed += other.malformed;

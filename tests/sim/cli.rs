@@ -48,6 +48,7 @@ fn help_documents_every_switch() {
         "--drop",
         "--malformed",
         "--errors-200",
+        "--applied-5xx",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
