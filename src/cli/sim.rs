@@ -43,9 +43,13 @@ pub struct SimArgs {
     /// New follows one user may make per daily window; 0 turns the cap off (X: 400).
     #[arg(long, value_name = "N", default_value_t = 400)]
     daily_cap: u32,
-    /// Length of the daily window for --daily-cap.
+    /// Length of the daily window for --daily-cap and --app-daily-cap.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     daily_window: Duration,
+    /// New follows all users together may make per daily window, past which a follow gets
+    /// the daily cap's 403 (X: 1000). Off unless set.
+    #[arg(long, value_name = "N")]
+    app_daily_cap: Option<u32>,
     /// Lifetime of the access tokens the simulator issues (X: 2 hours).
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
     access_token_ttl: Duration,
@@ -267,6 +271,9 @@ impl SimArgs {
                 window: self.app_24h_window,
             }),
             oauth1_consumer: self.oauth1_consumer.clone(),
+            app_daily_cap: self.app_daily_cap,
+            // Nothing can read this process's request log.
+            request_log: false,
         }
     }
 }

@@ -22,6 +22,11 @@ pub struct SimConfig {
     /// Length of the daily window, fixed and starting at the first follow after the previous
     /// one ended (24 h; shorter in tests).
     pub daily_window: Duration,
+    /// New follows (including pending ones) all users together may make per daily window of
+    /// the app (`daily_window` long, fixed, starting at the first follow after the previous
+    /// one ended); past it a follow gets the same 403 as the per-user cap. `None` (the
+    /// default) turns it off (X: 1,000 per app).
+    pub app_daily_cap: Option<u32>,
     /// Lifetime of an access token issued by `add_user` or the token endpoint (X: 7200 s).
     pub access_token_ttl: Duration,
     /// When set, the token endpoint requires this client id (form field `client_id` or the
@@ -51,6 +56,10 @@ pub struct SimConfig {
     /// carry a valid HMAC-SHA1 signature made with its secret and the token's secret.
     /// `None`: every OAuth 1.0a request gets 401, as for an unknown consumer key.
     pub oauth1_consumer: Option<OAuth1Consumer>,
+    /// Keep [`LoggedRequest`](super::LoggedRequest)s for `SimHandle::request_log` (on by
+    /// default, for tests). `followq sim` turns it off: nobody can read the log of that
+    /// process, and at the benchmark's rates it would only grow.
+    pub request_log: bool,
 }
 
 /// A limit on requests per fixed window that starts at the first request after the previous
@@ -94,6 +103,8 @@ impl Default for SimConfig {
             user_24h_limit: None,
             app_24h_limit: None,
             oauth1_consumer: None,
+            app_daily_cap: None,
+            request_log: true,
         }
     }
 }

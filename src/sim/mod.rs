@@ -47,7 +47,9 @@
 //! 9. Already following or pending: 200 no-op with the current state.
 //! 10. Daily cap (`daily_cap` new follows per `daily_window`, default 400 per 24 h, a fixed
 //!     window starting at the first follow): 403 "You are unable to follow more people at this
-//!     time."
+//!     time." Then the app's daily cap (`app_daily_cap`, every user's new follows together per
+//!     app daily window of the same length; off by default, X's is 1,000): the same 403,
+//!     counted in `TotalStats::app_daily_capped`.
 //! 11. Protected target (`TargetRules::protected_*`): 200 `following:false,
 //!     pending_follow:true`; otherwise 200 `following:true, pending_follow:false`.
 //!
@@ -72,7 +74,14 @@
 //! inside any one of the user's windows, rejected ones included. `max_in_flight` (the most
 //! requests of one user being handled at once) and `same_target_overlaps` (a request arriving
 //! while another for the same target is still being handled) prove one request per account at
-//! a time and no job sent twice at once.
+//! a time and no job sent twice at once. `max_follows_in_day` (per user) and
+//! `TotalStats::app_max_follows_in_day` are the most new follows within any span of
+//! `daily_window` (sliding, so stricter than any fixed day), to prove a client kept under
+//! X's daily caps.
+//!
+//! For tests, [`SimHandle::requests_by_target`] counts the requests per (user, target), and
+//! [`SimHandle::request_log`] lists every follow request with when it arrived, when it was
+//! answered and its status (`SimConfig::request_log`, on by default; off in `followq sim`).
 //!
 //! # Test controls
 //! Beyond the faults, [`SimHandle`] can turn the rate-limit headers off
@@ -108,7 +117,7 @@ pub use config::{
 pub use oauth1_verify::{OAuth1Params, SignatureProblem, verify as verify_oauth1_signature};
 pub use server::{SimHandle, spawn, spawn_at};
 pub use state::SimTokens;
-pub use stats::{FaultStats, SimStats, TotalStats, UserStats};
+pub use stats::{FaultStats, LoggedRequest, SimStats, TotalStats, UserStats};
 
 use std::net::SocketAddr;
 

@@ -1,8 +1,10 @@
-//! The figures the simulator reports at `GET /__sim/stats` and through `SimHandle::stats`.
-//! Per-user figures are updated under that user's lock in the same step that decides the
-//! answer, so they are exact under any concurrency; totals are summed from them.
+//! The figures the simulator reports at `GET /__sim/stats` and through `SimHandle::stats`,
+//! and the entries of its request log (`SimHandle::request_log`). Per-user figures are
+//! updated under that user's lock in the same step that decides the answer, so they are exact
+//! under any concurrency; totals are summed from them, plus the app-wide ones kept beside.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,8 +47,14 @@ pub struct UserStats {
     pub pending: u64,
     /// Repeated follows answered as a no-op.
     pub repeated: u64,
-    /// 403 "unable to follow more people" (daily cap).
+    /// 403 "unable to follow more people" (this user's daily cap; the app's is in
+    /// [`TotalStats::app_daily_capped`]).
     pub daily_capped: u64,
+    /// The most new follows (pending included, counted as the daily cap counts them: made
+    /// whatever answer was then sent) this user made within **any** span of `daily_window`,
+    /// a sliding measure rather than per fixed daily window: a client that keeps under X's
+    /// cap however X places its day shows at most the cap here.
+    pub max_follows_in_day: u64,
     /// 429 `usage-capped`.
     pub usage_capped: u64,
     /// 403 `client-forbidden`.
@@ -86,6 +94,7 @@ impl UserStats {
             .max(other.max_requests_in_window);
         self.max_window_usage = self.max_window_usage.max(other.max_window_usage);
         self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+        self.max_follows_in_day = self.max_follows_in_day.max(other.max_follows_in_day);
         self.same_target_overlaps += other.same_target_overlaps;
         self.windows += other.windows;
         self.follows += other.follows;
@@ -148,6 +157,12 @@ pub struct TotalStats {
     /// Token endpoint requests answered 400/401 that matched no user (unknown refresh token,
     /// bad grant type, missing client).
     pub token_rejected: u64,
+    /// 403s for the app's daily follow cap (`SimConfig::app_daily_cap`).
+    pub app_daily_capped: u64,
+    /// The most new follows of all users together (pending included, as the caps count
+    /// them) within any span of `daily_window`: sliding, like
+    /// [`UserStats::max_follows_in_day`].
+    pub app_max_follows_in_day: u64,
 }
 
 impl TotalStats {
@@ -158,4 +173,24 @@ impl TotalStats {
         }
         total
     }
+}
+
+/// One follow request as it reached the follow handler, for tests that check timing and
+/// what was sent (`SimHandle::request_log`). Every request is in it, refused ones and those
+/// without valid credentials included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// The user the credentials name (valid, expired, refused or badly signed); for a request
+    /// whose credentials name no user, the path's `:id` as sent.
+    pub user_id: String,
+    /// The body's `target_user_id`, or `None` when the path or body is not valid.
+    pub target: Option<String>,
+    /// When the handler received the request (its head and body read).
+    pub received_at: Instant,
+    /// When the answer was handed to the connection to be written, the connection was dropped
+    /// on purpose, or the client gave up waiting.
+    pub answered_at: Instant,
+    /// The status sent; `None` when no answer was sent (a dropped connection, or a client
+    /// that gave up first).
+    pub status: Option<u16>,
 }

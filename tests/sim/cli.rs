@@ -22,6 +22,7 @@ fn help_documents_every_switch() {
         "--window ",
         "--daily-cap",
         "--daily-window",
+        "--app-daily-cap",
         "--access-token-ttl",
         "--user",
         "--oauth1-user",

@@ -4,6 +4,7 @@
 
 mod cli;
 mod controls;
+mod counts;
 mod day_limits;
 mod faults;
 mod oauth;
