@@ -115,6 +115,10 @@ pub struct SimArgs {
     #[arg(long = "blocking", value_name = "ID")]
     blocking: Vec<UserId>,
 
+    /// Prepaid credits: each follow request acted on spends one, and with none left every
+    /// follow request gets 402 CreditsDepleted. Unlimited unless set.
+    #[arg(long, value_name = "N")]
+    credits: Option<u64>,
     /// Every follow request gets 403 client-forbidden (app not enrolled).
     #[arg(long)]
     app_forbidden: bool,
@@ -274,6 +278,7 @@ impl SimArgs {
             app_daily_cap: self.app_daily_cap,
             // Nothing can read this process's request log.
             request_log: false,
+            credits: self.credits,
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct SimConfig {
     /// default, for tests). `followq sim` turns it off: nobody can read the log of that
     /// process, and at the benchmark's rates it would only grow.
     pub request_log: bool,
+    /// Prepaid credits (X's pay-per-use billing): each request acted on spends one (see
+    /// `TotalStats::credits_spent`), and with none left every authenticated follow request
+    /// gets 402 `CreditsDepleted`. `None` (the default): unlimited.
+    pub credits: Option<u64>,
 }
 
 /// A limit on requests per fixed window that starts at the first request after the previous
@@ -105,6 +109,7 @@ impl Default for SimConfig {
             oauth1_consumer: None,
             app_daily_cap: None,
             request_log: true,
+            credits: None,
         }
     }
 }

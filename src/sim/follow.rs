@@ -76,11 +76,11 @@ pub async fn follow(
     state.changed();
     // Counted in flight until this handler ends, however it ends (a client that gives up
     // drops it).
-    let _handled = Handling {
+    let _handled = outcome.counted.then(|| Handling {
         state: Arc::clone(&state),
         target: outcome.target.clone(),
         user_id,
-    };
+    });
     if let Some(delay) = outcome.fault.delay {
         tokio::time::sleep(delay).await;
     }

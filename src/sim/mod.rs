@@ -21,7 +21,13 @@
 //!    a user set with `set_tokens_refused`: 401 problem JSON. App-only bearer token: 403
 //!    `unsupported-authentication`. These carry no rate-limit headers (no user window) and are
 //!    not counted in the user's `requests`.
-//! 2. From here on the request is the user's: it counts in `requests` and in the user's
+//! 2. Prepaid credits (`credits`, unlimited by default): with none left, 402
+//!    `CreditsDepleted` (X's body, plain JSON), not counted in the window nor in `requests`
+//!    and costing nothing (`TotalStats::payment_required`). A request that gets past this
+//!    point holds a credit, spent if the request is acted on (the rules below run to a
+//!    success, whatever is then sent) and given back otherwise (`TotalStats::credits_spent`,
+//!    `credits_left`; `SimHandle::top_up`, `set_credits`).
+//! 3. From here on the request is the user's: it counts in `requests` and in the user's
 //!    **fixed window** (`window_requests` per `window`, default 50 per 900 s), whatever its
 //!    answer. A window starts at the first request after the previous one ended. Every answer
 //!    from here on carries `x-rate-limit-limit`, `x-rate-limit-remaining` and
@@ -30,34 +36,34 @@
 //!    `user_24h_limit` (per user) or `app_24h_limit` (every user's requests together) is set,
 //!    the request also counts in that fixed window, and the answer carries
 //!    `x-user-limit-24hour-{limit,remaining,reset}` or `x-app-limit-24hour-*` alike.
-//! 3. App-wide switches: `app_forbidden` gives 403 `client-forbidden`; `usage_capped` gives
+//! 4. App-wide switches: `app_forbidden` gives 403 `client-forbidden`; `usage_capped` gives
 //!    429 `usage-capped` with `period` and `scope`.
-//! 4. Past the window's limit, then past the user's or the app's 24-hour limit: 429 problem
+//! 5. Past the window's limit, then past the user's or the app's 24-hour limit: 429 problem
 //!    JSON (`about:blank`, "Too Many Requests"), counted in `rate_limited`,
 //!    `user_24h_limited` or `app_24h_limited`.
-//! 5. Faults (below) may replace or spoil the answer from here on; refusals above are never
+//! 6. Faults (below) may replace or spoil the answer from here on; refusals above are never
 //!    faulted.
-//! 6. `:id` must match `^[0-9]{1,19}$`, `Content-Type` must be `application/json`, and the
+//! 7. `:id` must match `^[0-9]{1,19}$`, `Content-Type` must be `application/json`, and the
 //!    body exactly `{"target_user_id":"<1-19 digits>"}` (no other field): else 400
 //!    `invalid-request` in X's shape (`errors[].parameters`, `title`, `detail`, `type`).
-//! 7. `:id` not the token's user: 403. Following oneself: 400 `invalid-request`.
-//! 8. Unknown target (`TargetRules::unknown_*`): 404 `resource-not-found`. A target in
+//! 8. `:id` not the token's user: 403. Following oneself: 400 `invalid-request`.
+//! 9. Unknown target (`TargetRules::unknown_*`): 404 `resource-not-found`. A target in
 //!    `invalid_ids`: 400 `invalid-request`. A target in `blocking_ids`: 403 "You cannot follow
 //!    an account that is blocking you."
-//! 9. Already following or pending: 200 no-op with the current state.
-//! 10. Daily cap (`daily_cap` new follows per `daily_window`, default 400 per 24 h, a fixed
+//! 10. Already following or pending: 200 no-op with the current state.
+//! 11. Daily cap (`daily_cap` new follows per `daily_window`, default 400 per 24 h, a fixed
 //!     window starting at the first follow): 403 "You are unable to follow more people at this
 //!     time." Then the app's daily cap (`app_daily_cap`, every user's new follows together per
 //!     app daily window of the same length; off by default, X's is 1,000): the same 403,
 //!     counted in `TotalStats::app_daily_capped`.
-//! 11. Protected target (`TargetRules::protected_*`): 200 `following:false,
+//! 12. Protected target (`TargetRules::protected_*`): 200 `following:false,
 //!     pending_follow:true`; otherwise 200 `following:true, pending_follow:false`.
 //!
 //! Problem `type` URIs use both `api.twitter.com` and `api.x.com` hosts, as X does: match on
 //! the path suffix.
 //!
 //! # Faults
-//! [`FaultConfig`] has one rate per kind, each a probability per request past step 4:
+//! [`FaultConfig`] has one rate per kind, each a probability per request past step 5:
 //! `fail_5xx` (500 or 503, no follow), `errors_200` (200 with `errors[]` and no `data`, no
 //! follow), `drop` (the follow is made, then the connection closes without an answer),
 //! `malformed` (the normal status with a body that is not JSON: truncated JSON or an HTML

@@ -253,6 +253,16 @@ impl SimHandle {
         self.state.set_usage_capped(cap);
     }
 
+    /// Adds `n` prepaid credits (unlimited stays unlimited): after a 402, follows work again.
+    pub fn top_up(&self, n: u64) {
+        self.state.top_up(n);
+    }
+
+    /// Sets the prepaid credits left; `None`: unlimited, `Some(0)`: 402 from the next request.
+    pub fn set_credits(&self, credits: Option<u64>) {
+        self.state.set_credits(credits);
+    }
+
     /// Replaces the fault settings; later requests use the new rates.
     pub fn set_faults(&self, faults: FaultConfig) {
         self.state.set_faults(faults);

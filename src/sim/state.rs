@@ -102,6 +102,9 @@ pub struct FollowOutcome {
     pub target: Option<String>,
     /// `Drop` and `Malformed` spoil `answer` when it is sent; `delay` delays it.
     pub fault: FaultDecision,
+    /// Counted in the user's in-flight figures, to release with [`SimState::leave`]: false
+    /// for a 402, which X refuses before anything else counts it.
+    pub counted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +166,23 @@ impl Recent {
         self.max = self.max.max(self.times.len() as u64);
         self.max
     }
+}
+
+/// The app's prepaid credits.
+#[derive(Debug)]
+struct Credits {
+    /// `None`: unlimited.
+    left: Option<u64>,
+    /// Bumped by `set_credits`, so a credit reserved before it is not refunded into the new
+    /// balance.
+    generation: u64,
+}
+
+/// A credit taken for a request until it is known whether the request is acted on.
+#[derive(Debug, Clone, Copy)]
+enum Credit {
+    Unlimited,
+    Reserved { generation: u64 },
 }
 
 /// The app's follows (every user's): its daily cap window and its sliding count.
@@ -297,6 +317,11 @@ pub struct SimState {
     app_follows: Mutex<AppFollows>,
     /// Every follow request, when `SimConfig::request_log` is on.
     request_log: Option<Mutex<Vec<LoggedRequest>>>,
+    /// Prepaid credits. A request takes one before it is counted and gives it back if it is
+    /// not acted on, so concurrent requests never act on more credits than there are.
+    credits: Mutex<Credits>,
+    credits_spent: AtomicU64,
+    payment_required: AtomicU64,
     unauthenticated: AtomicU64,
     app_only: AtomicU64,
     token_rejected: AtomicU64,
@@ -333,6 +358,12 @@ impl SimState {
             usage_capped: RwLock::new(config.usage_capped),
             rate_limit_headers: AtomicBool::new(config.rate_limit_headers),
             request_log: config.request_log.then(|| Mutex::new(Vec::new())),
+            credits: Mutex::new(Credits {
+                left: config.credits,
+                generation: 0,
+            }),
+            credits_spent: AtomicU64::new(0),
+            payment_required: AtomicU64::new(0),
             config,
             users: DashMap::new(),
             access_tokens: DashMap::new(),
@@ -577,6 +608,53 @@ impl SimState {
         *self.faults.write().unwrap_or_else(PoisonError::into_inner) = faults;
     }
 
+    /// Adds `n` prepaid credits; unlimited stays unlimited.
+    pub fn top_up(&self, n: u64) {
+        let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(left) = &mut credits.left {
+            *left = left.saturating_add(n);
+        }
+    }
+
+    /// Sets the prepaid credits left (`None`: unlimited). Credits held by requests being
+    /// handled now are not given back into the new balance.
+    pub fn set_credits(&self, credits: Option<u64>) {
+        let mut current = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        current.left = credits;
+        current.generation = current.generation.wrapping_add(1);
+    }
+
+    /// Takes a credit for a request, or `None` when there is none left (402).
+    fn reserve_credit(&self) -> Option<Credit> {
+        let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        match credits.left {
+            None => Some(Credit::Unlimited),
+            Some(0) => None,
+            Some(n) => {
+                credits.left = Some(n - 1);
+                Some(Credit::Reserved {
+                    generation: credits.generation,
+                })
+            }
+        }
+    }
+
+    /// Spends the credit taken for a request that was acted on, or gives it back.
+    fn settle_credit(&self, credit: Credit, acted_on: bool) {
+        if acted_on {
+            self.credits_spent.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Credit::Reserved { generation } = credit {
+            let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+            if credits.generation == generation
+                && let Some(left) = &mut credits.left
+            {
+                *left = left.saturating_add(1);
+            }
+        }
+    }
+
     /// Another app of `user_id` spends `n` requests of the current window (starting one if
     /// none is running).
     pub fn prespend(&self, user_id: &str, n: u64) {
@@ -641,6 +719,21 @@ impl SimState {
                 }
             }
         }
+        // X's billing comes before everything but the credentials: a 402 is not counted in
+        // the window nor in `requests`.
+        let Some(credit) = self.reserve_credit() else {
+            self.payment_required.fetch_add(1, Ordering::Relaxed);
+            return FollowOutcome {
+                answer: Answer::Refused(problems::credits_depleted()),
+                rate: None,
+                user_24h: None,
+                app_24h: None,
+                user_delay: user.answer_delay,
+                target: None,
+                fault: FaultDecision::default(),
+                counted: false,
+            };
+        };
         user.seq += 1;
         user.stats.requests += 1;
 
@@ -742,6 +835,11 @@ impl SimState {
             }
         };
 
+        // Acted on: the rules ran to a success (a follow made, pending or already there),
+        // whatever is then sent (200, a spoiled body, nothing, or the applied-then-5xx).
+        let acted_on = matches!(answer, Answer::Follow { .. })
+            || matches!(fault.kind, Some(FaultKind::AppliedThenServerError { .. }));
+        self.settle_credit(credit, acted_on);
         if fault.delay.is_some() {
             user.stats.faults.delayed += 1;
         }
@@ -761,6 +859,7 @@ impl SimState {
             user_delay,
             target,
             fault,
+            counted: true,
         }
     }
 
@@ -905,6 +1004,13 @@ impl SimState {
             token_rejected: self.token_rejected.load(Ordering::Relaxed),
             app_daily_capped,
             app_max_follows_in_day,
+            credits_spent: self.credits_spent.load(Ordering::Relaxed),
+            payment_required: self.payment_required.load(Ordering::Relaxed),
+            credits_left: self
+                .credits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .left,
         };
         SimStats { users, totals }
     }

@@ -163,6 +163,15 @@ pub struct TotalStats {
     /// them) within any span of `daily_window`: sliding, like
     /// [`UserStats::max_follows_in_day`].
     pub app_max_follows_in_day: u64,
+    /// Requests acted on, each of which costs one prepaid credit: the follow rules ran to a
+    /// success (a follow made, pending, or already in place), whatever was then sent (a 200,
+    /// a spoiled body, a dropped connection, an applied-then-5xx). Refusals, plain 5xx and
+    /// errors-200 faults cost nothing. Counted with unlimited credits too.
+    pub credits_spent: u64,
+    /// 402 `CreditsDepleted` answers (not in any user's `requests` or `by_status`).
+    pub payment_required: u64,
+    /// Prepaid credits left; `None`: unlimited.
+    pub credits_left: Option<u64>,
 }
 
 impl TotalStats {

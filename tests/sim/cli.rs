@@ -41,6 +41,7 @@ fn help_documents_every_switch() {
         "--unknown-every",
         "--unknown ",
         "--app-forbidden",
+        "--credits",
         "--usage-capped",
         "--seed",
         "--fail-5xx",

@@ -5,6 +5,7 @@
 mod cli;
 mod controls;
 mod counts;
+mod credits;
 mod day_limits;
 mod faults;
 mod oauth;
