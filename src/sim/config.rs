@@ -182,7 +182,8 @@ impl UsageScope {
     }
 }
 
-/// An app-wide usage cap: every follow request gets 429 `usage-capped` naming these.
+/// A usage cap: the follow requests it covers (every account's when set app-wide, one
+/// account's when set on that account) get 429 `usage-capped` naming these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageCap {
     pub period: UsagePeriod,

@@ -37,7 +37,9 @@
 //!    the request also counts in that fixed window, and the answer carries
 //!    `x-user-limit-24hour-{limit,remaining,reset}` or `x-app-limit-24hour-*` alike.
 //! 4. App-wide switches: `app_forbidden` gives 403 `client-forbidden`; `usage_capped` gives
-//!    429 `usage-capped` with `period` and `scope`.
+//!    429 `usage-capped` with `period` and `scope` to every account. Then one account's own
+//!    usage cap (`SimHandle::set_account_usage_capped`, X's `scope: Account`): the same 429
+//!    for that user only.
 //! 5. Past the window's limit, then past the user's or the app's 24-hour limit: 429 problem
 //!    JSON (`about:blank`, "Too Many Requests"), counted in `rate_limited`,
 //!    `user_24h_limited` or `app_24h_limited`.

@@ -248,9 +248,17 @@ impl SimHandle {
         self.state.set_app_forbidden(on);
     }
 
-    /// App-wide 429 `usage-capped` naming `cap` while set.
+    /// App-wide 429 `usage-capped` naming `cap` while set: every account is refused,
+    /// whatever scope `cap` names (X's Product cap; an Account cap on every account).
     pub fn set_usage_capped(&self, cap: Option<UsageCap>) {
         self.state.set_usage_capped(cap);
+    }
+
+    /// 429 `usage-capped` naming `cap` for `user_id` alone while set (`None` lifts it), while
+    /// other accounts go on: X's `scope: Account` cap. The app-wide cap wins while both are
+    /// set. Counted in the user's window and `usage_capped`, like the app-wide one.
+    pub fn set_account_usage_capped(&self, user_id: &str, cap: Option<UsageCap>) {
+        self.state.set_account_usage_capped(user_id, cap);
     }
 
     /// Adds `n` prepaid credits (unlimited stays unlimited): after a 402, follows work again.

@@ -210,6 +210,9 @@ struct UserState {
     day_requests: Option<Window>,
     /// X refuses every token of this user with 401, fresh ones included (set by a test).
     tokens_refused: bool,
+    /// A usage cap on this account alone (set by a test): 429 `usage-capped` for this user
+    /// while others go on.
+    usage_cap: Option<UsageCap>,
     /// This user's recent new follows, for `max_follows_in_day`.
     recent_follows: Recent,
     /// Follow requests per target (valid body), whatever their answer. Kept out of
@@ -592,6 +595,12 @@ impl SimState {
         self.app_forbidden.store(on, Ordering::SeqCst);
     }
 
+    /// A usage cap on `user_id` alone (`None` lifts it); the app-wide one wins while set.
+    pub fn set_account_usage_capped(&self, user_id: &str, cap: Option<UsageCap>) {
+        lock(&self.user(user_id)).usage_cap = cap;
+    }
+
+    /// A usage cap on every account, whatever scope it names (`None` lifts it).
     pub fn set_usage_capped(&self, cap: Option<UsageCap>) {
         *self
             .usage_capped
@@ -785,7 +794,7 @@ impl SimState {
         let answer = if app_forbidden {
             user.stats.app_forbidden += 1;
             Some(Answer::Refused(problems::client_forbidden()))
-        } else if let Some(cap) = usage_cap {
+        } else if let Some(cap) = usage_cap.or(user.usage_cap) {
             user.stats.usage_capped += 1;
             Some(Answer::Refused(problems::usage_capped(cap)))
         } else if used > u64::from(limit) {
