@@ -12,3 +12,4 @@ mod helpers;
 mod schema;
 mod states;
 mod store_statements;
+mod tcp_proxy;
