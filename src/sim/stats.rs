@@ -28,8 +28,9 @@ impl SimStats {
 /// Invariant: `requests == by_status.values().sum() + faults.dropped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserStats {
-    /// Follow requests authenticated as this user (valid token), whatever the answer. These
-    /// are exactly the requests counted in the user's windows.
+    /// Follow requests authenticated as this user (valid token), whatever the answer, except
+    /// 402s for depleted credits (in [`TotalStats::payment_required`]), which X refuses before
+    /// counting. These are exactly the requests counted in the user's windows.
     pub requests: u64,
     /// 429s for the user's 15-minute window.
     pub rate_limited: u64,
