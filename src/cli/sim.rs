@@ -43,9 +43,13 @@ pub struct SimArgs {
     /// New follows one user may make per daily window; 0 turns the cap off (X: 400).
     #[arg(long, value_name = "N", default_value_t = 400)]
     daily_cap: u32,
-    /// Length of the daily window for --daily-cap.
+    /// Length of the daily window for --daily-cap and --app-daily-cap.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     daily_window: Duration,
+    /// New follows all users together may make per daily window, past which a follow gets
+    /// the daily cap's 403 (X: 1000). Off unless set.
+    #[arg(long, value_name = "N")]
+    app_daily_cap: Option<u32>,
     /// Lifetime of the access tokens the simulator issues (X: 2 hours).
     #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
     access_token_ttl: Duration,
@@ -111,6 +115,10 @@ pub struct SimArgs {
     #[arg(long = "blocking", value_name = "ID")]
     blocking: Vec<UserId>,
 
+    /// Prepaid credits: each follow request acted on spends one, and with none left every
+    /// follow request gets 402 CreditsDepleted. Unlimited unless set.
+    #[arg(long, value_name = "N")]
+    credits: Option<u64>,
     /// Every follow request gets 403 client-forbidden (app not enrolled).
     #[arg(long)]
     app_forbidden: bool,
@@ -141,6 +149,10 @@ pub struct SimArgs {
     /// Rate of 200 answers carrying errors[] and no data (the follow is not made).
     #[arg(long = "errors-200", value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     errors_200: f64,
+    /// Rate of 500/503 answers sent after the follow was made, as X sometimes does (a
+    /// refused request keeps its refusal).
+    #[arg(long = "applied-5xx", value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    applied_5xx: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +263,7 @@ impl SimArgs {
                 drop: self.drop,
                 malformed: self.malformed,
                 errors_200: self.errors_200,
+                applied_5xx: self.applied_5xx,
             },
             rate_limit_headers: !self.no_rate_limit_headers,
             user_24h_limit: self.user_24h_limit.map(|limit| DayLimit {
@@ -262,6 +275,10 @@ impl SimArgs {
                 window: self.app_24h_window,
             }),
             oauth1_consumer: self.oauth1_consumer.clone(),
+            app_daily_cap: self.app_daily_cap,
+            // Nothing can read this process's request log.
+            request_log: false,
+            credits: self.credits,
         }
     }
 }

@@ -22,6 +22,11 @@ pub struct SimConfig {
     /// Length of the daily window, fixed and starting at the first follow after the previous
     /// one ended (24 h; shorter in tests).
     pub daily_window: Duration,
+    /// New follows (including pending ones) all users together may make per daily window of
+    /// the app (`daily_window` long, fixed, starting at the first follow after the previous
+    /// one ended); past it a follow gets the same 403 as the per-user cap. `None` (the
+    /// default) turns it off (X: 1,000 per app).
+    pub app_daily_cap: Option<u32>,
     /// Lifetime of an access token issued by `add_user` or the token endpoint (X: 7200 s).
     pub access_token_ttl: Duration,
     /// When set, the token endpoint requires this client id (form field `client_id` or the
@@ -51,6 +56,14 @@ pub struct SimConfig {
     /// carry a valid HMAC-SHA1 signature made with its secret and the token's secret.
     /// `None`: every OAuth 1.0a request gets 401, as for an unknown consumer key.
     pub oauth1_consumer: Option<OAuth1Consumer>,
+    /// Keep [`LoggedRequest`](super::LoggedRequest)s for `SimHandle::request_log` (on by
+    /// default, for tests). `followq sim` turns it off: nobody can read the log of that
+    /// process, and at the benchmark's rates it would only grow.
+    pub request_log: bool,
+    /// Prepaid credits (X's pay-per-use billing): each request acted on spends one (see
+    /// `TotalStats::credits_spent`), and with none left every authenticated follow request
+    /// gets 402 `CreditsDepleted`. `None` (the default): unlimited.
+    pub credits: Option<u64>,
 }
 
 /// A limit on requests per fixed window that starts at the first request after the previous
@@ -94,6 +107,9 @@ impl Default for SimConfig {
             user_24h_limit: None,
             app_24h_limit: None,
             oauth1_consumer: None,
+            app_daily_cap: None,
+            request_log: true,
+            credits: None,
         }
     }
 }
@@ -166,7 +182,8 @@ impl UsageScope {
     }
 }
 
-/// An app-wide usage cap: every follow request gets 429 `usage-capped` naming these.
+/// A usage cap: the follow requests it covers (every account's when set app-wide, one
+/// account's when set on that account) get 429 `usage-capped` naming these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageCap {
     pub period: UsagePeriod,
@@ -192,4 +209,8 @@ pub struct FaultConfig {
     pub malformed: f64,
     /// Answer 200 with `errors[]` and no `data`, without making the follow.
     pub errors_200: f64,
+    /// Make the follow exactly as a 200 would (the user's follows, daily count, graph), then
+    /// answer 500 or 503 instead of the 200: X sometimes does, so a 5xx does not prove that
+    /// nothing happened. A request whose rules refuse it gets its refusal unspoiled.
+    pub applied_5xx: f64,
 }

@@ -27,6 +27,11 @@ pub enum FaultKind {
     Errors200,
     /// Answer 200 with an unparsable body (after making the follow).
     Malformed { html: bool },
+    /// Apply the follow exactly as a 200 would, then answer 500 or 503 instead: X sometimes
+    /// makes the follow and still fails the request, so a client must not take a 5xx to mean
+    /// "nothing happened". Only spoils an answer whose rules succeeded (a follow made, pending,
+    /// or already in place); a refusal is sent as it is.
+    AppliedThenServerError { status: u16 },
 }
 
 // Distinct salts so the kinds' decisions are independent of one another.
@@ -36,10 +41,12 @@ const SALT_5XX: u64 = 3;
 const SALT_ERRORS_200: u64 = 4;
 const SALT_MALFORMED: u64 = 5;
 const SALT_VARIANT: u64 = 6;
+const SALT_APPLIED_5XX: u64 = 7;
 
 /// Decides the faults for request number `seq` (1-based) of `user_id`. Kinds are tried in the
-/// order drop, 5xx, errors-200, malformed; the first that fires wins. A delay combines with
-/// any of them.
+/// order drop, 5xx, errors-200, malformed, applied-then-5xx; the first that fires wins (the
+/// newest kind is last so that configurations without it meet exactly the faults they met
+/// before it existed). A delay combines with any of them.
 pub fn decide(config: &FaultConfig, user_id: &str, seq: u64) -> FaultDecision {
     let user = fnv1a(user_id.as_bytes());
     let roll = |salt: u64| unit(mix(config.seed, user, seq, salt));
@@ -57,6 +64,10 @@ pub fn decide(config: &FaultConfig, user_id: &str, seq: u64) -> FaultDecision {
         Some(FaultKind::Errors200)
     } else if fires(config.malformed, SALT_MALFORMED) {
         Some(FaultKind::Malformed { html: variant })
+    } else if fires(config.applied_5xx, SALT_APPLIED_5XX) {
+        Some(FaultKind::AppliedThenServerError {
+            status: if variant { 503 } else { 500 },
+        })
     } else {
         None
     };
@@ -99,6 +110,7 @@ mod tests {
             drop: 0.1,
             malformed: 0.1,
             errors_200: 0.1,
+            applied_5xx: 0.1,
         }
     }
 
@@ -138,5 +150,44 @@ mod tests {
             ..FaultConfig::default()
         };
         assert!((1..=100).all(|n| decide(&all, "9", n).kind == Some(FaultKind::Drop)));
+    }
+
+    #[test]
+    fn applied_5xx_fires_at_its_rate_with_both_statuses_and_leaves_other_kinds_alone() {
+        let applied = FaultConfig {
+            seed: 3,
+            applied_5xx: 0.25,
+            ..FaultConfig::default()
+        };
+        let kinds: Vec<_> = (1..=20_000)
+            .map(|n| decide(&applied, "9", n).kind)
+            .collect();
+        let fired = kinds.iter().filter(|k| k.is_some()).count();
+        assert!((4500..5500).contains(&fired), "fired {fired} of 20000");
+        for status in [500, 503] {
+            assert!(
+                kinds.contains(&Some(FaultKind::AppliedThenServerError { status })),
+                "never {status}"
+            );
+        }
+        assert!(
+            kinds
+                .iter()
+                .flatten()
+                .all(|k| matches!(k, FaultKind::AppliedThenServerError { .. }))
+        );
+
+        // Its own salt: turning it on does not move the other kinds' decisions.
+        let others = FaultConfig {
+            applied_5xx: 0.0,
+            ..config(11)
+        };
+        let with = config(11);
+        for n in 1..=2000 {
+            let (a, b) = (decide(&others, "9", n), decide(&with, "9", n));
+            if a.kind.is_some() {
+                assert_eq!(a, b, "request {n}");
+            }
+        }
     }
 }

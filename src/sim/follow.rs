@@ -1,9 +1,10 @@
 //! `POST /2/users/{id}/following`: authenticates, validates the path and body as strictly as
 //! X, asks the state for the answer, and turns it into a response with the
 //! `x-rate-limit-*` (and, when configured, 24-hour) headers, applying the injected faults
-//! (delay, drop, spoiled body).
+//! (delay, drop, spoiled body); and logs each request with its answer for the tests.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -16,6 +17,7 @@ use super::auth;
 use super::faults::FaultKind;
 use super::problems::{self, Problem};
 use super::state::{Answer, Caller, FollowOutcome, FollowRequest, RateHeaders, SimState};
+use super::stats::LoggedRequest;
 use crate::ids::UserId;
 
 /// Put in a response's extensions to have the server close the connection instead of
@@ -31,51 +33,118 @@ pub async fn follow(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let received_at = Instant::now();
     let _in_flight = state.enter();
-    let user_id = match auth::caller(&state, &method, &uri, &headers) {
-        Caller::Unknown => {
-            state.count_unauthenticated();
-            return problems::unauthorized().into_response();
-        }
-        Caller::Expired { user_id } => {
-            state.count_unauthorized(&user_id);
-            return problems::unauthorized().into_response();
-        }
-        Caller::AppOnly => {
-            state.count_app_only();
-            return problems::unsupported_authentication().into_response();
-        }
-        Caller::BadSignature { user_id } => {
-            state.count_bad_signature(&user_id);
-            return problems::unauthorized().into_response();
-        }
-        Caller::User { user_id } if state.tokens_refused(&user_id) => {
-            state.count_unauthorized(&user_id);
-            return problems::unauthorized().into_response();
-        }
-        Caller::User { user_id } => user_id,
-    };
     let path_id = match path {
         Ok(Path(id)) => id,
         Err(_) => String::new(),
     };
-    let request = validate(path_id, &headers, body);
+    // Validated before the credentials are read only so the log can name the target: the
+    // answers keep X's order (401 before 400).
+    let request = validate(path_id.clone(), &headers, body);
+    // Declared after `_in_flight`, so the entry is logged before the request stops counting
+    // as in flight: a test that waited for the simulator to settle finds it.
+    let mut record = Record::start(&state, received_at, path_id, &request);
+    let user_id = match auth::caller(&state, &method, &uri, &headers) {
+        Caller::Unknown => {
+            state.count_unauthenticated();
+            return record.finish(problems::unauthorized().into_response());
+        }
+        Caller::Expired { user_id } => {
+            state.count_unauthorized(&user_id);
+            record.user(&user_id);
+            return record.finish(problems::unauthorized().into_response());
+        }
+        Caller::AppOnly => {
+            state.count_app_only();
+            return record.finish(problems::unsupported_authentication().into_response());
+        }
+        Caller::BadSignature { user_id } => {
+            state.count_bad_signature(&user_id);
+            record.user(&user_id);
+            return record.finish(problems::unauthorized().into_response());
+        }
+        Caller::User { user_id } if state.tokens_refused(&user_id) => {
+            state.count_unauthorized(&user_id);
+            record.user(&user_id);
+            return record.finish(problems::unauthorized().into_response());
+        }
+        Caller::User { user_id } => user_id,
+    };
+    record.user(&user_id);
     let outcome = state.follow(&user_id, request);
     state.changed();
     // Counted in flight until this handler ends, however it ends (a client that gives up
     // drops it).
-    let _handled = Handling {
+    let _handled = outcome.counted.then(|| Handling {
         state: Arc::clone(&state),
         target: outcome.target.clone(),
         user_id,
-    };
+    });
     if let Some(delay) = outcome.fault.delay {
         tokio::time::sleep(delay).await;
     }
     if let Some(delay) = outcome.user_delay {
         tokio::time::sleep(delay).await;
     }
-    respond(outcome)
+    record.finish(respond(outcome))
+}
+
+/// A request's entry in the simulator's request log, pushed when the answer is handed over
+/// ([`Record::finish`]) or, if the client gives up first and the handler is dropped, then.
+/// Holds nothing when the log is off, so the benchmark's simulator pays nothing for it.
+struct Record {
+    state: Arc<SimState>,
+    entry: Option<LoggedRequest>,
+}
+
+impl Record {
+    fn start(
+        state: &Arc<SimState>,
+        received_at: Instant,
+        path_id: String,
+        request: &Result<FollowRequest, Problem>,
+    ) -> Record {
+        let entry = state.logs_requests().then(|| LoggedRequest {
+            user_id: path_id,
+            target: request.as_ref().ok().map(|r| r.target.clone()),
+            received_at,
+            answered_at: received_at,
+            status: None,
+        });
+        Record {
+            state: Arc::clone(state),
+            entry,
+        }
+    }
+
+    /// The credentials name this user.
+    fn user(&mut self, user_id: &str) {
+        if let Some(entry) = &mut self.entry
+            && entry.user_id != user_id
+        {
+            user_id.clone_into(&mut entry.user_id);
+        }
+    }
+
+    /// Logs the answer about to be sent (none when the connection is to be dropped).
+    fn finish(mut self, response: Response) -> Response {
+        if let Some(entry) = &mut self.entry
+            && response.extensions().get::<DropConnection>().is_none()
+        {
+            entry.status = Some(response.status().as_u16());
+        }
+        response
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.answered_at = Instant::now();
+            self.state.log_request(entry);
+        }
+    }
 }
 
 /// Releases a counted request's place in the user's in-flight figures.

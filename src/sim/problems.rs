@@ -133,6 +133,32 @@ pub fn usage_capped(cap: UsageCap) -> Problem {
     }
 }
 
+/// The developer account named in the 402's detail: 19 digits, like the real ids.
+const ENROLLED_ACCOUNT: &str = "1000000000000000001";
+
+/// 402 when the app's prepaid credits are used up (X's pay-per-use billing).
+///
+/// The body is X's as recorded in public client logs and test fixtures (twitter-api-v2
+/// error dumps, bots' notes): title `CreditsDepleted`, a detail naming the enrolled
+/// developer account, type `https://api.twitter.com/2/problems/credits`, and no `status`
+/// field. With a 19-digit account id it is 185 bytes, the `content-length` those recorded
+/// 402s carry. They were sent as `application/json; charset=utf-8`, not problem JSON, so
+/// this is plain JSON too. (Some third-party fixtures show a `.../credits-depleted` type with
+/// title "Payment Required"; none of them comes with a recorded response.)
+pub fn credits_depleted() -> Problem {
+    Problem {
+        status: StatusCode::PAYMENT_REQUIRED,
+        body: json!({
+            "title": "CreditsDepleted",
+            "detail": format!(
+                "Your enrolled account [{ENROLLED_ACCOUNT}] does not have any credits to fulfill this request."
+            ),
+            "type": format!("{TWITTER}credits"),
+        }),
+        problem_json: false,
+    }
+}
+
 /// 404 `resource-not-found` for a target that does not exist.
 pub fn target_not_found(target: &str) -> Problem {
     Problem {

@@ -5,6 +5,7 @@
 //! response marked [`DropConnection`] is turned into a service error, on which hyper closes
 //! the connection without writing anything, which is what the "drop" fault needs.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,7 +29,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::config::{FaultConfig, SimConfig, UsageCap};
 use super::follow::{self, DropConnection};
 use super::state::{SimState, SimTokens};
-use super::stats::SimStats;
+use super::stats::{LoggedRequest, SimStats};
 use super::{SimError, oauth, problems};
 
 /// How long shutdown lets open connections finish their request.
@@ -247,9 +248,27 @@ impl SimHandle {
         self.state.set_app_forbidden(on);
     }
 
-    /// App-wide 429 `usage-capped` naming `cap` while set.
+    /// App-wide 429 `usage-capped` naming `cap` while set: every account is refused,
+    /// whatever scope `cap` names (X's Product cap; an Account cap on every account).
     pub fn set_usage_capped(&self, cap: Option<UsageCap>) {
         self.state.set_usage_capped(cap);
+    }
+
+    /// 429 `usage-capped` naming `cap` for `user_id` alone while set (`None` lifts it), while
+    /// other accounts go on: X's `scope: Account` cap. The app-wide cap wins while both are
+    /// set. Counted in the user's window and `usage_capped`, like the app-wide one.
+    pub fn set_account_usage_capped(&self, user_id: &str, cap: Option<UsageCap>) {
+        self.state.set_account_usage_capped(user_id, cap);
+    }
+
+    /// Adds `n` prepaid credits (unlimited stays unlimited): after a 402, follows work again.
+    pub fn top_up(&self, n: u64) {
+        self.state.top_up(n);
+    }
+
+    /// Sets the prepaid credits left; `None`: unlimited, `Some(0)`: 402 from the next request.
+    pub fn set_credits(&self, credits: Option<u64>) {
+        self.state.set_credits(credits);
     }
 
     /// Replaces the fault settings; later requests use the new rates.
@@ -279,6 +298,25 @@ impl SimHandle {
     /// The figures right now.
     pub fn stats_now(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// Every follow request that reached the follow handler so far, in the order their
+    /// answers were given (empty when `SimConfig::request_log` is off). A request still being
+    /// handled is not in it yet: await [`SimHandle::stats`] first to let them finish.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.state.request_log()
+    }
+
+    /// How many follow requests `user_id` sent for each target (valid bodies only, whatever
+    /// the answer: refusals, faults and 402s included), e.g. to check that every job was sent
+    /// exactly once. Kept out of [`SimStats`] so that snapshots stay small.
+    pub fn requests_by_target(&self, user_id: &str) -> BTreeMap<String, u64> {
+        self.state.requests_by_target(user_id)
+    }
+
+    /// [`SimHandle::requests_by_target`] for every user, keyed by (user, target).
+    pub fn requests_by_pair(&self) -> BTreeMap<(String, String), u64> {
+        self.state.requests_by_pair()
     }
 
     /// Waits until `done` holds for the figures, checking them again whenever they change (a

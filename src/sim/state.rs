@@ -6,7 +6,7 @@
 //! shard's read lock just long enough to clone the `Arc`, then only its user's lock, so
 //! requests of different users never wait on one another and each costs O(1).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::config::{DayLimit, FaultConfig, SimConfig, UsageCap};
 use super::faults::{self, FaultDecision, FaultKind};
 use super::problems::{self, Problem};
-use super::stats::{SimStats, TotalStats, UserStats};
+use super::stats::{LoggedRequest, SimStats, TotalStats, UserStats};
 
 /// A fresh pair of user tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +102,9 @@ pub struct FollowOutcome {
     pub target: Option<String>,
     /// `Drop` and `Malformed` spoil `answer` when it is sent; `delay` delays it.
     pub fault: FaultDecision,
+    /// Counted in the user's in-flight figures, to release with [`SimState::leave`]: false
+    /// for a 402, which X refuses before anything else counts it.
+    pub counted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,68 @@ struct Day {
     follows: u32,
 }
 
+impl Day {
+    /// The window running at `now`, or a fresh one.
+    fn current(day: Option<Day>, now: Instant, length: Duration) -> Day {
+        day.filter(|d| now.saturating_duration_since(d.started) < length)
+            .unwrap_or(Day {
+                started: now,
+                follows: 0,
+            })
+    }
+}
+
+/// The times of recent new follows, for the most follows in any span of a given length. It
+/// holds only the follows of the last span, so it stays as small as that count.
+#[derive(Debug, Default)]
+struct Recent {
+    times: VecDeque<Instant>,
+    max: u64,
+}
+
+impl Recent {
+    /// Counts a follow made now; the clock is read here, under the caller's lock, so the
+    /// times are in order.
+    fn record(&mut self, span: Duration) -> u64 {
+        let now = Instant::now();
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= span)
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.max = self.max.max(self.times.len() as u64);
+        self.max
+    }
+}
+
+/// The app's prepaid credits.
+#[derive(Debug)]
+struct Credits {
+    /// `None`: unlimited.
+    left: Option<u64>,
+    /// Bumped by `set_credits`, so a credit reserved before it is not refunded into the new
+    /// balance.
+    generation: u64,
+}
+
+/// A credit taken for a request until it is known whether the request is acted on.
+#[derive(Debug, Clone, Copy)]
+enum Credit {
+    Unlimited,
+    Reserved { generation: u64 },
+}
+
+/// The app's follows (every user's): its daily cap window and its sliding count.
+#[derive(Debug, Default)]
+struct AppFollows {
+    day: Option<Day>,
+    recent: Recent,
+    capped: u64,
+}
+
 #[derive(Debug, Default)]
 struct UserState {
     window: Option<Window>,
@@ -145,6 +210,14 @@ struct UserState {
     day_requests: Option<Window>,
     /// X refuses every token of this user with 401, fresh ones included (set by a test).
     tokens_refused: bool,
+    /// A usage cap on this account alone (set by a test): 429 `usage-capped` for this user
+    /// while others go on.
+    usage_cap: Option<UsageCap>,
+    /// This user's recent new follows, for `max_follows_in_day`.
+    recent_follows: Recent,
+    /// Follow requests per target (valid body), whatever their answer. Kept out of
+    /// `UserStats` so that the snapshots tests take after every change stay small.
+    requests_by_target: HashMap<String, u64>,
 }
 
 impl UserState {
@@ -242,6 +315,16 @@ pub struct SimState {
     oauth1_tokens: DashMap<String, (String, String)>,
     /// The app's 24-hour window of requests (every user's), when that limit is configured.
     app_day: Mutex<Option<Window>>,
+    /// Every user's new follows together: the app's daily cap and its figures. Taken under a
+    /// user's lock, never the other way round.
+    app_follows: Mutex<AppFollows>,
+    /// Every follow request, when `SimConfig::request_log` is on.
+    request_log: Option<Mutex<Vec<LoggedRequest>>>,
+    /// Prepaid credits. A request takes one before it is counted and gives it back if it is
+    /// not acted on, so concurrent requests never act on more credits than there are.
+    credits: Mutex<Credits>,
+    credits_spent: AtomicU64,
+    payment_required: AtomicU64,
     unauthenticated: AtomicU64,
     app_only: AtomicU64,
     token_rejected: AtomicU64,
@@ -277,12 +360,20 @@ impl SimState {
             app_forbidden: AtomicBool::new(config.app_forbidden),
             usage_capped: RwLock::new(config.usage_capped),
             rate_limit_headers: AtomicBool::new(config.rate_limit_headers),
+            request_log: config.request_log.then(|| Mutex::new(Vec::new())),
+            credits: Mutex::new(Credits {
+                left: config.credits,
+                generation: 0,
+            }),
+            credits_spent: AtomicU64::new(0),
+            payment_required: AtomicU64::new(0),
             config,
             users: DashMap::new(),
             access_tokens: DashMap::new(),
             refresh_tokens: DashMap::new(),
             oauth1_tokens: DashMap::new(),
             app_day: Mutex::new(None),
+            app_follows: Mutex::new(AppFollows::default()),
             unauthenticated: AtomicU64::new(0),
             app_only: AtomicU64::new(0),
             token_rejected: AtomicU64::new(0),
@@ -504,6 +595,12 @@ impl SimState {
         self.app_forbidden.store(on, Ordering::SeqCst);
     }
 
+    /// A usage cap on `user_id` alone (`None` lifts it); the app-wide one wins while set.
+    pub fn set_account_usage_capped(&self, user_id: &str, cap: Option<UsageCap>) {
+        lock(&self.user(user_id)).usage_cap = cap;
+    }
+
+    /// A usage cap on every account, whatever scope it names (`None` lifts it).
     pub fn set_usage_capped(&self, cap: Option<UsageCap>) {
         *self
             .usage_capped
@@ -518,6 +615,53 @@ impl SimState {
 
     pub fn set_faults(&self, faults: FaultConfig) {
         *self.faults.write().unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// Adds `n` prepaid credits; unlimited stays unlimited.
+    pub fn top_up(&self, n: u64) {
+        let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(left) = &mut credits.left {
+            *left = left.saturating_add(n);
+        }
+    }
+
+    /// Sets the prepaid credits left (`None`: unlimited). Credits held by requests being
+    /// handled now are not given back into the new balance.
+    pub fn set_credits(&self, credits: Option<u64>) {
+        let mut current = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        current.left = credits;
+        current.generation = current.generation.wrapping_add(1);
+    }
+
+    /// Takes a credit for a request, or `None` when there is none left (402).
+    fn reserve_credit(&self) -> Option<Credit> {
+        let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+        match credits.left {
+            None => Some(Credit::Unlimited),
+            Some(0) => None,
+            Some(n) => {
+                credits.left = Some(n - 1);
+                Some(Credit::Reserved {
+                    generation: credits.generation,
+                })
+            }
+        }
+    }
+
+    /// Spends the credit taken for a request that was acted on, or gives it back.
+    fn settle_credit(&self, credit: Credit, acted_on: bool) {
+        if acted_on {
+            self.credits_spent.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Credit::Reserved { generation } = credit {
+            let mut credits = self.credits.lock().unwrap_or_else(PoisonError::into_inner);
+            if credits.generation == generation
+                && let Some(left) = &mut credits.left
+            {
+                *left = left.saturating_add(1);
+            }
+        }
     }
 
     /// Another app of `user_id` spends `n` requests of the current window (starting one if
@@ -576,6 +720,29 @@ impl SimState {
         let user = self.user(user_id);
         let mut user = lock(&user);
         let user = &mut *user;
+        if let Ok(request) = &request {
+            match user.requests_by_target.get_mut(&request.target) {
+                Some(n) => *n += 1,
+                None => {
+                    user.requests_by_target.insert(request.target.clone(), 1);
+                }
+            }
+        }
+        // X's billing comes before everything but the credentials: a 402 is not counted in
+        // the window nor in `requests`.
+        let Some(credit) = self.reserve_credit() else {
+            self.payment_required.fetch_add(1, Ordering::Relaxed);
+            return FollowOutcome {
+                answer: Answer::Refused(problems::credits_depleted()),
+                rate: None,
+                user_24h: None,
+                app_24h: None,
+                user_delay: user.answer_delay,
+                target: None,
+                fault: FaultDecision::default(),
+                counted: false,
+            };
+        };
         user.seq += 1;
         user.stats.requests += 1;
 
@@ -627,7 +794,7 @@ impl SimState {
         let answer = if app_forbidden {
             user.stats.app_forbidden += 1;
             Some(Answer::Refused(problems::client_forbidden()))
-        } else if let Some(cap) = usage_cap {
+        } else if let Some(cap) = usage_cap.or(user.usage_cap) {
             user.stats.usage_capped += 1;
             Some(Answer::Refused(problems::usage_capped(cap)))
         } else if used > u64::from(limit) {
@@ -647,7 +814,7 @@ impl SimState {
         let (answer, fault) = match answer {
             Some(answer) => (answer, FaultDecision::default()),
             None => {
-                let fault = faults::decide(&faults, user_id, user.seq);
+                let mut fault = faults::decide(&faults, user_id, user.seq);
                 let answer = match fault.kind {
                     Some(FaultKind::ServerError { status }) => {
                         user.stats.faults.server_errors += 1;
@@ -657,12 +824,31 @@ impl SimState {
                         user.stats.faults.errors_200 += 1;
                         Answer::Errors200
                     }
+                    Some(FaultKind::AppliedThenServerError { status }) => {
+                        match self.apply(user, user_id, request, now) {
+                            // Applied as a 200 would be; only the answer is a 5xx.
+                            Answer::Follow { .. } => {
+                                user.stats.faults.applied_then_failed += 1;
+                                Answer::ServerError { status }
+                            }
+                            // Nothing was applied, so there is nothing for the 5xx to hide.
+                            refused => {
+                                fault.kind = None;
+                                refused
+                            }
+                        }
+                    }
                     _ => self.apply(user, user_id, request, now),
                 };
                 (answer, fault)
             }
         };
 
+        // Acted on: the rules ran to a success (a follow made, pending or already there),
+        // whatever is then sent (200, a spoiled body, nothing, or the applied-then-5xx).
+        let acted_on = matches!(answer, Answer::Follow { .. })
+            || matches!(fault.kind, Some(FaultKind::AppliedThenServerError { .. }));
+        self.settle_credit(credit, acted_on);
         if fault.delay.is_some() {
             user.stats.faults.delayed += 1;
         }
@@ -682,6 +868,7 @@ impl SimState {
             user_delay,
             target,
             fault,
+            counted: true,
         }
     }
 
@@ -746,25 +933,46 @@ impl SimState {
                 pending_follow: *edge == Edge::Pending,
             };
         }
-        if let Some(cap) = self.config.daily_cap {
-            let length = self.config.daily_window;
-            let day = user
-                .day
-                .filter(|d| now.saturating_duration_since(d.started) < length)
-                .unwrap_or(Day {
-                    started: now,
-                    follows: 0,
-                });
-            if day.follows >= cap {
-                user.day = Some(day);
-                user.stats.daily_capped += 1;
-                return Answer::Refused(problems::daily_cap());
+        let length = self.config.daily_window;
+        let user_day = match self.config.daily_cap {
+            Some(cap) => {
+                let day = Day::current(user.day, now, length);
+                if day.follows >= cap {
+                    user.day = Some(day);
+                    user.stats.daily_capped += 1;
+                    return Answer::Refused(problems::daily_cap());
+                }
+                Some(day)
             }
+            None => None,
+        };
+        {
+            let mut app = self
+                .app_follows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(cap) = self.config.app_daily_cap {
+                let day = Day::current(app.day, now, length);
+                if day.follows >= cap {
+                    // The user's own day is left as it was: no follow was made.
+                    app.day = Some(day);
+                    app.capped += 1;
+                    return Answer::Refused(problems::daily_cap());
+                }
+                app.day = Some(Day {
+                    follows: day.follows + 1,
+                    ..day
+                });
+            }
+            app.recent.record(length);
+        }
+        if let Some(day) = user_day {
             user.day = Some(Day {
                 follows: day.follows + 1,
                 ..day
             });
         }
+        user.stats.max_follows_in_day = user.recent_follows.record(length);
         if rules.is_protected(&request.target) {
             user.graph.insert(request.target, Edge::Pending);
             user.stats.pending += 1;
@@ -791,13 +999,81 @@ impl SimState {
             .iter()
             .map(|entry| (entry.key().clone(), lock(entry.value()).stats.clone()))
             .collect();
+        let (app_daily_capped, app_max_follows_in_day) = {
+            let app = self
+                .app_follows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (app.capped, app.recent.max)
+        };
         let totals = TotalStats {
             all_users: TotalStats::sum(users.values()),
             unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
             app_only: self.app_only.load(Ordering::Relaxed),
             token_rejected: self.token_rejected.load(Ordering::Relaxed),
+            app_daily_capped,
+            app_max_follows_in_day,
+            credits_spent: self.credits_spent.load(Ordering::Relaxed),
+            payment_required: self.payment_required.load(Ordering::Relaxed),
+            credits_left: self
+                .credits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .left,
         };
         SimStats { users, totals }
+    }
+
+    /// How many follow requests with a valid body `user_id` sent for each target, whatever
+    /// their answer (refusals, faults, 402s included).
+    pub fn requests_by_target(&self, user_id: &str) -> BTreeMap<String, u64> {
+        let Some(user) = self.users.get(user_id).map(|u| Arc::clone(u.value())) else {
+            return BTreeMap::new();
+        };
+        let user = lock(&user);
+        user.requests_by_target
+            .iter()
+            .map(|(target, n)| (target.clone(), *n))
+            .collect()
+    }
+
+    /// [`SimState::requests_by_target`] of every user, keyed by (user, target).
+    pub fn requests_by_pair(&self) -> BTreeMap<(String, String), u64> {
+        let users: Vec<(String, Arc<Mutex<UserState>>)> = self
+            .users
+            .iter()
+            .map(|entry| (entry.key().clone(), Arc::clone(entry.value())))
+            .collect();
+        let mut pairs = BTreeMap::new();
+        for (user_id, user) in users {
+            let user = lock(&user);
+            for (target, n) in &user.requests_by_target {
+                pairs.insert((user_id.clone(), target.clone()), *n);
+            }
+        }
+        pairs
+    }
+
+    /// Whether follow requests are logged (`SimConfig::request_log`).
+    pub fn logs_requests(&self) -> bool {
+        self.request_log.is_some()
+    }
+
+    /// Adds one entry to the request log (nothing when it is off).
+    pub fn log_request(&self, entry: LoggedRequest) {
+        if let Some(log) = &self.request_log {
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(entry);
+        }
+    }
+
+    /// A copy of the request log, in the order answers were given.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        match &self.request_log {
+            Some(log) => log.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            None => Vec::new(),
+        }
     }
 
     /// Marks a follow request as being handled until the guard drops (answered, dropped, or

@@ -1,8 +1,10 @@
-//! The figures the simulator reports at `GET /__sim/stats` and through `SimHandle::stats`.
-//! Per-user figures are updated under that user's lock in the same step that decides the
-//! answer, so they are exact under any concurrency; totals are summed from them.
+//! The figures the simulator reports at `GET /__sim/stats` and through `SimHandle::stats`,
+//! and the entries of its request log (`SimHandle::request_log`). Per-user figures are
+//! updated under that user's lock in the same step that decides the answer, so they are exact
+//! under any concurrency; totals are summed from them, plus the app-wide ones kept beside.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +28,9 @@ impl SimStats {
 /// Invariant: `requests == by_status.values().sum() + faults.dropped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserStats {
-    /// Follow requests authenticated as this user (valid token), whatever the answer. These
-    /// are exactly the requests counted in the user's windows.
+    /// Follow requests authenticated as this user (valid token), whatever the answer, except
+    /// 402s for depleted credits (in [`TotalStats::payment_required`]), which X refuses before
+    /// counting. These are exactly the requests counted in the user's windows.
     pub requests: u64,
     /// 429s for the user's 15-minute window.
     pub rate_limited: u64,
@@ -45,8 +48,14 @@ pub struct UserStats {
     pub pending: u64,
     /// Repeated follows answered as a no-op.
     pub repeated: u64,
-    /// 403 "unable to follow more people" (daily cap).
+    /// 403 "unable to follow more people" (this user's daily cap; the app's is in
+    /// [`TotalStats::app_daily_capped`]).
     pub daily_capped: u64,
+    /// The most new follows (pending included, counted as the daily cap counts them: made
+    /// whatever answer was then sent) this user made within **any** span of `daily_window`,
+    /// a sliding measure rather than per fixed daily window: a client that keeps under X's
+    /// cap however X places its day shows at most the cap here.
+    pub max_follows_in_day: u64,
     /// 429 `usage-capped`.
     pub usage_capped: u64,
     /// 403 `client-forbidden`.
@@ -86,6 +95,7 @@ impl UserStats {
             .max(other.max_requests_in_window);
         self.max_window_usage = self.max_window_usage.max(other.max_window_usage);
         self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+        self.max_follows_in_day = self.max_follows_in_day.max(other.max_follows_in_day);
         self.same_target_overlaps += other.same_target_overlaps;
         self.windows += other.windows;
         self.follows += other.follows;
@@ -114,7 +124,11 @@ impl UserStats {
 /// Faults injected, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultStats {
+    /// 500/503 without the follow made (`fail_5xx`).
     pub server_errors: u64,
+    /// 500/503 after the follow was made as a 200 would have made it (`applied_5xx`); not in
+    /// `server_errors`. Their 5xx is in `by_status`, their follow in `follows` or `pending`.
+    pub applied_then_failed: u64,
     pub delayed: u64,
     pub dropped: u64,
     pub malformed: u64,
@@ -124,6 +138,7 @@ pub struct FaultStats {
 impl FaultStats {
     fn add(&mut self, other: &FaultStats) {
         self.server_errors += other.server_errors;
+        self.applied_then_failed += other.applied_then_failed;
         self.delayed += other.delayed;
         self.dropped += other.dropped;
         self.malformed += other.malformed;
@@ -143,6 +158,21 @@ pub struct TotalStats {
     /// Token endpoint requests answered 400/401 that matched no user (unknown refresh token,
     /// bad grant type, missing client).
     pub token_rejected: u64,
+    /// 403s for the app's daily follow cap (`SimConfig::app_daily_cap`).
+    pub app_daily_capped: u64,
+    /// The most new follows of all users together (pending included, as the caps count
+    /// them) within any span of `daily_window`: sliding, like
+    /// [`UserStats::max_follows_in_day`].
+    pub app_max_follows_in_day: u64,
+    /// Requests acted on, each of which costs one prepaid credit: the follow rules ran to a
+    /// success (a follow made, pending, or already in place), whatever was then sent (a 200,
+    /// a spoiled body, a dropped connection, an applied-then-5xx). Refusals, plain 5xx and
+    /// errors-200 faults cost nothing. Counted with unlimited credits too.
+    pub credits_spent: u64,
+    /// 402 `CreditsDepleted` answers (not in any user's `requests` or `by_status`).
+    pub payment_required: u64,
+    /// Prepaid credits left; `None`: unlimited.
+    pub credits_left: Option<u64>,
 }
 
 impl TotalStats {
@@ -153,4 +183,24 @@ impl TotalStats {
         }
         total
     }
+}
+
+/// One follow request as it reached the follow handler, for tests that check timing and
+/// what was sent (`SimHandle::request_log`). Every request is in it, refused ones and those
+/// without valid credentials included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// The user the credentials name (valid, expired, refused or badly signed); for a request
+    /// whose credentials name no user, the path's `:id` as sent.
+    pub user_id: String,
+    /// The body's `target_user_id`, or `None` when the path or body is not valid.
+    pub target: Option<String>,
+    /// When the handler received the request (its head and body read).
+    pub received_at: Instant,
+    /// When the answer was handed to the connection to be written, the connection was dropped
+    /// on purpose, or the client gave up waiting.
+    pub answered_at: Instant,
+    /// The status sent; `None` when no answer was sent (a dropped connection, or a client
+    /// that gave up first).
+    pub status: Option<u16>,
 }

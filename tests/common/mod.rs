@@ -9,6 +9,8 @@
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
 
+pub mod tcp_proxy;
+
 use std::process::{Command, Output};
 use std::str::FromStr;
 use std::sync::OnceLock;

@@ -13,3 +13,4 @@ mod ledger;
 mod schema;
 mod states;
 mod store_statements;
+mod tcp_proxy;

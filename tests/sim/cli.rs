@@ -22,6 +22,7 @@ fn help_documents_every_switch() {
         "--window ",
         "--daily-cap",
         "--daily-window",
+        "--app-daily-cap",
         "--access-token-ttl",
         "--user",
         "--oauth1-user",
@@ -40,6 +41,7 @@ fn help_documents_every_switch() {
         "--unknown-every",
         "--unknown ",
         "--app-forbidden",
+        "--credits",
         "--usage-capped",
         "--seed",
         "--fail-5xx",
@@ -48,6 +50,7 @@ fn help_documents_every_switch() {
         "--drop",
         "--malformed",
         "--errors-200",
+        "--applied-5xx",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

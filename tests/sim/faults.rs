@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use followq::sim::{FaultConfig, SimConfig};
+use followq::sim::{FaultConfig, SimConfig, TargetRules};
 
 use crate::{Sim, roomy};
 
@@ -38,6 +38,74 @@ async fn server_errors_answer_500_or_503_without_following() {
         (user.faults.server_errors, user.follows, user.requests),
         (20, 0, 20)
     );
+}
+
+#[tokio::test]
+async fn applied_server_errors_make_the_follow_then_answer_5xx() {
+    let sim = Sim::start(SimConfig {
+        daily_cap: Some(20),
+        targets: TargetRules {
+            protected_ids: ["7".to_owned()].into(),
+            blocking_ids: ["99".to_owned()].into(),
+            ..TargetRules::default()
+        },
+        faults: FaultConfig {
+            applied_5xx: 1.0,
+            ..FaultConfig::default()
+        },
+        ..roomy()
+    });
+    let t = sim.handle.add_user("47");
+    let mut statuses = Vec::new();
+    for target in 1..=20u64 {
+        let reply = sim.follow(&t.access_token, "47", &target.to_string()).await;
+        assert_eq!(reply.json["status"], reply.status, "{}", reply.text);
+        assert_eq!(reply.json.get("data"), None, "a 5xx body, not the 200's");
+        assert_eq!(
+            reply.remaining,
+            Some(1000 - target),
+            "counted in the window"
+        );
+        statuses.push(reply.status);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 500 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&500) && statuses.contains(&503),
+        "{statuses:?}"
+    );
+    // A refusal has nothing applied for a 5xx to hide: it is sent as it is.
+    let blocked = sim.follow(&t.access_token, "47", "99").await;
+    assert_eq!(blocked.status, 403, "{}", blocked.text);
+
+    sim.handle.set_faults(FaultConfig::default());
+    // The follows were made: the graph has them (repeats are no-ops with their state) ...
+    let again = sim.follow(&t.access_token, "47", "1").await;
+    assert_eq!(again.json["data"]["following"], true, "{}", again.text);
+    let pending = sim.follow(&t.access_token, "47", "7").await;
+    assert_eq!(
+        pending.json["data"]["pending_follow"], true,
+        "{}",
+        pending.text
+    );
+    // ... and the daily cap counted them.
+    let capped = sim.follow(&t.access_token, "47", "21").await;
+    assert_eq!(capped.status, 403, "{}", capped.text);
+
+    let user = sim.handle.stats().await.user("47");
+    assert_eq!(user.faults.applied_then_failed, 20);
+    assert_eq!(user.faults.server_errors, 0, "not the no-follow kind");
+    assert_eq!(
+        (user.follows, user.pending, user.repeated, user.daily_capped),
+        (19, 1, 2, 1)
+    );
+    assert_eq!(
+        user.by_status.get(&500).unwrap_or(&0) + user.by_status.get(&503).unwrap_or(&0),
+        20
+    );
+    assert_eq!(user.requests, 24);
 }
 
 #[tokio::test]

@@ -1,15 +1,18 @@
 //! Integration tests of the bundled X API simulator over real HTTP on loopback: its window,
-//! rules, token endpoint, faults, figures under concurrency, and the `followq sim` command.
-//! None needs a database.
+//! rules, token endpoint, faults, usage caps, prepaid credits, figures (under concurrency
+//! too) and request log, and the `followq sim` command. None needs a database.
 
 mod cli;
 mod controls;
+mod counts;
+mod credits;
 mod day_limits;
 mod faults;
 mod oauth;
 mod oauth1;
 mod rules;
 mod stats;
+mod usage_caps;
 mod window;
 
 use std::time::Duration;
