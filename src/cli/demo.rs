@@ -20,9 +20,10 @@ the end (unless --keep-database). The server: the one --database-url, DATABASE_U
 FOLLOWQ_DATABASE__URL names, always; else database.url if a server answers there within 2 s;
 else a throwaway one the demo starts and removes at the end (also on Ctrl-C): a cluster from
 the local Postgres binaries (initdb and pg_ctl on PATH or in the usual package directories;
-not as root), on a Unix socket in a temporary directory, or a Docker container (builds with
-the demo-docker feature). The simulator runs in-process on a loopback port: no X credentials,
-no network.")]
+run as nobody when the demo runs as root), on a Unix socket in a temporary directory, or a
+Docker container (builds with the demo-docker feature). A throwaway cluster that a killed demo
+left running is stopped and removed by the next demo. The simulator runs in-process on a
+loopback port: no X credentials, no network.")]
 pub struct DemoArgs {
     /// The Postgres server to create the demo's database on, instead of DATABASE_URL and
     /// database.url. A named server is always used: if it cannot be reached, the demo fails
@@ -89,6 +90,8 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<ExitC
         settings.database.url = url;
     }
     let lookup = Lookup::this_machine(args.postgres_bin);
+    // Whichever server this run uses: what a demo killed with SIGKILL left running goes first.
+    choose_postgres::remove_abandoned(&lookup, progress.as_mut()).await;
     let postgres =
         choose_postgres::choose(&settings.database.url, explicit, &lookup, progress.as_mut())
             .await?;

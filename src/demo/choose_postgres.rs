@@ -4,7 +4,7 @@
 //! used, as it is; a server there that cannot be reached is the demo's error. Otherwise the
 //! configured `database.url` is tried with a short connect timeout; if nothing answers there,
 //! the demo starts a throwaway Postgres: from the local Postgres binaries if any are installed
-//! (and the demo does not run as root), else in Docker (builds with the `demo-docker`
+//! (as `nobody` when the demo runs as root), else in Docker (builds with the `demo-docker`
 //! feature), else it stops with one message naming the three ways to give it a Postgres.
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ use sqlx::{Connection, PgConnection};
 #[cfg(feature = "demo-docker")]
 use super::docker_postgres::DockerPostgres;
 use super::progress::Progress;
+use super::server_user::{NoServerUser, ServerUser};
 use super::throwaway_postgres::{PostgresBinaries, ThrowawayError, ThrowawayPostgres};
 use crate::db;
 
@@ -41,8 +42,9 @@ pub enum DemoPostgres {
 pub struct Lookup {
     /// Directories to look in for `initdb` and `pg_ctl`, first match wins.
     pub binary_dirs: Vec<PathBuf>,
-    /// Postgres refuses to run as root: the local binaries are then of no use.
-    pub as_root: bool,
+    /// Who runs a throwaway server: the demo's user, `nobody` when the demo runs as root
+    /// (Postgres refuses to run as root), or no one (root, and no `nobody` to run it as).
+    pub server_user: Result<ServerUser, NoServerUser>,
     /// Whether to try Docker (only a build with the `demo-docker` feature can).
     pub docker: bool,
     /// How the binary directories were chosen, for the message when none has them.
@@ -69,7 +71,7 @@ impl Lookup {
         };
         Lookup {
             binary_dirs,
-            as_root: rustix::process::geteuid().is_root(),
+            server_user: ServerUser::for_this_process(),
             docker: cfg!(feature = "demo-docker"),
             searched,
         }
@@ -89,7 +91,7 @@ pub enum ChooseError {
     #[error(
         "no Postgres for the demo: nothing answers at {configured} (database.url: {why}), {binaries}, and {docker}.\n\
          Give it one of: DATABASE_URL set to a Postgres server where you may create databases; \
-         Postgres installed (its initdb and pg_ctl: the demo runs a throwaway server as your user); \
+         Postgres installed (its initdb and pg_ctl: the demo runs a throwaway server as your user, as nobody for root); \
          Docker started{docker_build}."
     )]
     NoPostgres {
@@ -131,6 +133,17 @@ pub async fn probe(url: &SecretString, timeout: Duration) -> Result<Probe, db::D
     )
 }
 
+/// Stops and removes the throwaway clusters that killed demos left in TMPDIR (when Postgres's
+/// binaries are there to stop them with); says on `progress` what it removed.
+pub async fn remove_abandoned(lookup: &Lookup, progress: &mut dyn Progress) {
+    let Some(binaries) = PostgresBinaries::find(&lookup.binary_dirs) else {
+        return;
+    };
+    for done in super::abandoned::remove_abandoned(&std::env::temp_dir(), &binaries).await {
+        progress.note(&done.describe());
+    }
+}
+
 /// Picks the demo's server (see the module's comment); says on `progress` what it chose.
 pub async fn choose(
     configured: &SecretString,
@@ -157,19 +170,21 @@ pub async fn choose(
         Probe::Nothing { why } => why,
     };
 
-    let binaries = match PostgresBinaries::find(&lookup.binary_dirs) {
-        Some(found) if lookup.as_root => format!(
-            "Postgres's binaries in {} cannot be used as root (Postgres refuses to run as \
-             root: run the demo as an ordinary user)",
+    let binaries = match (
+        PostgresBinaries::find(&lookup.binary_dirs),
+        &lookup.server_user,
+    ) {
+        (Some(found), Err(no_user)) => format!(
+            "Postgres's binaries in {} cannot be used: {no_user}",
             found.dir.display()
         ),
-        Some(found) => {
+        (Some(found), Ok(user)) => {
             progress.note(&format!(
                 "nothing answers at {described} ({why}): starting a throwaway Postgres from {}",
                 found.dir.display()
             ));
             let dir = found.dir.clone();
-            let cluster = ThrowawayPostgres::start(found)
+            let cluster = ThrowawayPostgres::start(found, user.clone())
                 .await
                 .map_err(|source| ChooseError::Throwaway { dir, source })?;
             progress.note(&format!(
@@ -179,7 +194,7 @@ pub async fn choose(
             ));
             return Ok(DemoPostgres::Throwaway(cluster));
         }
-        None => format!("no initdb and pg_ctl {}", lookup.searched),
+        (None, _) => format!("no initdb and pg_ctl {}", lookup.searched),
     };
 
     let docker = try_docker(lookup, &described, &why, progress).await;

@@ -9,11 +9,13 @@
 //! window against the quota, and the achieved time against the ideal one. Then it drops the
 //! database.
 
+pub mod abandoned;
 pub mod choose_postgres;
 #[cfg(feature = "demo-docker")]
 pub mod docker_postgres;
 pub mod progress;
 pub mod report;
+pub mod server_user;
 pub mod throwaway_postgres;
 
 use std::time::{Duration, Instant};

@@ -1,7 +1,11 @@
 //! A throwaway Postgres for the demo, from Postgres's own binaries: a fresh cluster in a private
 //! temporary directory, listening only on a Unix socket in that directory (no TCP port), run
-//! as the current user, stopped and removed at the end, and also when the demo fails or
-//! panics (the value's `Drop`).
+//! as the current user (as `nobody` when the demo runs as root: see `server_user.rs`), stopped
+//! and removed at the end, and also when the demo fails or panics (the value's `Drop`).
+//!
+//! The directory holds a marker with the demo's pid ([`OWNER_MARKER`]): a demo killed with
+//! SIGKILL cleans up nothing, and the next demo finds its cluster by the marker and removes it
+//! (`abandoned.rs`).
 //!
 //! Finding the binaries lives here too: `initdb` and `pg_ctl` side by side, on PATH or in the
 //! usual package directories.
@@ -19,6 +23,8 @@ use secrecy::SecretString;
 use tempfile::TempDir;
 use tokio::process::Command;
 
+use super::server_user::ServerUser;
+
 /// The role the cluster is created with (trust authentication: only the owner of the
 /// temporary directory can reach its socket).
 const SUPERUSER: &str = "postgres";
@@ -29,6 +35,11 @@ const SOCKET_PORT: u16 = 5432;
 const MAX_SOCKET_PATH: usize = 103;
 /// How long `initdb`, `pg_ctl start` and `pg_ctl stop` may take before the demo gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How the name of a throwaway cluster's directory (under TMPDIR) starts.
+pub const DIR_PREFIX: &str = "followq-demo-pg-";
+/// The file in a throwaway cluster's directory that holds the pid of the demo that owns it,
+/// written before anything else is; a kept cluster (`--keep-database`) has none.
+pub const OWNER_MARKER: &str = "followq-demo-owner";
 
 /// A directory holding both `initdb` and `pg_ctl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +69,7 @@ impl PostgresBinaries {
         self.dir.join("initdb")
     }
 
-    fn pg_ctl(&self) -> PathBuf {
+    pub(super) fn pg_ctl(&self) -> PathBuf {
         self.dir.join("pg_ctl")
     }
 
@@ -149,6 +160,17 @@ pub enum ThrowawayError {
     SocketPathTooLong { dir: PathBuf },
     #[error("could not write the throwaway Postgres's settings")]
     Configure(#[source] io::Error),
+    #[error(
+        "{user} cannot reach {}: set TMPDIR to a directory every user may pass through, such as /tmp",
+        dir.display()
+    )]
+    NotReachable { dir: PathBuf, user: String },
+    #[error("could not prepare {} for the throwaway Postgres", dir.display())]
+    Prepare {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("could not run {}", program.display())]
     Spawn {
         program: PathBuf,
@@ -176,6 +198,8 @@ pub enum ThrowawayError {
 #[derive(Debug)]
 pub struct ThrowawayPostgres {
     binaries: PostgresBinaries,
+    /// Who runs `initdb`, `pg_ctl` and the server, and owns the directory.
+    user: ServerUser,
     version: String,
     /// Holds `data/` (the cluster), `postgres.log` and the socket.
     dir: Option<TempDir>,
@@ -185,12 +209,15 @@ pub struct ThrowawayPostgres {
 }
 
 impl ThrowawayPostgres {
-    /// Creates a cluster in a new temporary directory (under TMPDIR) and starts it. On error,
-    /// whatever was started is stopped and the directory removed.
-    pub async fn start(binaries: PostgresBinaries) -> Result<ThrowawayPostgres, ThrowawayError> {
+    /// Creates a cluster in a new temporary directory (under TMPDIR) and starts it, as `user`.
+    /// On error, whatever was started is stopped and the directory removed.
+    pub async fn start(
+        binaries: PostgresBinaries,
+        user: ServerUser,
+    ) -> Result<ThrowawayPostgres, ThrowawayError> {
         let version = binaries.version().await;
         let dir = tempfile::Builder::new()
-            .prefix("followq-demo-pg-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(ThrowawayError::TempDir)?;
         let socket_dir = dir.path().to_path_buf();
@@ -199,9 +226,31 @@ impl ThrowawayPostgres {
         if socket_path_len > MAX_SOCKET_PATH {
             return Err(ThrowawayError::SocketPathTooLong { dir: socket_dir });
         }
+        if let ServerUser::Other { name, .. } = &user
+            && !reachable_by_others(&socket_dir)
+        {
+            return Err(ThrowawayError::NotReachable {
+                dir: socket_dir,
+                user: name.clone(),
+            });
+        }
+        // The owner's pid first, so that no cluster of a demo killed from here on goes unfound.
+        let prepared = std::fs::write(
+            socket_dir.join(OWNER_MARKER),
+            format!("{}\n", std::process::id()),
+        )
+        .and_then(|()| match user.ids() {
+            Some((uid, gid)) => std::os::unix::fs::chown(&socket_dir, Some(uid), Some(gid)),
+            None => Ok(()),
+        });
+        prepared.map_err(|source| ThrowawayError::Prepare {
+            dir: socket_dir.clone(),
+            source,
+        })?;
         let url = socket_url(&socket_dir);
         let mut cluster = ThrowawayPostgres {
             binaries,
+            user,
             version,
             dir: Some(dir),
             url,
@@ -219,9 +268,15 @@ impl ThrowawayPostgres {
         &self.url
     }
 
-    /// "PostgreSQL 15.20 from /usr/lib/postgresql/15/bin".
+    /// "PostgreSQL 15.20 from /usr/lib/postgresql/15/bin", and the user it runs as when that
+    /// is not the demo's own.
     pub fn describe(&self) -> String {
-        format!("{} from {}", self.version, self.binaries.dir.display())
+        format!(
+            "{} from {}{}",
+            self.version,
+            self.binaries.dir.display(),
+            self.user.describe()
+        )
     }
 
     /// The directory holding the cluster and its socket.
@@ -263,11 +318,28 @@ impl ThrowawayPostgres {
     pub fn keep(mut self) -> KeptCluster {
         self.started = false;
         let dir = self.dir.take().map(TempDir::keep).unwrap_or_default();
+        // Without its marker, no later demo takes the kept cluster for an abandoned one.
+        let _ = std::fs::remove_file(dir.join(OWNER_MARKER));
         KeptCluster {
-            pg_ctl: self.binaries.pg_ctl(),
+            pg_ctl: format!(
+                "{}{}",
+                self.user.command_prefix(),
+                self.binaries.pg_ctl().display()
+            ),
             data: dir.join("data"),
             dir,
         }
+    }
+
+    /// A command for one Postgres step, as the server's user, in the cluster's directory (the
+    /// demo's working directory may be closed to that user).
+    fn command(&self, program: PathBuf) -> Command {
+        let mut command = Command::new(program);
+        command.current_dir(self.dir());
+        if let Some((uid, gid)) = self.user.ids() {
+            command.uid(uid).gid(gid);
+        }
+        command
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -275,7 +347,7 @@ impl ThrowawayPostgres {
     }
 
     async fn init(&self) -> Result<(), ThrowawayError> {
-        let mut initdb = Command::new(self.binaries.initdb());
+        let mut initdb = self.command(self.binaries.initdb());
         initdb.arg("--pgdata").arg(self.data_dir()).args([
             "--username",
             SUPERUSER,
@@ -314,7 +386,7 @@ impl ThrowawayPostgres {
 
     async fn run_pg_ctl_start(&self) -> Result<(), ThrowawayError> {
         let log = self.dir().join("postgres.log");
-        let mut pg_ctl = Command::new(self.binaries.pg_ctl());
+        let mut pg_ctl = self.command(self.binaries.pg_ctl());
         pg_ctl
             .arg("--pgdata")
             .arg(self.data_dir())
@@ -342,11 +414,7 @@ impl ThrowawayPostgres {
     }
 
     async fn run_pg_ctl_stop(&self, mode: &str) -> Result<(), ThrowawayError> {
-        let mut pg_ctl = Command::new(self.binaries.pg_ctl());
-        pg_ctl
-            .arg("--pgdata")
-            .arg(self.data_dir())
-            .args(["--mode", mode, "--wait", "stop"]);
+        let pg_ctl = stop_command(&self.binaries, &self.data_dir(), &self.user, mode);
         run_step("pg_ctl stop", &self.binaries.pg_ctl(), pg_ctl).await
     }
 }
@@ -355,18 +423,51 @@ impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         if self.started {
             // No runtime to await on here: a blocking call, on the error and panic paths only.
-            let _ = std::process::Command::new(self.binaries.pg_ctl())
+            let mut pg_ctl = std::process::Command::new(self.binaries.pg_ctl());
+            pg_ctl
                 .arg("--pgdata")
                 .arg(self.data_dir())
                 .args(["--mode", "immediate", "--wait", "stop"])
+                .current_dir(self.dir())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .process_group(0)
-                .status();
+                .process_group(0);
+            if let Some((uid, gid)) = self.user.ids() {
+                pg_ctl.uid(uid).gid(gid);
+            }
+            let _ = pg_ctl.status();
         }
         // `self.dir`, a TempDir, removes the directory as it drops.
     }
+}
+
+/// Whether every directory above `dir` lets other users pass through (the `x` bit for others).
+fn reachable_by_others(dir: &Path) -> bool {
+    dir.ancestors()
+        .skip(1)
+        .all(|parent| std::fs::metadata(parent).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// `pg_ctl stop` in `mode` on the cluster in `data`, as `user`, from the cluster's directory.
+pub(super) fn stop_command(
+    binaries: &PostgresBinaries,
+    data: &Path,
+    user: &ServerUser,
+    mode: &str,
+) -> Command {
+    let mut pg_ctl = Command::new(binaries.pg_ctl());
+    pg_ctl
+        .arg("--pgdata")
+        .arg(data)
+        .args(["--mode", mode, "--wait", "stop"]);
+    if let Some(dir) = data.parent() {
+        pg_ctl.current_dir(dir);
+    }
+    if let Some((uid, gid)) = user.ids() {
+        pg_ctl.uid(uid).gid(gid);
+    }
+    pg_ctl
 }
 
 /// A cluster left running for the user to inspect.
@@ -374,7 +475,8 @@ impl Drop for ThrowawayPostgres {
 pub struct KeptCluster {
     pub dir: PathBuf,
     pub data: PathBuf,
-    pub pg_ctl: PathBuf,
+    /// The `pg_ctl` to stop it with, after `runuser -u nobody -- ` when it runs as nobody.
+    pub pg_ctl: String,
 }
 
 impl KeptCluster {
@@ -386,7 +488,7 @@ impl KeptCluster {
              afterwards stop it and remove its directory: {pg_ctl} -D {data} stop && rm -r {dir}",
             dir = self.dir.display(),
             data = self.data.display(),
-            pg_ctl = self.pg_ctl.display(),
+            pg_ctl = self.pg_ctl,
         )
     }
 }
@@ -404,7 +506,7 @@ fn socket_url(socket_dir: &Path) -> SecretString {
 /// Runs one step to completion in its own process group, so that the terminal's Ctrl-C (sent
 /// to the whole foreground group) reaches only the demo, which then cleans up in order, and
 /// not `initdb` half-way. (`pg_ctl start` detaches the server into a session of its own.)
-async fn run_step(
+pub(super) async fn run_step(
     step: &'static str,
     program: &Path,
     mut command: Command,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use followq::demo::choose_postgres::{self, ChooseError, DemoPostgres, Lookup, Probe, probe};
 use followq::demo::progress::Silent;
+use followq::demo::server_user::{NoServerUser, ServerUser};
 use followq::demo::throwaway_postgres::{PostgresBinaries, search_dirs};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -39,10 +40,19 @@ fn fake_binaries(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn lookup(binary_dirs: Vec<PathBuf>, as_root: bool) -> Lookup {
+/// A lookup in `binary_dirs`; `as_root_without_nobody`: the demo runs as root on a system
+/// with no `nobody` to run Postgres as.
+fn lookup(binary_dirs: Vec<PathBuf>, as_root_without_nobody: bool) -> Lookup {
     Lookup {
         binary_dirs,
-        as_root,
+        server_user: if as_root_without_nobody {
+            Err(NoServerUser {
+                passwd: "/etc/passwd".into(),
+                why: "no such line".into(),
+            })
+        } else {
+            Ok(ServerUser::Current)
+        },
         // Deterministic whatever the machine: a build with the feature would otherwise start
         // a container where Docker runs.
         docker: false,
@@ -148,10 +158,11 @@ async fn a_configured_server_that_answers_is_used() {
     assert!(matches!(chosen, DemoPostgres::Configured { .. }));
 }
 
-/// Guards the root check: as root the local binaries are never run (Postgres would refuse),
-/// and the message says so plainly, with the three ways out.
+/// Guards the root check: as root with no unprivileged user to run Postgres as, the local
+/// binaries are never run (Postgres would refuse), and the message says so plainly, with the
+/// three ways out.
 #[tokio::test]
-async fn as_root_the_local_binaries_are_not_run_and_the_message_says_why() {
+async fn as_root_without_nobody_the_local_binaries_are_not_run_and_the_message_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let binaries = fake_binaries(&dir.path().join("bin"));
     let text = no_postgres_message(
@@ -163,7 +174,10 @@ async fn as_root_the_local_binaries_are_not_run_and_the_message_says_why() {
         )
         .await,
     );
-    assert!(text.contains("refuses to run as root"), "{text}");
+    assert!(
+        text.contains("refuses to run as root") && text.contains("`nobody`"),
+        "{text}"
+    );
     assert!(text.contains(&binaries.display().to_string()), "{text}");
     assert!(
         !binaries.join("ran-initdb").exists(),

@@ -1,69 +1,50 @@
 //! `followq demo` on a machine where no Postgres server answers: the binary starts a throwaway
 //! cluster from the local Postgres binaries, runs on it, and removes it at the end, on Ctrl-C
-//! and on an error too; a URL the user named is never replaced by one.
+//! and on an error too; a URL the user named is never replaced by one; a cluster that a killed
+//! demo left is removed by the next demo, one whose demo still runs is not.
 //!
-//! Postgres refuses to run as root, so when the tests run as root (CI) the demo runs as an
-//! unprivileged user, created here once (`followq-demo-test`); otherwise as the current user.
-//! Each run gets its own TMPDIR, owned by that user, which must be empty afterwards.
+//! The demo runs as the tests' user: as root (CI) it runs Postgres as `nobody`, as it does for
+//! anyone who runs it as root. Run as root, the first test also runs the demo as `nobody`, so
+//! the path of an ordinary user is covered there too. Each run gets its own TMPDIR, owned by
+//! the user the demo runs as and open to others' passage (Postgres as `nobody` must reach it),
+//! which must be empty afterwards.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::demo_postgres_choice::unused_port;
 use crate::support::serial;
 
-const DEMO_USER: &str = "followq-demo-test";
+/// Who the demo runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    /// The tests' own user.
+    Me,
+    /// `nobody`, when the tests run as root (else the tests' own user).
+    Nobody,
+}
 
-/// The uid and gid to run the demo as: the unprivileged test user when running as root.
-fn demo_identity() -> Option<(u32, u32)> {
-    static IDENTITY: OnceLock<Option<(u32, u32)>> = OnceLock::new();
-    *IDENTITY.get_or_init(|| {
-        if !rustix::process::geteuid().is_root() {
-            return None;
-        }
-        let id = |flag: &str| {
-            Command::new("id")
-                .args([flag, DEMO_USER])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                })
-        };
-        if id("-u").is_none() {
-            let status = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--user-group",
-                    "--no-create-home",
-                    "--home-dir",
-                    "/nonexistent",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    DEMO_USER,
-                ])
-                .status()
-                .expect("run useradd");
-            // 9: the user exists (another test process made it meanwhile).
-            assert!(
-                status.success() || status.code() == Some(9),
-                "useradd {DEMO_USER}: {status}"
-            );
-        }
-        Some((
-            id("-u").expect("the test user's uid"),
-            id("-g").expect("the test user's gid"),
-        ))
-    })
+fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `nobody`'s uid and gid.
+fn nobody() -> (u32, u32) {
+    let id = |flag: &str| {
+        let output = Command::new("id")
+            .args([flag, "nobody"])
+            .output()
+            .expect("run id");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse::<u32>()
+            .expect("the user nobody exists")
+    };
+    (id("-u"), id("-g"))
 }
 
 /// The directory of the local Postgres binaries, to put on the demo's PATH.
@@ -90,11 +71,18 @@ fn postgres_bin_dir() -> PathBuf {
 struct DemoRun {
     root: tempfile::TempDir,
     binary: PathBuf,
+    /// The uid and gid the demo switches to, if any.
+    identity: Option<(u32, u32)>,
 }
 
 impl DemoRun {
     /// The configured `database.url` points at a loopback port where nothing listens.
     fn new() -> DemoRun {
+        DemoRun::as_user(RunAs::Me)
+    }
+
+    fn as_user(run_as: RunAs) -> DemoRun {
+        let identity = (run_as == RunAs::Nobody && running_as_root()).then(nobody);
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("tmp")).unwrap();
         std::fs::create_dir(root.path().join("config")).unwrap();
@@ -106,8 +94,12 @@ impl DemoRun {
             ),
         )
         .unwrap();
+        // Postgres, as another user than the demo's, must pass through to the cluster.
+        for path in [root.path(), &root.path().join("tmp")] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let binary = PathBuf::from(env!("CARGO_BIN_EXE_followq"));
-        let binary = match demo_identity() {
+        let binary = match identity {
             Some((uid, gid)) => {
                 for path in [root.path(), &root.path().join("tmp")] {
                     std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
@@ -124,7 +116,16 @@ impl DemoRun {
             }
             None => binary,
         };
-        DemoRun { root, binary }
+        DemoRun {
+            root,
+            binary,
+            identity,
+        }
+    }
+
+    /// Whether the demo runs as root (Postgres then runs as `nobody`).
+    fn demo_is_root(&self) -> bool {
+        running_as_root() && self.identity.is_none()
     }
 
     fn tmpdir(&self) -> PathBuf {
@@ -152,7 +153,7 @@ impl DemoRun {
         for (name, value) in env {
             command.env(name, value);
         }
-        if let Some((uid, gid)) = demo_identity() {
+        if let Some((uid, gid)) = self.identity {
             command.uid(uid).gid(gid);
         }
         command
@@ -219,38 +220,168 @@ const SMALL_DEMO: &[&str] = &[
 ];
 
 /// Guards the throwaway path end to end: no DATABASE_URL, nothing on the configured URL,
-/// Postgres's binaries on PATH: the demo says which Postgres it chose, completes with its
-/// report, and removes the cluster's directory.
+/// Postgres's binaries on PATH: the demo says which Postgres it chose (and, run as root, that
+/// Postgres runs as `nobody`), completes with its report, and removes the cluster's directory.
+/// As root, it runs again as `nobody`, where Postgres runs as the demo's own user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_server_the_demo_runs_on_a_throwaway_postgres_and_removes_it() {
     let _serial = serial().await;
+    let mut ways = vec![RunAs::Me];
+    if running_as_root() {
+        ways.push(RunAs::Nobody);
+    }
+    for run_as in ways {
+        let run = DemoRun::as_user(run_as);
+        let (run, output) = tokio::task::spawn_blocking(move || {
+            let output = run.run(SMALL_DEMO, &[]);
+            (run, output)
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "demo as {run_as:?} failed:\n{stderr}"
+        );
+        let report = report(&output);
+        assert_eq!(report["completed"], true, "{report}");
+        let finished = report["following"].as_i64().unwrap()
+            + report["pending"].as_i64().unwrap()
+            + report["failed"].as_i64().unwrap();
+        assert_eq!(finished, 60, "{report}");
+        let bin_dir = postgres_bin_dir().display().to_string();
+        let as_nobody = ", run as the user nobody (Postgres refuses to run as root)";
+        let chosen = format!(
+            "from {bin_dir}{}, on a Unix socket in {}",
+            if run.demo_is_root() { as_nobody } else { "" },
+            run.tmpdir().display()
+        );
+        assert!(
+            stderr.contains("Postgres: a throwaway PostgreSQL") && stderr.contains(&chosen),
+            "the progress line names the throwaway Postgres ({chosen}):\n{stderr}"
+        );
+        assert!(stderr.contains("throwaway Postgres stopped"), "{stderr}");
+        run.assert_nothing_left(&stderr);
+    }
+}
+
+/// Starts `followq demo` with enough work to run for a while, and reads its stderr up to the
+/// line saying the throwaway Postgres runs.
+fn start_long_demo(run: &DemoRun) -> (Child, Lines<BufReader<ChildStderr>>, String) {
+    let mut command = run.command(
+        &[
+            "--accounts",
+            "2",
+            "--jobs",
+            "2000",
+            "--quota",
+            "5",
+            "--window",
+            "5s",
+            "--json",
+        ],
+        &[],
+    );
+    command.process_group(0);
+    let mut child = command.spawn().expect("spawn followq demo");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("Postgres: a throwaway") {
+            return (child, lines, stderr);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the demo never started its throwaway Postgres:\n{stderr}");
+}
+
+/// The cluster directories in `tmp`.
+fn clusters_in(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Guards the clean-up of an abandoned cluster (the owner marker and the next run's sweep): a
+/// demo killed with SIGKILL cleans up nothing, and its server keeps running, detached; the next
+/// demo (here one whose named server is down, so that it starts no cluster of its own) stops
+/// that server and removes its directory, and leaves alone the cluster of a demo that still
+/// runs, in the same TMPDIR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_demos_postgres_is_removed_by_the_next_demo_and_a_live_ones_is_not() {
+    let _serial = serial().await;
     let run = DemoRun::new();
-    let output = tokio::task::spawn_blocking(move || {
-        let output = run.run(SMALL_DEMO, &[]);
-        (run, output)
+    let dead = format!("postgres://postgres@127.0.0.1:{}/postgres", unused_port());
+    let (run, next, live, killed_cluster, live_cluster) = tokio::task::spawn_blocking(move || {
+        let (live, live_lines, _) = start_long_demo(&run);
+        let live_cluster = clusters_in(&run.tmpdir());
+        assert_eq!(live_cluster.len(), 1, "{live_cluster:?}");
+        let (mut killed, _, killed_stderr) = start_long_demo(&run);
+        let killed_cluster: Vec<PathBuf> = clusters_in(&run.tmpdir())
+            .into_iter()
+            .filter(|dir| !live_cluster.contains(dir))
+            .collect();
+        assert_eq!(killed_cluster.len(), 1, "{killed_cluster:?}");
+        let killed_cluster = killed_cluster[0].clone();
+        killed.kill().expect("SIGKILL the demo");
+        killed.wait().unwrap();
+        // What the issue is about: the killed demo's server runs on, its directory stays.
+        assert!(
+            !processes_mentioning(&killed_cluster).is_empty() && killed_cluster.is_dir(),
+            "a SIGKILL left nothing running:\n{killed_stderr}"
+        );
+        let next = run.run(SMALL_DEMO, &[("DATABASE_URL", &dead)]);
+        (
+            run,
+            next,
+            (live, live_lines),
+            killed_cluster,
+            live_cluster[0].clone(),
+        )
     })
     .await
     .unwrap();
-    let (run, output) = output;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "demo failed:\n{stderr}");
-    let report = report(&output);
-    assert_eq!(report["completed"], true, "{report}");
-    let finished = report["following"].as_i64().unwrap()
-        + report["pending"].as_i64().unwrap()
-        + report["failed"].as_i64().unwrap();
-    assert_eq!(finished, 60, "{report}");
-    let bin_dir = postgres_bin_dir().display().to_string();
+    let next_stderr = String::from_utf8_lossy(&next.stderr).into_owned();
+    // The live demo's cluster, looked at before anything can fail.
+    let live_left_alone = live_cluster.is_dir() && !processes_mentioning(&live_cluster).is_empty();
+    let (mut live, live_lines) = live;
+    let group = live.id();
+    Command::new("kill")
+        .args(["-INT", "--", &format!("-{group}")])
+        .status()
+        .unwrap();
+    let mut live_stderr = String::new();
+    for line in live_lines {
+        live_stderr.push_str(&line.unwrap());
+        live_stderr.push('\n');
+    }
+    live.wait().unwrap();
+
     assert!(
-        stderr.contains("Postgres: a throwaway PostgreSQL")
-            && stderr.contains(&format!(
-                "from {bin_dir}, on a Unix socket in {}",
-                run.tmpdir().display()
-            )),
-        "the progress line names the throwaway Postgres:\n{stderr}"
+        next_stderr.contains("removed a throwaway Postgres that a killed demo (pid ")
+            && next_stderr.contains(&format!("left in {}", killed_cluster.display())),
+        "{next_stderr}"
     );
-    assert!(stderr.contains("throwaway Postgres stopped"), "{stderr}");
-    run.assert_nothing_left(&stderr);
+    assert!(
+        processes_mentioning(&killed_cluster).is_empty(),
+        "the killed demo's server still runs:\n{next_stderr}"
+    );
+    assert!(!killed_cluster.exists(), "{next_stderr}");
+    assert!(
+        live_left_alone,
+        "the live demo's cluster was touched:\n{next_stderr}"
+    );
+    assert!(
+        live_stderr.contains("throwaway Postgres stopped"),
+        "{live_stderr}"
+    );
+    run.assert_nothing_left(&format!("{next_stderr}\n{live_stderr}"));
 }
 
 /// Guards the clean-up on Ctrl-C: SIGINT to the demo's whole process group, as a terminal
