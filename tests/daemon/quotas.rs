@@ -173,3 +173,122 @@ async fn a_smaller_limit_from_x_is_adopted() {
     assert_eq!(ledger[0].rate_limit_limit, Some(3));
     assert_eq!(ledger[6].rate_limit_limit, None, "no headers at the end");
 }
+
+/// The simulator for the daily-cap scenarios: X applies half of the follows and still
+/// answers 5xx (the fault's pattern is the same on every run), answers take a moment, and
+/// the window is far from binding.
+fn applied_then_5xx() -> followq::sim::SimConfig {
+    followq::sim::SimConfig {
+        faults: followq::sim::FaultConfig {
+            applied_5xx: 0.5,
+            delay: 1.0,
+            delay_duration: Duration::from_millis(250),
+            ..followq::sim::FaultConfig::default()
+        },
+        daily_window: Duration::from_secs(3600),
+        ..sim_config(50, Duration::from_secs(60))
+    }
+}
+
+/// A follow X applied before answering 5xx counts against the account's daily cap, in the
+/// successor's seed too: with a cap of 8 (X's and followq's), the daemon is killed (-9) mid-way
+/// and a successor takes the accounts over. X never answers its own daily-cap 403 and never
+/// counts more than 6 follows for an account.
+///
+/// Guard: `store::ledger::may_have_acted_sql!` in `ledger_seeds`. With the seed reading only
+/// succeeded, abandoned and unanswered rows (as it did), the successor forgot the follows
+/// behind the 5xx answers and went over: X's 403s and 9 or more follows in its day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_applied_behind_a_5xx_count_for_a_successor() {
+    let _serial = crate::support::serial().await;
+    let cap = 8;
+    let mut harness = Harness::new(followq::sim::SimConfig {
+        daily_cap: Some(cap),
+        ..applied_then_5xx()
+    })
+    .await;
+    harness.settings.rate_limit.daily_follows_per_account = cap;
+    let accounts = ["1760", "1761", "1762"];
+    for account in accounts {
+        harness.account(account).await;
+        harness.enqueue(account, 5001, 12).await;
+    }
+    let first = crate::child::Daemon::start(&harness, "applied-5xx-first");
+    harness
+        .sim_wait(LIMIT, "five requests of each account", |s| {
+            accounts.iter().all(|a| s.user(a).requests >= 5)
+        })
+        .await;
+    first.kill().await;
+    let second = harness.start().await;
+    harness
+        .wait_until(
+            LIMIT,
+            "every account at its daily cap",
+            "SELECT bool_and(status = 'paused' AND pause_reason = 'daily_cap')
+             FROM followq.accounts",
+        )
+        .await;
+    tokio::time::sleep(QUIET).await;
+    second.stop().await;
+
+    let stats = harness.stats().await;
+    assert!(
+        stats.totals.all_users.faults.applied_then_failed > 0,
+        "X applied follows behind 5xx answers: {:?}",
+        stats.totals.all_users.faults
+    );
+    for account in accounts {
+        let user = stats.user(account);
+        assert_eq!(user.daily_capped, 0, "account {account}: {user:?}");
+        assert!(
+            user.max_follows_in_day <= u64::from(cap),
+            "account {account} followed {} in a day (cap {cap})",
+            user.max_follows_in_day
+        );
+    }
+}
+
+/// The same for the app: with a per-app cap of 8 (X's and followq's) and one daemon, the
+/// follows X applied behind 5xx answers count, and X never answers its app-wide daily-cap
+/// 403 nor counts more than 8 follows for the app.
+///
+/// Guard: `store::ledger::may_have_acted_sql!` in the app's count (`store::app_follows`).
+/// Reading only succeeded, abandoned and unanswered rows, the app went over its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_applied_behind_a_5xx_count_for_the_apps_cap() {
+    let _scenario = shared().await;
+    let cap = 8;
+    let mut harness = Harness::new(followq::sim::SimConfig {
+        app_daily_cap: Some(cap),
+        ..applied_then_5xx()
+    })
+    .await;
+    harness.settings.rate_limit.daily_follows_per_app = Some(cap);
+    for account in ["1770", "1771", "1772"] {
+        harness.account(account).await;
+        harness.enqueue(account, 5001, 8).await;
+    }
+    let daemon = harness.start().await;
+    harness
+        .wait_until(
+            LIMIT,
+            "the app stopped",
+            "SELECT count(*) = 1 FROM followq.app_pause WHERE reason = 'app_daily_cap'",
+        )
+        .await;
+    tokio::time::sleep(QUIET).await;
+    daemon.stop().await;
+
+    let totals = harness.stats().await.totals;
+    assert!(
+        totals.all_users.faults.applied_then_failed > 0,
+        "{totals:?}"
+    );
+    assert_eq!(totals.app_daily_capped, 0, "{totals:?}");
+    assert!(
+        totals.app_max_follows_in_day <= u64::from(cap),
+        "the app followed {} in a day (cap {cap})",
+        totals.app_max_follows_in_day
+    );
+}
