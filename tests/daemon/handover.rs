@@ -86,11 +86,23 @@ async fn a_pause_and_resume_during_a_slow_request_never_puts_two_in_flight() {
     let _serial = serial().await;
     let harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
     harness.account("1200").await;
-    harness.enqueue("1200", 10_000, 4).await;
     harness
         .sim
         .set_answer_delay("1200", Some(Duration::from_millis(1500)));
-    let first = harness.start().await;
+    // The first daemon leases only on the notification of a new job: after the resume the
+    // account can only go to the second (this is the handover under test; the first taking
+    // it back is covered by `an_account_leased_again_counts_what_another_daemon_sent_meanwhile`).
+    let mut settings = harness.settings.clone();
+    settings.worker.poll_interval = Duration::from_secs(3600);
+    let first = crate::support::start_with(&settings).await;
+    harness
+        .wait_until(
+            Duration::from_secs(10),
+            "the first daemon's liveness session open",
+            "SELECT EXISTS (SELECT 1 FROM followq.daemons WHERE session_pid IS NOT NULL)",
+        )
+        .await;
+    harness.enqueue("1200", 10_000, 4).await;
     harness
         .sim_wait(Duration::from_secs(5), "the first request in flight", |s| {
             s.user("1200").requests >= 1

@@ -294,6 +294,13 @@ async fn a_paused_account_never_delays_the_others() {
 /// once, almost every claim rides on a record; the accounts still take their turns round robin
 /// (the successor is the head of the ready queue, never the account that just sent), each with
 /// one request in flight, and every job is sent once.
+///
+/// Round robin is checked as "no account has sent all its jobs before every other has sent
+/// 40 % of its own", not turn by turn: two record statements are in flight, and one that
+/// stalls (a new connection, a backend descheduled on a busy machine: 100 ms were seen) keeps
+/// its two accounts out while the others take several turns, as it should: a slow account
+/// never delays another. An account served out of turn (the one that just sent, or the tail
+/// of the queue) sends its jobs back to back and fails the check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_request_hands_its_slot_to_the_next_account_in_line() {
     let _shared = shared().await;
@@ -301,10 +308,11 @@ async fn a_finished_request_hands_its_slot_to_the_next_account_in_line() {
     harness.settings.worker.concurrency = 2;
     harness.settings.http.enabled = true;
     harness.settings.http.listen = "127.0.0.1:0".parse().expect("address");
+    let jobs = 30;
     let accounts: Vec<String> = (2100..2108).map(|id| id.to_string()).collect();
     for account in &accounts {
         harness.account(account).await;
-        harness.enqueue(account, 40_000, 12).await;
+        harness.enqueue(account, 40_000, jobs).await;
     }
     let daemon = start_with(&harness.settings).await;
     harness.wait_all_finished(Duration::from_secs(30)).await;
@@ -327,13 +335,14 @@ async fn a_finished_request_hands_its_slot_to_the_next_account_in_line() {
             .and_then(|value| value.parse().ok())
             .unwrap_or(0.0)
     };
+    let total = (jobs * accounts.len() as u64) as f64;
     assert_eq!(
         claimed("with_record") + claimed("claim_statement"),
-        96.0,
+        total,
         "{metrics}"
     );
     assert!(
-        claimed("with_record") >= 80.0,
+        claimed("with_record") >= total * 0.8,
         "most claims should ride on the record of the request before them:\n{metrics}"
     );
 
@@ -341,29 +350,35 @@ async fn a_finished_request_hands_its_slot_to_the_next_account_in_line() {
     assert_within_quota(&stats, 1_000);
     for account in &accounts {
         let user = &stats.users[account.as_str()];
-        assert_eq!(user.requests, 12, "account {account}: every job sent once");
+        assert_eq!(
+            user.requests, jobs,
+            "account {account}: every job sent once"
+        );
         assert_eq!(
             user.max_in_flight, 1,
             "account {account}: one request at a time"
         );
         assert_eq!(user.same_target_overlaps, 0);
     }
-    // Round robin: every account has sent before any has sent its third request.
     let order: Vec<String> = sqlx::query_scalar(
         "SELECT account_user_id::text FROM followq.attempts ORDER BY sent_at, id",
     )
     .fetch_all(&harness.db.pool)
     .await
     .expect("the ledger");
-    let mut sent: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut sent: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for account in &order {
         let count = sent.entry(account.as_str()).or_default();
         *count += 1;
-        if *count == 3 {
-            assert_eq!(
-                sent.len(),
-                accounts.len(),
-                "account {account} sent its third request before every account had sent: {order:?}"
+        if *count == jobs {
+            let behind: Vec<(&str, u64)> = accounts
+                .iter()
+                .map(|a| (a.as_str(), sent.get(a.as_str()).copied().unwrap_or(0)))
+                .filter(|&(_, n)| n * 10 < jobs * 4)
+                .collect();
+            assert!(
+                behind.is_empty(),
+                "account {account} sent all its jobs while these had sent under 40 %: {behind:?}; {order:?}"
             );
             break;
         }
