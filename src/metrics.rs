@@ -54,6 +54,16 @@ pub const PAUSE_REASONS: &[&str] = &[
     "other",
 ];
 
+/// App-wide stop reasons exported as their own `reason` label of `followq_app_stop_info`; a
+/// reason written by hand is `other`.
+pub const APP_STOP_REASONS: &[&str] = &[
+    "app_forbidden",
+    "usage_capped",
+    "app_24h_limit",
+    "app_daily_cap",
+    "other",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClaimLabels {
     how: &'static str,
@@ -107,6 +117,8 @@ struct Inner {
     accounts_paused: Family<ReasonLabels, Gauge>,
     accounts_held: Gauge,
     app_stopped: Gauge,
+    app_stop_info: Family<ReasonLabels, Gauge>,
+    oldest_ready_job_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     outcomes_waiting: Gauge,
 }
 
@@ -225,6 +237,19 @@ impl Metrics {
             "1 while an app-wide stop (followq.app_pause) is in force, read at scrape time",
             app_stopped.clone(),
         );
+        let app_stop_info = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "app_stop_info",
+            "1 for the reason of the app-wide stop in force (followq.app_pause), 0 for the others, read at scrape time",
+            app_stop_info.clone(),
+        );
+        let oldest_ready_job_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "oldest_ready_job_age",
+            "How long the oldest job that is due, of an account that may send, has been ready (0 when none), read at scrape time",
+            Unit::Seconds,
+            oldest_ready_job_age.clone(),
+        );
         let outcomes_waiting = Gauge::default();
         registry.register(
             "outcomes_waiting",
@@ -245,6 +270,9 @@ impl Metrics {
         for reason in PAUSE_REASONS {
             let _ = accounts_paused.get_or_create(&ReasonLabels { reason });
         }
+        for reason in APP_STOP_REASONS {
+            let _ = app_stop_info.get_or_create(&ReasonLabels { reason });
+        }
 
         Metrics {
             inner: Arc::new(Inner {
@@ -264,6 +292,8 @@ impl Metrics {
                 accounts_paused,
                 accounts_held,
                 app_stopped,
+                app_stop_info,
+                oldest_ready_job_age,
                 outcomes_waiting,
             }),
         }
@@ -391,8 +421,30 @@ impl Metrics {
         self.inner.accounts_held.set(held);
     }
 
-    pub fn set_app_stopped(&self, stopped: bool) {
-        self.inner.app_stopped.set(i64::from(stopped));
+    /// The app-wide stop in force (its reason), or none: `followq_app_stopped` and
+    /// `followq_app_stop_info{reason}`.
+    pub fn set_app_stop(&self, reason: Option<&str>) {
+        self.inner.app_stopped.set(i64::from(reason.is_some()));
+        let other = APP_STOP_REASONS.len() - 1;
+        let current = reason.map(|reason| {
+            APP_STOP_REASONS
+                .iter()
+                .position(|known| *known == reason)
+                .unwrap_or(other)
+        });
+        for (index, reason) in APP_STOP_REASONS.iter().enumerate() {
+            self.inner
+                .app_stop_info
+                .get_or_create(&ReasonLabels { reason })
+                .set(i64::from(current == Some(index)));
+        }
+    }
+
+    /// How long the oldest ready job has waited (`None`: no job is ready).
+    pub fn set_oldest_ready_job_age(&self, age: Option<Duration>) {
+        self.inner
+            .oldest_ready_job_age
+            .set(age.map_or(0.0, |age| age.as_secs_f64()));
     }
 
     /// Answers from X waiting to be written (see `worker::completer`).

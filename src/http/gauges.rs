@@ -1,5 +1,5 @@
 //! `/metrics`: the counters as they are, and the gauges (queue depth, accounts held and
-//! paused, app stopped) read from the database at most once per [`GAUGE_TTL`], by one scrape
+//! paused, the app-wide stop and its reason, the oldest ready job's age) read from the database at most once per [`GAUGE_TTL`], by one scrape
 //! at a time: a scraper polling every 100 ms, or ten scrapers at once, cost the database what
 //! one scrape every few seconds does.
 
@@ -62,11 +62,16 @@ async fn refresh_if_stale(shared: &Shared) {
 /// Sets the gauges from three short statements.
 async fn refresh_gauges(ops: &Ops) -> Result<(), sqlx::Error> {
     let queue = status::queued_and_in_flight(&ops.pool).await?;
-    let (held, stopped) = status::accounts_held_and_app_stopped(&ops.pool, &ops.worker_id).await?;
+    let daemon = status::daemon_gauges(&ops.pool, &ops.worker_id).await?;
     let paused = status::paused_accounts_by_reason(&ops.pool).await?;
     ops.metrics.set_queue_depth(queue.queued, queue.running);
-    ops.metrics.set_accounts_held(held);
-    ops.metrics.set_app_stopped(stopped);
+    ops.metrics.set_accounts_held(daemon.accounts_held);
+    ops.metrics.set_app_stop(daemon.app_stop_reason.as_deref());
+    ops.metrics.set_oldest_ready_job_age(
+        daemon
+            .oldest_ready_seconds
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok()),
+    );
     ops.metrics.set_paused_accounts(
         paused
             .iter()

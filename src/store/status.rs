@@ -297,20 +297,40 @@ pub async fn queued_and_in_flight(
     Ok(QueuedAndInFlight { queued, running })
 }
 
-const ACCOUNTS_HELD_AND_APP_STOPPED: &str = r#"
+const DAEMON_GAUGES: &str = r#"
         SELECT (SELECT count(*) FROM followq.accounts
-                WHERE leased_by = $1 AND lease_expires_at > now()),
-               EXISTS (SELECT 1 FROM followq.app_pause
-                       WHERE paused_until IS NULL OR paused_until > now())
+                WHERE leased_by = $1 AND lease_expires_at > now()) AS accounts_held,
+               (SELECT reason FROM followq.app_pause
+                WHERE paused_until IS NULL OR paused_until > now()
+                LIMIT 1) AS app_stop_reason,
+               -- As oldest_ready reads it, through the same index.
+               (SELECT extract(epoch FROM now() - j.run_at)::float8
+                FROM followq.follow_jobs AS j
+                JOIN followq.accounts AS a ON a.user_id = j.source_user_id
+                WHERE j.state = 'queued' AND j.run_at <= now()
+                  AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
+                ORDER BY j.run_at, j.id
+                LIMIT 1) AS oldest_ready_seconds
         "#;
 
-/// How many accounts `worker_id` holds a live lease on, and whether an app-wide stop is in
-/// force.
-pub async fn accounts_held_and_app_stopped(
+/// What the gauges read besides the queue and the pauses.
+#[derive(Debug, Clone, FromRow, PartialEq)]
+pub struct DaemonGauges {
+    /// Accounts `worker_id` holds a live lease on.
+    pub accounts_held: i64,
+    /// The reason of the app-wide stop in force, if any.
+    pub app_stop_reason: Option<String>,
+    /// How long the oldest ready job (of an account that may send) has been ready.
+    pub oldest_ready_seconds: Option<f64>,
+}
+
+/// How many accounts `worker_id` holds a live lease on, the app-wide stop in force, and how
+/// long the oldest ready job has waited: one statement.
+pub async fn daemon_gauges(
     executor: impl PgExecutor<'_>,
     worker_id: &str,
-) -> Result<(i64, bool), sqlx::Error> {
-    sqlx::query_as(ACCOUNTS_HELD_AND_APP_STOPPED)
+) -> Result<DaemonGauges, sqlx::Error> {
+    sqlx::query_as(DAEMON_GAUGES)
         .bind(worker_id)
         .fetch_one(executor)
         .await
@@ -375,8 +395,8 @@ pub const STATEMENTS: &[Statement] = &[
         sql: QUEUED_AND_IN_FLIGHT,
     },
     Statement {
-        name: "status::accounts_held_and_app_stopped",
-        sql: ACCOUNTS_HELD_AND_APP_STOPPED,
+        name: "status::daemon_gauges",
+        sql: DAEMON_GAUGES,
     },
     Statement {
         name: "status::paused_accounts_by_reason",
