@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -58,6 +60,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+    pub billing: BillingSettings,
     #[serde(default)]
     pub credentials: CredentialsSettings,
 }
@@ -186,6 +189,51 @@ pub struct RetentionSettings {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
     pub batch_size: u32,
+}
+
+/// What X's pay-per-use billing costs, and the budgets no replica may go beyond (`[billing]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    /// X's price of one request, in the app's currency; zero turns the money figures off.
+    #[serde(deserialize_with = "decimal")]
+    pub price_per_request: Decimal,
+    /// While X answers 402 (credits depleted), one request probes this often whether they
+    /// were topped up.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Spend allowed per UTC day; none: no daily budget.
+    #[serde(default, deserialize_with = "optional_decimal")]
+    pub daily_budget: Option<Decimal>,
+    /// Spend allowed per calendar month (UTC); none: no monthly budget.
+    #[serde(default, deserialize_with = "optional_decimal")]
+    pub monthly_budget: Option<Decimal>,
+}
+
+/// A decimal written as a TOML number (`0.015`), a string (`"0.015"`, as environment
+/// variables give it) or an integer: read through its shortest decimal text, so that `0.015`
+/// is exactly 0.015 and not the binary fraction nearest to it.
+fn decimal<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Integer(i64),
+        Float(f64),
+        Text(String),
+    }
+    let text = match Written::deserialize(deserializer)? {
+        Written::Integer(n) => n.to_string(),
+        Written::Float(f) => f.to_string(),
+        Written::Text(t) => t.trim().to_owned(),
+    };
+    Decimal::from_str_exact(&text)
+        .map_err(|_| serde::de::Error::custom("expected a decimal number such as 0.015"))
+}
+
+fn optional_decimal<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Decimal>, D::Error> {
+    decimal(deserializer).map(Some)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +376,7 @@ impl Settings {
         if self.rate_limit.period.is_zero() {
             return Err(invalid("rate_limit.period", "must be more than zero"));
         }
+        self.billing.validate()?;
         if self.rate_limit.daily_follows_per_account == 0 {
             return Err(invalid(
                 "rate_limit.daily_follows_per_account",
@@ -680,6 +729,66 @@ impl Settings {
         settings.retry.base_delay = Duration::from_millis(100);
         settings.retry.max_delay = Duration::from_secs(2);
         settings
+    }
+}
+
+impl BillingSettings {
+    /// The most a price or a budget may be: beyond it the request counts overflow nothing,
+    /// but no real price or budget is that large.
+    const MAX_MONEY: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_owned(),
+        };
+        if self.price_per_request.is_sign_negative() || self.price_per_request > Self::MAX_MONEY {
+            return Err(invalid(
+                "billing.price_per_request",
+                "must be between 0 and 1,000,000,000",
+            ));
+        }
+        for (key, budget) in [
+            ("billing.daily_budget", self.daily_budget),
+            ("billing.monthly_budget", self.monthly_budget),
+        ] {
+            let Some(budget) = budget else { continue };
+            if budget.is_sign_negative() || budget > Self::MAX_MONEY {
+                return Err(invalid(key, "must be between 0 and 1,000,000,000"));
+            }
+            if self.price_per_request.is_zero() {
+                return Err(invalid(
+                    key,
+                    "needs billing.price_per_request above 0 (a budget is counted in requests at that price)",
+                ));
+            }
+        }
+        if self.probe_interval < Duration::from_millis(100)
+            || self.probe_interval > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid(
+                "billing.probe_interval",
+                "must be between 100ms and 1 day",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The requests a budget allows at the configured price (whole requests: a budget of
+    /// 0.30 at 0.015 allows 20).
+    pub fn requests_within(&self, budget: Decimal) -> i64 {
+        if self.price_per_request.is_zero() {
+            return i64::MAX;
+        }
+        (budget / self.price_per_request)
+            .floor()
+            .to_i64()
+            .unwrap_or(i64::MAX)
+    }
+
+    /// What `requests` cost at the configured price.
+    pub fn cost_of(&self, requests: i64) -> Decimal {
+        self.price_per_request * Decimal::from(requests)
     }
 }
 

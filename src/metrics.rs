@@ -61,6 +61,8 @@ pub const APP_STOP_REASONS: &[&str] = &[
     "usage_capped",
     "app_24h_limit",
     "app_daily_cap",
+    "credits_depleted",
+    "budget_reached",
     "other",
 ];
 

@@ -231,6 +231,130 @@ impl From<&str> for PauseReason {
 
 text_column!(PauseReason);
 
+/// Why every account is stopped, as stored in `followq.app_pause.reason`. The daemon's own
+/// reasons are variants; a reason written by hand is kept as [`AppStopReason::Explained`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppStopReason {
+    /// X refused the app itself (403 client-forbidden or unsupported-authentication).
+    AppForbidden,
+    /// X's usage cap of the whole product (429 usage-capped, scope Product).
+    UsageCapped,
+    /// `x-app-limit-24hour-remaining: 0`.
+    #[serde(rename = "app_24h_limit")]
+    App24hLimit,
+    /// The app's follows of the last 24 hours reached `rate_limit.daily_follows_per_app`.
+    AppDailyCap,
+    /// X answered 402: the app's prepaid credits ran out.
+    CreditsDepleted,
+    /// followq's spend reached `billing.daily_budget` or `billing.monthly_budget`.
+    BudgetReached,
+    /// Any other words, as written.
+    #[serde(untagged)]
+    Explained(String),
+}
+
+impl AppStopReason {
+    pub const KNOWN: [AppStopReason; 6] = [
+        AppStopReason::AppForbidden,
+        AppStopReason::UsageCapped,
+        AppStopReason::App24hLimit,
+        AppStopReason::AppDailyCap,
+        AppStopReason::CreditsDepleted,
+        AppStopReason::BudgetReached,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AppStopReason::AppForbidden => "app_forbidden",
+            AppStopReason::UsageCapped => "usage_capped",
+            AppStopReason::App24hLimit => "app_24h_limit",
+            AppStopReason::AppDailyCap => "app_daily_cap",
+            AppStopReason::CreditsDepleted => "credits_depleted",
+            AppStopReason::BudgetReached => "budget_reached",
+            AppStopReason::Explained(words) => words,
+        }
+    }
+
+    /// What happened, for an operator ("" for words that speak for themselves).
+    pub fn meaning(&self) -> &'static str {
+        match self {
+            AppStopReason::AppForbidden => {
+                "X refused the app itself (403 client-forbidden or unsupported-authentication)"
+            }
+            AppStopReason::UsageCapped => "X's usage cap for the app is reached",
+            AppStopReason::App24hLimit => "X's 24-hour limit for the app is reached",
+            AppStopReason::AppDailyCap => {
+                "the app's daily follow cap (rate_limit.daily_follows_per_app) is reached"
+            }
+            AppStopReason::CreditsDepleted => "X answered 402: the app's prepaid credits ran out",
+            AppStopReason::BudgetReached => {
+                "the spend reached billing.daily_budget or billing.monthly_budget"
+            }
+            AppStopReason::Explained(_) => "",
+        }
+    }
+
+    /// What ends the stop, for an operator.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            AppStopReason::AppForbidden => {
+                "fix the app's access or authentication in the X developer portal, then `followq app resume`"
+            }
+            AppStopReason::UsageCapped | AppStopReason::App24hLimit => {
+                "it ends by itself when X's period ends; `followq app resume` ends it earlier (X may refuse again)"
+            }
+            AppStopReason::AppDailyCap => {
+                "it ends by itself as the oldest follows age out; raise rate_limit.daily_follows_per_app to go on sooner"
+            }
+            AppStopReason::CreditsDepleted => {
+                "top up the app's credits: one request probes every billing.probe_interval and sending resumes when it goes through, or `followq app resume` at once"
+            }
+            AppStopReason::BudgetReached => {
+                "it ends with the budget's period; to go on now, raise the budget (restart the daemons one by one with it) and `followq app resume`"
+            }
+            AppStopReason::Explained(_) => "`followq app resume` ends it",
+        }
+    }
+
+    /// What ends a stop that has no end time, in words that follow "until".
+    pub fn ends_when_untimed(&self) -> &'static str {
+        match self {
+            AppStopReason::CreditsDepleted => {
+                "a probe finds credits again (one request every billing.probe_interval) or an operator runs `followq app resume`"
+            }
+            _ => "an operator runs `followq app resume`",
+        }
+    }
+
+    /// Whether `followq app resume` may end it. Not the daily follow cap: the daemons count
+    /// it themselves and would stop again at once.
+    pub fn operator_may_end(&self) -> bool {
+        !matches!(self, AppStopReason::AppDailyCap)
+    }
+}
+
+impl FromStr for AppStopReason {
+    type Err = std::convert::Infallible;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(AppStopReason::KNOWN
+            .into_iter()
+            .find(|reason| reason.as_str() == raw)
+            .unwrap_or_else(|| AppStopReason::Explained(raw.to_owned())))
+    }
+}
+
+impl From<&str> for AppStopReason {
+    fn from(raw: &str) -> Self {
+        match raw.parse() {
+            Ok(reason) => reason,
+            Err(never) => match never {},
+        }
+    }
+}
+
+text_column!(AppStopReason);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +369,14 @@ mod tests {
         }
         for reason in PauseReason::KNOWN {
             assert_eq!(PauseReason::from(reason.as_str()), reason);
+        }
+        for reason in AppStopReason::KNOWN {
+            assert_eq!(AppStopReason::from(reason.as_str()), reason);
+            assert_eq!(
+                serde_json::to_value(&reason).ok(),
+                Some(serde_json::Value::from(reason.as_str())),
+                "JSON shows the stored text"
+            );
         }
         assert!("runnin".parse::<JobState>().is_err());
         assert!("Active".parse::<AccountStatus>().is_err());

@@ -7,6 +7,7 @@
 //! | `status.rs` | the one-screen report: queue depth, throughput, pauses, live daemons |
 //! | `jobs.rs` | job ids and states; show, list, retry, cancel |
 //! | `accounts.rs` | list, show, pause, resume, disable |
+//! | `app.rs` | ending the app-wide stop (`followq app resume`) |
 //! | `why.rs` | the one sentence saying why a job (or an account) is where it is (pure) |
 //! | `dashboard.rs` | the ops listener's status page: what its one snapshot reads, and the cache |
 //!
@@ -16,6 +17,7 @@
 //! matched, and the caller learns why from a follow-up read.
 
 pub mod accounts;
+pub mod app;
 pub mod dashboard;
 pub mod jobs;
 pub mod status;

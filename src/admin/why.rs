@@ -147,8 +147,9 @@ fn queued(facts: &Facts<'_>, max_attempts: i64) -> String {
     {
         return match app.paused_until {
             None => format!(
-                "waiting: the app is stopped ({}) until an operator deletes followq.app_pause",
-                app.reason
+                "waiting: the app is stopped ({}) until {}",
+                app.reason,
+                app.reason.ends_when_untimed()
             ),
             Some(at) => format!(
                 "waiting: the app is stopped ({}) until {}",
@@ -267,8 +268,9 @@ pub fn account_sentence(account: &AccountState<'_>) -> String {
     {
         return match app.paused_until {
             None => format!(
-                "held by the app-wide stop ({}) until an operator deletes followq.app_pause",
-                app.reason
+                "held by the app-wide stop ({}) until {}",
+                app.reason,
+                app.reason.ends_when_untimed()
             ),
             Some(at) => format!(
                 "held by the app-wide stop ({}) until {}",
@@ -322,6 +324,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::states::AppStopReason;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
@@ -402,7 +405,7 @@ mod tests {
     fn the_app_stop_comes_before_everything() {
         let job = job("queued");
         let app = AppStopFacts {
-            reason: "app_forbidden".into(),
+            reason: AppStopReason::AppForbidden,
             paused_until: None,
         };
         let sentence = explain(&Facts {
@@ -415,11 +418,11 @@ mod tests {
         });
         assert_eq!(
             sentence,
-            "waiting: the app is stopped (app_forbidden) until an operator deletes followq.app_pause"
+            "waiting: the app is stopped (app_forbidden) until an operator runs `followq app resume`"
         );
         // An expired timed stop does not hold the job.
         let expired = AppStopFacts {
-            reason: "usage_capped".into(),
+            reason: AppStopReason::UsageCapped,
             paused_until: Some(now() - TimeDelta::seconds(1)),
         };
         let sentence = explain(&Facts {
@@ -530,7 +533,7 @@ mod tests {
         );
 
         let app = AppStopFacts {
-            reason: "app_forbidden".into(),
+            reason: AppStopReason::AppForbidden,
             paused_until: None,
         };
         let mut paused = account_state("101", "paused");
@@ -543,7 +546,7 @@ mod tests {
         paused.app = Some(&app);
         assert_eq!(
             account_sentence(&paused),
-            "held by the app-wide stop (app_forbidden) until an operator deletes followq.app_pause"
+            "held by the app-wide stop (app_forbidden) until an operator runs `followq app resume`"
         );
 
         let mut spent = account_state("102", "active");

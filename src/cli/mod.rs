@@ -5,6 +5,7 @@
 //! (`enqueue --file`).
 
 mod accounts;
+mod app;
 #[cfg(feature = "bench")]
 mod bench;
 mod credentials;
@@ -54,6 +55,11 @@ pub enum Command {
     Accounts {
         #[command(subcommand)]
         command: accounts::AccountsCommand,
+    },
+    /// The app-wide stop: end one an operator may end (`followq app resume`).
+    App {
+        #[command(subcommand)]
+        command: app::AppCommand,
     },
     /// The keys that encrypt stored tokens: make one, count rows per key, re-encrypt.
     Credentials {
@@ -123,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Enqueue(args) => enqueue::run(&pool, args).await,
         Command::Accounts { command } => accounts::run(&pool, &settings.credentials, command).await,
+        Command::App { command } => app::run(&pool, command).await,
         Command::Credentials { command } => {
             credentials::run(&pool, &settings.credentials, command).await
         }

@@ -95,7 +95,7 @@ pub fn render(report: &StatusReport) -> String {
         }
         Some(stop) => {
             let until = match stop.paused_until {
-                None => "until an operator deletes the row in followq.app_pause".to_owned(),
+                None => format!("until {}", stop.reason.ends_when_untimed()),
                 Some(at) => format!("until {}", time(Some(at), now)),
             };
             let _ = writeln!(
@@ -104,6 +104,9 @@ pub fn render(report: &StatusReport) -> String {
                 stop.reason,
                 time(Some(stop.created_at), now)
             );
+            if !stop.reason.meaning().is_empty() {
+                let _ = writeln!(out, "  {}; {}", stop.reason.meaning(), stop.reason.remedy());
+            }
         }
     }
     let _ = writeln!(out);

@@ -281,28 +281,22 @@ fn app_stop_banner(out: &mut String, d: &Dashboard) {
         return;
     };
     let now = d.status.generated_at;
-    let what = match stop.reason.as_str() {
-        "app_forbidden" => {
-            "X refused the app itself (403 client-forbidden or unsupported-authentication): fix the app's access or authentication settings in the X developer portal"
-        }
-        "usage_capped" => "X's usage cap for the app is reached",
-        "app_24h_limit" => "X's 24-hour limit for the app is reached",
-        "app_daily_cap" => {
-            "the app's daily follow cap (rate_limit.daily_follows_per_app) is reached"
-        }
-        _ => "every account has stopped sending",
+    let what = match stop.reason.meaning() {
+        "" => "every account has stopped sending",
+        meaning => meaning,
     };
     let todo = match stop.paused_until {
-        None => "Once the cause is fixed, resume every account with <code>DELETE FROM followq.app_pause;</code>".to_owned(),
+        None => format!("It lasts until {}.", esc(stop.reason.ends_when_untimed())),
         Some(at) => format!(
-            "Sending resumes by itself at {}; to resume earlier: <code>DELETE FROM followq.app_pause;</code>",
-            esc(&when(at, now))
+            "Sending resumes by itself at {}; {}.",
+            esc(&when(at, now)),
+            esc(stop.reason.remedy())
         ),
     };
     let _ = write!(
         out,
         "<div class=\"banner\" role=\"alert\" id=\"app-stop\"><strong>App-wide stop: {}</strong> since {}. {}. {todo}</div>",
-        esc(&stop.reason),
+        esc(stop.reason.as_str()),
         esc(&when(stop.created_at, now)),
         esc(what)
     );

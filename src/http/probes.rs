@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tracing::warn;
 
 use super::{READY_TIMEOUT, Shared};
+use crate::states::AppStopReason;
 use crate::store::pauses;
 
 pub(super) async fn healthz() -> &'static str {
@@ -47,14 +48,16 @@ pub(super) async fn readyz(State(shared): State<Shared>) -> (StatusCode, String)
             unready("the database is unreachable")
         }
         Ok(Ok(Some(reason))) => unready(&format!(
-            "app-wide stop in force ({reason}); DELETE FROM followq.app_pause once the cause is fixed"
+            "app-wide stop in force ({reason}): {}; {}",
+            reason.meaning(),
+            reason.remedy()
         )),
         Ok(Ok(None)) => (StatusCode::OK, "ready\n".into()),
     }
 }
 
 /// The reason of the app-wide stop in force, if any.
-async fn app_stop(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+async fn app_stop(pool: &PgPool) -> Result<Option<AppStopReason>, sqlx::Error> {
     Ok(pauses::app_pause_in_force(pool)
         .await?
         .map(|stop| stop.reason))

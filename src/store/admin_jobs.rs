@@ -14,7 +14,7 @@ use super::Statement;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::states::{AccountStatus, JobState, PauseReason};
+use crate::states::{AccountStatus, AppStopReason, JobState, PauseReason};
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgExecutor};
 
@@ -171,7 +171,7 @@ pub async fn account_facts(
 /// The app-wide stop (`followq.app_pause`), if a row is there.
 #[derive(Debug, Clone, FromRow, PartialEq)]
 pub struct AppStopFacts {
-    pub reason: String,
+    pub reason: AppStopReason,
     pub paused_until: Option<DateTime<Utc>>,
 }
 

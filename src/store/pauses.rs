@@ -8,10 +8,14 @@
 //! `operator`. For `needs_reauth` the reason says why the tokens were refused.
 
 use super::Statement;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgExecutor, PgPool};
+
+use crate::states::AppStopReason;
 
 const PAUSE_ACCOUNT: &str = r#"
         UPDATE followq.accounts
@@ -84,38 +88,86 @@ pub async fn mark_needs_reauth(
 /// status page read it.
 #[derive(Debug, Clone, FromRow, Serialize, PartialEq)]
 pub struct AppPause {
-    pub reason: String,
+    pub reason: AppStopReason,
     pub detail: Option<Value>,
-    /// `None`: until an operator deletes the row in `followq.app_pause`.
+    /// `None`: until an operator ends it (`followq app resume`) or a probe finds its cause
+    /// gone.
     pub paused_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// When one request may next probe whether the cause is gone (`credits_depleted`).
+    pub probe_at: Option<DateTime<Utc>>,
 }
 
 const PAUSE_APP: &str = r#"
-        INSERT INTO followq.app_pause (scope, reason, detail, paused_until)
-        VALUES ('app', $1, $2, $3)
+        INSERT INTO followq.app_pause (scope, reason, detail, paused_until, probe_at)
+        VALUES ('app', $1, $2, $3, now() + make_interval(secs => $4))
         ON CONFLICT (scope) DO UPDATE SET
             reason = EXCLUDED.reason,
             detail = EXCLUDED.detail,
             paused_until = CASE
                 WHEN app_pause.paused_until IS NULL OR EXCLUDED.paused_until IS NULL THEN NULL
-                ELSE greatest(app_pause.paused_until, EXCLUDED.paused_until) END
+                ELSE greatest(app_pause.paused_until, EXCLUDED.paused_until) END,
+            -- The same stop seen again (the answers of requests that were in the air) keeps
+            -- its probe time; the probe itself moved it forward when it claimed it.
+            probe_at = CASE WHEN app_pause.reason = EXCLUDED.reason
+                            THEN coalesce(app_pause.probe_at, EXCLUDED.probe_at)
+                            ELSE EXCLUDED.probe_at END
         "#;
 
-/// Stops every account: until `until`, or until an operator deletes the row when `None`.
+/// Stops every account: until `until`, or until an operator ends it (or, with `probe_after`,
+/// a probe request finds its cause gone) when `None`.
 pub async fn pause_app(
     executor: impl PgExecutor<'_>,
-    reason: &str,
+    reason: &AppStopReason,
     detail: Option<&Value>,
     until: Option<DateTime<Utc>>,
+    probe_after: Option<Duration>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(PAUSE_APP)
         .bind(reason)
         .bind(detail)
         .bind(until)
+        .bind(probe_after.map(|after| after.as_secs_f64()))
         .execute(executor)
         .await?;
     Ok(())
+}
+
+const CLAIM_PROBE: &str = r#"
+        UPDATE followq.app_pause
+        SET probe_at = now() + make_interval(secs => $1)
+        WHERE scope = 'app' AND probe_at <= now()
+          AND (paused_until IS NULL OR paused_until > now())
+        RETURNING reason
+        "#;
+
+/// Takes the turn to send the one request that probes whether the stop's cause is gone, if
+/// it is due; the next is due `interval` later. At most one daemon gets each turn.
+pub async fn claim_probe(
+    executor: impl PgExecutor<'_>,
+    interval: Duration,
+) -> Result<Option<AppStopReason>, sqlx::Error> {
+    sqlx::query_scalar(CLAIM_PROBE)
+        .bind(interval.as_secs_f64())
+        .fetch_optional(executor)
+        .await
+}
+
+const END_APP_STOP: &str = r#"
+        DELETE FROM followq.app_pause
+        WHERE scope = 'app' AND ($1::text IS NULL OR reason = $1)
+        RETURNING reason, detail, paused_until, created_at, probe_at
+        "#;
+
+/// Ends the app-wide stop (only one for `reason`, when given); returns what it ended.
+pub async fn end_app_stop(
+    executor: impl PgExecutor<'_>,
+    reason: Option<&AppStopReason>,
+) -> Result<Option<AppPause>, sqlx::Error> {
+    sqlx::query_as(END_APP_STOP)
+        .bind(reason)
+        .fetch_optional(executor)
+        .await
 }
 
 const DELETE_EXPIRED_APP_PAUSE: &str = "DELETE FROM followq.app_pause WHERE paused_until <= now()";
@@ -127,7 +179,7 @@ pub async fn current_app_pause(pool: &PgPool) -> Result<Option<AppPause>, sqlx::
 }
 
 const APP_PAUSE_IN_FORCE: &str = r#"
-        SELECT reason, detail, paused_until, created_at FROM followq.app_pause
+        SELECT reason, detail, paused_until, created_at, probe_at FROM followq.app_pause
         WHERE scope = 'app' AND (paused_until IS NULL OR paused_until > now())
         "#;
 
@@ -147,6 +199,14 @@ pub const STATEMENTS: &[Statement] = &[
     Statement {
         name: "pauses::pause_account",
         sql: PAUSE_ACCOUNT,
+    },
+    Statement {
+        name: "pauses::claim_probe",
+        sql: CLAIM_PROBE,
+    },
+    Statement {
+        name: "pauses::end_app_stop",
+        sql: END_APP_STOP,
     },
     Statement {
         name: "pauses::resume_due",

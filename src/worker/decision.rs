@@ -6,9 +6,10 @@
 //! | --- | --- | --- | --- |
 //! | followed | succeeded (`errors[]` kept in `last_error`) | – | – |
 //! | 429 window | queued at the reset, attempt refunded, `rate_limited_count` + 1 | paused until the reset (`rate_limited`) | – |
-//! | 429 usage cap, scope account | queued at the period's end, attempt refunded | paused (`usage_capped`) | – |
+//! | 429 usage cap, scope account | queued at the period's end (next UTC midnight, or the first of next month), attempt refunded | paused (`usage_capped`) | – |
 //! | 429 usage cap, scope product | queued at the period's end, attempt refunded | – | stopped until then |
 //! | 401 | queued now, attempt refunded | token refresh (a second 401 in a row: needs_reauth) | – |
+//! | 402 credits depleted | queued now, attempt refunded | – | stopped until a probe succeeds or an operator acts |
 //! | 403 app forbidden | queued, attempt refunded | – | stopped until an operator acts |
 //! | 403 daily cap | queued at the 24-hour reset, attempt refunded | paused (`daily_cap`) | – |
 //! | permanent | failed | – | – |
@@ -18,11 +19,11 @@
 //! until the reset (`rate_limit_window`), `x-user-limit-24hour-remaining: 0` until its reset
 //! (`user_24h_limit`), `x-app-limit-24hour-remaining: 0` stops the app until its reset.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::retry::RetryPolicy;
-use crate::states::PauseReason;
+use crate::states::{AppStopReason, PauseReason};
 use crate::store::record::NextState;
 use crate::xapi::{FollowOutcome, RateLimitInfo, UsageCapScope};
 
@@ -42,7 +43,7 @@ pub enum AccountAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppStop {
     pub until: Option<DateTime<Utc>>,
-    pub reason: &'static str,
+    pub reason: AppStopReason,
 }
 
 /// Everything that follows from one answer.
@@ -69,8 +70,28 @@ pub struct JobFacts {
 }
 
 const DAY: TimeDelta = TimeDelta::hours(24);
-/// How long a usage cap lasts when X does not say (its period, conservatively).
-const MONTH: TimeDelta = TimeDelta::days(31);
+
+/// The next midnight, UTC, after `now`: when a daily usage cap ends.
+pub fn next_utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    let today = now.date_naive();
+    today
+        .succ_opt()
+        .and_then(|tomorrow| tomorrow.and_hms_opt(0, 0, 0))
+        .map_or(now + DAY, |midnight| midnight.and_utc())
+}
+
+/// The first instant of the next calendar month, UTC: when a monthly usage cap ends.
+pub fn first_of_next_month(now: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = (now.year(), now.month());
+    let (year, month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    chrono::NaiveDate::from_ymd_opt(year, month, 1)
+        .and_then(|first| first.and_hms_opt(0, 0, 0))
+        .map_or(now + TimeDelta::days(31), |first| first.and_utc())
+}
 
 /// Decides. `jitter` in [0, 1) picks the point inside the backoff's random half.
 pub fn decide(
@@ -129,17 +150,19 @@ pub fn decide(
             )
         }
         FollowOutcome::UsageCapped { period, scope } => {
-            let default_length = match period.as_deref() {
-                Some(p) if p.eq_ignore_ascii_case("daily") => DAY,
-                _ => MONTH,
+            // The cap lasts until the period it names ends: the next UTC midnight for a
+            // daily one, the first of next month (UTC) otherwise (a cap that names no period
+            // is taken for the longer). The 15-minute window's reset says nothing about it;
+            // only Retry-After, when X sends one, ends it earlier.
+            let period_end = match period.as_deref() {
+                Some(p) if p.eq_ignore_ascii_case("daily") => next_utc_midnight(now),
+                _ => first_of_next_month(now),
             };
-            // The 15-minute window's reset says nothing about a daily or monthly cap: only
-            // Retry-After, when X sends one, ends it earlier than the period.
             let until = limits
                 .retry_after
                 .and_then(|wait| TimeDelta::from_std(wait).ok())
                 .and_then(|wait| now.checked_add_signed(wait))
-                .unwrap_or(now + default_length);
+                .map_or(period_end, |retry| retry.min(period_end));
             let error = json!({
                 "kind": "usage_capped", "status": 429, "period": period, "scope": scope,
                 "retry_at": until,
@@ -148,7 +171,7 @@ pub fn decide(
                 Some(UsageCapScope::Product) => {
                     app = Some(AppStop {
                         until: Some(until),
-                        reason: "usage_capped",
+                        reason: AppStopReason::UsageCapped,
                     });
                 }
                 _ => account.push(AccountAction::Pause {
@@ -162,10 +185,21 @@ pub fn decide(
             account.push(AccountAction::Refresh);
             (requeue_refunded(now), Some(tagged("unauthorized", details)))
         }
+        FollowOutcome::CreditsDepleted(details) => {
+            // Nothing is wrong with the job: it waits, unspent, for the credits.
+            app = Some(AppStop {
+                until: None,
+                reason: AppStopReason::CreditsDepleted,
+            });
+            (
+                requeue_refunded(now),
+                Some(tagged("credits_depleted", details)),
+            )
+        }
         FollowOutcome::AppForbidden(details) => {
             app = Some(AppStop {
                 until: None,
-                reason: "app_forbidden",
+                reason: AppStopReason::AppForbidden,
             });
             (
                 requeue_refunded(now),
@@ -270,7 +304,7 @@ fn app_header_stop(limits: &RateLimitInfo, now: DateTime<Utc>) -> Option<AppStop
     let app = limits.app_24h?;
     (app.remaining == Some(0)).then(|| AppStop {
         until: Some(app.reset_at.filter(|r| *r > now).unwrap_or(now + DAY)),
-        reason: "app_24h_limit",
+        reason: AppStopReason::App24hLimit,
     })
 }
 
@@ -501,7 +535,7 @@ mod tests {
             d.app,
             Some(AppStop {
                 until: None,
-                reason: "app_forbidden"
+                reason: AppStopReason::AppForbidden
             })
         );
         assert!(matches!(
@@ -515,7 +549,7 @@ mod tests {
 
     #[test]
     fn usage_caps_pause_the_scope_they_name() {
-        let now = Utc::now();
+        let now = at("2026-12-31T10:20:00Z");
         let product = decide(
             &FollowOutcome::UsageCapped {
                 period: Some("Daily".into()),
@@ -527,7 +561,11 @@ mod tests {
             now,
             0.5,
         );
-        assert_eq!(product.app.unwrap().until, Some(now + DAY));
+        assert_eq!(
+            product.app.unwrap().until,
+            Some(at("2027-01-01T00:00:00Z")),
+            "a daily cap ends at the next UTC midnight"
+        );
         let account = decide(
             &FollowOutcome::UsageCapped {
                 period: Some("Monthly".into()),
@@ -540,15 +578,62 @@ mod tests {
             0.5,
         );
         assert_eq!(account.app, None);
-        assert!(account.account.contains(&AccountAction::Pause {
-            until: now + MONTH,
-            reason: PauseReason::UsageCapped
-        }));
+        assert!(
+            account.account.contains(&AccountAction::Pause {
+                until: at("2027-01-01T00:00:00Z"),
+                reason: PauseReason::UsageCapped
+            }),
+            "a monthly cap ends on the first of next month: {:?}",
+            account.account
+        );
+        let mid_year = at("2026-06-15T23:59:59Z");
+        assert_eq!(first_of_next_month(mid_year), at("2026-07-01T00:00:00Z"));
+        assert_eq!(next_utc_midnight(mid_year), at("2026-06-16T00:00:00Z"));
+        assert_eq!(
+            next_utc_midnight(at("2026-06-16T00:00:00Z")),
+            at("2026-06-17T00:00:00Z")
+        );
+    }
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .expect("a time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_402_stops_the_app_and_gives_the_attempt_back() {
+        let now = Utc::now();
+        let d = decide(
+            &FollowOutcome::CreditsDepleted(details(402)),
+            &RateLimitInfo::default(),
+            job(3),
+            &retry(),
+            now,
+            0.5,
+        );
+        assert_eq!(
+            d.next,
+            NextState::Queued {
+                run_at: now,
+                refund_attempt: true,
+                rate_limited: false
+            },
+            "the job waits, unspent, even on its last attempt"
+        );
+        assert_eq!(
+            d.app,
+            Some(AppStop {
+                until: None,
+                reason: AppStopReason::CreditsDepleted
+            })
+        );
+        assert!(d.account.is_empty());
     }
 
     #[test]
     fn a_usage_cap_lasts_its_period_whatever_the_window_reset_says() {
-        let now = Utc::now();
+        let now = at("2026-12-05T10:00:00Z");
         let window = RateLimitInfo {
             limit: Some(50),
             remaining: Some(40),
@@ -561,7 +646,7 @@ mod tests {
         };
         let d = decide(&capped, &window, job(1), &retry(), now, 0.5);
         assert!(d.account.contains(&AccountAction::Pause {
-            until: now + DAY,
+            until: at("2026-12-06T00:00:00Z"),
             reason: PauseReason::UsageCapped
         }));
         let told = RateLimitInfo {

@@ -40,6 +40,9 @@ pub enum Event {
     },
     /// The app-wide stop: `Some(until)` while in force, `None` once lifted.
     AppStop(Option<Instant>),
+    /// This daemon took the turn to probe the app-wide stop (`credits_depleted`): one request
+    /// goes out while it lasts, and its answer says whether the cause is gone.
+    Probe,
     /// A job just met an app-wide stop, which may not be written yet: hold every account
     /// until this instant whatever the app monitor reports meanwhile (it may have read the
     /// table before the write, and report the previous stop lifted).

@@ -2,7 +2,8 @@
 //!
 //! - the rescuer returns orphaned jobs (left `running` by a dead daemon) to the queue;
 //! - the app monitor follows the app-wide stop (`followq.app_pause`, set by any replica or
-//!   lifted by an operator), enforces the per-app daily follow cap (from the app's follows
+//!   lifted by an operator), takes its turn to probe a stop X lifts without telling (402:
+//!   credits depleted), enforces the per-app daily follow cap (from the app's follows
 //!   counted per minute, shared with the check before each request in `app_cap.rs`), and
 //!   logs an error every summary interval while the app is stopped;
 //! - the summary logs one line per interval: what was sent and how it ended, the queue depth,
@@ -19,6 +20,7 @@ use tracing::{error, info, warn};
 use super::Context;
 use super::events::Event;
 use super::job::{instant_at, job_span};
+use crate::states::AppStopReason;
 use crate::store::pauses::{self, AppPause};
 use crate::store::rescue::rescue_orphans;
 use crate::store::status::{paused_accounts_by_reason, queued_and_in_flight};
@@ -92,6 +94,18 @@ pub async fn app_monitor(
                 last_complaint = None;
             }
             Some(pause) => {
+                // A stop X lifts without telling (credits topped up) is probed: one request
+                // by one daemon per billing.probe_interval, the turn claimed in the row.
+                if pause.probe_at.is_some_and(|at| at <= chrono::Utc::now()) {
+                    match pauses::claim_probe(&ctx.pool, ctx.settings.billing.probe_interval).await
+                    {
+                        Ok(Some(_)) => {
+                            let _ = events.send(Event::Probe);
+                        }
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "could not claim the app-wide stop's probe"),
+                    }
+                }
                 // A stop without an end lasts until an operator deletes the row: re-read
                 // every poll, so extend it one poll at a time.
                 let until = pause.paused_until.map_or_else(
@@ -105,10 +119,12 @@ pub async fn app_monitor(
                     last_complaint = Some(Instant::now());
                     error!(
                         reason = %pause.reason,
+                        meaning = pause.reason.meaning(),
                         since = %pause.created_at,
                         until = ?pause.paused_until,
                         detail = %pause.detail.clone().unwrap_or_default(),
-                        "app-wide stop in force: no account sends. Fix the cause, then DELETE FROM followq.app_pause"
+                        remedy = pause.reason.remedy(),
+                        "app-wide stop in force: no account sends"
                     );
                 }
             }
@@ -126,7 +142,14 @@ async fn enforce_app_daily_cap(ctx: &Context, cap: u32) -> Result<(), sqlx::Erro
         return Ok(());
     };
     if let Some(until) = count.frees_at {
-        pauses::pause_app(&ctx.pool, "app_daily_cap", None, Some(until)).await?;
+        pauses::pause_app(
+            &ctx.pool,
+            &AppStopReason::AppDailyCap,
+            None,
+            Some(until),
+            None,
+        )
+        .await?;
         info!(follows = count.follows, cap, until = %until, "the app's follows in the last 24 hours reached rate_limit.daily_follows_per_app");
     }
     Ok(())

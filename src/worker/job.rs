@@ -24,17 +24,31 @@ use super::stats::Counters;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
 use crate::ratelimit::ServerWindow;
-use crate::states::PauseReason;
+use crate::states::{AppStopReason, PauseReason};
 use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
 use crate::store::record::{AttemptRecord, Completion, NextState};
 use crate::store::rescue::{Which, return_jobs};
 use crate::store::{ledger, pauses};
 use crate::xapi::{Fate, FollowOutcome, FollowResponse, RateLimitInfo};
 
+/// What kind of turns a batch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turns {
+    Regular,
+    /// The one request that probes an app-wide stop (see `Event::Probe`): its answer says
+    /// whether the stop's cause is gone.
+    Probe,
+}
+
 /// Runs one turn of each of `accounts` (with its count of 401s in a row: a second one after
 /// a refresh parks the account), reporting each turn's end to the scheduler as it happens.
 /// A request not on the wire by `send_by` is not sent at all.
-pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by: Instant) {
+pub async fn run_batch(
+    ctx: Arc<Context>,
+    accounts: Vec<(String, u32)>,
+    send_by: Instant,
+    kind: Turns,
+) {
     let names: Vec<String> = accounts.iter().map(|(name, _)| name.clone()).collect();
     let claim_pending = ClaimPending(&ctx);
     let claimed = claim_batch(&ctx.pool, &ctx.worker_id, &names, ctx.answer_within()).await;
@@ -69,6 +83,7 @@ pub async fn run_batch(ctx: Arc<Context>, accounts: Vec<(String, u32)>, send_by:
             job,
             streak,
             send_by,
+            kind,
             Arc::clone(&current),
         ));
         turns.insert(handle.id(), current);
@@ -105,6 +120,7 @@ async fn run_turns(
     mut job: ClaimedJob,
     mut unauthorized_streak: u32,
     mut send_by: Instant,
+    mut turns: Turns,
     current: CurrentTurn,
 ) {
     loop {
@@ -118,9 +134,11 @@ async fn run_turns(
             job.target_user_id.as_str(),
             job.attempts,
         );
-        let turn = send_and_record(&ctx, job, unauthorized_streak, send_by)
+        let turn = send_and_record(&ctx, job, unauthorized_streak, send_by, turns)
             .instrument(span)
             .await;
+        // A successor's turn is a regular one.
+        turns = Turns::Regular;
         match turn {
             Turn::Ended(outcome) => return report(&ctx, account, outcome),
             Turn::Done => return,
@@ -227,6 +245,7 @@ async fn send_and_record(
     job: ClaimedJob,
     unauthorized_streak: u32,
     send_by: Instant,
+    turns: Turns,
 ) -> Turn {
     info!(event = "job_claimed", state = "running", "job claimed");
     // The ids were checked on the way out of the database (and the schema's id domains let
@@ -296,6 +315,9 @@ async fn send_and_record(
     if decision.app.is_some() {
         // Before any write: no other account may start a request meanwhile.
         ctx.app_stop_seen();
+    }
+    if turns == Turns::Probe {
+        settle_probe(ctx, &response).await;
     }
     let attempt = attempt_record(&job, &response, sent_at, completed_at);
     // The live limiter counts the follow by the same rule as the ledger seed and the app's
@@ -430,6 +452,37 @@ async fn hand_off(
             account: successor.account,
             report: JobReport::RetryAt(Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR),
         },
+    }
+}
+
+/// The probe's answer: anything X answered but a 402 (or a 5xx, or no answer at all) shows
+/// the app's credits are back, so the `credits_depleted` stop ends and every daemon sends again
+/// within its poll interval. Otherwise the stop stays, for the next probe.
+async fn settle_probe(ctx: &Context, response: &FollowResponse) {
+    let still = matches!(
+        response.outcome,
+        FollowOutcome::CreditsDepleted(_) | FollowOutcome::Transient(_)
+    ) || !response.answered();
+    if still {
+        info!(
+            outcome = response.outcome.kind(),
+            next_probe_in = ?ctx.settings.billing.probe_interval,
+            "probe: the app-wide stop stays"
+        );
+        return;
+    }
+    match pauses::end_app_stop(&ctx.pool, Some(&AppStopReason::CreditsDepleted)).await {
+        Ok(Some(_)) => {
+            info!(
+                outcome = response.outcome.kind(),
+                "probe went through: the app's credits are back, every account sends again"
+            );
+            ctx.app_check.notify_one();
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, "could not end the credits_depleted stop after a probe went through; the next probe will")
+        }
     }
 }
 
@@ -621,15 +674,25 @@ async fn apply_consequences(
         }
     }
     if let Some(stop) = &decision.app {
-        if let Err(e) =
-            pauses::pause_app(&ctx.pool, stop.reason, decision.error.as_ref(), stop.until).await
+        if let Err(e) = pauses::pause_app(
+            &ctx.pool,
+            &stop.reason,
+            decision.error.as_ref(),
+            stop.until,
+            // X lifts it without telling: one request probes, now and then.
+            (stop.reason == AppStopReason::CreditsDepleted)
+                .then_some(ctx.settings.billing.probe_interval),
+        )
+        .await
         {
             error!(error = %e, "could not persist the app-wide stop");
         }
         error!(
-            reason = stop.reason,
+            reason = %stop.reason,
+            meaning = stop.reason.meaning(),
             until = ?stop.until,
-            "app-wide stop: no account sends until it ends (or an operator deletes the row in followq.app_pause)"
+            remedy = stop.reason.remedy(),
+            "app-wide stop: no account sends until it ends"
         );
     }
     resume

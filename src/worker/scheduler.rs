@@ -171,6 +171,8 @@ pub struct Scheduler {
     heartbeat_running: bool,
     /// Since when this daemon could not confirm its liveness session (see [`Scheduler::fenced`]).
     fenced_since: Option<Instant>,
+    /// This daemon has the turn to send the request that probes an app-wide stop.
+    probe_requested: bool,
 }
 
 impl Scheduler {
@@ -196,6 +198,7 @@ impl Scheduler {
             next_heartbeat,
             heartbeat_running: false,
             fenced_since: None,
+            probe_requested: false,
         }
     }
 
@@ -382,6 +385,7 @@ impl Scheduler {
                 }
                 self.app_stopped_until = until;
             }
+            Event::Probe => self.probe_requested = true,
             Event::AppStopSeen(until) => {
                 self.app_stop_seen_until =
                     Some(self.app_stop_seen_until.map_or(until, |u| u.max(until)));
@@ -413,7 +417,13 @@ impl Scheduler {
     /// Starts as many requests as the gates and the concurrency cap allow.
     fn dispatch(&mut self, now: Instant) {
         self.wake_due(now);
-        if !self.may_start(now) {
+        if self.fenced(now) {
+            return;
+        }
+        if self.app_stopped(now) {
+            if self.probe_requested {
+                self.start_probe(now);
+            }
             return;
         }
         if self.claims_in_flight >= MAX_CLAIMS_IN_FLIGHT {
@@ -433,9 +443,12 @@ impl Scheduler {
         if !batch.is_empty() {
             // One claim statement for every account let through in this round.
             let accounts: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
-            let handle = self
-                .jobs
-                .spawn(job::run_batch(Arc::clone(&self.ctx), batch, send_by));
+            let handle = self.jobs.spawn(job::run_batch(
+                Arc::clone(&self.ctx),
+                batch,
+                send_by,
+                job::Turns::Regular,
+            ));
             self.batches.insert(handle.id(), accounts);
             self.claims_in_flight += 1;
         }
@@ -463,15 +476,49 @@ impl Scheduler {
     /// No app-wide stop is in force (or just seen), and this daemon's liveness is confirmed:
     /// a request may start.
     fn may_start(&mut self, now: Instant) -> bool {
+        // Fenced otherwise: peers may take this daemon's accounts over at any moment.
+        !self.app_stopped(now) && !self.fenced(now)
+    }
+
+    /// An app-wide stop is in force, or was just seen by a job (see [`Event::AppStopSeen`]).
+    fn app_stopped(&mut self, now: Instant) -> bool {
+        let mut stopped = false;
         for stop in [&mut self.app_stopped_until, &mut self.app_stop_seen_until] {
             match *stop {
-                Some(until) if until > now => return false,
+                Some(until) if until > now => stopped = true,
                 Some(_) => *stop = None,
                 None => {}
             }
         }
-        // Fenced otherwise: peers may take this daemon's accounts over at any moment.
-        !self.fenced(now)
+        stopped
+    }
+
+    /// While the app is stopped, the one request that probes whether the stop's cause is gone
+    /// (see [`Event::Probe`]): the next account in line sends it, marked as the probe. With no
+    /// account ready the probe waits for one.
+    fn start_probe(&mut self, now: Instant) {
+        if self.in_flight >= self.ctx.settings.worker.concurrency as usize {
+            return;
+        }
+        let answer_by = now + self.ctx.answer_within();
+        let Some(next) = self.take_ready(now, answer_by) else {
+            return;
+        };
+        self.probe_requested = false;
+        self.in_flight += 1;
+        info!(
+            account = next.0,
+            "the app is stopped: one request probes whether its cause is gone"
+        );
+        let accounts = vec![next.0.clone()];
+        let handle = self.jobs.spawn(job::run_batch(
+            Arc::clone(&self.ctx),
+            vec![next],
+            now + self.ctx.settings.worker.send_deadline,
+            job::Turns::Probe,
+        ));
+        self.batches.insert(handle.id(), accounts);
+        self.claims_in_flight += 1;
     }
 
     /// Whether this daemon is fenced: it cannot confirm its liveness session, so its peers may

@@ -98,6 +98,10 @@ pub enum FollowOutcome {
     AppForbidden(ErrorDetails),
     /// 403 "unable to follow …": this account pauses for a day, the job stays queued.
     AccountDailyCap(ErrorDetails),
+    /// 402 (X's body says `CreditsDepleted`): the app's prepaid credits ran out. Every
+    /// account stops until they are topped up; nothing fails. Any 402 is taken for it:
+    /// whatever else "payment required" means, only the app's owner can fix it.
+    CreditsDepleted(ErrorDetails),
     /// This job can never succeed (400, 404, blocked or suspended target, …).
     Permanent(ErrorDetails),
     /// Try again later (5xx, timeout, connection reset, a body cut short, …).
@@ -114,6 +118,7 @@ impl FollowOutcome {
             FollowOutcome::Unauthorized(_) => "unauthorized",
             FollowOutcome::AppForbidden(_) => "app_forbidden",
             FollowOutcome::AccountDailyCap(_) => "daily_cap",
+            FollowOutcome::CreditsDepleted(_) => "credits_depleted",
             FollowOutcome::Permanent(_) => "permanent",
             FollowOutcome::Transient(_) => "transient",
         }
@@ -125,6 +130,7 @@ impl FollowOutcome {
             FollowOutcome::Unauthorized(d)
             | FollowOutcome::AppForbidden(d)
             | FollowOutcome::AccountDailyCap(d)
+            | FollowOutcome::CreditsDepleted(d)
             | FollowOutcome::Permanent(d)
             | FollowOutcome::Transient(d) => Some(d),
             FollowOutcome::Followed { .. }
@@ -158,6 +164,7 @@ pub fn classify(status: u16, body: &[u8]) -> FollowOutcome {
             }
         }
         401 => FollowOutcome::Unauthorized(parsed.details(status, body)),
+        402 => FollowOutcome::CreditsDepleted(parsed.details(status, body)),
         403 => classify_forbidden(status, body, &parsed),
         // Request timeout and "too early" are about timing, not the request.
         408 | 425 => FollowOutcome::Transient(parsed.details(status, body)),
@@ -384,6 +391,22 @@ mod tests {
                 errors: vec![]
             }
         );
+    }
+
+    #[test]
+    fn a_402_is_credits_depleted_with_xs_body_kept() {
+        // As X sends it: plain JSON, no status field.
+        let body = br#"{"title":"CreditsDepleted","detail":"Your enrolled account [1234567890123456789] does not have any credits to fulfill this request.","type":"https://api.twitter.com/2/problems/credits"}"#;
+        let FollowOutcome::CreditsDepleted(details) = classify(402, body) else {
+            panic!("{:?}", classify(402, body));
+        };
+        assert_eq!(details.status, Some(402));
+        assert_eq!(details.title.as_deref(), Some("CreditsDepleted"));
+        assert_eq!(
+            details.problem_type.as_deref(),
+            Some("https://api.twitter.com/2/problems/credits")
+        );
+        assert_eq!(classify(402, b"").kind(), "credits_depleted");
     }
 
     #[test]

@@ -77,7 +77,7 @@ async fn show_explains_app_stops_and_running_jobs() {
     let why = jobs::show(&db.pool, job_id(id), 8).await.unwrap().why;
     assert_eq!(
         why,
-        "waiting: the app is stopped (app_forbidden) until an operator deletes followq.app_pause"
+        "waiting: the app is stopped (app_forbidden) until an operator runs `followq app resume`"
     );
     make_running(&db.pool, id, "host-b").await;
     let why = jobs::show(&db.pool, job_id(id), 8).await.unwrap().why;

@@ -176,7 +176,7 @@ async fn an_app_stop_in_force_is_reported_and_not_deleted() {
         .unwrap();
     let r = report(&db.pool).await.unwrap();
     let stop = r.app_pause.unwrap();
-    assert_eq!(stop.reason, "app_forbidden");
+    assert_eq!(stop.reason.as_str(), "app_forbidden");
     assert_eq!(stop.paused_until, None);
     assert_eq!(stop.detail, Some(json!({"status": 403})));
 }

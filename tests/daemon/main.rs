@@ -3,6 +3,7 @@
 //! they must not compete with each other for the machine's two cores; the others
 //! (`support::shared`) may run beside each other, never beside a timed one.
 
+mod billing;
 mod child;
 #[path = "../common/mod.rs"]
 mod common;

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{Datelike, TimeDelta, Utc};
 use followq::accounts::Credentials;
 use followq::sim::{DayLimit, FaultConfig, SimConfig, UsageCap, UsagePeriod, UsageScope};
 use serde_json::json;
@@ -274,10 +274,16 @@ async fn an_account_usage_cap_pauses_that_account_for_the_period() {
     let account = harness.account_row("1220").await;
     assert_eq!(account.pause_reason.as_deref(), Some("usage_capped"));
     let until = account.paused_until.expect("a pause end");
-    let day = TimeDelta::hours(24);
+    // The period ends at the next UTC midnight (the answer came between `before` and `after`).
+    let midnight = |at: chrono::DateTime<Utc>| {
+        (at.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+    };
     assert!(
-        until >= before + day && until <= after + day,
-        "paused until {until}, not a day after the answer ({before} .. {after})"
+        until == midnight(before) || until == midnight(after),
+        "paused until {until}, not the next UTC midnight after the answer ({before} .. {after})"
     );
     let jobs = harness.jobs_of("1220").await;
     let capped = jobs
@@ -321,8 +327,8 @@ async fn an_account_usage_cap_pauses_that_account_for_the_period() {
     assert_eq!(stats.user("1221").follows, 1);
 }
 
-/// 429 usage-capped with scope Product: the whole app stops until the period's end (31 days
-/// for `Monthly`) in `followq.app_pause`; accounts are not paused one by one; no job spends
+/// 429 usage-capped with scope Product: the whole app stops until the period's end (the first
+/// of next month, UTC, for `Monthly`) in `followq.app_pause`; accounts are not paused one by one; no job spends
 /// an attempt; no request follows the stop; once an operator deletes the stop, the jobs never
 /// sent and new ones flow, while those X refused wait for the period's end.
 ///
@@ -367,10 +373,20 @@ async fn a_product_usage_cap_stops_the_app_for_the_period() {
     );
     let stop = harness.app_pause().await.expect("the app stop");
     let until = stop.paused_until.expect("an end");
-    let month = TimeDelta::days(31);
+    // The period ends on the first of next month, UTC.
+    let next_month = |at: chrono::DateTime<Utc>| {
+        let (year, month) = match at.month() {
+            12 => (at.year() + 1, 1),
+            m => (at.year(), m + 1),
+        };
+        chrono::NaiveDate::from_ymd_opt(year, month, 1)
+            .and_then(|first| first.and_hms_opt(0, 0, 0))
+            .expect("a first of the month")
+            .and_utc()
+    };
     assert!(
-        until >= before + month && until <= after + month,
-        "stopped until {until}, not 31 days after the answers ({before} .. {after})"
+        until == next_month(before) || until == next_month(after),
+        "stopped until {until}, not the first of next month after the answers ({before} .. {after})"
     );
     let detail = stop.detail.unwrap_or_default();
     assert_eq!(
@@ -387,10 +403,13 @@ async fn a_product_usage_cap_stops_the_app_for_the_period() {
     // An operator lifts the stop (the cap was raised): the jobs never sent go out, and new
     // ones; those X refused wait for the period's end.
     harness.sim.set_usage_capped(None);
-    sqlx::query("DELETE FROM followq.app_pause")
-        .execute(&harness.db.pool)
+    let resumed = followq::admin::app::resume(&harness.db.pool)
         .await
-        .unwrap();
+        .expect("followq app resume");
+    assert!(
+        matches!(&resumed, followq::admin::app::Resumed::Ended(stop) if stop.reason.as_str() == "usage_capped"),
+        "{resumed:?}"
+    );
     harness.enqueue("1230", 6000, 1).await;
     harness
         .wait_finished(
@@ -405,7 +424,7 @@ async fn a_product_usage_cap_stops_the_app_for_the_period() {
     // Each refused job waits for the end its own answer named; the stop keeps the latest.
     let refused: Vec<(String, i32, bool)> = sqlx::query_as(
         "SELECT state, attempts, run_at <= $1 FROM followq.follow_jobs \
-         WHERE run_at > now() + interval '30 days' ORDER BY id",
+         WHERE state = 'queued' AND last_error->>'kind' = 'usage_capped' ORDER BY id",
     )
     .bind(until)
     .fetch_all(&harness.db.pool)

@@ -354,7 +354,8 @@ async fn the_status_page_shows_what_needs_attention_in_a_browser() {
         .unwrap_or_else(|| panic!("no app-stop banner:\n{dom}"))..];
     assert!(
         banner.contains("App-wide stop: app_forbidden")
-            && banner.contains("DELETE FROM followq.app_pause;"),
+            && banner.contains("X refused the app itself")
+            && banner.contains("until an operator runs `followq app resume`"),
         "{banner}"
     );
     assert!(
