@@ -122,6 +122,9 @@ struct Inner {
     app_stop_info: Family<ReasonLabels, Gauge>,
     oldest_ready_job_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     outcomes_waiting: Gauge,
+    requests_billed: Counter,
+    requests_possibly_billed: Counter,
+    price_per_request: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The daemon's metrics. Cheap to clone: every clone records into the same registry.
@@ -252,6 +255,24 @@ impl Metrics {
             Unit::Seconds,
             oldest_ready_job_age.clone(),
         );
+        let requests_billed = Counter::default();
+        registry.register(
+            "requests_billed",
+            "Requests X billed: answered 2xx (pay-per-use); multiply by followq_price_per_request for the money",
+            requests_billed.clone(),
+        );
+        let requests_possibly_billed = Counter::default();
+        registry.register(
+            "requests_possibly_billed",
+            "Requests X may have billed without a 2xx: it may have acted and answered 5xx, or no answer came",
+            requests_possibly_billed.clone(),
+        );
+        let price_per_request = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "price_per_request",
+            "X's price of one request (billing.price_per_request), in the app's currency; 0 when not set",
+            price_per_request.clone(),
+        );
         let outcomes_waiting = Gauge::default();
         registry.register(
             "outcomes_waiting",
@@ -297,6 +318,9 @@ impl Metrics {
                 app_stop_info,
                 oldest_ready_job_age,
                 outcomes_waiting,
+                requests_billed,
+                requests_possibly_billed,
+                price_per_request,
             }),
         }
     }
@@ -447,6 +471,21 @@ impl Metrics {
         self.inner
             .oldest_ready_job_age
             .set(age.map_or(0.0, |age| age.as_secs_f64()));
+    }
+
+    /// A request's answer as X bills it: billed (2xx), possibly billed (X may have acted, no
+    /// 2xx), or neither (a 4xx, or the request never left).
+    pub fn request_billed(&self, billed: bool, possibly: bool) {
+        if billed {
+            self.inner.requests_billed.inc();
+        } else if possibly {
+            self.inner.requests_possibly_billed.inc();
+        }
+    }
+
+    /// X's price of one request, for dashboards that turn the request counters into money.
+    pub fn set_price_per_request(&self, price: f64) {
+        self.inner.price_per_request.set(price);
     }
 
     /// Answers from X waiting to be written (see `worker::completer`).

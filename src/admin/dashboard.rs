@@ -50,6 +50,8 @@ pub struct Limits {
     /// `worker.job_lease`: a request has its answer, or the rescuer has marked it abandoned,
     /// within about this long after it was sent.
     pub job_lease: Duration,
+    /// `billing.price_per_request`, for the spend's money figures.
+    pub price_per_request: rust_decimal::Decimal,
 }
 
 impl Limits {
@@ -183,7 +185,7 @@ pub async fn snapshot(
     settled: &mut SettledMinutes,
 ) -> Result<Dashboard, sqlx::Error> {
     let mut tx = store::snapshot(pool).await?;
-    let report = status::report_in(&mut tx, Some(ACCOUNTS_SHOWN)).await?;
+    let report = status::report_in(&mut tx, Some(ACCOUNTS_SHOWN), limits.price_per_request).await?;
     let now = report.generated_at;
     let this_minute = minute_of(now);
     let read_from = settled.read_from(
@@ -335,6 +337,7 @@ mod tests {
             daily_follows_per_account: 400,
             default_max_attempts: 8,
             job_lease: Duration::from_secs(secs),
+            price_per_request: rust_decimal::Decimal::ZERO,
         };
         assert_eq!(limits(3).settle_minutes(), 2);
         assert_eq!(limits(30).settle_minutes(), 2);

@@ -1,12 +1,15 @@
-//! `followq status`: the queue, the recent throughput, what is paused and who is running, as
-//! one serializable report built from the short statements of [`crate::store::status`], all run
-//! in one read-only snapshot ([`crate::store::status::snapshot`]) so that the numbers agree with
-//! each other. Nothing is written: an expired app-wide stop is shown as over, not deleted.
+//! `followq status`: the queue, the recent throughput, what is paused, who is running and what
+//! was spent at X, as one serializable report built from the short statements of
+//! [`crate::store::status`] and [`crate::store::billing`], all run in one read-only snapshot
+//! ([`crate::store::status::snapshot`]) so that the numbers agree with each other. Nothing is written: an expired app-wide stop is shown as over, not deleted.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use rust_decimal::Decimal;
+
+use crate::store::billing::{self, Requests, Spend};
 use crate::store::pauses;
 pub use crate::store::pauses::AppPause;
 use crate::store::status::{self as store, OutcomeRow};
@@ -34,6 +37,56 @@ pub struct StatusReport {
     pub needs_reauth_accounts: Vec<BlockedAccount>,
     pub disabled_accounts: Vec<BlockedAccount>,
     pub daemons: Vec<LiveDaemon>,
+    /// What was spent at X: the last hour, the UTC day, the calendar month.
+    pub spend: SpendReport,
+}
+
+/// Requests X billed (answered 2xx) and possibly billed (may have acted, no final answer),
+/// with what they cost at `billing.price_per_request`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpendReport {
+    /// X's price of one request; zero turns the money figures off (they are then `null`).
+    pub price_per_request: Decimal,
+    pub last_hour: PeriodSpend,
+    /// Since the last midnight, UTC.
+    pub day: PeriodSpend,
+    /// Since the first of the month, UTC.
+    pub month: PeriodSpend,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PeriodSpend {
+    pub since: DateTime<Utc>,
+    pub billed_requests: i64,
+    pub possibly_billed_requests: i64,
+    pub billed_cost: Option<Decimal>,
+    pub possibly_billed_cost: Option<Decimal>,
+}
+
+/// A sum of money to the price's own precision (at least cents), for display.
+pub fn amount(sum: Decimal, price: Decimal) -> String {
+    sum.round_dp(price.normalize().scale().max(2)).to_string()
+}
+
+impl SpendReport {
+    fn new(spend: Spend, price: Decimal, now: DateTime<Utc>) -> SpendReport {
+        let period = |since: DateTime<Utc>, requests: Requests| {
+            let cost = |n: i64| (!price.is_zero()).then(|| price * Decimal::from(n));
+            PeriodSpend {
+                since,
+                billed_requests: requests.billed,
+                possibly_billed_requests: requests.possibly_billed,
+                billed_cost: cost(requests.billed),
+                possibly_billed_cost: cost(requests.possibly_billed),
+            }
+        };
+        SpendReport {
+            price_per_request: price,
+            last_hour: period(now - chrono::TimeDelta::hours(1), spend.last_hour),
+            day: period(spend.day_starts_at, spend.day),
+            month: period(spend.month_starts_at, spend.month),
+        }
+    }
 }
 
 /// Requests sent (ledger rows by `sent_at`) in the last 1, 5 and 15 minutes.
@@ -53,10 +106,10 @@ pub struct OutcomeCounts {
     pub counts: [i64; 3],
 }
 
-/// Builds the report.
-pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
+/// Builds the report, its money figures at `price` per request.
+pub async fn report(pool: &PgPool, price: Decimal) -> Result<StatusReport, sqlx::Error> {
     let mut tx = store::snapshot(pool).await?;
-    let report = report_in(&mut tx, None).await?;
+    let report = report_in(&mut tx, None, price).await?;
     tx.commit().await?;
     Ok(report)
 }
@@ -66,6 +119,7 @@ pub async fn report(pool: &PgPool) -> Result<StatusReport, sqlx::Error> {
 pub async fn report_in(
     conn: &mut PgConnection,
     list_limit: Option<i64>,
+    price: Decimal,
 ) -> Result<StatusReport, sqlx::Error> {
     let generated_at = store::snapshot_time(conn).await?;
     let queue = store::queue_depth(conn).await?;
@@ -76,6 +130,7 @@ pub async fn report_in(
     let needs_reauth_accounts = store::blocked_accounts(conn, "needs_reauth", list_limit).await?;
     let disabled_accounts = store::blocked_accounts(conn, "disabled", list_limit).await?;
     let daemons = store::live_daemons(conn, LIVE_HEARTBEAT_SECONDS).await?;
+    let spend = SpendReport::new(billing::spend(&mut *conn).await?, price, generated_at);
     Ok(StatusReport {
         generated_at,
         queue,
@@ -86,6 +141,7 @@ pub async fn report_in(
         needs_reauth_accounts,
         disabled_accounts,
         daemons,
+        spend,
     })
 }
 

@@ -133,7 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials { command } => {
             credentials::run(&pool, &settings.credentials, command).await
         }
-        Command::Status(args) => status::run(&pool, args).await,
+        Command::Status(args) => status::run(&pool, args, settings.billing.price_per_request).await,
         Command::Jobs { command } => jobs::run(&pool, command, default_max_attempts).await,
         Command::Run => match db::check_schema(&pool).await {
             Ok(()) => run::run(settings, pool.clone()).await,

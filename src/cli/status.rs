@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Args;
+use rust_decimal::Decimal;
 use sqlx::PgPool;
 
 use super::table::{Table, duration_secs, opt, print_json, time};
-use crate::admin::status::{StatusReport, report};
+use crate::admin::status::{SpendReport, StatusReport, amount, report};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -16,8 +17,8 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub async fn run(pool: &PgPool, args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let report = report(pool).await?;
+pub async fn run(pool: &PgPool, args: StatusArgs, price: Decimal) -> anyhow::Result<ExitCode> {
+    let report = report(pool, price).await?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -88,6 +89,7 @@ pub fn render(report: &StatusReport) -> String {
     }
     let _ = writeln!(out, "{}", requests.render("  "));
     let _ = writeln!(out);
+    spend(&mut out, &report.spend);
 
     match &report.app_pause {
         None => {
@@ -191,4 +193,48 @@ fn section(out: &mut String, title: &str, count: usize, table: impl FnOnce() -> 
         let _ = writeln!(out, "{title} ({count})");
         let _ = writeln!(out, "{}", table().render("  "));
     }
+}
+
+/// The spend at X: billed and possibly billed requests, with their cost when a price is set.
+fn spend(out: &mut String, spend: &SpendReport) {
+    let price = spend.price_per_request;
+    let money = !price.is_zero();
+    if money {
+        let _ = writeln!(out, "Spend at X ({} per request)", price.normalize());
+    } else {
+        let _ = writeln!(out, "Spend at X (requests; billing.price_per_request is 0)");
+    }
+    let mut table = if money {
+        Table::new(&["PERIOD", "BILLED", "COST", "POSSIBLY BILLED", "COST"])
+    } else {
+        Table::new(&["PERIOD", "BILLED", "POSSIBLY BILLED"])
+    };
+    for (name, period) in [
+        ("last hour", &spend.last_hour),
+        ("today (UTC)", &spend.day),
+        ("this month (UTC)", &spend.month),
+    ] {
+        let cost = |c: Option<Decimal>| c.map_or_else(String::new, |c| amount(c, price));
+        table.row(if money {
+            vec![
+                name.to_owned(),
+                period.billed_requests.to_string(),
+                cost(period.billed_cost),
+                period.possibly_billed_requests.to_string(),
+                cost(period.possibly_billed_cost),
+            ]
+        } else {
+            vec![
+                name.to_owned(),
+                period.billed_requests.to_string(),
+                period.possibly_billed_requests.to_string(),
+            ]
+        });
+    }
+    let _ = writeln!(out, "{}", table.render("  "));
+    let _ = writeln!(
+        out,
+        "  billed: X answered 2xx; possibly billed: X may have acted and gave no final answer (5xx, none yet)"
+    );
+    let _ = writeln!(out);
 }

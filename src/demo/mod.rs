@@ -157,6 +157,7 @@ async fn run_in(
 
     let mut settings = demo_settings(base, options, scratch, &sim);
     settings.credentials = credentials;
+    let price = settings.billing.price_per_request;
     let daemon = Daemon::new(settings, scratch.pool.clone())?;
     let started = Instant::now();
     let running = daemon.spawn();
@@ -190,6 +191,7 @@ async fn run_in(
         options,
         finished_at.unwrap_or_else(|| started.elapsed()),
         finished_at.is_some(),
+        price,
     )
     .await
     .map_err(DemoError::Report)?;

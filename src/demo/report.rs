@@ -1,13 +1,15 @@
-//! The demo's closing report: what became of the jobs, what the simulator saw, and how the
-//! run compares with the fastest the quota allows.
+//! The demo's closing report: what became of the jobs, what the simulator saw, how the run
+//! compares with the fastest the quota allows, and what it would have cost at X's price.
 
 use std::fmt;
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgPool;
 
 use super::DemoOptions;
+use crate::admin::status::amount;
 use crate::sim::SimStats;
 use crate::store::demo_report;
 
@@ -35,6 +37,13 @@ pub struct DemoReport {
     /// The fastest the quota allows: the busiest account's last window cannot open before
     /// (windows needed - 1) windows after its first request.
     pub ideal_seconds: f64,
+    /// Requests X would have billed (answered 2xx) and possibly billed.
+    pub billed_requests: i64,
+    pub possibly_billed_requests: i64,
+    /// X's price of one request (`billing.price_per_request`), and what the run would have
+    /// cost at it (billed requests only; zero price: no money figure).
+    pub price_per_request: Decimal,
+    pub cost: Option<Decimal>,
 }
 
 pub async fn build(
@@ -43,7 +52,9 @@ pub async fn build(
     options: &DemoOptions,
     achieved: Duration,
     completed: bool,
+    price: Decimal,
 ) -> Result<DemoReport, sqlx::Error> {
+    let billed = demo_report::billed_requests(pool).await?;
     let counts = demo_report::job_counts(pool).await?;
     let failed_by_reason = demo_report::failed_by_reason(pool).await?;
     // From the first request out to the last job finished, as the database recorded them (the
@@ -78,6 +89,10 @@ pub async fn build(
         max_requests_per_account,
         achieved_seconds: achieved.as_secs_f64(),
         ideal_seconds: ideal,
+        billed_requests: billed.billed,
+        possibly_billed_requests: billed.possibly_billed,
+        price_per_request: price,
+        cost: (!price.is_zero()).then(|| price * Decimal::from(billed.billed)),
     })
 }
 
@@ -133,6 +148,23 @@ impl fmt::Display for DemoReport {
                 "{:.1} s achieved, {:.1} s ideal ({efficiency:.1}% of ideal; busiest account sent {} requests)",
                 self.achieved_seconds, self.ideal_seconds, self.max_requests_per_account
             ),
-        )
+        )?;
+        let billed = format!(
+            "{} billed (answered 2xx), {} possibly billed",
+            self.billed_requests, self.possibly_billed_requests
+        );
+        match self.cost {
+            Some(cost) => row(
+                f,
+                "cost at X's price",
+                format!(
+                    "{} ({} × {} per request; {billed})",
+                    amount(cost, self.price_per_request),
+                    self.billed_requests,
+                    self.price_per_request.normalize()
+                ),
+            ),
+            None => row(f, "requests X bills", billed),
+        }
     }
 }

@@ -26,6 +26,7 @@ use tracing::warn;
 
 use super::Shared;
 use crate::admin::dashboard::{self, Dashboard, SettledMinutes};
+use crate::admin::status::amount;
 use crate::admin::why::{is_indefinite, when};
 use crate::states::AccountStatus;
 use crate::store::dashboard::{AccountCard, MinuteRequests};
@@ -268,6 +269,7 @@ pub fn render(d: &Dashboard) -> String {
     );
     app_stop_banner(&mut out, d);
     queue_section(&mut out, d);
+    spend_section(&mut out, d);
     chart_section(&mut out, &d.requests_per_minute);
     accounts_section(&mut out, d);
     daemons_section(&mut out, d);
@@ -333,6 +335,50 @@ fn queue_section(out: &mut String, d: &Dashboard) {
             o.job_id,
             esc(&o.source_user_id),
             esc(&when(o.run_at, now))
+        );
+    }
+    out.push_str("</p></section>");
+}
+
+fn spend_section(out: &mut String, d: &Dashboard) {
+    let spend = &d.status.spend;
+    let price = spend.price_per_request;
+    let money = !price.is_zero();
+    out.push_str("<section id=\"spend\"><h2>Spend at X</h2><div class=\"grid\">");
+    for (id, label, period) in [
+        ("hour", "last hour", &spend.last_hour),
+        ("day", "today (UTC)", &spend.day),
+        ("month", "this month (UTC)", &spend.month),
+    ] {
+        let headline = match period.billed_cost {
+            Some(cost) if money => amount(cost, price),
+            _ => period.billed_requests.to_string(),
+        };
+        let possibly = match period.possibly_billed_cost {
+            Some(cost) if money => format!(
+                "{} billed; {} possibly ({})",
+                period.billed_requests,
+                period.possibly_billed_requests,
+                amount(cost, price)
+            ),
+            _ => format!(
+                "requests billed; {} possibly",
+                period.possibly_billed_requests
+            ),
+        };
+        let _ = write!(
+            out,
+            "<div class=\"tile\" id=\"spend-{id}\">{label}<b>{}</b><span class=\"muted\">{}</span></div>",
+            esc(&headline),
+            esc(&possibly)
+        );
+    }
+    out.push_str("</div><p class=\"muted\">Billed: X answered 2xx. Possibly billed: X may have acted and gave no final answer (5xx, none yet).");
+    if money {
+        let _ = write!(
+            out,
+            " At {} per request.",
+            esc(&price.normalize().to_string())
         );
     }
     out.push_str("</p></section>");

@@ -93,8 +93,28 @@ pub async fn first_sent_to_last_finished(
         .await
 }
 
+const BILLED_REQUESTS: &str = concat!(
+    "SELECT count(*) FILTER (WHERE ",
+    super::ledger::billed_sql!("t"),
+    ") AS billed, count(*) FILTER (WHERE ",
+    super::ledger::possibly_billed_sql!("t"),
+    ") AS possibly_billed FROM followq.attempts AS t"
+);
+
+/// The run's requests X billed (2xx) and possibly billed (may have acted, no final answer),
+/// over the whole (scratch) ledger.
+pub async fn billed_requests(
+    executor: impl PgExecutor<'_>,
+) -> Result<super::billing::Requests, sqlx::Error> {
+    sqlx::query_as(BILLED_REQUESTS).fetch_one(executor).await
+}
+
 /// The static statements of this file, for the test that prepares every one.
 pub const STATEMENTS: &[Statement] = &[
+    Statement {
+        name: "demo_report::billed_requests",
+        sql: BILLED_REQUESTS,
+    },
     Statement {
         name: "demo_report::finished_counts",
         sql: FINISHED_COUNTS,

@@ -51,6 +51,42 @@ macro_rules! may_have_acted_sql {
 }
 pub(crate) use may_have_acted_sql;
 
+/// A ledger row X billed: it answered 2xx (X bills every request it acts on; pay-per-use).
+/// Mirrors [`billed`].
+macro_rules! billed_sql {
+    ($t:literal) => {
+        concat!("(", $t, ".http_status BETWEEN 200 AND 299)")
+    };
+}
+pub(crate) use billed_sql;
+
+/// A ledger row X may have billed without saying so: X may have acted on it
+/// ([`may_have_acted_sql!`]) and gave no 2xx (5xx, no answer, abandoned, in the air). Mirrors
+/// [`possibly_billed`].
+macro_rules! possibly_billed_sql {
+    ($t:literal) => {
+        concat!(
+            "(",
+            $crate::store::ledger::may_have_acted_sql!($t),
+            " AND NOT coalesce(",
+            $crate::store::ledger::billed_sql!($t),
+            ", false))"
+        )
+    };
+}
+pub(crate) use possibly_billed_sql;
+
+/// Whether X billed the request: it answered 2xx.
+pub fn billed(http_status: Option<i16>) -> bool {
+    http_status.is_some_and(|status| (200..=299).contains(&status))
+}
+
+/// Whether X may have billed the request without a 2xx: it may have acted on it and did not
+/// say so (5xx, no answer, abandoned, in the air).
+pub fn possibly_billed(outcome: Option<&str>, http_status: Option<i16>) -> bool {
+    may_have_acted(outcome, http_status) && !billed(http_status)
+}
+
 /// The ledger outcome of a request that never left: the claim was not sent (its deadline
 /// passed, no usable token, a cap reached), or the connection to X could not be made.
 pub const NOT_SENT: &str = "not_sent";
@@ -85,6 +121,17 @@ mod tests {
         for status in [400, 401, 402, 403, 404, 429] {
             assert!(!may_have_acted(Some("permanent"), Some(status)), "{status}");
         }
+    }
+
+    #[test]
+    fn a_2xx_is_billed_and_what_may_have_acted_otherwise_possibly() {
+        assert!(billed(Some(200)));
+        assert!(!possibly_billed(Some("succeeded"), Some(200)));
+        assert!(possibly_billed(Some("transient"), Some(503)));
+        assert!(possibly_billed(None, None));
+        assert!(possibly_billed(Some(ABANDONED), None));
+        assert!(!billed(Some(402)) && !possibly_billed(Some("credits_depleted"), Some(402)));
+        assert!(!possibly_billed(Some(NOT_SENT), None));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`rescue`], and what a
 //!   ledger row says X may have done ([`ledger`]);
 //! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`];
+//! - what was spent at X, and the budgets' reservations: [`billing`];
 //! - the daemons themselves: [`daemons`], [`retention`], [`schema`];
 //! - what operators read and change: [`status`], [`dashboard`], [`admin_accounts`],
 //!   [`admin_jobs`], [`demo_report`].
@@ -25,6 +26,7 @@ pub mod admin_jobs;
 pub mod app_follows;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod billing;
 pub mod claim;
 pub mod credentials;
 pub mod daemons;
@@ -54,6 +56,7 @@ pub fn all_statements() -> Vec<Statement> {
         admin_accounts::STATEMENTS,
         admin_jobs::STATEMENTS,
         app_follows::STATEMENTS,
+        billing::STATEMENTS,
         claim::STATEMENTS,
         credentials::STATEMENTS,
         daemons::STATEMENTS,

@@ -40,6 +40,9 @@ pub enum Event {
     },
     /// The app-wide stop: `Some(until)` while in force, `None` once lifted.
     AppStop(Option<Instant>),
+    /// The budgets' reserving task reserved more (see `budget.rs`): accounts held back for
+    /// lack of budget may start.
+    BudgetReserved,
     /// This daemon took the turn to probe the app-wide stop (`credits_depleted`): one request
     /// goes out while it lasts, and its answer says whether the cause is gone.
     Probe,

@@ -86,6 +86,11 @@ pub async fn app_monitor(
                 continue;
             }
         };
+        ctx.budget.saw_budget_stop(
+            pause
+                .as_ref()
+                .is_some_and(|p| p.reason == AppStopReason::BudgetReached),
+        );
         match &pause {
             None => {
                 if current.is_some() {
@@ -112,7 +117,12 @@ pub async fn app_monitor(
                     || Instant::now() + ctx.settings.worker.poll_interval * 2,
                     instant_at,
                 );
-                let _ = events.send(Event::AppStop(Some(until)));
+                // A daemon with budgets keeps them by itself: it starts only what it reserved,
+                // so the places a replica reserved before the budget ran out still go out. The
+                // stop is for operators to see (and for a daemon without budgets to honour).
+                let kept_by_budget =
+                    pause.reason == AppStopReason::BudgetReached && ctx.budget.is_on();
+                let _ = events.send(Event::AppStop((!kept_by_budget).then_some(until)));
                 let due = last_complaint
                     .is_none_or(|at| at.elapsed() >= ctx.settings.worker.summary_interval);
                 if due {

@@ -323,6 +323,10 @@ async fn send_and_record(
     // The live limiter counts the follow by the same rule as the ledger seed and the app's
     // count (store::ledger): one definition of what X may have done.
     let may_have_followed = ledger::may_have_acted(Some(&attempt.outcome), attempt.http_status);
+    ctx.metrics.request_billed(
+        ledger::billed(attempt.http_status),
+        ledger::possibly_billed(Some(&attempt.outcome), attempt.http_status),
+    );
     let conclusive = matches!(
         response.outcome,
         FollowOutcome::Followed { .. } | FollowOutcome::Permanent(_)

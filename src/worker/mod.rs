@@ -7,6 +7,7 @@
 //! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
 //! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
 //! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
+//! | `budget.rs` | the budgets: blocks reserved across replicas, one place per request |
 //! | `completer.rs` | writing job outcomes in batches, two statements at a time |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
 //! | `registry.rs` | each daemon's fair share of accounts, from the live daemons (`followq.daemons`) |
@@ -14,6 +15,7 @@
 //! | `supervise.rs` | restarting a background task that panicked |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
 //! | `retention.rs` | pruning old finished jobs and ledger rows |
+//! | `spend_rollup.rs` | counting the ledger's settled hours into the spend rollup |
 //! | `stats.rs` | counters for the summary |
 //!
 //! Why the limit holds across processes, at every handover:
@@ -32,6 +34,7 @@
 //! See README.md, "Several replicas".
 
 mod app_cap;
+mod budget;
 mod completer;
 mod decision;
 mod events;
@@ -44,6 +47,7 @@ mod registry;
 mod retention;
 mod retry;
 mod scheduler;
+mod spend_rollup;
 pub mod stats;
 
 pub use handle::{DaemonHandle, StopError};
@@ -53,6 +57,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rust_decimal::prelude::ToPrimitive;
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -91,6 +96,8 @@ pub struct Context {
     app_check: Notify,
     /// The per-app daily follow cap, checked before each request.
     app_cap: app_cap::AppCapGate,
+    /// The budgets, one place taken per request (see `budget.rs`).
+    budget: budget::BudgetGate,
     /// The scheduler's inbox.
     events: mpsc::UnboundedSender<events::Event>,
     /// Writes job outcomes in batches.
@@ -227,6 +234,7 @@ impl Daemon {
         let (sender, events) = mpsc::unbounded_channel();
         let (completer, completions) = completer::Completer::new();
         let http = HttpListener::bind(&settings.http)?;
+        let budget = budget::BudgetGate::new(&settings.billing);
         let app_cap = app_cap::AppCapGate::new(
             settings.rate_limit.daily_follows_per_app,
             answer_within(&settings),
@@ -249,6 +257,7 @@ impl Daemon {
                 held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
                 app_cap,
+                budget,
                 alive_at: Mutex::new(None),
                 lease_now: Notify::new(),
                 panic_target: None,
@@ -294,6 +303,13 @@ impl Daemon {
             base_url = %ctx.settings.x_api.base_url,
             "followq daemon started"
         );
+        ctx.metrics.set_price_per_request(
+            ctx.settings
+                .billing
+                .price_per_request
+                .to_f64()
+                .unwrap_or(0.0),
+        );
         let sender = ctx.events.clone();
         // Chores that outlive the first signal (the drain needs liveness, outcomes written,
         // and the ops listener) stop with `background`, after the drain.
@@ -311,6 +327,7 @@ impl Daemon {
                     daily_follows_per_account: ctx.settings.rate_limit.daily_follows_per_account,
                     default_max_attempts: ctx.settings.retry.max_attempts,
                     job_lease: ctx.settings.worker.job_lease,
+                    price_per_request: ctx.settings.billing.price_per_request,
                 },
             };
             chores.spawn(listener.serve(ops, background.clone()));
@@ -338,6 +355,13 @@ impl Daemon {
             }),
         );
         chores.spawn(supervised("retention").run(background.clone(), retention::run));
+        let budget_events = sender.clone();
+        chores.spawn(
+            supervised("budget").run(background.clone(), move |ctx, stop| {
+                budget::run(ctx, budget_events.clone(), stop)
+            }),
+        );
+        chores.spawn(supervised("spend_rollup").run(background.clone(), spend_rollup::run));
 
         let abandoned = scheduler::run_supervised(Arc::clone(&ctx), events, shutdown).await;
         background.cancel();

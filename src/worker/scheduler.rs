@@ -29,6 +29,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
 use super::Context;
+use super::budget::Ticket;
 use super::events::{Answered, Event, JobReport, Successor};
 use super::job::{self, panic_message};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
@@ -70,6 +71,8 @@ struct Slot {
     limiter_wait_since: Option<Instant>,
     /// Where a `Recording` account goes once its outcome is written.
     after_record: Option<Phase>,
+    /// Its request's places in the budgets, given back if the request proves unbilled.
+    budget_ticket: Option<Ticket>,
 }
 
 /// The scheduler's end of its channel, shared so that a scheduler started again after a panic
@@ -312,6 +315,7 @@ impl Scheduler {
                                     persisted_daily_cap: None,
                                     limiter_wait_since: None,
                                     after_record: None,
+                                    budget_ticket: None,
                                 },
                             );
                             self.ready.push_back(account);
@@ -338,6 +342,9 @@ impl Scheduler {
                     // never started, and takes its turn again from the head of the queue.
                     if let Some(slot) = self.slots.get_mut(&successor.account) {
                         slot.limiter.refund();
+                        if let Some(ticket) = slot.budget_ticket.take() {
+                            self.ctx.budget.give_back(ticket);
+                        }
                         slot.phase = Phase::Ready;
                         self.ready.push_front(successor.account);
                     }
@@ -386,6 +393,8 @@ impl Scheduler {
                 self.app_stopped_until = until;
             }
             Event::Probe => self.probe_requested = true,
+            // Nothing to do but dispatch again (the loop does).
+            Event::BudgetReserved => {}
             Event::AppStopSeen(until) => {
                 self.app_stop_seen_until =
                     Some(self.app_stop_seen_until.map_or(until, |u| u.max(until)));
@@ -591,8 +600,15 @@ impl Scheduler {
             if slot.phase != Phase::Ready {
                 continue;
             }
+            // The budgets first: an account they hold back keeps its place at the head of the
+            // line until the reserving task has reserved more (`Event::BudgetReserved`).
+            let Some(ticket) = self.ctx.budget.take(chrono::Utc::now()) else {
+                self.ready.push_front(account);
+                return None;
+            };
             match slot.limiter.try_acquire(now, answer_by) {
                 Gate::Go => {
+                    slot.budget_ticket = Some(ticket);
                     let waited = slot
                         .limiter_wait_since
                         .take()
@@ -602,6 +618,7 @@ impl Scheduler {
                     return Some((account, slot.unauthorized_streak));
                 }
                 Gate::WaitUntil(until, reason) => {
+                    self.ctx.budget.give_back(ticket);
                     debug!(account, reason = reason.as_str(), "account waits");
                     slot.limiter_wait_since.get_or_insert(now);
                     if reason == WaitReason::DailyCap && slot.persisted_daily_cap != Some(until) {
@@ -630,7 +647,7 @@ impl Scheduler {
     ) -> Option<Successor> {
         let now = Instant::now();
         let slot = self.slots.get_mut(&account)?;
-        let next = Self::phase_after(slot, answered, now);
+        let next = Self::phase_after(&self.ctx, slot, answered, now);
         slot.phase = Phase::Recording;
         slot.after_record = Some(next);
         if !may_continue || !self.may_start(now) {
@@ -645,8 +662,9 @@ impl Scheduler {
         })
     }
 
-    /// Feeds an answered request to the account's limiter: where the account goes next.
-    fn phase_after(slot: &mut Slot, answered: Answered, now: Instant) -> Phase {
+    /// Feeds an answered request to the account's limiter (and gives its budget places back
+    /// when X's answer shows it billed nothing): where the account goes next.
+    fn phase_after(ctx: &Context, slot: &mut Slot, answered: Answered, now: Instant) -> Phase {
         let Answered {
             sent_at,
             completed_at,
@@ -657,6 +675,12 @@ impl Scheduler {
         } = answered;
         slot.limiter
             .record_response(sent_at, completed_at, server, may_have_followed);
+        // What may have reached X may be billed; the rest gives its places back.
+        if let Some(ticket) = slot.budget_ticket.take()
+            && !may_have_followed
+        {
+            ctx.budget.give_back(ticket);
+        }
         slot.unauthorized_streak = if unauthorized {
             slot.unauthorized_streak + 1
         } else {
@@ -737,6 +761,17 @@ impl Scheduler {
         let Some(slot) = self.slots.get_mut(&account) else {
             return;
         };
+        // Nothing was sent, or X refused it (a 401 that parked the account): unbilled.
+        if matches!(
+            report,
+            JobReport::NoJob { .. }
+                | JobReport::NotSent
+                | JobReport::RetryAt(_)
+                | JobReport::AccountParked
+        ) && let Some(ticket) = slot.budget_ticket.take()
+        {
+            self.ctx.budget.give_back(ticket);
+        }
         if slot.lost {
             self.slots.remove(&account);
             self.ctx.held_remove(&account);
@@ -748,7 +783,7 @@ impl Scheduler {
             return;
         }
         let next = match report {
-            JobReport::Sent(answered) => Self::phase_after(slot, answered, now),
+            JobReport::Sent(answered) => Self::phase_after(&self.ctx, slot, answered, now),
             // The answer was taken at the handoff; the outcome is now written.
             JobReport::Recorded { .. } => slot.after_record.take().unwrap_or(Phase::Ready),
             JobReport::NoJob { next_run_at } => {

@@ -9,7 +9,7 @@ use followq::admin::status::report;
 #[tokio::test]
 async fn an_empty_queue_reports_zeros_and_nothing_paused() {
     let db = TestDb::new().await;
-    let r = report(&db.pool).await.unwrap();
+    let r = report(&db.pool, rust_decimal::Decimal::ZERO).await.unwrap();
     assert_eq!(r.queue, Default::default());
     assert!(r.oldest_ready.is_none());
     assert_eq!(r.throughput.total, [0, 0, 0]);
@@ -88,7 +88,7 @@ async fn the_report_counts_each_known_row_once() {
         .await
         .unwrap();
 
-    let r = report(&db.pool).await.unwrap();
+    let r = report(&db.pool, rust_decimal::Decimal::ZERO).await.unwrap();
     let q = &r.queue;
     assert_eq!(
         (
@@ -174,7 +174,7 @@ async fn an_app_stop_in_force_is_reported_and_not_deleted() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let r = report(&db.pool).await.unwrap();
+    let r = report(&db.pool, rust_decimal::Decimal::ZERO).await.unwrap();
     let stop = r.app_pause.unwrap();
     assert_eq!(stop.reason.as_str(), "app_forbidden");
     assert_eq!(stop.paused_until, None);
@@ -209,7 +209,7 @@ async fn a_job_in_flight_is_not_counted_as_queued_for_its_account() {
     .await
     .unwrap();
 
-    let r = report(&db.pool).await.unwrap();
+    let r = report(&db.pool, rust_decimal::Decimal::ZERO).await.unwrap();
     assert_eq!(r.queue.running, 1);
     assert_eq!(r.paused_accounts[0].user_id, "101");
     assert_eq!(r.paused_accounts[0].queued, 2, "{:?}", r.paused_accounts);

@@ -92,3 +92,68 @@ async fn credits_that_run_out_fail_nothing_and_a_probe_resumes_after_a_top_up() 
     assert_eq!(counts, vec![("succeeded".to_owned(), 40, 40)]);
     assert!(harness.app_pause().await.is_none(), "the stop ended");
 }
+
+/// `billing.daily_budget` across three daemons: with a budget of 20 requests' worth (0.30 at
+/// 0.015), exactly 20 requests reach X, then none, whatever the three do at once; the app-wide
+/// stop `budget_reached` says why, the jobs stay queued, and daemons started with a raised
+/// budget (40's worth) end the stop and send exactly 20 more.
+///
+/// Guard: the budget's place taken per request (`BudgetGate::take` in the scheduler's
+/// `take_ready`): without it, every job is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_budget_holds_across_three_daemons_and_a_raised_one_resumes() {
+    let _serial = crate::support::serial().await;
+    let mut harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
+    harness.settings.billing.price_per_request = "0.015".parse().expect("a price");
+    harness.settings.billing.daily_budget = Some("0.30".parse().expect("a budget"));
+    for account in 4200..4206 {
+        harness.account(&account.to_string()).await;
+        harness.enqueue(&account.to_string(), 7000, 10).await;
+    }
+    let daemons = [
+        harness.start().await,
+        harness.start().await,
+        harness.start().await,
+    ];
+    harness
+        .wait_until(
+            LIMIT,
+            "the budget reached",
+            "SELECT count(*) = 1 FROM followq.app_pause WHERE reason = 'budget_reached'",
+        )
+        .await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(harness.stats().await.totals.all_users.requests, 20);
+    let text = harness.db.followq(&["status"], "", &[]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("App-wide stop: budget_reached"), "{stdout}");
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.follow_jobs WHERE state = 'queued'")
+            .await,
+        40,
+        "the jobs stay queued"
+    );
+    for daemon in daemons {
+        daemon.stop().await;
+    }
+
+    harness.settings.billing.daily_budget = Some("0.60".parse().expect("a budget"));
+    let raised = [harness.start().await, harness.start().await];
+    harness
+        .sim_wait(LIMIT, "40 requests in all", |s| {
+            s.totals.all_users.requests >= 40
+        })
+        .await;
+    tokio::time::sleep(QUIET).await;
+    for daemon in raised {
+        daemon.stop().await;
+    }
+    assert_eq!(harness.stats().await.totals.all_users.requests, 40);
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.follow_jobs WHERE state = 'succeeded'")
+            .await,
+        40
+    );
+}

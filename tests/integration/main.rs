@@ -3,6 +3,7 @@
 mod accounts;
 mod app_follows;
 mod batch_plans;
+mod billing;
 mod cli;
 mod distribution;
 mod enqueue;

@@ -288,7 +288,9 @@ async fn the_status_page_shows_what_needs_attention_in_a_browser() {
     let (status, body) = daemon.get("/api/status").await;
     assert_eq!(status, 200, "{body}");
     let json: Value = serde_json::from_str(&body).expect("JSON");
-    let report = followq::admin::status::report(pool).await.expect("report");
+    let report = followq::admin::status::report(pool, rust_decimal::Decimal::ZERO)
+        .await
+        .expect("report");
     let report = serde_json::to_value(report).expect("report as JSON");
     for key in report.as_object().expect("an object").keys() {
         assert!(json.get(key).is_some(), "/api/status lacks {key}: {body}");
@@ -439,6 +441,7 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
         daily_follows_per_account: 400,
         default_max_attempts: 8,
         job_lease: Duration::from_secs(30),
+        price_per_request: rust_decimal::Decimal::new(15, 3),
     };
     // Cold: a fresh cache each time, so every snapshot reads the whole hour of the ledger, as
     // the first view after a start does. Warm: the chart's settled minutes kept, as every
