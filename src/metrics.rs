@@ -67,6 +67,17 @@ pub const APP_STOP_REASONS: &[&str] = &[
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpendLabels {
+    period: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeriodLabels {
+    period: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClaimLabels {
     how: &'static str,
 }
@@ -125,6 +136,8 @@ struct Inner {
     requests_billed: Counter,
     requests_possibly_billed: Counter,
     price_per_request: Gauge<f64, std::sync::atomic::AtomicU64>,
+    spend_requests: Family<SpendLabels, Gauge>,
+    budget_requests: Family<PeriodLabels, Gauge>,
 }
 
 /// The daemon's metrics. Cheap to clone: every clone records into the same registry.
@@ -273,6 +286,18 @@ impl Metrics {
             "X's price of one request (billing.price_per_request), in the app's currency; 0 when not set",
             price_per_request.clone(),
         );
+        let spend_requests = Family::<SpendLabels, Gauge>::default();
+        registry.register(
+            "spend_requests",
+            "Requests of the UTC day and the calendar month that X billed (kind billed) or may have billed (kind possibly_billed), read from the database at scrape time (the same on every replica)",
+            spend_requests.clone(),
+        );
+        let budget_requests = Family::<PeriodLabels, Gauge>::default();
+        registry.register(
+            "budget_requests",
+            "Requests billing.daily_budget (period day) and monthly_budget (period month) allow at billing.price_per_request; 0 without a budget",
+            budget_requests.clone(),
+        );
         let outcomes_waiting = Gauge::default();
         registry.register(
             "outcomes_waiting",
@@ -292,6 +317,12 @@ impl Metrics {
         }
         for reason in PAUSE_REASONS {
             let _ = accounts_paused.get_or_create(&ReasonLabels { reason });
+        }
+        for period in ["day", "month"] {
+            let _ = budget_requests.get_or_create(&PeriodLabels { period });
+            for kind in ["billed", "possibly_billed"] {
+                let _ = spend_requests.get_or_create(&SpendLabels { period, kind });
+            }
         }
         for reason in APP_STOP_REASONS {
             let _ = app_stop_info.get_or_create(&ReasonLabels { reason });
@@ -321,6 +352,8 @@ impl Metrics {
                 requests_billed,
                 requests_possibly_billed,
                 price_per_request,
+                spend_requests,
+                budget_requests,
             }),
         }
     }
@@ -486,6 +519,28 @@ impl Metrics {
     /// X's price of one request, for dashboards that turn the request counters into money.
     pub fn set_price_per_request(&self, price: f64) {
         self.inner.price_per_request.set(price);
+    }
+
+    /// The requests of the UTC day and the calendar month billed and possibly billed.
+    pub fn set_spend(&self, day: (i64, i64), month: (i64, i64)) {
+        for (period, (billed, possibly)) in [("day", day), ("month", month)] {
+            for (kind, value) in [("billed", billed), ("possibly_billed", possibly)] {
+                self.inner
+                    .spend_requests
+                    .get_or_create(&SpendLabels { period, kind })
+                    .set(value);
+            }
+        }
+    }
+
+    /// The requests each budget allows (0: no budget for that period).
+    pub fn set_budgets(&self, day: Option<i64>, month: Option<i64>) {
+        for (period, allowed) in [("day", day), ("month", month)] {
+            self.inner
+                .budget_requests
+                .get_or_create(&PeriodLabels { period })
+                .set(allowed.unwrap_or(0));
+        }
     }
 
     /// Answers from X waiting to be written (see `worker::completer`).

@@ -1,5 +1,6 @@
 //! `/metrics`: the counters as they are, and the gauges (queue depth, accounts held and
-//! paused, the app-wide stop and its reason, the oldest ready job's age) read from the database at most once per [`GAUGE_TTL`], by one scrape
+//! paused, the app-wide stop and its reason, the oldest ready job's age, the day's and the
+//! month's spend) read from the database at most once per [`GAUGE_TTL`], by one scrape
 //! at a time: a scraper polling every 100 ms, or ten scrapers at once, cost the database what
 //! one scrape every few seconds does.
 
@@ -13,7 +14,7 @@ use tracing::warn;
 
 use super::{Ops, READY_TIMEOUT, Shared};
 use crate::metrics;
-use crate::store::status;
+use crate::store::{billing, status};
 
 /// How long gauges read from the database are served before they are read again.
 pub const GAUGE_TTL: Duration = Duration::from_secs(5);
@@ -59,11 +60,16 @@ async fn refresh_if_stale(shared: &Shared) {
     }
 }
 
-/// Sets the gauges from three short statements.
+/// Sets the gauges from four short statements.
 async fn refresh_gauges(ops: &Ops) -> Result<(), sqlx::Error> {
     let queue = status::queued_and_in_flight(&ops.pool).await?;
     let daemon = status::daemon_gauges(&ops.pool, &ops.worker_id).await?;
     let paused = status::paused_accounts_by_reason(&ops.pool).await?;
+    let spend = billing::spend(&ops.pool).await?;
+    ops.metrics.set_spend(
+        (spend.day.billed, spend.day.possibly_billed),
+        (spend.month.billed, spend.month.possibly_billed),
+    );
     ops.metrics.set_queue_depth(queue.queued, queue.running);
     ops.metrics.set_accounts_held(daemon.accounts_held);
     ops.metrics.set_app_stop(daemon.app_stop_reason.as_deref());

@@ -310,6 +310,11 @@ impl Daemon {
                 .to_f64()
                 .unwrap_or(0.0),
         );
+        let billing = &ctx.settings.billing;
+        ctx.metrics.set_budgets(
+            billing.daily_budget.map(|b| billing.requests_within(b)),
+            billing.monthly_budget.map(|b| billing.requests_within(b)),
+        );
         let sender = ctx.events.clone();
         // Chores that outlive the first signal (the drain needs liveness, outcomes written,
         // and the ops listener) stop with `background`, after the drain.
