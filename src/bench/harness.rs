@@ -189,24 +189,9 @@ pub fn settings(base: &Settings, scratch: &ScratchDb, base_url: &str) -> Setting
     settings
 }
 
-/// A daemon running in this process, and when it started.
-pub struct RunningDaemon {
-    daemon: DaemonHandle,
-    pub started: Instant,
-}
-
-pub async fn start_daemon(settings: Settings, pool: PgPool) -> anyhow::Result<RunningDaemon> {
-    let daemon = Daemon::new(settings, pool)?;
-    Ok(RunningDaemon {
-        started: Instant::now(),
-        daemon: daemon.spawn(),
-    })
-}
-
-impl RunningDaemon {
-    pub async fn stop(self) {
-        let _ = self.daemon.stop().await;
-    }
+/// Starts a daemon in this process.
+pub async fn start_daemon(settings: Settings, pool: PgPool) -> anyhow::Result<DaemonHandle> {
+    Ok(Daemon::new(settings, pool)?.spawn())
 }
 
 /// Waits until `condition` (one of the conditions of `store::bench`, such as

@@ -67,7 +67,7 @@ async fn measure(
         // Let the daemon go idle again.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    daemon.stop().await;
+    daemon.stop().await?;
 
     let mut all: Vec<f64> = first_contact.iter().chain(&held).copied().collect();
     for values in [&mut all, &mut first_contact, &mut held] {

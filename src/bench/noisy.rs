@@ -53,7 +53,7 @@ async fn measure(
     .await?;
     let all_small_served = started.elapsed();
     let first_small = bench::small_accounts_served_after_first_request(&scratch.pool).await?;
-    daemon.stop().await;
+    daemon.stop().await?;
     let stats = sim.stats().await;
     sim.shutdown().await;
     let big = stats.user("1000000000");

@@ -72,7 +72,7 @@ async fn measure(
     let cpu_after = harness::process_cpu_seconds("self");
     let postgres_after = harness::postgres_cpu_seconds();
     let backends_after = harness::database_backend_cpu(&scratch.pool).await?;
-    daemon.stop().await;
+    daemon.stop().await?;
     let transactions_after = bench::transactions(&scratch.pool).await?;
     if let Some(child) = endpoint.as_mut() {
         let _ = child.kill().await;

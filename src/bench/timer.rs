@@ -50,7 +50,7 @@ async fn measure(
         options.window * (options.windows as u32 + 3),
     )
     .await?;
-    daemon.stop().await;
+    daemon.stop().await?;
 
     let mut by_user: HashMap<String, Vec<Instant>> = HashMap::new();
     for (user, _, at) in endpoint.arrivals() {

@@ -56,7 +56,7 @@ async fn measure(
         options.window * (options.jobs_per_account as u32 / options.quota + 3),
     )
     .await?;
-    daemon.stop().await;
+    daemon.stop().await?;
     let stats = sim.stats().await;
     sim.shutdown().await;
 

@@ -10,9 +10,9 @@ use sqlx::PgPool;
 
 use super::table::print_json;
 use crate::accounts::KeyRing;
-use crate::accounts::keyring::new_key;
+use crate::accounts::keyring;
 use crate::accounts::rekey::{self, KeyStatus, RekeyReport};
-use crate::config::CredentialsSettings;
+use crate::config::{CredentialsSettings, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCommand {
@@ -34,9 +34,29 @@ pub enum CredentialsCommand {
     },
 }
 
-/// `new-key`: runs before any database connection.
-pub fn new_key_command() -> anyhow::Result<ExitCode> {
-    let key = new_key()?;
+/// `new-key` needs no database; `status` and `rekey` connect to it.
+pub async fn run(settings: &Settings, command: CredentialsCommand) -> anyhow::Result<ExitCode> {
+    let credentials = settings.credentials.clone();
+    match command {
+        CredentialsCommand::NewKey => new_key(),
+        CredentialsCommand::Status { json } => {
+            super::on_database(settings, |pool| async move {
+                status(&pool, &credentials, json).await
+            })
+            .await
+        }
+        CredentialsCommand::Rekey { batch_size } => {
+            super::on_database(settings, |pool| async move {
+                rekey(&pool, &credentials, batch_size).await
+            })
+            .await
+        }
+    }
+}
+
+/// Prints a fresh key, and says what to do with it on stderr.
+fn new_key() -> anyhow::Result<ExitCode> {
+    let key = keyring::new_key()?;
     println!("{}", key.expose_secret());
     eprintln!(
         "set it as FOLLOWQ_CREDENTIALS__KEYS__<ID>=<the key above> beside the keys in use, and \
@@ -46,37 +66,37 @@ pub fn new_key_command() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(
+async fn status(
     pool: &PgPool,
     credentials: &CredentialsSettings,
-    command: CredentialsCommand,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
-    match command {
-        CredentialsCommand::NewKey => new_key_command(),
-        CredentialsCommand::Status { json } => {
-            let status = rekey::status(pool).await?;
-            if json {
-                print_json(&status)?;
-            } else {
-                // Counting needs no key; the configured ones only annotate the figures.
-                let keys = KeyRing::from_settings(credentials).ok();
-                print!("{}", render_status(&status, keys.as_ref()));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        CredentialsCommand::Rekey { batch_size } => {
-            let keys = KeyRing::from_settings(credentials)?;
-            let report = rekey::rekey(pool, &keys, batch_size).await?;
-            let status = rekey::status(pool).await?;
-            print!("{}", render_rekey(&report, &status, &keys));
-            let left = status.rows_not_under(keys.active_id());
-            Ok(if left == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+    let status = rekey::status(pool).await?;
+    if json {
+        print_json(&status)?;
+    } else {
+        // Counting needs no key; the configured ones only annotate the figures.
+        let keys = KeyRing::from_settings(credentials).ok();
+        print!("{}", render_status(&status, keys.as_ref()));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rekey(
+    pool: &PgPool,
+    credentials: &CredentialsSettings,
+    batch_size: u32,
+) -> anyhow::Result<ExitCode> {
+    let keys = KeyRing::from_settings(credentials)?;
+    let report = rekey::rekey(pool, &keys, batch_size).await?;
+    let status = rekey::status(pool).await?;
+    print!("{}", render_rekey(&report, &status, &keys));
+    let left = status.rows_not_under(keys.active_id());
+    Ok(if left == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn render_status(status: &KeyStatus, keys: Option<&KeyRing>) -> String {

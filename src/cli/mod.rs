@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sqlx::PgPool;
 
 use crate::config::{ConfigSources, Settings};
 use crate::{db, telemetry};
@@ -107,46 +108,78 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // Held to the end: dropping it sends the last spans when trace export is on.
     let _telemetry = telemetry::init(&settings.log, &settings.telemetry)?;
-    // The simulator stands in for X: it must run where there is no database.
-    let command = match cli.command {
-        Command::Sim(args) => return sim::run(*args).await,
-        // The demo makes its own scratch database on the configured server.
-        Command::Demo(args) => return demo::run(settings, args).await,
-        #[cfg(feature = "bench")]
-        Command::Bench(args) => return bench::run(settings, args).await,
-        Command::Credentials {
-            command: credentials::CredentialsCommand::NewKey,
-        } => return credentials::new_key_command(),
-        command => command,
-    };
-    let pool = db::connect(&settings.database).await?;
     let default_max_attempts = settings.retry.max_attempts;
-    let outcome = match command {
-        Command::Migrate => {
-            db::migrate(&pool).await?;
-            println!("followq schema is up to date");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Enqueue(args) => enqueue::run(&pool, args).await,
-        Command::Accounts { command } => accounts::run(&pool, &settings.credentials, command).await,
-        Command::App { command } => app::run(&pool, command).await,
-        Command::Credentials { command } => {
-            credentials::run(&pool, &settings.credentials, command).await
-        }
-        Command::Status(args) => status::run(&pool, args, settings.billing.price_per_request).await,
-        Command::Jobs { command } => jobs::run(&pool, command, default_max_attempts).await,
-        Command::Run => match db::check_schema(&pool).await {
-            Ok(()) => run::run(settings, pool.clone()).await,
-            Err(e) => Err(e.into()),
-        },
-        // Dispatched above, before connecting; kept so the match stays exhaustive.
+    let credentials = settings.credentials.clone();
+    let price = settings.billing.price_per_request;
+    let outcome = match cli.command {
+        // The simulator stands in for X: it runs where there is no database.
         Command::Sim(args) => sim::run(*args).await,
+        // The demo makes its own scratch database on the configured server.
         Command::Demo(args) => demo::run(settings, args).await,
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(settings, args).await,
+        Command::Credentials { command } => credentials::run(&settings, command).await,
+        Command::Run => {
+            on_database(&settings.clone(), |pool| async move {
+                db::check_schema(&pool).await?;
+                run::run(settings, pool).await
+            })
+            .await
+        }
+        Command::Migrate => {
+            on_database(&settings, |pool| async move {
+                db::migrate(&pool).await?;
+                println!("followq schema is up to date");
+                Ok(ExitCode::SUCCESS)
+            })
+            .await
+        }
+        Command::Enqueue(args) => {
+            on_database(
+                &settings,
+                |pool| async move { enqueue::run(&pool, args).await },
+            )
+            .await
+        }
+        Command::Accounts { command } => {
+            on_database(&settings, |pool| async move {
+                accounts::run(&pool, &credentials, command).await
+            })
+            .await
+        }
+        Command::App { command } => {
+            on_database(
+                &settings,
+                |pool| async move { app::run(&pool, command).await },
+            )
+            .await
+        }
+        Command::Status(args) => {
+            on_database(&settings, |pool| async move {
+                status::run(&pool, args, price).await
+            })
+            .await
+        }
+        Command::Jobs { command } => {
+            on_database(&settings, |pool| async move {
+                jobs::run(&pool, command, default_max_attempts).await
+            })
+            .await
+        }
     };
-    pool.close().await;
     outcome.map_err(explain_missing_schema)
+}
+
+/// Runs `work` with a pool on the configured database, closed afterwards.
+pub(crate) async fn on_database<F, Fut>(settings: &Settings, work: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    let pool = db::connect(&settings.database).await?;
+    let outcome = work(pool.clone()).await;
+    pool.close().await;
+    outcome
 }
 
 /// Whether the user picked a log filter (RUST_LOG or FOLLOWQ_LOG__FILTER).

@@ -3,42 +3,38 @@
 use std::process::ExitCode;
 
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::worker::Daemon;
 
 pub async fn run(settings: Settings, pool: PgPool) -> anyhow::Result<ExitCode> {
-    let daemon = Daemon::new(settings, pool)?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    daemon.run(shutdown).await;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The first signal asks for a graceful stop; the second one ends the process at once.
-async fn watch_signals(shutdown: CancellationToken) {
-    let mut seen = 0;
+    let mut daemon = Daemon::new(settings, pool)?.spawn();
+    let mut signals = 0;
     loop {
-        match next_signal().await {
-            Ok(name) => {
-                seen += 1;
-                if seen == 1 {
-                    info!(
-                        signal = name,
-                        "stopping gracefully (send it again to exit at once)"
-                    );
-                    shutdown.cancel();
-                } else {
-                    warn!(signal = name, "second signal: exiting now");
-                    std::process::exit(130);
+        tokio::select! {
+            ended = daemon.wait() => {
+                ended?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            signal = next_signal() => match signal {
+                Ok(name) => {
+                    signals += 1;
+                    if signals == 1 {
+                        info!(signal = name, "stopping gracefully (send it again to exit at once)");
+                        daemon.begin_stop();
+                    } else {
+                        warn!(signal = name, "second signal: exiting now");
+                        std::process::exit(130);
+                    }
                 }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for signals");
-                return;
-            }
+                Err(e) => {
+                    // Without signals the daemon runs until it is killed.
+                    warn!(error = %e, "cannot listen for signals");
+                    daemon.wait().await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            },
         }
     }
 }

@@ -1,6 +1,5 @@
-//! A daemon running in this process: the one way the demo, the bench and the tests start
-//! one ([`Daemon::spawn`]) and stop it, gracefully as SIGTERM does or abruptly as a crash.
-//! `followq run` runs the daemon on its own task instead, tied to the process's signals.
+//! A running daemon: the one way `followq run`, the demo, the bench and the tests start one
+//! ([`Daemon::spawn`]) and stop it, gracefully as SIGTERM does or abruptly as a crash.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,15 +9,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::Daemon;
 
+/// How long a graceful stop may take beyond `worker.shutdown_grace` before
+/// [`DaemonHandle::stop`] gives up on it: the leases' release and the last writes.
+const STOP_SLACK: Duration = Duration::from_secs(10);
+
 /// A daemon spawned on the current tokio runtime.
 #[derive(Debug)]
 pub struct DaemonHandle {
     http_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    /// A graceful stop that takes longer is aborted (`worker.shutdown_grace` and some slack).
+    stop_limit: Duration,
 }
 
-/// Why [`DaemonHandle::stop_within`] failed.
+/// Why [`DaemonHandle::stop`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StopError {
     #[error("the daemon did not stop within {0:?} of the signal (aborted)")]
@@ -31,12 +36,14 @@ impl Daemon {
     /// Starts the daemon on a task of its own.
     pub fn spawn(self) -> DaemonHandle {
         let http_addr = self.http_addr();
+        let stop_limit = self.ctx.settings.worker.shutdown_grace + STOP_SLACK;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(self.run(shutdown.clone()));
         DaemonHandle {
             http_addr,
             shutdown,
             task,
+            stop_limit,
         }
     }
 }
@@ -57,21 +64,22 @@ impl DaemonHandle {
         self.task.is_finished()
     }
 
-    /// SIGTERM, in effect: returns once the daemon has stopped gracefully (requests in flight
-    /// recorded, leases released).
-    pub async fn stop(self) -> Result<(), JoinError> {
-        self.shutdown.cancel();
-        self.task.await
+    /// Waits for the daemon to end (after [`DaemonHandle::begin_stop`]). Not to be called
+    /// again once it has returned.
+    pub async fn wait(&mut self) -> Result<(), JoinError> {
+        (&mut self.task).await
     }
 
-    /// [`DaemonHandle::stop`], aborting the daemon if it takes longer than `limit`.
-    pub async fn stop_within(mut self, limit: Duration) -> Result<(), StopError> {
+    /// SIGTERM, in effect: returns once the daemon has stopped gracefully (requests in flight
+    /// recorded, leases released), or aborts it if that takes longer than its grace period
+    /// and some slack.
+    pub async fn stop(mut self) -> Result<(), StopError> {
         self.shutdown.cancel();
-        match tokio::time::timeout(limit, &mut self.task).await {
+        match tokio::time::timeout(self.stop_limit, &mut self.task).await {
             Ok(joined) => Ok(joined?),
             Err(_) => {
                 self.task.abort();
-                Err(StopError::TimedOut(limit))
+                Err(StopError::TimedOut(self.stop_limit))
             }
         }
     }

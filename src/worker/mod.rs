@@ -13,6 +13,7 @@
 //! | `registry.rs` | each daemon's fair share of accounts, from the live daemons (`followq.daemons`) |
 //! | `liveness.rs` | this daemon's liveness session, fencing, and taking over from peers that are gone |
 //! | `supervise.rs` | restarting a background task that panicked |
+//! | `handle.rs` | `Daemon::spawn` and the handle that stops it: the one way to run a daemon |
 //! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
 //! | `retention.rs` | pruning old finished jobs and ledger rows |
 //! | `spend_rollup.rs` | counting the ledger's settled hours into the spend rollup |
@@ -288,7 +289,7 @@ impl Daemon {
     /// record their answers (leases are renewed meanwhile), jobs still running after that go
     /// back to the queue with their ledger rows unanswered (a successor counts them until
     /// their `answer_by`), and every lease is released.
-    pub async fn run(self, shutdown: CancellationToken) {
+    async fn run(self, shutdown: CancellationToken) {
         let Daemon {
             ctx,
             events,

@@ -81,7 +81,10 @@ async fn credits_that_run_out_fail_nothing_and_a_probe_resumes_after_a_top_up() 
 
     harness.sim.top_up(100);
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let counts: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT state, count(*), coalesce(sum(attempts), 0)::bigint FROM followq.follow_jobs
          GROUP BY state ORDER BY state",
@@ -135,7 +138,10 @@ async fn a_daily_budget_holds_across_three_daemons_and_a_raised_one_resumes() {
         "the jobs stay queued"
     );
     for daemon in daemons {
-        daemon.stop().await;
+        daemon
+            .stop()
+            .await
+            .expect("the daemon stops within its grace");
     }
 
     harness.settings.billing.daily_budget = Some("0.60".parse().expect("a budget"));
@@ -147,7 +153,10 @@ async fn a_daily_budget_holds_across_three_daemons_and_a_raised_one_resumes() {
         .await;
     tokio::time::sleep(QUIET).await;
     for daemon in raised {
-        daemon.stop().await;
+        daemon
+            .stop()
+            .await
+            .expect("the daemon stops within its grace");
     }
     assert_eq!(harness.stats().await.totals.all_users.requests, 40);
     assert_eq!(

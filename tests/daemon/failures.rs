@@ -27,7 +27,10 @@ async fn transient_faults_are_retried_with_backoff_then_fail_at_max_attempts() {
     }
     let daemon = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(60)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     let faults =
@@ -94,7 +97,10 @@ async fn an_expired_token_is_refreshed_and_the_job_succeeds() {
     harness.enqueue("800", 1_000, 3).await;
     let daemon = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(15)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let user = harness.user("800").await;
     assert_eq!(
@@ -172,7 +178,10 @@ async fn a_spent_refresh_token_parks_the_account_and_keeps_its_jobs() {
         )
         .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     assert_eq!(
         harness
@@ -241,7 +250,10 @@ async fn client_forbidden_stops_every_account_without_burning_jobs() {
         .await
         .unwrap();
     harness.wait_all_finished(Duration::from_secs(10)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     assert_eq!(
         harness
             .count(

@@ -44,10 +44,16 @@ async fn a_successor_without_any_headers_never_overruns_the_window() {
         )
         .await;
     // One SIGTERM: a graceful stop that releases every lease at once.
-    first.stop().await;
+    first
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let second = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(40)).await;
-    second.stop().await;
+    second
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert_within_quota(&stats, 5);
@@ -126,8 +132,14 @@ async fn a_pause_and_resume_during_a_slow_request_never_puts_two_in_flight() {
         .await
         .expect("resume");
     harness.wait_all_finished(Duration::from_secs(30)).await;
-    first.stop().await;
-    second.stop().await;
+    first
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
+    second
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await.user("1200");
     assert_eq!(stats.requests, 4, "{stats:?}");
@@ -226,7 +238,7 @@ async fn an_account_leased_again_counts_what_another_daemon_sent_meanwhile() {
         .await;
     held.rollback().await.expect("release the lock");
     harness.wait_all_finished(Duration::from_secs(40)).await;
-    a.stop().await;
+    a.stop().await.expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert_within_quota(&stats, u64::from(quota));
@@ -268,9 +280,15 @@ async fn a_replica_started_mid_run_holds_its_share_within_a_heartbeat() {
         )
         .await;
     let took = took.max(joined.elapsed());
-    third.stop().await;
+    third
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     for daemon in daemons {
-        daemon.stop().await;
+        daemon
+            .stop()
+            .await
+            .expect("the daemon stops within its grace");
     }
     assert!(
         took <= heartbeat + harness.settings.worker.poll_interval + Duration::from_millis(800),
@@ -307,7 +325,10 @@ async fn a_stopping_daemon_leases_nothing_while_it_drains() {
         .count("SELECT count(*) FROM followq.accounts WHERE user_id = '1401' AND leased_by IS NOT NULL")
         .await;
     assert!(!daemon.is_finished(), "still draining the slow request");
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     assert_eq!(leased, 0, "an account was leased after the first signal");
     assert_eq!(harness.user("1401").await.requests, 0);
     assert_eq!(
@@ -339,7 +360,10 @@ async fn requests_cut_off_at_the_grace_end_still_count_for_the_successor() {
             s.user("1500").requests >= 1
         })
         .await;
-    first.stop().await;
+    first
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let (outcome, job_state): (Option<String>, String) = sqlx::query_as(
         "SELECT t.outcome, j.state FROM followq.attempts t JOIN followq.follow_jobs j ON j.id = t.job_id",
     )
@@ -355,7 +379,10 @@ async fn requests_cut_off_at_the_grace_end_still_count_for_the_successor() {
     harness.sim.set_answer_delay("1500", None);
     let second = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(20)).await;
-    second.stop().await;
+    second
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let stats = harness.stats().await.user("1500");
     assert_eq!(stats.max_in_flight, 1, "{stats:?}");
     let waited: bool = sqlx::query_scalar(
@@ -403,14 +430,17 @@ async fn a_panicking_turn_is_logged_counted_and_recovered_from() {
         .await;
     let metrics = reqwest::get(format!(
         "http://{}/metrics",
-        daemon.http_addr.expect("the ops listener is on")
+        daemon.http_addr().expect("the ops listener is on")
     ))
     .await
     .expect("scrape")
     .text()
     .await
     .expect("metrics text");
-    daemon.running.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let panics: f64 = metrics
         .lines()
         .find(|line| line.starts_with("followq_task_panics_total{task=\"job\"}"))
@@ -457,7 +487,10 @@ async fn a_successor_holds_an_account_at_its_daily_cap_until_the_oldest_follow_a
         )
         .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     assert_eq!(
         harness.user("1300").await.requests,

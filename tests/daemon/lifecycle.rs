@@ -38,7 +38,10 @@ async fn shutdown_waits_for_requests_in_flight_and_releases_everything() {
         4,
         "four requests in flight"
     );
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     assert_eq!(
         harness
@@ -98,7 +101,10 @@ async fn an_idle_daemon_wakes_on_notify_and_announces_finished_jobs() {
         .await
         .expect("the job finished well before the 30 s poll")
         .unwrap();
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let id: i64 = sqlx::query_scalar("SELECT id FROM followq.follow_jobs")
         .fetch_one(&harness.db.pool)

@@ -73,7 +73,10 @@ async fn every_finished_job_is_announced_with_its_id_and_state() {
     }
     let extra = tokio::time::timeout(QUIET, listener.recv()).await;
     assert!(extra.is_err(), "a fifth notification: {extra:?}");
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let jobs: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT id, state, source_user_id, target_user_id FROM followq.follow_jobs ORDER BY id",

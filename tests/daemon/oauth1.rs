@@ -74,7 +74,10 @@ async fn oauth1_requests_are_signed_and_a_refused_signature_parks_the_account() 
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     let signed = stats.user("1800");

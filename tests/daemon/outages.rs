@@ -81,7 +81,10 @@ async fn a_fenced_daemon_gives_its_accounts_back_and_takes_none() {
              WHERE source_user_id = '3401' AND state = 'succeeded'",
         )
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     assert_within_quota(&harness.stats().await, 2);
 }
 
@@ -137,7 +140,10 @@ async fn answers_that_arrive_while_the_database_is_away_are_kept_and_nothing_is_
     );
 
     harness.wait_all_finished(Duration::from_secs(60)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let pairs = harness.sim.requests_by_pair();
     assert_eq!(pairs.len(), 40, "{pairs:?}");
@@ -245,8 +251,14 @@ async fn a_database_restart_takes_no_account_from_a_daemon_that_is_alive() {
         );
     }
     harness.wait_all_finished(Duration::from_secs(60)).await;
-    first.stop().await;
-    second.stop().await;
+    first
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
+    second
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let stats = harness.stats().await;
     assert_within_quota(&stats, u64::from(quota));
     for (user, figures) in &stats.users {

@@ -21,7 +21,10 @@ async fn one_account_drains_in_about_the_ideal_time() {
     let daemon = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(30)).await;
     let elapsed = started.elapsed();
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert_within_quota(&stats, 50);
@@ -67,7 +70,10 @@ async fn three_daemons_never_exceed_any_accounts_quota() {
     ];
     harness.wait_all_finished(Duration::from_secs(60)).await;
     for daemon in daemons {
-        daemon.stop().await;
+        daemon
+            .stop()
+            .await
+            .expect("the daemon stops within its grace");
     }
 
     let stats = harness.stats().await;
@@ -161,7 +167,10 @@ async fn a_successor_counts_what_a_killed_daemon_sent() {
 
     let second = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(40)).await;
-    second.stop().await;
+    second
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert_within_quota(&stats, 20);
@@ -234,7 +243,10 @@ async fn a_429_from_another_apps_spending_snoozes_the_job_and_pauses_only_that_a
     );
 
     harness.wait_all_finished(Duration::from_secs(15)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let user = harness.user("400").await;
     assert_eq!(user.rate_limited, 1, "exactly one 429: {user:?}");
     assert_eq!(
@@ -277,7 +289,10 @@ async fn a_paused_account_never_delays_the_others() {
             "SELECT count(*) = 500 FROM followq.follow_jobs WHERE state = 'succeeded'",
         )
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     assert_eq!(harness.user("500").await.requests, 0);
     assert_eq!(
@@ -325,7 +340,10 @@ async fn a_finished_request_hands_its_slot_to_the_next_account_in_line() {
     .text()
     .await
     .expect("metrics text");
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let claimed = |how: &str| -> f64 {
         metrics

@@ -61,7 +61,10 @@ async fn a_spent_window_pauses_the_account_until_its_reset() {
              WHERE user_id = '1600'",
         )
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let user = harness.user("1600").await;
     assert_eq!(
         (
@@ -106,7 +109,10 @@ async fn the_per_account_daily_cap_pauses_the_account_for_a_day() {
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     assert_eq!(
         harness.sim.stats_now().user("1610").follows,
@@ -147,7 +153,10 @@ async fn the_per_account_daily_cap_pauses_the_account_for_a_day() {
     // Another daemon (or this one restarted) honours the pause.
     let successor = harness.start().await;
     tokio::time::sleep(QUIET).await;
-    successor.stop().await;
+    successor
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     assert_eq!(harness.user("1610").await.requests, 3);
 }
 
@@ -190,7 +199,10 @@ async fn the_users_24_hour_limit_pauses_the_account_until_its_reset() {
     assert_eq!(harness.sim.stats_now().user("1620").requests, 3);
 
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let user = harness.user("1620").await;
     assert_eq!(
         (user.requests, user.follows, user.user_24h_limited),
@@ -260,7 +272,10 @@ async fn the_apps_24_hour_limit_stops_every_account_until_its_reset() {
     harness.enqueue("1631", 5001, 2).await;
 
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let stats = harness.stats().await;
     assert_eq!(stats.totals.all_users.follows, 9);
     assert_eq!(
@@ -354,7 +369,10 @@ async fn an_operator_pause_or_disable_stops_the_running_daemon() {
     }
 
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let stats = harness.user("1640").await;
     assert_eq!(
         (stats.requests, stats.follows, stats.max_in_flight),

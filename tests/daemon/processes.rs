@@ -83,7 +83,10 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
         )
         .await;
     harness.wait_all_finished(Duration::from_secs(30)).await;
-    successor.stop().await;
+    successor
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let mut frozen = frozen;
     frozen.signal("TERM");
     frozen.exit_within(Duration::from_secs(10)).await;

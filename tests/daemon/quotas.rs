@@ -41,7 +41,10 @@ async fn the_per_app_daily_cap_stops_the_app_for_a_day() {
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert_eq!(
@@ -112,7 +115,10 @@ async fn an_accounts_own_quota_paces_it() {
     harness.enqueue("1710", 5001, 7).await;
     let daemon = harness.start().await;
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let user = harness.user("1710").await;
     assert_eq!(
@@ -156,7 +162,10 @@ async fn a_smaller_limit_from_x_is_adopted() {
         .await;
     harness.sim.set_rate_limit_headers(false);
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let user = harness.user("1720").await;
     assert_eq!(
@@ -230,7 +239,10 @@ async fn follows_applied_behind_a_5xx_count_for_a_successor() {
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    second.stop().await;
+    second
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert!(
@@ -278,7 +290,10 @@ async fn follows_applied_behind_a_5xx_count_for_the_apps_cap() {
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let totals = harness.stats().await.totals;
     assert!(

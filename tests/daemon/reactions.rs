@@ -55,7 +55,10 @@ async fn a_200_succeeds_with_what_x_said() {
     harness.enqueue("1200", 5001, 2).await;
     let daemon = harness.start().await;
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let user = harness.user("1200").await;
     assert_eq!(
@@ -162,7 +165,10 @@ async fn a_429_snoozes_the_job_until_the_reset_and_pauses_the_account() {
     assert_eq!((user.requests, user.rate_limited), (1, 1), "{user:?}");
 
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let ledger = harness.ledger_of("1210").await;
     assert_eq!(ledger.len(), 2);
     assert!(
@@ -232,7 +238,10 @@ async fn a_429_of_the_24_hour_limit_waits_for_its_reset() {
             stats.user("1215").requests >= 2
         })
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let ledger = harness.ledger_of("1215").await;
     assert!(
         ledger[1].sent_at >= job.run_at,
@@ -317,7 +326,10 @@ async fn an_account_usage_cap_pauses_that_account_for_the_period() {
             "SELECT state = 'succeeded' FROM followq.follow_jobs WHERE source_user_id = '1221'",
         )
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let stats = harness.stats().await;
     assert_eq!(
         (stats.user("1220").requests, stats.user("1220").usage_capped),
@@ -419,7 +431,10 @@ async fn a_product_usage_cap_stops_the_app_for_the_period() {
              WHERE state = 'running' OR (state = 'queued' AND run_at <= now())",
         )
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     assert_eq!(harness.stats().await.totals.all_users.requests, 7);
     // Each refused job waits for the end its own answer named; the stop keeps the latest.
     let refused: Vec<(String, i32, bool)> = sqlx::query_as(
@@ -465,7 +480,10 @@ async fn always_failing(
     } else {
         harness.wait_all_finished(LIMIT).await;
     }
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     harness
 }
 
@@ -620,7 +638,10 @@ async fn a_second_401_after_a_refresh_parks_the_account() {
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let user = harness.user("1240").await;
     assert_eq!(
@@ -692,7 +713,10 @@ async fn unsupported_authentication_stops_the_app() {
         )
         .await;
     tokio::time::sleep(QUIET).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let stats = harness.stats().await;
     assert_eq!(stats.totals.app_only, 1, "one request, then none");
@@ -798,7 +822,9 @@ async fn the_403_daily_cap_pauses_until_the_24_hour_reset_or_a_day() {
     );
     reported.wait_all_finished(LIMIT).await;
     tokio::time::sleep(QUIET).await;
-    tokio::join!(first.stop(), second.stop());
+    let (first, second) = tokio::join!(first.stop(), second.stop());
+    first.expect("the first daemon stops within its grace");
+    second.expect("the second daemon stops within its grace");
     assert_eq!(
         unreported.sim.stats_now().user("1250").requests,
         3,
@@ -840,7 +866,10 @@ async fn a_400_404_or_other_403_fails_the_job_at_once() {
     harness.enqueue("1270", 5001, 4).await;
     let daemon = harness.start().await;
     harness.wait_all_finished(LIMIT).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
 
     let user = harness.user("1270").await;
     assert_eq!(user.requests, 4, "no retry: {user:?}");

@@ -94,7 +94,10 @@ async fn an_outcome_held_up_by_a_lock_does_not_hold_up_the_others() {
              WHERE source_user_id = '3100' AND state = 'succeeded'",
         )
         .await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let stats = harness.stats().await;
     assert_eq!(
         stats.users["3100"].requests, 2,

@@ -19,9 +19,6 @@ use crate::common::TestDb;
 /// they run beside each other but never beside a timed one.
 static SCENARIOS: RwLock<()> = RwLock::const_new(());
 
-/// How long a stopping daemon may take beyond its shutdown grace before the test fails.
-const STOP_SLACK: Duration = Duration::from_secs(10);
-
 /// Holds the scenario lock exclusively: for a scenario that asserts timings, which must not
 /// compete with another for the machine's two cores.
 pub async fn serial() -> RwLockWriteGuard<'static, ()> {
@@ -116,7 +113,7 @@ impl Harness {
     }
 
     /// Starts a daemon with its own pool: it shares nothing with others but the database.
-    pub async fn start(&self) -> Running {
+    pub async fn start(&self) -> DaemonHandle {
         start_with(&self.settings).await
     }
 
@@ -320,76 +317,23 @@ pub struct AppPauseRow {
     pub paused_until: Option<DateTime<Utc>>,
 }
 
-pub async fn start_with(settings: &Settings) -> Running {
+/// Starts a daemon with its own pool (`followq::db::connect`, as `followq run` does). Its
+/// handle's `stop` fails if the graceful stop takes longer than the grace period and slack.
+pub async fn start_with(settings: &Settings) -> DaemonHandle {
     let pool = followq::db::connect(&settings.database)
         .await
         .expect("daemon pool");
-    let daemon = Daemon::new(settings.clone(), pool).expect("daemon");
-    Running {
-        daemon: daemon.spawn(),
-        stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
-    }
+    Daemon::new(settings.clone(), pool).expect("daemon").spawn()
 }
 
-/// A daemon whose turn panics for jobs to `target`, with its ops listener's address.
-pub async fn start_with_panic(settings: &Settings, target: &str) -> Started {
+/// A daemon whose turn panics for jobs to `target`.
+pub async fn start_with_panic(settings: &Settings, target: &str) -> DaemonHandle {
     let pool = followq::db::connect(&settings.database)
         .await
         .expect("daemon pool");
     let mut daemon = Daemon::new(settings.clone(), pool).expect("daemon");
     daemon.inject_panic_for_target(target);
-    let daemon = daemon.spawn();
-    let http_addr = daemon.http_addr();
-    Started {
-        running: Running {
-            daemon,
-            stop_limit: settings.worker.shutdown_grace + STOP_SLACK,
-        },
-        http_addr,
-    }
-}
-
-/// A daemon started with [`start_with_panic`].
-pub struct Started {
-    pub running: Running,
-    pub http_addr: Option<std::net::SocketAddr>,
-}
-
-/// A daemon running in this process.
-pub struct Running {
-    daemon: DaemonHandle,
-    /// The grace period plus some slack: a stop that takes longer fails the test.
-    stop_limit: Duration,
-}
-
-impl Running {
-    /// The first SIGTERM, in effect, without waiting: the daemon starts its graceful stop.
-    pub fn begin_stop(&self) {
-        self.daemon.begin_stop();
-    }
-
-    /// The ops listener's address, when `http.enabled`.
-    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.daemon.http_addr()
-    }
-
-    /// Whether the daemon has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.daemon.is_finished()
-    }
-
-    /// SIGTERM, in effect: returns once the daemon has stopped gracefully; panics (after
-    /// aborting it) if it takes longer than its grace period plus 10 s.
-    pub async fn stop(self) {
-        if let Err(e) = self.daemon.stop_within(self.stop_limit).await {
-            panic!("{e}");
-        }
-    }
-
-    /// A crash, in effect: no cleanup at all.
-    pub async fn kill(self) {
-        self.daemon.kill().await;
-    }
+    daemon.spawn()
 }
 
 /// Every user's stats must show no window above `quota` and no 429.

@@ -55,9 +55,9 @@ impl OpsDaemon {
         }
     }
 
-    /// Graceful stop (SIGTERM, in effect), bounded.
+    /// Graceful stop (SIGTERM, in effect), bounded by the daemon's grace period and slack.
     pub async fn stop(self) {
-        if let Err(e) = self.daemon.stop_within(Duration::from_secs(15)).await {
+        if let Err(e) = self.daemon.stop().await {
             panic!("{e}");
         }
     }

@@ -102,7 +102,10 @@ async fn retention_turned_off_deletes_nothing() {
     settings.retention.interval = Duration::from_millis(50);
     let daemon = crate::support::start_with(&settings).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     assert_eq!(
         harness
             .count("SELECT count(*) FROM followq.follow_jobs")

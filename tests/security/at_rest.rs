@@ -98,7 +98,10 @@ async fn accounts_add_seals_the_tokens_a_dump_holds_none_and_the_daemon_sends_wi
     harness.enqueue("700", 1_000, 3).await;
     let daemon = harness.start().await;
     harness.wait_all_finished(Duration::from_secs(15)).await;
-    daemon.stop().await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
     let figures = harness.user("700").await;
     assert_eq!((figures.requests, figures.follows), (3, 3), "{figures:?}");
 }
