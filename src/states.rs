@@ -355,6 +355,118 @@ impl From<&str> for AppStopReason {
 
 text_column!(AppStopReason);
 
+/// What kind of error a job's `last_error` (and a ledger row's `error`) records, as stored in
+/// its `kind` field. A kind written by an earlier version and unknown here is kept as
+/// [`ErrorKind::Explained`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// X answered 429: the account's window (the job waits for its reset).
+    RateLimited,
+    /// X's usage cap (429 usage-capped).
+    UsageCapped,
+    /// X refused the token (401).
+    Unauthorized,
+    /// X refused the app itself (403 client-forbidden or unsupported-authentication).
+    AppForbidden,
+    /// X's daily follow cap for the account (403 "unable to follow").
+    DailyCap,
+    /// X answered 402: the app's credits ran out.
+    CreditsDepleted,
+    /// X refused this follow for good (400, 404, another 403).
+    Permanent,
+    /// Worth retrying: a 5xx, a timeout, a connection lost, a body cut short.
+    Transient,
+    /// The account has no usable token (it needs re-authorization).
+    NeedsReauth,
+    /// The token endpoint could not be reached to refresh the account's token.
+    TokenUnavailable,
+    /// The database failed while the job was being prepared; nothing was sent.
+    Database,
+    /// The app's follows of the last 24 hours reached `rate_limit.daily_follows_per_app`.
+    AppDailyCap,
+    /// The request was not sent: its send deadline passed first.
+    SendDeadline,
+    /// The daemon that sent the request stopped (or its turn failed) before the answer.
+    Abandoned,
+    /// Any other kind, as written.
+    #[serde(untagged)]
+    Explained(String),
+}
+
+impl ErrorKind {
+    pub const KNOWN: [ErrorKind; 14] = [
+        ErrorKind::RateLimited,
+        ErrorKind::UsageCapped,
+        ErrorKind::Unauthorized,
+        ErrorKind::AppForbidden,
+        ErrorKind::DailyCap,
+        ErrorKind::CreditsDepleted,
+        ErrorKind::Permanent,
+        ErrorKind::Transient,
+        ErrorKind::NeedsReauth,
+        ErrorKind::TokenUnavailable,
+        ErrorKind::Database,
+        ErrorKind::AppDailyCap,
+        ErrorKind::SendDeadline,
+        ErrorKind::Abandoned,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::UsageCapped => "usage_capped",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::AppForbidden => "app_forbidden",
+            ErrorKind::DailyCap => "daily_cap",
+            ErrorKind::CreditsDepleted => "credits_depleted",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::Transient => "transient",
+            ErrorKind::NeedsReauth => "needs_reauth",
+            ErrorKind::TokenUnavailable => "token_unavailable",
+            ErrorKind::Database => "database",
+            ErrorKind::AppDailyCap => "app_daily_cap",
+            ErrorKind::SendDeadline => "send_deadline",
+            ErrorKind::Abandoned => "abandoned",
+            ErrorKind::Explained(words) => words,
+        }
+    }
+
+    /// The kind of a `last_error` value (`None` without one, as for a success's partial
+    /// errors).
+    pub fn of(error: &serde_json::Value) -> Option<ErrorKind> {
+        error
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .map(ErrorKind::from)
+    }
+}
+
+impl FromStr for ErrorKind {
+    type Err = std::convert::Infallible;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(ErrorKind::KNOWN
+            .into_iter()
+            .find(|kind| kind.as_str() == raw)
+            .unwrap_or_else(|| ErrorKind::Explained(raw.to_owned())))
+    }
+}
+
+impl From<&str> for ErrorKind {
+    fn from(raw: &str) -> Self {
+        match raw.parse() {
+            Ok(kind) => kind,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +481,14 @@ mod tests {
         }
         for reason in PauseReason::KNOWN {
             assert_eq!(PauseReason::from(reason.as_str()), reason);
+        }
+        for kind in ErrorKind::KNOWN {
+            assert_eq!(ErrorKind::from(kind.as_str()), kind);
+            assert_eq!(
+                serde_json::to_value(&kind).ok(),
+                Some(serde_json::Value::from(kind.as_str())),
+                "JSON shows the stored text"
+            );
         }
         for reason in AppStopReason::KNOWN {
             assert_eq!(AppStopReason::from(reason.as_str()), reason);

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::Value;
 
-use crate::states::{AccountStatus, JobState, PauseReason};
+use crate::states::{AccountStatus, ErrorKind, JobState, PauseReason};
 use crate::store::admin_jobs::JobRow;
 pub use crate::store::admin_jobs::{AccountFacts, AppStopFacts};
 
@@ -51,16 +51,18 @@ fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// A short phrase for a `last_error` value: "a 503", "a timeout", "a 429", ….
 pub fn error_phrase(error: &Value) -> String {
-    let kind = error.get("kind").and_then(Value::as_str);
+    let kind = ErrorKind::of(error);
     let status = error.get("status").and_then(Value::as_u64);
     let reason = error.get("reason").and_then(Value::as_str);
     let detail = error.get("detail").and_then(Value::as_str);
     match (kind, status) {
-        (_, Some(status)) => match detail {
-            Some(detail) if kind != Some("rate_limited") => format!("a {status} ({detail})"),
+        (kind, Some(status)) => match detail {
+            Some(detail) if kind != Some(ErrorKind::RateLimited) => {
+                format!("a {status} ({detail})")
+            }
             _ => format!("a {status}"),
         },
-        (Some("needs_reauth"), None) => {
+        (Some(ErrorKind::NeedsReauth), None) => {
             format!("no usable token ({})", detail.unwrap_or("needs_reauth"))
         }
         (Some(kind), None) => match reason.or(detail) {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{FromRow, PgExecutor, PgPool};
 
-use crate::states::AppStopReason;
+use crate::states::{AppStopReason, PauseReason};
 
 const PAUSE_ACCOUNT: &str = r#"
         UPDATE followq.accounts
@@ -33,7 +33,7 @@ pub async fn pause_account(
     executor: impl PgExecutor<'_>,
     user_id: &str,
     until: DateTime<Utc>,
-    reason: &str,
+    reason: &PauseReason,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(PAUSE_ACCOUNT)
         .bind(user_id)

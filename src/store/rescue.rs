@@ -16,7 +16,7 @@
 //! operators to see) or left without an outcome.
 
 use super::Statement;
-use crate::states::JobState;
+use crate::states::{ErrorKind, JobState};
 use sqlx::{FromRow, PgPool};
 
 /// A job the rescuer took back.
@@ -88,7 +88,7 @@ const RETURN_JOBS: &str = r#"
         UPDATE followq.follow_jobs AS j
         SET state = 'queued', leased_by = NULL, lease_expires_at = NULL,
             run_at = now(), updated_at = now(),
-            last_error = jsonb_build_object('kind', 'abandoned', 'detail', $3::text)
+            last_error = jsonb_build_object('kind', $5::text, 'detail', $3::text)
         WHERE ($2::bigint[] IS NULL OR j.id = ANY($2))
           AND ($4::text[] IS NULL OR j.source_user_id = ANY($4))
           AND ((j.state = 'running' AND j.leased_by = $1)
@@ -118,6 +118,7 @@ pub async fn return_jobs(
         .bind(jobs)
         .bind(why)
         .bind(accounts)
+        .bind(ErrorKind::Abandoned.as_str())
         .execute(pool)
         .await?;
     Ok(done.rows_affected())

@@ -23,7 +23,7 @@ use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use super::retry::RetryPolicy;
-use crate::states::{AppStopReason, PauseReason};
+use crate::states::{AppStopReason, ErrorKind, PauseReason};
 use crate::store::record::NextState;
 use crate::xapi::{FollowOutcome, RateLimitInfo, UsageCapScope};
 
@@ -146,7 +146,7 @@ pub fn decide(
                     refund_attempt: true,
                     rate_limited: true,
                 },
-                Some(json!({ "kind": "rate_limited", "status": 429, "retry_at": resume })),
+                Some(json!({ "kind": ErrorKind::RateLimited, "status": 429, "retry_at": resume })),
             )
         }
         FollowOutcome::UsageCapped { period, scope } => {
@@ -164,7 +164,7 @@ pub fn decide(
                 .and_then(|wait| now.checked_add_signed(wait))
                 .map_or(period_end, |retry| retry.min(period_end));
             let error = json!({
-                "kind": "usage_capped", "status": 429, "period": period, "scope": scope,
+                "kind": ErrorKind::UsageCapped, "status": 429, "period": period, "scope": scope,
                 "retry_at": until,
             });
             match scope {
@@ -183,7 +183,10 @@ pub fn decide(
         }
         FollowOutcome::Unauthorized(details) => {
             account.push(AccountAction::Refresh);
-            (requeue_refunded(now), Some(tagged("unauthorized", details)))
+            (
+                requeue_refunded(now),
+                Some(tagged(ErrorKind::Unauthorized, details)),
+            )
         }
         FollowOutcome::CreditsDepleted(details) => {
             // Nothing is wrong with the job: it waits, unspent, for the credits.
@@ -193,7 +196,7 @@ pub fn decide(
             });
             (
                 requeue_refunded(now),
-                Some(tagged("credits_depleted", details)),
+                Some(tagged(ErrorKind::CreditsDepleted, details)),
             )
         }
         FollowOutcome::AppForbidden(details) => {
@@ -203,7 +206,7 @@ pub fn decide(
             });
             (
                 requeue_refunded(now),
-                Some(tagged("app_forbidden", details)),
+                Some(tagged(ErrorKind::AppForbidden, details)),
             )
         }
         FollowOutcome::AccountDailyCap(details) => {
@@ -216,13 +219,17 @@ pub fn decide(
                 until,
                 reason: PauseReason::DailyCap,
             });
-            (requeue_refunded(until), Some(tagged("daily_cap", details)))
+            (
+                requeue_refunded(until),
+                Some(tagged(ErrorKind::DailyCap, details)),
+            )
         }
-        FollowOutcome::Permanent(details) => {
-            (NextState::Failed, Some(tagged("permanent", details)))
-        }
+        FollowOutcome::Permanent(details) => (
+            NextState::Failed,
+            Some(tagged(ErrorKind::Permanent, details)),
+        ),
         FollowOutcome::Transient(details) => {
-            let error = tagged("transient", details);
+            let error = tagged(ErrorKind::Transient, details);
             if job.attempts >= job.max_attempts && job.answered {
                 (NextState::Failed, Some(error))
             } else if job.attempts >= job.max_attempts {
@@ -258,11 +265,11 @@ pub fn decide(
 }
 
 /// `{"kind": …, "status": …, "problem_type": …, …}`: the client's details with our kind.
-fn tagged(kind: &str, details: &impl serde::Serialize) -> Value {
+fn tagged(kind: ErrorKind, details: &impl serde::Serialize) -> Value {
     let mut value = serde_json::to_value(details).unwrap_or_else(|_| json!({}));
     if let Value::Object(map) = &mut value {
         map.retain(|_, v| !v.is_null());
-        map.insert("kind".into(), Value::from(kind));
+        map.insert("kind".into(), Value::from(kind.as_str()));
     }
     value
 }

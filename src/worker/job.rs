@@ -24,7 +24,7 @@ use super::stats::Counters;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
 use crate::ratelimit::ServerWindow;
-use crate::states::{AppStopReason, PauseReason};
+use crate::states::{AppStopReason, ErrorKind, PauseReason};
 use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
 use crate::store::record::{AttemptRecord, Completion, NextState};
 use crate::store::rescue::{Which, return_jobs};
@@ -272,7 +272,7 @@ async fn send_and_record(
                 refund_attempt: true,
                 rate_limited: false,
             };
-            let error = json!({"kind": "database", "detail": e.to_string()});
+            let error = json!({"kind": ErrorKind::Database, "detail": e.to_string()});
             finish(ctx, &job, next, Some(error), unsent(&job)).await;
             return Turn::Ended(JobReport::RetryAt(
                 Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR,
@@ -520,7 +520,7 @@ async fn nothing_claimed(ctx: &Context, accounts: Vec<String>) -> Vec<(String, J
 async fn deadline_missed(ctx: &Context, job: &ClaimedJob, late_by: Duration) -> JobReport {
     ctx.metrics.send_deadline_missed();
     let error = json!({
-        "kind": "send_deadline",
+        "kind": ErrorKind::SendDeadline,
         "detail": "the request was not sent: its send deadline passed before it could go out",
         "late_ms": u64::try_from(late_by.as_millis()).unwrap_or(u64::MAX),
     });
@@ -550,7 +550,7 @@ async fn without_credentials(
     let (report, error) = match problem {
         AuthError::NeedsReauth { reason } => (
             JobReport::AccountParked,
-            json!({"kind": "needs_reauth", "detail": reason}),
+            json!({"kind": ErrorKind::NeedsReauth, "detail": reason}),
         ),
         AuthError::NoCredentials => {
             let reason = "no credentials stored for the account";
@@ -560,20 +560,20 @@ async fn without_credentials(
             warn!(account = %source, reason, "account marked needs_reauth");
             (
                 JobReport::AccountParked,
-                json!({"kind": "needs_reauth", "detail": reason}),
+                json!({"kind": ErrorKind::NeedsReauth, "detail": reason}),
             )
         }
         AuthError::Transient(detail) => (
             JobReport::RetryAt(Instant::now() + wait),
-            json!({"kind": "token_unavailable", "detail": detail}),
+            json!({"kind": ErrorKind::TokenUnavailable, "detail": detail}),
         ),
         AuthError::Database(e) => (
             JobReport::RetryAt(Instant::now() + wait),
-            json!({"kind": "database", "detail": e.to_string()}),
+            json!({"kind": ErrorKind::Database, "detail": e.to_string()}),
         ),
     };
     let run_at = Utc::now() + chrono::TimeDelta::from_std(wait).unwrap_or_default();
-    let kind = error["kind"].as_str().unwrap_or("credentials").to_owned();
+    let kind = ErrorKind::of(&error).unwrap_or(ErrorKind::NeedsReauth);
     if requeue_unsent(ctx, job, run_at, error).await {
         info!(
             event = "job_requeued",
@@ -592,7 +592,7 @@ async fn without_credentials(
 async fn app_cap_reached(ctx: &Context, job: &ClaimedJob) -> JobReport {
     ctx.app_check.notify_one();
     let run_at = Utc::now();
-    let error = json!({"kind": "app_daily_cap", "detail": "the app's follows of the last 24 hours reached rate_limit.daily_follows_per_app"});
+    let error = json!({"kind": ErrorKind::AppDailyCap, "detail": "the app's follows of the last 24 hours reached rate_limit.daily_follows_per_app"});
     if requeue_unsent(ctx, job, run_at, error).await {
         info!(
             event = "job_requeued",
@@ -662,8 +662,7 @@ async fn apply_consequences(
     let mut resume: Option<Instant> = None;
     for action in &decision.account {
         if let AccountAction::Pause { until, reason } = action {
-            if let Err(e) =
-                pauses::pause_account(&ctx.pool, source.as_str(), *until, reason.as_str()).await
+            if let Err(e) = pauses::pause_account(&ctx.pool, source.as_str(), *until, reason).await
             {
                 warn!(error = %e, reason = reason.as_str(), "could not persist the account pause");
             }

@@ -33,6 +33,7 @@ use super::budget::Ticket;
 use super::events::{Answered, Event, JobReport, Successor};
 use super::job::{self, panic_message};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
+use crate::states::PauseReason;
 use crate::store::rescue::{Which, return_jobs};
 use crate::store::{leases, pauses};
 
@@ -745,7 +746,7 @@ impl Scheduler {
         info!(account, until = %until_wall, reason = "daily_cap", "account paused: its follows in the last 24 hours reached rate_limit.daily_follows_per_account");
         tokio::spawn(async move {
             if let Err(e) =
-                pauses::pause_account(&ctx.pool, &account, until_wall, "daily_cap").await
+                pauses::pause_account(&ctx.pool, &account, until_wall, &PauseReason::DailyCap).await
             {
                 warn!(account, error = %e, "could not persist the daily-cap pause");
             }

@@ -183,7 +183,7 @@ async fn resume_ends_pauses_and_disables_and_refuses_active_accounts() {
         &db.pool,
         "101",
         Utc::now() + TimeDelta::minutes(5),
-        "rate_limited",
+        &followq::states::PauseReason::RateLimited,
     )
     .await
     .unwrap();

@@ -62,7 +62,7 @@ async fn the_report_counts_each_known_row_once() {
         &db.pool,
         "101",
         chrono::Utc::now() + chrono::TimeDelta::minutes(10),
-        "rate_limited",
+        &followq::states::PauseReason::RateLimited,
     )
     .await
     .unwrap();
