@@ -128,8 +128,6 @@ pub struct WorkerSettings {
     pub account_lease: Duration,
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub job_lease: Duration,
     /// A claimed request not on the wire this long after its account was let through is
     /// never sent (the job goes back, the ledger row says `not_sent`).
     #[serde(with = "humantime_serde")]
@@ -416,12 +414,6 @@ impl Settings {
         if self.worker.send_deadline.is_zero() {
             return Err(invalid("worker.send_deadline", "must be more than zero"));
         }
-        if self.worker.job_lease <= self.worker.send_deadline + self.x_api.request_timeout {
-            return Err(invalid(
-                "worker.job_lease",
-                "must be longer than worker.send_deadline plus x_api.request_timeout, or a job still in flight would be rescued",
-            ));
-        }
         if self.worker.liveness_interval.is_zero()
             || self.worker.liveness_interval >= self.worker.account_lease
         {
@@ -455,7 +447,7 @@ impl Settings {
         const MINUTE: Duration = Duration::from_secs(60);
         const HOUR: Duration = Duration::from_secs(3600);
         const DAY: Duration = Duration::from_secs(24 * 3600);
-        let durations: [(&'static str, Duration, Duration, Duration); 19] = [
+        let durations: [(&'static str, Duration, Duration, Duration); 18] = [
             (
                 "database.acquire_timeout",
                 self.database.acquire_timeout,
@@ -495,12 +487,6 @@ impl Settings {
             (
                 "worker.heartbeat_interval",
                 self.worker.heartbeat_interval,
-                Duration::ZERO,
-                HOUR,
-            ),
-            (
-                "worker.job_lease",
-                self.worker.job_lease,
                 Duration::ZERO,
                 HOUR,
             ),
@@ -688,9 +674,9 @@ impl Settings {
     ///   holder still sends.
     /// - `worker.liveness_interval` 250 ms (1 s): a dead peer is noticed at once, for four
     ///   liveness queries a second.
-    /// - `worker.send_deadline` 500 ms, `worker.job_lease` 3 s (2 s, 30 s): a frozen daemon's
-    ///   claim is given up and its job taken back within seconds. Against X over the internet
-    ///   a send deadline that short leaves requests unsent (`not_sent`) after any hiccup.
+    /// - `worker.send_deadline` 500 ms (2 s): a frozen daemon's claim is given up within a
+    ///   second. Against X over the internet a send deadline that short leaves requests
+    ///   unsent (`not_sent`) after any hiccup.
     /// - `worker.shutdown_grace` 5 s (30 s): enough for a simulator's answers in flight, not
     ///   for X's at their timeout.
     /// - `worker.summary_interval` 5 s (30 s): a summary line a few times in a short run.
@@ -698,9 +684,9 @@ impl Settings {
     ///   10 min): a retried 5xx goes again at once. Against X, retries that quick pile onto
     ///   an outage.
     ///
-    /// The relations that loading checks still hold (`job_lease` longer than `send_deadline`
-    /// plus `request_timeout`, `account_lease` longer than `request_timeout` plus
-    /// `heartbeat_interval`): a caller that lengthens a timeout lengthens the leases with it.
+    /// The relations that loading checks still hold (`account_lease` longer than
+    /// `request_timeout` plus `heartbeat_interval`): a caller that lengthens a timeout
+    /// lengthens the lease with it.
     pub fn for_local_simulator(
         &self,
         database_url: SecretString,
@@ -722,7 +708,6 @@ impl Settings {
         settings.worker.account_lease = Duration::from_secs(4);
         settings.worker.liveness_interval = Duration::from_millis(250);
         settings.worker.send_deadline = Duration::from_millis(500);
-        settings.worker.job_lease = Duration::from_secs(3);
         settings.worker.shutdown_grace = Duration::from_secs(5);
         settings.worker.summary_interval = Duration::from_secs(5);
         settings.retry.max_attempts = 4;
@@ -1042,9 +1027,6 @@ mod tests {
             assert!(text.contains("worker.account_lease"), "{text}");
 
             jail.set_env("FOLLOWQ_WORKER__ACCOUNT_LEASE", "5m");
-            let text = message(Settings::load(&sources(jail)));
-            assert!(text.contains("worker.job_lease"), "{text}");
-
             jail.set_env("FOLLOWQ_X_API__REQUEST_TIMEOUT", "10s");
             jail.set_env("FOLLOWQ_RATE_LIMIT__REQUESTS_PER_PERIOD", "0");
             let text = message(Settings::load(&sources(jail)));

@@ -50,9 +50,10 @@ macro_rules! text_column {
     };
 }
 
-/// A job state, as stored in `follow_jobs.state`. A job whose request is in the air stays
-/// `queued` (the view `followq.jobs_in_flight` shows it); `running` is what a daemon of an
-/// earlier release writes, and is still read.
+/// A job's state as operators see it: what `follow_jobs.state` stores ([`JobState::STORED`]),
+/// and `running` for a job whose request is in the air. That one is never stored (the schema
+/// refuses it): such a job stays `queued`, and `running` is derived from its ledger row (the
+/// view `followq.jobs_in_flight`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -68,6 +69,14 @@ pub enum JobState {
 pub struct JobStateError(String);
 
 impl JobState {
+    /// The states `follow_jobs.state` stores.
+    pub const STORED: [JobState; 4] = [
+        JobState::Queued,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
     pub const ALL: [JobState; 5] = [
         JobState::Queued,
         JobState::Running,

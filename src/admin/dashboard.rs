@@ -47,9 +47,9 @@ pub struct Limits {
     pub daily_follows_per_account: u32,
     /// `retry.max_attempts`, for the failures' sentences.
     pub default_max_attempts: u32,
-    /// `worker.job_lease`: a request has its answer, or the rescuer has marked it abandoned,
-    /// within about this long after it was sent.
-    pub job_lease: Duration,
+    /// `worker.send_deadline` + `x_api.request_timeout`: a request has its answer (or can no
+    /// longer reach X) within this long after it was sent.
+    pub answer_within: Duration,
     /// `billing.price_per_request`, for the spend's money figures.
     pub price_per_request: rust_decimal::Decimal,
 }
@@ -59,7 +59,7 @@ impl Limits {
     /// kept (see [`SettledMinutes`]): a job lease and a minute of slack after it ended, every
     /// request sent in it has its outcome, so its counts no longer change.
     pub fn settle_minutes(&self) -> i64 {
-        let lease_minutes = self.job_lease.as_secs().div_ceil(60);
+        let lease_minutes = self.answer_within.as_secs().div_ceil(60);
         i64::try_from(lease_minutes)
             .unwrap_or(CHART_MINUTES)
             .saturating_add(1)
@@ -330,13 +330,13 @@ mod tests {
     }
 
     #[test]
-    fn settling_waits_for_a_job_lease_and_a_minute() {
+    fn settling_waits_for_the_answers_and_a_minute() {
         let limits = |secs| Limits {
             requests_per_period: 50,
             period: Duration::from_secs(900),
             daily_follows_per_account: 400,
             default_max_attempts: 8,
-            job_lease: Duration::from_secs(secs),
+            answer_within: Duration::from_secs(secs),
             price_per_request: rust_decimal::Decimal::ZERO,
         };
         assert_eq!(limits(3).settle_minutes(), 2);

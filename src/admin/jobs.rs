@@ -289,7 +289,7 @@ pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
         None => Err(JobsError::NotFound(id)),
         Some(job) if job.state == JobState::Running => Err(JobsError::CancelRunning {
             id,
-            worker: job.leased_by.unwrap_or_else(|| "(unknown)".into()),
+            worker: job.sent_by.unwrap_or_else(|| "(unknown)".into()),
         }),
         Some(job) => Err(JobsError::NotCancellable {
             id,

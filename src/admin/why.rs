@@ -122,19 +122,17 @@ fn finished_at(job: &JobRow, now: DateTime<Utc>) -> String {
 fn running(facts: &Facts<'_>, max_attempts: i64) -> String {
     let job = facts.job;
     let now = facts.now;
-    let daemon = job.leased_by.as_deref().unwrap_or("(unknown)");
-    // The claim sets updated_at, and nothing else touches a running row until its answer.
+    let daemon = job.sent_by.as_deref().unwrap_or("(unknown)");
+    // A job in flight shows since its request was sent (the row's updated_at is its claim).
     let mut sentence = format!(
         "running on daemon {daemon} since {} (attempt {} of {max_attempts})",
         when(job.updated_at, now),
         job.attempts
     );
-    if let Some(lease) = job.lease_expires_at
-        && lease < now
-    {
+    if let Some(answer_by) = job.answer_by {
         sentence.push_str(&format!(
-            "; its lease ran out at {}, so a rescuer will put it back in the queue",
-            when(lease, now)
+            "; its request may reach X until {}",
+            when(answer_by, now)
         ));
     }
     sentence
@@ -351,8 +349,8 @@ mod tests {
             created_at: now() - TimeDelta::minutes(5),
             updated_at: now() - TimeDelta::minutes(1),
             finished_at: None,
-            leased_by: None,
-            lease_expires_at: None,
+            sent_by: None,
+            answer_by: None,
         }
     }
 
@@ -487,14 +485,17 @@ mod tests {
     fn running_and_finished_jobs() {
         let mut running = job("running");
         running.attempts = 2;
-        running.leased_by = Some("host-1".into());
-        running.lease_expires_at = Some(now() - TimeDelta::seconds(5));
+        running.sent_by = Some("host-1".into());
+        running.answer_by = Some(now() + TimeDelta::seconds(5));
         let sentence = explain_with(&running, None, 0);
         assert!(
             sentence.starts_with("running on daemon host-1 since 11:59:00 UTC (attempt 2 of 8)"),
             "{sentence}"
         );
-        assert!(sentence.contains("lease ran out"), "{sentence}");
+        assert!(
+            sentence.ends_with("its request may reach X until 12:00:05 UTC"),
+            "{sentence}"
+        );
 
         let mut failed = job("failed");
         failed.attempts = 1;

@@ -172,12 +172,10 @@ pub fn settings(base: &Settings, scratch: &ScratchDb, base_url: &str) -> Setting
         base.rate_limit.requests_per_period,
         base.rate_limit.period,
     );
-    // The operator's timings but three, as the figures in BENCHMARKS.md were measured: a
-    // 250 ms poll, a job lease longer than the operator's send deadline plus the request
-    // timeout below, and no summary line inside a measurement.
+    // The operator's timings but two, as the figures in BENCHMARKS.md were measured: a
+    // 250 ms poll, and no summary line inside a measurement.
     settings.worker = crate::config::WorkerSettings {
         poll_interval: Duration::from_millis(250),
-        job_lease: Duration::from_secs(11),
         summary_interval: Duration::from_secs(3600),
         ..base.worker.clone()
     };

@@ -221,11 +221,11 @@ fn render_show(detail: &JobDetail, default_max_attempts: u32) -> String {
     let _ = writeln!(out, "  created:    {}", time(Some(job.created_at), now));
     let _ = writeln!(out, "  updated:    {}", time(Some(job.updated_at), now));
     let _ = writeln!(out, "  finished:   {}", time(job.finished_at, now));
-    if let Some(worker) = &job.leased_by {
+    if let Some(worker) = &job.sent_by {
         let _ = writeln!(
             out,
-            "  lease:      {worker} until {}",
-            time(job.lease_expires_at, now)
+            "  in flight:  sent by {worker}, may reach X until {}",
+            time(job.answer_by, now)
         );
     }
     if job.following.is_some() {

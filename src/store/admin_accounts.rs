@@ -41,7 +41,7 @@ const LIST_ACCOUNTS: &str = r#"
             SELECT count(*) - count(f.job_id) AS queued, count(f.job_id) AS running
             FROM followq.follow_jobs AS j
             LEFT JOIN followq.jobs_in_flight AS f ON f.job_id = j.id
-            WHERE j.source_user_id = a.user_id AND j.state IN ('queued', 'running')
+            WHERE j.source_user_id = a.user_id AND j.state = 'queued'
         ) AS j ON true
         WHERE $1::text IS NULL OR a.status = $1
         ORDER BY length(a.user_id), a.user_id
@@ -132,7 +132,7 @@ pub struct AccountJobs {
 }
 
 const ACCOUNT_JOBS: &str = r#"
-        SELECT count(*) FILTER (WHERE state IN ('queued', 'running')) - count(f.job_id) AS queued,
+        SELECT count(*) FILTER (WHERE state = 'queued') - count(f.job_id) AS queued,
                count(f.job_id) AS running,
                count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
                count(*) FILTER (WHERE state = 'failed') AS failed,

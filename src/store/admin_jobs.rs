@@ -38,18 +38,21 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub leased_by: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// While its request is in flight: the daemon that sent it ...
+    pub sent_by: Option<String>,
+    /// ... and until when the request may still reach X.
+    pub answer_by: Option<DateTime<Utc>>,
 }
 
 /// `SELECT <every JobRow column> FROM followq.follow_jobs `, as a literal for `concat!`.
-/// Jobs as operators see them: a job whose request is in flight (an unanswered ledger row
-/// within its `answer_by`) shows as `running`, on the daemon that sent it, since it was sent,
-/// with that attempt counted, though the table keeps it `queued` until its outcome is
-/// recorded. (Daemons of the previous release marked the row `running` themselves.)
+/// Jobs as operators see them: a job whose request is in flight (a ledger row without a final
+/// answer within its `answer_by`) shows as `running`, on the daemon that sent it, since it was
+/// sent, with that attempt counted, though the table keeps it `queued` until its outcome is
+/// recorded.
 macro_rules! select_jobs {
     () => {
-        "SELECT * FROM (\
+        concat!(
+            "SELECT * FROM (\
          SELECT j.id, j.source_user_id::text AS source_user_id, \
                 j.target_user_id::text AS target_user_id, \
                 CASE WHEN f.worker_id IS NOT NULL THEN 'running' ELSE j.state END AS state, \
@@ -57,15 +60,17 @@ macro_rules! select_jobs {
                 j.attempts + CASE WHEN f.worker_id IS NOT NULL THEN 1 ELSE 0 END AS attempts, \
                 j.max_attempts, j.rate_limited_count, j.following, j.pending_follow, \
                 j.last_error, j.created_at, coalesce(f.sent_at, j.updated_at) AS updated_at, \
-                j.finished_at, coalesce(f.worker_id, j.leased_by) AS leased_by, \
-                coalesce(f.answer_by, j.lease_expires_at) AS lease_expires_at \
+                j.finished_at, f.worker_id AS sent_by, f.answer_by \
          FROM followq.follow_jobs AS j \
          LEFT JOIN LATERAL ( \
              SELECT t.worker_id, t.sent_at, t.answer_by FROM followq.attempts AS t \
-             WHERE t.job_id = j.id AND j.state = 'queued' \
-               AND t.outcome IS NULL AND t.answer_by > now() \
+             WHERE t.job_id = j.id AND t.account_user_id = j.source_user_id \
+               AND j.state = 'queued' AND ",
+            $crate::store::ledger::unanswered_sql!("t"),
+            " AND t.answer_by > now() \
              ORDER BY t.id DESC LIMIT 1) AS f ON true \
          "
+        )
     };
 }
 
@@ -83,7 +88,7 @@ const LIST_JOBS: &str = concat!(
     select_jobs!(),
     "WHERE ($2::text IS NULL OR j.source_user_id = $2) \
        AND j.id > $3 \
-       AND ($1::text IS DISTINCT FROM 'running' OR j.state = 'running' \
+       AND ($1::text IS DISTINCT FROM 'running' \
             OR j.id IN (SELECT job_id FROM followq.jobs_in_flight))) AS v \
      WHERE $1::text IS NULL OR v.state = $1 \
      ORDER BY v.id LIMIT $4"
@@ -234,7 +239,7 @@ const ACTIVE_JOB_OF_PAIR: &str = r#"
         FROM followq.follow_jobs AS j
         JOIN followq.follow_jobs AS o
           ON o.source_user_id = j.source_user_id AND o.target_user_id = j.target_user_id
-        WHERE j.id = $1 AND o.id <> j.id AND o.state IN ('queued', 'running')
+        WHERE j.id = $1 AND o.id <> j.id AND o.state = 'queued'
         "#;
 
 /// The active job (id, state, source, target) of the same (source, target) as job `id`, if
@@ -258,7 +263,7 @@ const RETRY_STATE: &str = r#"
                   SELECT 1 FROM followq.follow_jobs AS o
                   WHERE o.source_user_id = f.source_user_id
                     AND o.target_user_id = f.target_user_id
-                    AND o.state IN ('queued', 'running'))
+                    AND o.state = 'queued')
             ORDER BY source_user_id, target_user_id, id DESC
         ),
         retried AS (

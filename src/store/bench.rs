@@ -217,11 +217,11 @@ pub async fn finish_all_but_one_percent(executor: impl PgExecutor<'_>) -> Result
 
 // What the scenarios wait for.
 
-const ALL_FINISHED: &str = "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'queued') \
-     AND NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'running')";
+const ALL_FINISHED: &str =
+    "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'queued')";
 
-/// True once no job is queued or running (each half served by its partial index; a job in
-/// flight stays queued until its outcome is recorded).
+/// True once no job is queued (a job in flight stays queued until its outcome is recorded;
+/// served by a partial index).
 pub async fn all_finished(executor: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(ALL_FINISHED).fetch_one(executor).await
 }

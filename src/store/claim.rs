@@ -2,11 +2,12 @@
 //! any request goes out.
 //!
 //! The statement re-checks, atomically with the claim, that this daemon still holds the
-//! account's lease for longer than one request can take; it marks the job running with a job
-//! lease (so a rescuer can return it if this daemon dies), counts the attempt, and writes the
-//! ledger row of the request about to be sent, with the latest instant it can reach X
-//! (`answer_by`), so that even a request whose answer is never recorded counts against the
-//! account's window, and a successor knows how long to wait for it.
+//! account's lease for longer than one request can take, and writes the ledger row of the
+//! request about to be sent, with the latest instant it can reach X (`answer_by`). The job row
+//! is not written: it stays `queued`, and its ledger row says it is in flight (the view
+//! `followq.jobs_in_flight`), so even a request whose answer is never recorded counts against
+//! the account's window, a successor knows how long to wait for it, and no claim picks the job
+//! again before its `answer_by`. The attempt is counted when the outcome is recorded.
 //!
 //! Pauses: the account row's automatic pauses (`rate_limited`, `rate_limit_window`, caps)
 //! keep other daemons from leasing the account, and are timed precisely by the holder's own

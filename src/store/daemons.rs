@@ -64,7 +64,6 @@ pub async fn leave(executor: impl PgExecutor<'_>, worker_id: &str) -> Result<(),
 pub struct Reaped {
     pub daemons: Vec<String>,
     pub accounts: i64,
-    pub jobs: i64,
 }
 
 const REAP: &str = r#"
@@ -100,20 +99,6 @@ const REAP: &str = r#"
             WHERE a.user_id = held.user_id
             RETURNING a.user_id
         ),
-        requeued AS (
-            UPDATE followq.follow_jobs AS j
-            SET state = 'queued',
-                last_error = jsonb_build_object(
-                    'kind', 'abandoned',
-                    'detail', 'the daemon that sent the request is gone (its database session ended) before recording its answer',
-                    'worker_id', j.leased_by),
-                run_at = now(),
-                leased_by = NULL,
-                lease_expires_at = NULL,
-                updated_at = now()
-            WHERE j.state = 'running' AND j.leased_by IN (SELECT worker_id FROM gone)
-            RETURNING j.id
-        ),
         -- Their unanswered requests: marked for operators; they still count until their
         -- answer_by (answer_by is at most minutes after sent_at, so the last two hours hold
         -- every one that matters).
@@ -125,17 +110,16 @@ const REAP: &str = r#"
               AND t.sent_at > now() - interval '2 hours'
         )
         SELECT coalesce((SELECT array_agg(worker_id) FROM gone), '{}') AS daemons,
-               (SELECT count(*) FROM freed) AS accounts,
-               (SELECT count(*) FROM requeued) AS jobs
+               (SELECT count(*) FROM freed) AS accounts
         "#;
 
-/// Forgets the peers that are gone, in one statement, and frees what they held: their account
-/// leases, and any job they marked `running` (daemons of the previous release did; back to the
-/// queue). The ledger rows of their unanswered requests are marked `abandoned` and still count
-/// until their `answer_by`. A peer is gone when the
-/// liveness session it recorded no longer exists, or, for a daemon that recorded none (an
-/// older release) or whose session predates the server's last start, when its heartbeat (or
-/// that start, if later) is older than `dead_after`.
+/// Forgets the peers that are gone, in one statement, and frees their account leases. The
+/// ledger rows of their unanswered requests are marked `abandoned` for operators; they still
+/// count, and their jobs stay in flight, until their `answer_by`. A peer is gone when the
+/// liveness session it recorded no longer exists, or, for a daemon whose row names no session
+/// (it came back by its heartbeat after a peer took it for gone) or a session older than the
+/// server's last start, when its heartbeat (or that start, if later) is older than
+/// `dead_after`.
 ///
 /// A session of another database role shows its pid but not its start time in
 /// `pg_stat_activity`: such a session counts as alive while its pid exists.

@@ -155,7 +155,7 @@ const ACCOUNTS_WITH_WORK: &str = concat!(
             SELECT least(count(*) - count(f.job_id), $6) AS queued, count(f.job_id) AS in_flight
             FROM (
                 SELECT j.id FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = s.user_id AND j.state IN ('queued', 'running')
+                WHERE j.source_user_id = s.user_id AND j.state = 'queued'
                 LIMIT $6 + 1
             ) AS capped
             LEFT JOIN followq.jobs_in_flight AS f
@@ -216,7 +216,8 @@ pub async fn accounts_with_work(
 const RECENT_FAILED_JOBS: &str = r#"
         SELECT id, source_user_id, target_user_id, state, priority, run_at, attempts,
                max_attempts, rate_limited_count, following, pending_follow, last_error,
-               created_at, updated_at, finished_at, leased_by, lease_expires_at
+               created_at, updated_at, finished_at, NULL::text AS sent_by,
+               NULL::timestamptz AS answer_by
         FROM (
             SELECT * FROM followq.follow_jobs
             WHERE finished_at IS NOT NULL

@@ -52,7 +52,7 @@ SELECT i.ord,
                 SELECT j.id FROM followq.follow_jobs AS j
                 WHERE j.source_user_id = i.source_user_id
                   AND j.target_user_id = i.target_user_id
-                  AND j.state IN ('queued', 'running'))
+                  AND j.state = 'queued')
        END AS job_id,
        (ins.id IS NOT NULL
         AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created

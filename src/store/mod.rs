@@ -13,7 +13,7 @@
 //! names chosen from a fixed list, bulk inserts) say so where they are built.
 //!
 //! Files, one concern each:
-//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`rescue`], and what a
+//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`unanswered`], and what a
 //!   ledger row says X may have done ([`ledger`]);
 //! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`];
 //! - what was spent at X, and the budgets' reservations: [`billing`];
@@ -37,10 +37,10 @@ pub mod leases;
 pub mod ledger;
 pub mod pauses;
 pub mod record;
-pub mod rescue;
 pub mod retention;
 pub mod schema;
 pub mod status;
+pub mod unanswered;
 
 /// One static SQL statement, named as its function is.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +66,10 @@ pub fn all_statements() -> Vec<Statement> {
         leases::STATEMENTS,
         pauses::STATEMENTS,
         record::STATEMENTS,
-        rescue::STATEMENTS,
         retention::STATEMENTS,
         schema::STATEMENTS,
         status::STATEMENTS,
+        unanswered::STATEMENTS,
         #[cfg(feature = "bench")]
         bench::STATEMENTS,
     ];

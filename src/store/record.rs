@@ -8,7 +8,8 @@
 //! claim is the job's latest.
 //!
 //! An answer is never thrown away. The ledger row is always completed. An answer that arrives
-//! after the job was taken back (its daemon froze past the job lease, or a peer found it gone)
+//! after the job was claimed again (its `answer_by` passed: its daemon froze, or a peer found
+//! it gone)
 //! still finishes the job when it is conclusive (a follow made, or a permanent refusal) and the
 //! job has not finished since: it is the truth about that follow, and the request that may be
 //! re-sending it is idempotent. An inconclusive late answer (a 5xx, a 429) leaves the job to
@@ -144,22 +145,14 @@ macro_rules! record_ctes {
         job AS (
             UPDATE followq.follow_jobs AS j
             SET state = i.state,
-                attempts = CASE
-                    -- The claim counted nothing; a claim of the previous release counted the
-                    -- attempt and marked the row running.
-                    WHEN j.state = 'running' THEN
-                        CASE WHEN i.refund THEN greatest(j.attempts - 1, 0) ELSE j.attempts END
-                    ELSE
-                        CASE WHEN i.refund THEN j.attempts ELSE j.attempts + 1 END
-                    END,
+                -- The claim counted nothing: the attempt counts here, unless refunded.
+                attempts = CASE WHEN i.refund THEN j.attempts ELSE j.attempts + 1 END,
                 rate_limited_count = j.rate_limited_count + CASE WHEN i.rate_limited THEN 1 ELSE 0 END,
                 run_at = coalesce(i.run_at, j.run_at),
                 following = i.following,
                 pending_follow = i.pending_follow,
                 last_error = i.error,
                 finished_at = CASE WHEN i.state IN ('succeeded', 'failed') THEN now() END,
-                leased_by = NULL,
-                lease_expires_at = NULL,
                 updated_at = now()
             FROM ledger AS i
             -- Written as a CASE, not an OR on j.state, so that the job rows are found by
@@ -170,9 +163,6 @@ macro_rules! record_ctes {
                       -- This claim is the job's latest (or it is a late answer that settles
                       -- the job anyway).
                       WHEN 'queued' THEN i.latest_or_conclusive
-                      -- Marked running by a daemon of the previous release: only a late
-                      -- answer that settles it.
-                      WHEN 'running' THEN i.conclusive
                       -- Finished since: the answer is only recorded in the ledger.
                       ELSE false
                   END

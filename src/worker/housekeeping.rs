@@ -1,6 +1,5 @@
 //! The daemon's background chores, each a loop until shutdown:
 //!
-//! - the rescuer returns orphaned jobs (left `running` by a dead daemon) to the queue;
 //! - the app monitor follows the app-wide stop (`followq.app_pause`, set by any replica or
 //!   lifted by an operator), takes its turn to probe a stop X lifts without telling (402:
 //!   credits depleted), enforces the per-app daily follow cap (from the app's follows
@@ -10,7 +9,7 @@
 //!   and the paused accounts by reason.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -19,45 +18,10 @@ use tracing::{error, info, warn};
 
 use super::Context;
 use super::events::Event;
-use super::job::{instant_at, job_span};
+use super::job::instant_at;
 use crate::states::AppStopReason;
 use crate::store::pauses::{self, AppPause};
-use crate::store::rescue::rescue_orphans;
 use crate::store::status::{paused_accounts_by_reason, queued_and_in_flight};
-
-/// Orphans taken back per statement.
-const RESCUE_BATCH: i64 = 1000;
-
-pub async fn rescuer(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let every = (ctx.settings.worker.job_lease / 2).max(Duration::from_secs(1));
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match rescue_orphans(&ctx.pool, RESCUE_BATCH).await {
-            Ok(rescued) => {
-                for job in rescued {
-                    let span = job_span(
-                        job.id,
-                        &job.source_user_id,
-                        &job.target_user_id,
-                        job.attempts,
-                    );
-                    let _entered = span.enter();
-                    warn!(
-                        event = "job_rescued",
-                        state = %job.state,
-                        worker_id = job.worker_id.as_deref().unwrap_or("?"),
-                        "job taken back from a daemon that did not record its answer within the job lease; its request still counts until its answer_by"
-                    );
-                }
-            }
-            Err(e) => warn!(error = %e, "rescuing orphaned jobs failed; retrying"),
-        }
-    }
-}
 
 pub async fn app_monitor(
     ctx: Arc<Context>,

@@ -27,7 +27,7 @@ use crate::ratelimit::ServerWindow;
 use crate::states::{AppStopReason, ErrorKind, PauseReason};
 use crate::store::claim::{ClaimedJob, claim_batch, next_run_at};
 use crate::store::record::{AttemptRecord, Completion, NextState};
-use crate::store::rescue::{Which, return_jobs};
+use crate::store::unanswered::Which;
 use crate::store::{ledger, pauses};
 use crate::xapi::{Fate, FollowOutcome, FollowResponse, RateLimitInfo};
 
@@ -188,16 +188,8 @@ async fn recover_panicked_turn(
         cause,
         "a job's turn panicked: the job goes back to the queue and the account is given up"
     );
-    if let Err(e) = return_jobs(
-        &ctx.pool,
-        &ctx.worker_id,
-        Which::Jobs(&[job_id]),
-        RETURNED_AFTER_PANIC,
-    )
-    .await
-    {
-        warn!(job_id, error = %e, "could not put the job back; the rescuer will after its lease");
-    }
+    ctx.note_unanswered(Which::Jobs(&[job_id]), RETURNED_AFTER_PANIC)
+        .await;
     report(ctx, account, JobReport::Panicked);
 }
 

@@ -10,9 +10,8 @@
 //! - confirms its own session with a round trip on it; while it cannot (the connection broke,
 //!   or the round trip took longer than the interval) it is *fenced*: the scheduler starts no
 //!   request, because peers may soon take its accounts over;
-//! - looks for peers whose session no longer exists (or whose heartbeat is older than an
-//!   account lease, for daemons of older releases) and frees their accounts and running jobs
-//!   at once (`store::daemons::reap`); the leaser is then woken to take them. It does so only
+//! - looks for peers whose session no longer exists (or, for a row that names none, whose
+//!   heartbeat is older than an account lease) and frees their accounts at once (`store::daemons::reap`); the leaser is then woken to take them. It does so only
 //!   once its own session has been up for a few intervals: after a Postgres restart (or a cut
 //!   between every daemon and Postgres) every session is gone at once, and peers that are
 //!   alive need a moment to open theirs again. A peer whose recorded session is older than
@@ -120,7 +119,7 @@ async fn open(ctx: &Context) -> Option<PgConnection> {
     }
 }
 
-/// Frees the accounts and running jobs of peers that are gone.
+/// Frees the accounts of peers that are gone.
 async fn reap(ctx: &Context) {
     match daemons::reap(&ctx.pool, &ctx.worker_id, ctx.settings.worker.account_lease).await {
         Ok(reaped) if reaped.daemons.is_empty() => {}
@@ -130,8 +129,7 @@ async fn reap(ctx: &Context) {
             warn!(
                 daemons = ?reaped.daemons,
                 accounts = reaped.accounts,
-                jobs = reaped.jobs,
-                "peer daemons are gone (their database session ended): their accounts and running jobs are free"
+                "peer daemons are gone (their database session ended): their accounts are free"
             );
             ctx.lease_now.notify_one();
         }

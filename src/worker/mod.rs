@@ -14,7 +14,7 @@
 //! | `liveness.rs` | this daemon's liveness session, fencing, and taking over from peers that are gone |
 //! | `supervise.rs` | restarting a background task that panicked |
 //! | `handle.rs` | `Daemon::spawn` and the handle that stops it: the one way to run a daemon |
-//! | `housekeeping.rs` | rescuing orphans, the app-wide stop, the summary line |
+//! | `housekeeping.rs` | the app-wide stop (and its probe), the summary line |
 //! | `retention.rs` | pruning old finished jobs and ledger rows |
 //! | `spend_rollup.rs` | counting the ledger's settled hours into the spend rollup |
 //! | `stats.rs` | counters for the summary |
@@ -73,7 +73,7 @@ use crate::ids::UserId;
 use crate::metrics::Metrics;
 use crate::store::daemons;
 use crate::store::leases;
-use crate::store::rescue::{Which, return_jobs};
+use crate::store::unanswered::{self, Which};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
 use stats::Counters;
@@ -192,6 +192,24 @@ impl Context {
     fn forget_auth(&self, user: &UserId) {
         if let Ok(mut cache) = self.auth_cache.lock() {
             cache.remove(user.as_str());
+        }
+    }
+
+    /// Notes in their jobs' `last_error` why this daemon leaves requests in flight (`which`)
+    /// without an answer. The jobs wait in the queue and their ledger rows count until their
+    /// `answer_by` either way, so a database error is only logged.
+    async fn note_unanswered(&self, which: Which<'_>, why: &str) {
+        match unanswered::note_unanswered(&self.pool, &self.worker_id, which, why).await {
+            Ok(0) => {}
+            Ok(jobs) => info!(
+                jobs,
+                why, "requests left without an answer: their jobs wait in the queue"
+            ),
+            Err(e) => warn!(
+                error = %e,
+                why,
+                "could not note why requests were left without an answer; their jobs wait in the queue all the same"
+            ),
         }
     }
 
@@ -332,7 +350,7 @@ impl Daemon {
                     period: ctx.settings.rate_limit.period,
                     daily_follows_per_account: ctx.settings.rate_limit.daily_follows_per_account,
                     default_max_attempts: ctx.settings.retry.max_attempts,
-                    job_lease: ctx.settings.worker.job_lease,
+                    answer_within: ctx.answer_within(),
                     price_per_request: ctx.settings.billing.price_per_request,
                 },
             };
@@ -347,7 +365,6 @@ impl Daemon {
                 leaser::run(ctx, leaser_events.clone(), stop)
             }),
         );
-        chores.spawn(supervised("rescuer").run(background.clone(), housekeeping::rescuer));
         let monitor_events = sender.clone();
         chores.spawn(
             supervised("app_monitor").run(background.clone(), move |ctx, stop| {
@@ -376,16 +393,10 @@ impl Daemon {
         if abandoned > 0 {
             warn!(
                 abandoned,
-                "grace period over: putting the requests still in flight back in the queue"
+                "grace period over: the requests still in flight are left without an answer"
             );
         }
-        match return_jobs(&ctx.pool, &ctx.worker_id, Which::All, STOPPED_MID_REQUEST).await {
-            Ok(0) => {}
-            Ok(n) => info!(jobs = n, "jobs still running went back to the queue"),
-            Err(e) => {
-                warn!(error = %e, "could not return running jobs; the rescuer will after their lease")
-            }
-        }
+        ctx.note_unanswered(Which::All, STOPPED_MID_REQUEST).await;
         match leases::release_all(&ctx.pool, &ctx.worker_id).await {
             Ok(n) => info!(accounts = n, "account leases released; daemon stopped"),
             Err(e) => {

@@ -34,7 +34,7 @@ use super::events::{Answered, Event, JobReport, Successor};
 use super::job::{self, panic_message};
 use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
 use crate::states::PauseReason;
-use crate::store::rescue::{Which, return_jobs};
+use crate::store::unanswered::Which;
 use crate::store::{leases, pauses};
 
 /// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
@@ -115,38 +115,28 @@ pub async fn run_supervised(ctx: Arc<Context>, inbox: Inbox, shutdown: Cancellat
     }
 }
 
-/// A claim batch panicked with these accounts' turns unreported: their running jobs go back
+/// A claim batch panicked with these accounts' turns unreported: their jobs wait in the queue
 /// (ledger rows unanswered) and the accounts are given back.
 async fn give_back_after_panic(ctx: &Context, accounts: &[String]) {
-    if let Err(e) = return_jobs(
-        &ctx.pool,
-        &ctx.worker_id,
+    ctx.note_unanswered(
         Which::Accounts(accounts),
         "the daemon's claim batch failed unexpectedly (a panic, logged with its cause); the request may have gone out",
     )
-    .await
-    {
-        warn!(error = %e, "could not put the jobs back; the rescuer will after their lease");
-    }
+    .await;
     if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, accounts).await {
         warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
     }
 }
 
-/// After a scheduler panic: its job tasks died with it, so their jobs go back (ledger rows
-/// unanswered: whoever sends for the account next counts them) and every account is given
-/// back, to be leased and seeded afresh.
+/// After a scheduler panic: its job tasks died with it, so their jobs wait in the queue
+/// (ledger rows unanswered: whoever sends for the account next counts them) and every account
+/// is given back, to be leased and seeded afresh.
 async fn recover(ctx: &Context) {
-    if let Err(e) = return_jobs(
-        &ctx.pool,
-        &ctx.worker_id,
+    ctx.note_unanswered(
         Which::All,
         "the daemon's scheduler failed unexpectedly (a panic, logged with its cause); the request may have gone out",
     )
-    .await
-    {
-        warn!(error = %e, "could not put the running jobs back; the rescuer will after their lease");
-    }
+    .await;
     if let Err(e) = leases::release_all(&ctx.pool, &ctx.worker_id).await {
         warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
     }

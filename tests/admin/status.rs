@@ -70,12 +70,11 @@ async fn the_report_counts_each_known_row_once() {
         .await
         .unwrap();
     accounts::disable(&db.pool, &user("103")).await.unwrap();
-    // The ledger: 1 request 30 s ago, 1 at 3 min, 1 at 10 min, 1 in flight now, and one
-    // 20 minutes ago that is outside every window.
+    // The ledger: 1 request 30 s ago, 1 at 3 min, 1 at 10 min, 1 in flight now (the running
+    // job's, written by its claim above), and one 20 minutes ago that is outside every window.
     attempt(&db.pool, ok, "100", Some("succeeded"), Some(200), 30.0).await;
     attempt(&db.pool, bad, "100", Some("permanent"), Some(400), 180.0).await;
     attempt(&db.pool, ok, "100", Some("succeeded"), Some(200), 600.0).await;
-    attempt(&db.pool, running, "100", None, None, 1.0).await;
     attempt(&db.pool, bad, "100", Some("transient"), Some(503), 1200.0).await;
     // Daemons: host-a live with a lease, host-old silent for 5 minutes, host-x only leasing.
     daemon(&db.pool, "host-a", 5.0).await;

@@ -38,11 +38,13 @@ pub async fn make_failed(pool: &PgPool, id: i64, attempts: i32, error: Value) {
     .expect("make failed");
 }
 
-/// What a claim leaves: running on `worker` with a job lease.
+/// What a claim leaves: the job queued, with a ledger row of `worker` that has no answer and
+/// may still reach X for a minute (the job is in flight: `running` to operators).
 pub async fn make_running(pool: &PgPool, id: i64, worker: &str) {
     sqlx::query(
-        "UPDATE followq.follow_jobs SET state = 'running', attempts = attempts + 1, \
-         leased_by = $2, lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+        "INSERT INTO followq.attempts (job_id, account_user_id, worker_id, answer_by) \
+         SELECT id, source_user_id, $2, now() + interval '1 minute' \
+         FROM followq.follow_jobs WHERE id = $1",
     )
     .bind(id)
     .bind(worker)
@@ -119,12 +121,18 @@ pub async fn daemon(pool: &PgPool, worker: &str, ago_seconds: f64) {
     .expect("daemon");
 }
 
+/// The job's state as operators see it: `running` while its request is in flight (the table
+/// keeps it `queued`).
 pub async fn state_of(pool: &PgPool, id: i64) -> String {
-    sqlx::query_scalar("SELECT state FROM followq.follow_jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .expect("job state")
+    sqlx::query_scalar(
+        "SELECT CASE WHEN j.id IN (SELECT job_id FROM followq.jobs_in_flight) THEN 'running' \
+                ELSE j.state END \
+         FROM followq.follow_jobs AS j WHERE j.id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .expect("job state")
 }
 
 pub fn stdout(output: &std::process::Output) -> String {

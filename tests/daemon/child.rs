@@ -92,7 +92,6 @@ pub fn environment(settings: &Settings) -> Vec<(String, String)> {
         ("POLL_INTERVAL", duration(worker.poll_interval)),
         ("HEARTBEAT_INTERVAL", duration(worker.heartbeat_interval)),
         ("ACCOUNT_LEASE", duration(worker.account_lease)),
-        ("JOB_LEASE", duration(worker.job_lease)),
         ("SEND_DEADLINE", duration(worker.send_deadline)),
         ("LIVENESS_INTERVAL", duration(worker.liveness_interval)),
         ("SHUTDOWN_GRACE", duration(worker.shutdown_grace)),

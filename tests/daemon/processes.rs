@@ -23,7 +23,6 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
     let mut harness = Harness::new(sim_config(3, window)).await;
     harness.settings.x_api.request_timeout = Duration::from_secs(1);
     harness.settings.worker.account_lease = Duration::from_secs(3);
-    harness.settings.worker.job_lease = Duration::from_secs(2);
     harness.account("2000").await;
     harness.enqueue("2000", 10_000, 9).await;
 
@@ -121,7 +120,6 @@ async fn replicas_killed_every_few_seconds_lose_nothing_and_keep_the_pace() {
     let mut harness = Harness::new(sim_config(quota, window)).await;
     harness.settings.x_api.request_timeout = Duration::from_secs(1);
     harness.settings.worker.account_lease = Duration::from_secs(10);
-    harness.settings.worker.job_lease = Duration::from_secs(8);
     let accounts: Vec<String> = (0..8).map(|i| (2100 + i).to_string()).collect();
     for account in &accounts {
         harness.account(account).await;
@@ -245,7 +243,6 @@ async fn a_second_signal_exits_at_once() {
     let mut harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
     harness.settings.x_api.request_timeout = Duration::from_secs(10);
     harness.settings.worker.account_lease = Duration::from_secs(20);
-    harness.settings.worker.job_lease = Duration::from_secs(15);
     harness.settings.worker.shutdown_grace = Duration::from_secs(30);
     harness.account("2300").await;
     harness.enqueue("2300", 10_000, 1).await;

@@ -1,5 +1,5 @@
-//! The statements a handover rests on, against known rows: the claim writes `answer_by`, the
-//! rescuer never fails a job whose request's fate is unknown, a late conclusive answer still
+//! The statements a handover rests on, against known rows: the claim writes `answer_by`, a
+//! job left without an answer stays queued and says why, a late conclusive answer still
 //! settles its job, and the ledger seed reads what a successor must count.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use followq::queue::{FollowRequest, enqueue};
 use followq::store::claim::claim_batch;
 use followq::store::leases::{self, FollowGrid, ledger_seeds};
 use followq::store::record::{AttemptRecord, Completion, NextState, record_batch};
-use followq::store::rescue::rescue_orphans;
+use followq::store::unanswered::{Which, note_unanswered};
 
 use crate::helpers::TestDb;
 
@@ -98,32 +98,41 @@ async fn a_job_in_flight_is_never_claimed_twice() {
     );
 }
 
-/// Guard: `rescue_orphans` re-queues whatever the attempts (it used to fail exhausted jobs):
-/// a request whose answer never came may have made the follow. Only a daemon of the previous
-/// release marks a job `running` (with a job lease); its claim is written here by hand.
+/// Guards: the schema refuses a job stored `running` (a job in flight stays `queued`), and
+/// `note_unanswered` says why a daemon left a request without an answer, whatever the job's
+/// attempts, without failing it or touching its ledger row (it counts until its `answer_by`).
 #[tokio::test]
-async fn the_rescuer_never_fails_a_job_whose_request_may_have_succeeded() {
+async fn a_job_left_without_an_answer_stays_queued_and_says_why() {
     let db = TestDb::new().await;
     leased_account(&db, "200", 1).await;
-    // The previous release's claim: the job marked running with its last attempt counted,
-    // and a ledger row; its job lease long gone.
-    sqlx::query(
-        "WITH job AS (
-             UPDATE followq.follow_jobs
-             SET state = 'running', attempts = 1, max_attempts = 1, leased_by = $1,
-                 lease_expires_at = now() - interval '1 minute'
-             RETURNING id, source_user_id)
-         INSERT INTO followq.attempts (job_id, account_user_id, worker_id, answer_by)
-         SELECT id, source_user_id, $1, now() + interval '3 seconds' FROM job",
+    let refused = sqlx::query("UPDATE followq.follow_jobs SET state = 'running'")
+        .execute(&db.pool)
+        .await
+        .expect_err("running is not a state a job is stored in");
+    assert!(
+        refused
+            .to_string()
+            .contains("follow_jobs_state_must_be_a_known_state"),
+        "{refused}"
+    );
+    // The job's last attempt is in the air.
+    sqlx::query("UPDATE followq.follow_jobs SET attempts = 0, max_attempts = 1")
+        .execute(&db.pool)
+        .await
+        .expect("one attempt");
+    let claimed = claim_batch(
+        &db.pool,
+        WORKER,
+        &["200".to_owned()],
+        Duration::from_secs(30),
     )
-    .bind(WORKER)
-    .execute(&db.pool)
     .await
-    .expect("an old-style claim");
-    let rescued = rescue_orphans(&db.pool, 10).await.expect("rescue");
-    assert_eq!(rescued.len(), 1);
-    assert_eq!(rescued[0].state, followq::states::JobState::Queued);
-    assert_eq!(rescued[0].worker_id.as_deref(), Some(WORKER));
+    .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let noted = note_unanswered(&db.pool, WORKER, Which::All, "the daemon stopped")
+        .await
+        .expect("note");
+    assert_eq!(noted, 1);
     let (state, kind): (String, String) =
         sqlx::query_as("SELECT state, last_error->>'kind' FROM followq.follow_jobs")
             .fetch_one(&db.pool)
@@ -134,12 +143,13 @@ async fn the_rescuer_never_fails_a_job_whose_request_may_have_succeeded() {
         .fetch_one(&db.pool)
         .await
         .expect("ledger row");
-    assert_eq!(outcome.as_deref(), Some("abandoned"));
-    assert!(
-        rescue_orphans(&db.pool, 10)
+    assert_eq!(outcome, None, "the ledger row keeps no answer");
+    // Another daemon's requests are not this one's to note.
+    assert_eq!(
+        note_unanswered(&db.pool, "another", Which::All, "x")
             .await
-            .expect("rescue")
-            .is_empty()
+            .expect("note"),
+        0
     );
 }
 

@@ -440,7 +440,7 @@ async fn the_page_over_100_000_accounts_lists_the_most_urgent_and_counts_the_res
         period: Duration::from_secs(900),
         daily_follows_per_account: 400,
         default_max_attempts: 8,
-        job_lease: Duration::from_secs(30),
+        answer_within: Duration::from_secs(17),
         price_per_request: rust_decimal::Decimal::new(15, 3),
     };
     // Cold: a fresh cache each time, so every snapshot reads the whole hour of the ledger, as
