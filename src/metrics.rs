@@ -309,7 +309,7 @@ impl Metrics {
         for outcome in ["succeeded", "failed", "requeued"] {
             let _ = job_outcomes.get_or_create(&OutcomeLabels { outcome });
         }
-        for status_class in ["2xx", "3xx", "4xx", "5xx", "none"] {
+        for status_class in STATUS_CLASSES {
             let _ = requests.get_or_create(&StatusClassLabels { status_class });
         }
         for table in ["follow_jobs", "attempts"] {
@@ -552,11 +552,70 @@ impl Metrics {
         self.inner.outcomes_waiting.get()
     }
 
+    /// What the counters have counted so far, for the summary line (which reports the same
+    /// figures as `/metrics`, read from the same handles).
+    pub fn tally(&self) -> Tally {
+        let outcome = |outcome| {
+            self.inner
+                .job_outcomes
+                .get_or_create(&OutcomeLabels { outcome })
+                .get()
+        };
+        Tally {
+            sent: STATUS_CLASSES
+                .iter()
+                .map(|&status_class| {
+                    self.inner
+                        .requests
+                        .get_or_create(&StatusClassLabels { status_class })
+                        .get()
+                })
+                .sum(),
+            succeeded: outcome("succeeded"),
+            pending: self.inner.follows_pending.get(),
+            failed: outcome("failed"),
+            rate_limited: self.inner.rate_limited.get(),
+            requeued: outcome("requeued"),
+        }
+    }
+
     /// Every metric in the Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::with_capacity(4096);
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.inner.registry)?;
         Ok(text)
+    }
+}
+
+/// The values of `followq_requests_total`'s `status_class` label.
+const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "none"];
+
+/// The counters' values at one instant (see [`Metrics::tally`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests sent to X (answered or not).
+    pub sent: u64,
+    pub succeeded: u64,
+    /// Succeeded with `pending_follow: true` (protected targets).
+    pub pending: u64,
+    pub failed: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Jobs put back in the queue (retry, snooze, pause).
+    pub requeued: u64,
+}
+
+impl Tally {
+    /// What was counted between `earlier` and `self`.
+    pub fn since(self, earlier: Tally) -> Tally {
+        Tally {
+            sent: self.sent.saturating_sub(earlier.sent),
+            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
+            pending: self.pending.saturating_sub(earlier.pending),
+            failed: self.failed.saturating_sub(earlier.failed),
+            rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+            requeued: self.requeued.saturating_sub(earlier.requeued),
+        }
     }
 }
 
@@ -591,5 +650,34 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_tally_reads_what_the_exposition_shows() {
+        let metrics = Metrics::new();
+        let before = metrics.tally();
+        metrics.request_sent(Some(200), Duration::from_millis(30));
+        metrics.request_sent(Some(429), Duration::from_millis(30));
+        metrics.request_sent(None, Duration::from_secs(2));
+        metrics.job_recorded(&NextState::Succeeded {
+            following: false,
+            pending_follow: true,
+        });
+        metrics.job_recorded(&NextState::Queued {
+            run_at: chrono::Utc::now(),
+            refund_attempt: false,
+            rate_limited: true,
+        });
+        assert_eq!(
+            metrics.tally().since(before),
+            Tally {
+                sent: 3,
+                succeeded: 1,
+                pending: 1,
+                failed: 0,
+                rate_limited: 1,
+                requeued: 1,
+            }
+        );
     }
 }

@@ -56,11 +56,11 @@ pub struct Limits {
 
 impl Limits {
     /// A minute of the chart is read from the ledger until it is this many minutes old, then
-    /// kept (see [`SettledMinutes`]): a job lease and a minute of slack after it ended, every
-    /// request sent in it has its outcome, so its counts no longer change.
+    /// kept (see [`SettledMinutes`]): `answer_within` and a minute of slack after it ended,
+    /// every request sent in it has its outcome, so its counts no longer change.
     pub fn settle_minutes(&self) -> i64 {
-        let lease_minutes = self.answer_within.as_secs().div_ceil(60);
-        i64::try_from(lease_minutes)
+        let answer_minutes = self.answer_within.as_secs().div_ceil(60);
+        i64::try_from(answer_minutes)
             .unwrap_or(CHART_MINUTES)
             .saturating_add(1)
             .clamp(2, CHART_MINUTES)

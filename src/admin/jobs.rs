@@ -83,7 +83,7 @@ pub enum JobsError {
     #[error("job {id} is {state}: only failed or cancelled jobs can be retried")]
     NotRetryable { id: JobId, state: JobState },
     #[error(
-        "job {id} is running on daemon {worker}: its request may be in flight, so it cannot be cancelled; wait for its answer (it is back in the queue within one job lease at worst) and cancel it then"
+        "job {id} is running on daemon {worker}: its request may be in flight, so it cannot be cancelled; wait for its answer (at worst it is ready again when its answer deadline passes, a few seconds after it was sent) and cancel it then"
     )]
     CancelRunning { id: JobId, worker: String },
     #[error("job {id} is {state}: only queued jobs can be cancelled")]

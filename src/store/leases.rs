@@ -125,10 +125,15 @@ pub async fn renew(
 
 const RELEASE: &str = r#"
         WITH mine AS (
-            SELECT user_id FROM followq.accounts
-            WHERE user_id = ANY($2) AND leased_by = $1
-            ORDER BY user_id
-            FOR NO KEY UPDATE
+            SELECT a.user_id FROM followq.accounts AS a
+            WHERE a.user_id = ANY($2) AND a.leased_by = $1
+              -- An idle account whose job arrived meanwhile stays: its NOTIFY may have been
+              -- taken as "already held".
+              AND NOT ($3 AND EXISTS (
+                  SELECT 1 FROM followq.follow_jobs AS j
+                  WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now()))
+            ORDER BY a.user_id
+            FOR NO KEY UPDATE OF a
         )
         UPDATE followq.accounts AS a
         SET leased_by = NULL, lease_expires_at = NULL
@@ -137,47 +142,27 @@ const RELEASE: &str = r#"
         RETURNING a.user_id
         "#;
 
-/// Gives accounts back (parked, or shutting down). Returns the ones released.
+/// Which of the named accounts [`release`] gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Every one this daemon holds (parked, beyond its share, fenced, stopping).
+    Now,
+    /// Those with no ready job: idle accounts, unless a job arrived since they went idle.
+    IfIdle,
+}
+
+/// Gives back those of `accounts` this daemon holds (see [`Release`]); returns the ones
+/// released.
 pub async fn release(
     executor: impl PgExecutor<'_>,
     worker_id: &str,
     accounts: &[String],
+    which: Release,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(RELEASE)
         .bind(worker_id)
         .bind(accounts)
-        .fetch_all(executor)
-        .await
-}
-
-const RELEASE_IDLE: &str = r#"
-        WITH idle AS (
-            SELECT a.user_id FROM followq.accounts AS a
-            WHERE a.user_id = ANY($2) AND a.leased_by = $1
-              AND NOT EXISTS (
-                  SELECT 1 FROM followq.follow_jobs AS j
-                  WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now())
-            ORDER BY a.user_id
-            FOR NO KEY UPDATE OF a
-        )
-        UPDATE followq.accounts AS a
-        SET leased_by = NULL, lease_expires_at = NULL
-        FROM idle
-        WHERE a.user_id = idle.user_id
-        RETURNING a.user_id
-        "#;
-
-/// Gives back the idle accounts among `accounts` that still have no ready job; returns the
-/// ones released. One whose job arrived meanwhile stays leased (its NOTIFY may have been
-/// handled while it looked idle).
-pub async fn release_idle(
-    executor: impl PgExecutor<'_>,
-    worker_id: &str,
-    accounts: &[String],
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(RELEASE_IDLE)
-        .bind(worker_id)
-        .bind(accounts)
+        .bind(which == Release::IfIdle)
         .fetch_all(executor)
         .await
 }
@@ -418,10 +403,6 @@ pub const STATEMENTS: &[Statement] = &[
     Statement {
         name: "leases::release",
         sql: RELEASE,
-    },
-    Statement {
-        name: "leases::release_idle",
-        sql: RELEASE_IDLE,
     },
     Statement {
         name: "leases::release_all",

@@ -14,8 +14,13 @@ use crate::ratelimit::{AccountLimiter, ServerWindow};
 pub enum Event {
     /// Newly leased accounts, their limiters seeded from the ledger.
     Leased(Vec<(String, AccountLimiter)>),
-    /// New jobs were enqueued for these (held) accounts.
-    Wake(Vec<String>),
+    /// The leaser asks which accounts the scheduler holds, the one place that knows: new jobs
+    /// were enqueued for `enqueued` (empty when it only wants the count). The held ones among
+    /// them are woken; the answer names the others, for the leaser to lease.
+    Holding {
+        enqueued: Vec<String>,
+        reply: oneshot::Sender<Holding>,
+    },
     /// One turn of an account ended.
     JobDone { account: String, report: JobReport },
     /// A request was answered and nothing holds its account back (no pause, no app-wide
@@ -50,6 +55,15 @@ pub enum Event {
     /// until this instant whatever the app monitor reports meanwhile (it may have read the
     /// table before the write, and report the previous stop lifted).
     AppStopSeen(Instant),
+}
+
+/// The scheduler's answer to [`Event::Holding`].
+#[derive(Debug)]
+pub struct Holding {
+    /// The enqueued accounts it does not hold.
+    pub not_held: Vec<String>,
+    /// How many accounts it holds.
+    pub count: usize,
 }
 
 /// What the scheduler learns from one turn of an account.

@@ -5,8 +5,8 @@
 //!   credits depleted), enforces the per-app daily follow cap (from the app's follows
 //!   counted per minute, shared with the check before each request in `app_cap.rs`), and
 //!   logs an error every summary interval while the app is stopped;
-//! - the summary logs one line per interval: what was sent and how it ended, the queue depth,
-//!   and the paused accounts by reason.
+//! - the summary logs one line per interval: what was sent and how it ended (the counters
+//!   `/metrics` serves), the queue depth, the accounts held and the paused accounts by reason.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use super::events::Event;
 use super::job::instant_at;
 use crate::states::AppStopReason;
 use crate::store::pauses::{self, AppPause};
-use crate::store::status::{paused_accounts_by_reason, queued_and_in_flight};
+use crate::store::status::{daemon_gauges, paused_accounts_by_reason, queued_and_in_flight};
 
 pub async fn app_monitor(
     ctx: Arc<Context>,
@@ -132,13 +132,13 @@ async fn enforce_app_daily_cap(ctx: &Context, cap: u32) -> Result<(), sqlx::Erro
 pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.settings.worker.summary_interval);
     tick.tick().await;
-    let mut previous = ctx.counters.snapshot();
+    let mut previous = ctx.metrics.tally();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = ctx.counters.snapshot();
+        let now = ctx.metrics.tally();
         let delta = now.since(previous);
         previous = now;
         let (queued, running) = match queued_and_in_flight(&ctx.pool).await {
@@ -146,6 +146,14 @@ pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
             Err(e) => {
                 warn!(error = %e, "could not read the queue depth");
                 (-1, -1)
+            }
+        };
+        // The same count as the `followq_accounts_held` gauge.
+        let accounts_held = match daemon_gauges(&ctx.pool, &ctx.worker_id).await {
+            Ok(gauges) => gauges.accounts_held,
+            Err(e) => {
+                warn!(error = %e, "could not read the accounts held");
+                -1
             }
         };
         let paused = paused_accounts(&ctx.pool).await.unwrap_or_else(|e| {
@@ -161,7 +169,7 @@ pub async fn summary(ctx: Arc<Context>, shutdown: CancellationToken) {
             requeued = delta.requeued,
             queued,
             running,
-            accounts_held = ctx.held_count(),
+            accounts_held,
             paused = %paused,
             "summary of the last {:?}",
             ctx.settings.worker.summary_interval

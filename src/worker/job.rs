@@ -20,7 +20,6 @@ use super::Context;
 use super::decision::{AccountAction, Decision, JobFacts, decide};
 use super::events::{Answered, Event, JobReport};
 use super::retry::RetryPolicy;
-use super::stats::Counters;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
 use crate::ratelimit::ServerWindow;
@@ -280,7 +279,6 @@ async fn send_and_record(
         let late_by = sent_at.saturating_duration_since(send_by);
         return Turn::Ended(deadline_missed(ctx, &job, late_by).await);
     }
-    Counters::add(&ctx.counters.sent);
     let response = ctx.client.follow(&source, &target, &auth).await;
     let completed_at = Instant::now();
     ctx.metrics.request_sent(
@@ -356,7 +354,7 @@ async fn send_and_record(
     .await;
     if recorded {
         ctx.metrics.job_recorded(&decision.next);
-        log_transition(ctx, &decision, &response.outcome);
+        log_transition(&decision, &response.outcome);
     }
 
     let mut pause_until = apply_consequences(ctx, &source, &decision).await;
@@ -413,7 +411,7 @@ async fn hand_off(
     };
     if recorded {
         ctx.metrics.job_recorded(&decision.next);
-        log_transition(ctx, decision, outcome);
+        log_transition(decision, outcome);
     } else {
         warn!(NOT_RECORDED);
     }
@@ -693,16 +691,12 @@ async fn apply_consequences(
     resume
 }
 
-fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
+fn log_transition(decision: &Decision, outcome: &FollowOutcome) {
     match &decision.next {
         NextState::Succeeded {
             following,
             pending_follow,
         } => {
-            Counters::add(&ctx.counters.succeeded);
-            if *pending_follow {
-                Counters::add(&ctx.counters.pending);
-            }
             info!(
                 event = "job_succeeded",
                 state = "succeeded",
@@ -712,7 +706,6 @@ fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
             );
         }
         NextState::Failed => {
-            Counters::add(&ctx.counters.failed);
             // A failed job is an outcome, not a fault of the daemon: info, like the others.
             info!(
                 event = "job_failed",
@@ -722,15 +715,7 @@ fn log_transition(ctx: &Context, decision: &Decision, outcome: &FollowOutcome) {
                 "job failed"
             );
         }
-        NextState::Queued {
-            run_at,
-            rate_limited,
-            ..
-        } => {
-            Counters::add(&ctx.counters.requeued);
-            if *rate_limited || matches!(outcome, FollowOutcome::UsageCapped { .. }) {
-                Counters::add(&ctx.counters.rate_limited);
-            }
+        NextState::Queued { run_at, .. } => {
             info!(
                 event = "job_requeued",
                 state = "queued",
@@ -759,7 +744,6 @@ async fn requeue_unsent(
     let recorded = finish(ctx, job, next.clone(), Some(error), unsent(job)).await;
     if recorded {
         ctx.metrics.job_recorded(&next);
-        Counters::add(&ctx.counters.requeued);
     }
     recorded
 }
@@ -768,7 +752,8 @@ async fn requeue_unsent(
 const NOT_RECORDED: &str = "the job's outcome was not recorded: it was taken back meanwhile (the answer is in the ledger), or the database is unreachable";
 
 /// Records the job's next state through the completer; false when the job was no longer
-/// this daemon's (a rescuer took it back) or could not be written.
+/// this daemon's (another daemon took the account over and claimed it since) or could not be
+/// written.
 async fn finish(
     ctx: &Context,
     job: &ClaimedJob,

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Context;
-use super::events::Event;
+use super::events::{Event, Holding};
 use crate::queue::JOB_ENQUEUED_CHANNEL;
 use crate::ratelimit::rolling_day::{ACCOUNT_BUCKET, DAY, account_grid_origin_ago};
 use crate::ratelimit::{AccountLimiter, LedgerSeed, Quota, SeedFollows, SeedReport};
@@ -42,15 +42,15 @@ pub async fn run(
             biased;
             _ = shutdown.cancelled() => break,
             _ = poll.tick() => {
-                lease_ready_accounts(&ctx, &events).await;
+                lease_ready_accounts(&ctx, &events, &shutdown).await;
                 if listener.is_none() {
                     listener = connect_listener(&ctx).await;
                 }
             }
             // Peers were found gone: their accounts are free now.
-            _ = ctx.lease_now.notified() => lease_ready_accounts(&ctx, &events).await,
+            _ = ctx.lease_now.notified() => lease_ready_accounts(&ctx, &events, &shutdown).await,
             accounts = next_notifications(&mut listener) => match accounts {
-                Some(accounts) => on_enqueued(&ctx, &events, accounts).await,
+                Some(accounts) => on_enqueued(&ctx, &events, accounts, &shutdown).await,
                 None => {
                     warn!("lost the NOTIFY listener; polling every {:?} until it is back", ctx.settings.worker.poll_interval);
                     listener = None;
@@ -96,14 +96,33 @@ async fn next_notifications(listener: &mut Option<PgListener>) -> Option<Vec<Str
     Some(accounts.into_iter().collect())
 }
 
-async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accounts: Vec<String>) {
-    let (held, free): (Vec<String>, Vec<String>) =
-        accounts.into_iter().partition(|a| ctx.held_contains(a));
-    if !held.is_empty() {
-        let _ = events.send(Event::Wake(held));
+/// Asks the scheduler which accounts it holds (see [`Event::Holding`]). `None` while it
+/// stops (it answers nothing then) or once `shutdown` is cancelled.
+async fn holding(
+    events: &mpsc::UnboundedSender<Event>,
+    enqueued: Vec<String>,
+    shutdown: &CancellationToken,
+) -> Option<Holding> {
+    let (reply, answer) = oneshot::channel();
+    events.send(Event::Holding { enqueued, reply }).ok()?;
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        answer = answer => answer.ok(),
     }
-    if free.is_empty()
-        || ctx.held_count() >= ctx.settings.worker.max_accounts as usize
+}
+
+async fn on_enqueued(
+    ctx: &Context,
+    events: &mpsc::UnboundedSender<Event>,
+    accounts: Vec<String>,
+    shutdown: &CancellationToken,
+) {
+    // The scheduler wakes the accounts it holds; the others may be leased.
+    let Some(held) = holding(events, accounts, shutdown).await else {
+        return;
+    };
+    if held.not_held.is_empty()
+        || held.count >= ctx.settings.worker.max_accounts as usize
         || fenced(ctx)
     {
         return;
@@ -111,7 +130,7 @@ async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accou
     match leases::acquire_named(
         &ctx.pool,
         &ctx.worker_id,
-        &free,
+        &held.not_held,
         ctx.settings.worker.account_lease,
     )
     .await
@@ -122,7 +141,11 @@ async fn on_enqueued(ctx: &Context, events: &mpsc::UnboundedSender<Event>, accou
 }
 
 /// Leases free accounts with ready jobs, batch after batch, up to `worker.max_accounts`.
-async fn lease_ready_accounts(ctx: &Context, events: &mpsc::UnboundedSender<Event>) {
+async fn lease_ready_accounts(
+    ctx: &Context,
+    events: &mpsc::UnboundedSender<Event>,
+    shutdown: &CancellationToken,
+) {
     if fenced(ctx) {
         return;
     }
@@ -136,7 +159,12 @@ async fn lease_ready_accounts(ctx: &Context, events: &mpsc::UnboundedSender<Even
         }
     };
     loop {
-        let room = limit.saturating_sub(ctx.held_count());
+        // Asked each batch: the scheduler takes the last batch's accounts before it answers
+        // (one channel, in order), so the room left counts them.
+        let Some(held) = holding(events, Vec::new(), shutdown).await else {
+            return;
+        };
+        let room = limit.saturating_sub(held.count);
         let batch = room.min(LEASE_BATCH as usize);
         if batch == 0 {
             return;
@@ -222,7 +250,7 @@ async fn hand_over(
         Err(e) => {
             // Without the ledger we cannot know what was spent: give the accounts back.
             warn!(error = %e, "could not read the ledger for newly leased accounts; releasing them");
-            let _ = leases::release(&ctx.pool, &ctx.worker_id, &names).await;
+            let _ = leases::release(&ctx.pool, &ctx.worker_id, &names, leases::Release::Now).await;
             return;
         }
     };
@@ -251,11 +279,6 @@ async fn hand_over(
             (name, limiter)
         })
         .collect();
-    // Counted as held from now on, so the next batch of this round sees the room left (the
-    // scheduler adds them too, when it takes the event).
-    for (name, _) in &accounts {
-        ctx.held_insert(name);
-    }
     let _ = events.send(Event::Leased(accounts));
 }
 

@@ -4,12 +4,14 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `leaser.rs` | leasing accounts with ready jobs (NOTIFY + poll), seeding their limiters from the ledger |
-//! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, heartbeat, drain |
+//! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, drain (its parts in `scheduler/`) |
+//! | `events.rs` | the messages the daemon's tasks send the scheduler |
 //! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
 //! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
 //! | `budget.rs` | the budgets: blocks reserved across replicas, one place per request |
 //! | `completer.rs` | writing job outcomes in batches, two statements at a time |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
+//! | `retry.rs` | every wait before trying again: job retries, turns that could not start, unwritten outcomes |
 //! | `registry.rs` | each daemon's fair share of accounts, from the live daemons (`followq.daemons`) |
 //! | `liveness.rs` | this daemon's liveness session, fencing, and taking over from peers that are gone |
 //! | `supervise.rs` | restarting a background task that panicked |
@@ -17,7 +19,6 @@
 //! | `housekeeping.rs` | the app-wide stop (and its probe), the summary line |
 //! | `retention.rs` | pruning old finished jobs and ledger rows |
 //! | `spend_rollup.rs` | counting the ledger's settled hours into the spend rollup |
-//! | `stats.rs` | counters for the summary |
 //!
 //! Why the limit holds across processes, at every handover:
 //!
@@ -49,12 +50,11 @@ mod retention;
 mod retry;
 mod scheduler;
 mod spend_rollup;
-pub mod stats;
 
 pub use handle::{DaemonHandle, StopError};
 mod supervise;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,6 @@ use crate::store::leases;
 use crate::store::unanswered::{self, Which};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
-use stats::Counters;
 
 /// The longest credentials stay cached (see `Context::auth_cache`).
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -89,10 +88,7 @@ pub struct Context {
     pub tokens: TokenStore,
     /// Names this daemon in leases and the ledger: host, pid and a random suffix.
     pub worker_id: String,
-    pub counters: Counters,
     pub metrics: Metrics,
-    /// Accounts this daemon holds a lease on (the scheduler writes, the leaser reads).
-    held: Mutex<HashSet<String>>,
     /// Wakes the app monitor at once when a job hit an app-wide stop.
     app_check: Notify,
     /// The per-app daily follow cap, checked before each request.
@@ -144,32 +140,6 @@ impl Context {
         if self.panic_target.as_deref() == Some(target) {
             panic!("injected panic for target {target}");
         }
-    }
-
-    fn held_insert(&self, account: &str) {
-        if let Ok(mut held) = self.held.lock() {
-            held.insert(account.to_owned());
-        }
-    }
-
-    fn held_remove(&self, account: &str) {
-        if let Ok(mut held) = self.held.lock() {
-            held.remove(account);
-        }
-    }
-
-    fn held_clear(&self) {
-        if let Ok(mut held) = self.held.lock() {
-            held.clear();
-        }
-    }
-
-    fn held_contains(&self, account: &str) -> bool {
-        self.held.lock().is_ok_and(|held| held.contains(account))
-    }
-
-    pub fn held_count(&self) -> usize {
-        self.held.lock().map_or(0, |held| held.len())
     }
 
     /// The credentials for `user`'s next request (cached briefly; see `auth_cache`).
@@ -271,9 +241,7 @@ impl Daemon {
                 pool,
                 client,
                 tokens,
-                counters: Counters::default(),
                 metrics: Metrics::new(),
-                held: Mutex::new(HashSet::new()),
                 app_check: Notify::new(),
                 app_cap,
                 budget,

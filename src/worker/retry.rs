@@ -1,6 +1,8 @@
 //! The retry policy: how long a job waits before its next attempt, how many attempts it gets,
-//! and the fixed waits of an account whose turn could not start (the database or the token
-//! endpoint unreachable). Every delay the daemon picks for a retry comes from here.
+//! the fixed waits of an account whose turn could not start (the database or the token
+//! endpoint unreachable), the backoff of an outcome that could not be written, and the restart
+//! of a task that panicked. Every wait the worker picks before trying again comes from here;
+//! the token store's one (`accounts/token_store.rs`) stays beside the write it retries.
 
 use std::time::Duration;
 
@@ -28,6 +30,10 @@ impl RetryPolicy {
     /// An account whose token endpoint is unreachable (or answered 5xx) waits this long
     /// before its credentials are tried again.
     pub const AFTER_TOKEN_ENDPOINT_ERROR: Duration = Duration::from_secs(30);
+
+    /// How long a daemon task that panicked waits before it starts again (one that panics at
+    /// once every time must not spin).
+    pub const AFTER_TASK_PANIC: Duration = Duration::from_secs(1);
 
     /// The first wait before an outcome that could not be written is tried again; each
     /// failure in a row doubles it, up to [`RetryPolicy::RECORD_RETRY_MAX`]. An outcome is

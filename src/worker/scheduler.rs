@@ -1,5 +1,6 @@
 //! The scheduler: one task that owns every leased account's limiter and decides which account
-//! sends next. No locks: everything reaches it as an [`Event`].
+//! sends next. It shares no state: everything reaches it as an [`Event`], and its database
+//! writes run as tasks it owns (`writes.rs`) and waits for when it stops.
 //!
 //! - Accounts whose gates are open wait in a FIFO ready queue, so accounts are served round
 //!   robin and a paused, limited or slow account never holds up another.
@@ -7,15 +8,22 @@
 //!   all (each job is a task holding one permit).
 //! - An account that must wait sits on a timer heap until the exact instant its gate opens
 //!   (governor's readiness, the window's end, a pause's end): no polling.
-//! - Every `worker.heartbeat_interval` the leases are renewed in one statement, accounts idle
-//!   for that long are given back, and a daemon holding more than its fair share (a replica
-//!   joined) gives the surplus back, starting with accounts that have nothing in flight.
-//! - While this daemon cannot confirm its liveness session it starts no request (fencing).
 //! - On shutdown no new request starts; requests in flight get `worker.shutdown_grace` to
 //!   finish and record their answers, and the leases are renewed meanwhile.
-//! - A panic in the scheduler itself is logged, counted and recovered from: the jobs it was
-//!   running go back to the queue (their ledger rows unanswered), every lease is given back,
-//!   and a fresh scheduler starts.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `slot.rs` | one account's phase in its turn, its limiter, what an answer changes |
+//! | `holding.rs` | which accounts are kept: heartbeat, fair share, fencing, the leaser's question |
+//! | `writes.rs` | the scheduler's database writes, as tasks it owns and waits for |
+//! | `recovery.rs` | panics in the scheduler or a claim batch: logged, counted, recovered from |
+
+mod holding;
+mod recovery;
+mod slot;
+mod writes;
+
+pub use recovery::{Inbox, run_supervised};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -25,123 +33,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
 use super::Context;
-use super::budget::Ticket;
 use super::events::{Answered, Event, JobReport, Successor};
-use super::job::{self, panic_message};
-use crate::ratelimit::{AccountLimiter, Gate, WaitReason};
-use crate::states::PauseReason;
-use crate::store::unanswered::Which;
-use crate::store::{leases, pauses};
+use super::job;
+use crate::ratelimit::{Gate, WaitReason};
+use slot::{Phase, Slot};
+use writes::Writes;
 
 /// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
 const MAX_CLAIMS_IN_FLIGHT: usize = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// In the ready queue.
-    Ready,
-    /// A job task is running for it.
-    Busy,
-    /// Its answer is taken ([`Event::Handoff`]) and its outcome is being written; then it
-    /// moves to `Slot::after_record`.
-    Recording,
-    /// On the timer heap until this instant; `for_jobs` when it waits for a job's `run_at`
-    /// rather than for its limiter (a NOTIFY then wakes it early).
-    Waiting { until: Instant, for_jobs: bool },
-    /// Nothing queued; given back at the next heartbeat unless a NOTIFY wakes it.
-    Idle { since: Instant },
-    /// Being given back by the heartbeat.
-    Releasing,
-}
-
-struct Slot {
-    limiter: AccountLimiter,
-    phase: Phase,
-    unauthorized_streak: u32,
-    /// The lease was lost while a job ran: drop the slot when it ends.
-    lost: bool,
-    /// Beyond this daemon's fair share: give the account back when its turn ends.
-    hand_over: bool,
-    /// The daily-cap pause already persisted for this wait.
-    persisted_daily_cap: Option<Instant>,
-    /// When the limiter first made the account wait (for the token-wait metric).
-    limiter_wait_since: Option<Instant>,
-    /// Where a `Recording` account goes once its outcome is written.
-    after_record: Option<Phase>,
-    /// Its request's places in the budgets, given back if the request proves unbilled.
-    budget_ticket: Option<Ticket>,
-}
-
-/// The scheduler's end of its channel, shared so that a scheduler started again after a panic
-/// takes up where the last one stopped.
-pub struct Inbox(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Event>>>);
-
-impl Inbox {
-    pub fn new(receiver: mpsc::UnboundedReceiver<Event>) -> Inbox {
-        Inbox(Arc::new(tokio::sync::Mutex::new(receiver)))
-    }
-}
-
-/// Runs the scheduler until `shutdown` and the drain are over, starting a fresh one after a
-/// panic. Returns how many requests were still in flight when the grace period ran out.
-pub async fn run_supervised(ctx: Arc<Context>, inbox: Inbox, shutdown: CancellationToken) -> usize {
-    loop {
-        let events = Arc::clone(&inbox.0).lock_owned().await;
-        let scheduler = Scheduler::new(Arc::clone(&ctx), events);
-        // Aborted with this future, as a crash would end it.
-        match AbortOnDropHandle::new(tokio::spawn(scheduler.run(shutdown.clone()))).await {
-            Ok(abandoned) => return abandoned,
-            Err(failure) => {
-                let cause = if failure.is_panic() {
-                    panic_message(failure.into_panic())
-                } else {
-                    "the scheduler task was cancelled".to_owned()
-                };
-                ctx.metrics.task_panicked("scheduler");
-                error!(
-                    cause,
-                    "the scheduler panicked: its running jobs go back to the queue, its accounts are given back, and a fresh scheduler starts"
-                );
-                recover(&ctx).await;
-                if shutdown.is_cancelled() {
-                    return 0;
-                }
-            }
-        }
-    }
-}
-
-/// A claim batch panicked with these accounts' turns unreported: their jobs wait in the queue
-/// (ledger rows unanswered) and the accounts are given back.
-async fn give_back_after_panic(ctx: &Context, accounts: &[String]) {
-    ctx.note_unanswered(
-        Which::Accounts(accounts),
-        "the daemon's claim batch failed unexpectedly (a panic, logged with its cause); the request may have gone out",
-    )
-    .await;
-    if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, accounts).await {
-        warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
-    }
-}
-
-/// After a scheduler panic: its job tasks died with it, so their jobs wait in the queue
-/// (ledger rows unanswered: whoever sends for the account next counts them) and every account
-/// is given back, to be leased and seeded afresh.
-async fn recover(ctx: &Context) {
-    ctx.note_unanswered(
-        Which::All,
-        "the daemon's scheduler failed unexpectedly (a panic, logged with its cause); the request may have gone out",
-    )
-    .await;
-    if let Err(e) = leases::release_all(&ctx.pool, &ctx.worker_id).await {
-        warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
-    }
-    ctx.held_clear();
-}
 
 pub struct Scheduler {
     ctx: Arc<Context>,
@@ -151,6 +53,8 @@ pub struct Scheduler {
     ready: VecDeque<String>,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     jobs: JoinSet<()>,
+    /// Its database writes (lease renewals and releases, pauses), run as tasks it owns.
+    writes: Writes,
     /// The accounts of each claim batch in `jobs`, to recover them if the batch panics.
     batches: HashMap<tokio::task::Id, Vec<String>>,
     /// Claim statements on their way to the database. While [`MAX_CLAIMS_IN_FLIGHT`] are, the
@@ -177,6 +81,7 @@ impl Scheduler {
         let sender = ctx.events.clone();
         let next_heartbeat = Instant::now() + ctx.settings.worker.heartbeat_interval;
         Scheduler {
+            writes: Writes::new(Arc::clone(&ctx)),
             ctx,
             events,
             sender,
@@ -244,12 +149,13 @@ impl Scheduler {
                         let successor = self.handoff(account, answered, false);
                         let _ = reply.send(successor);
                     }
+                    // Leases lost while draining still count; nothing is given back or
+                    // taken meanwhile (the stop releases every lease).
                     Some(Event::Heartbeat { lost, .. }) => {
-                        self.heartbeat_running = false;
-                        for account in lost {
-                            self.forget_or_mark_lost(&account);
-                        }
+                        self.heartbeat_done(lost, Vec::new(), Vec::new(), None)
                     }
+                    // The leaser asks while stopping: its answer is dropped, so it leases
+                    // nothing.
                     Some(_) => {}
                     None => break,
                 },
@@ -258,9 +164,11 @@ impl Scheduler {
                 _ = tokio::time::sleep_until(self.next_heartbeat.into()) => self.heartbeat(),
             }
             self.reap_batches();
+            self.writes.reap();
         }
         let abandoned = self.in_flight;
         self.jobs.abort_all();
+        self.writes.finish(deadline).await;
         abandoned
     }
 
@@ -280,46 +188,9 @@ impl Scheduler {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Leased(accounts) => {
-                for (account, limiter) in accounts {
-                    match self.slots.get_mut(&account) {
-                        Some(slot) => {
-                            // Leased again while this daemon still had a slot for it (its
-                            // last request was still out, or its loss not yet noticed):
-                            // another daemon may have sent for it in between, which only the
-                            // fresh seed knows; the old limiter knows the request still out.
-                            // Both count, the stricter of each.
-                            slot.limiter.absorb(limiter, Instant::now());
-                            slot.lost = false;
-                            Self::wake_slot(slot, &account, &mut self.ready);
-                        }
-                        None => {
-                            self.ctx.held_insert(&account);
-                            self.slots.insert(
-                                account.clone(),
-                                Slot {
-                                    limiter,
-                                    phase: Phase::Ready,
-                                    unauthorized_streak: 0,
-                                    lost: false,
-                                    hand_over: false,
-                                    persisted_daily_cap: None,
-                                    limiter_wait_since: None,
-                                    after_record: None,
-                                    budget_ticket: None,
-                                },
-                            );
-                            self.ready.push_back(account);
-                        }
-                    }
-                }
-            }
-            Event::Wake(accounts) => {
-                for account in accounts {
-                    if let Some(slot) = self.slots.get_mut(&account) {
-                        Self::wake_slot(slot, &account, &mut self.ready);
-                    }
-                }
+            Event::Leased(accounts) => self.leased(accounts),
+            Event::Holding { enqueued, reply } => {
+                let _ = reply.send(self.holding(enqueued));
             }
             Event::JobDone { account, report } => self.job_done(account, report),
             Event::Handoff {
@@ -333,9 +204,7 @@ impl Scheduler {
                     // never started, and takes its turn again from the head of the queue.
                     if let Some(slot) = self.slots.get_mut(&successor.account) {
                         slot.limiter.refund();
-                        if let Some(ticket) = slot.budget_ticket.take() {
-                            self.ctx.budget.give_back(ticket);
-                        }
+                        slot.unbilled(&self.ctx);
                         slot.phase = Phase::Ready;
                         self.ready.push_front(successor.account);
                     }
@@ -347,36 +216,7 @@ impl Scheduler {
                 released,
                 kept_idle,
                 share,
-            } => {
-                self.heartbeat_running = false;
-                for account in lost {
-                    warn!(
-                        account,
-                        "lease lost: another daemon may now send for this account"
-                    );
-                    self.forget_or_mark_lost(&account);
-                }
-                for account in released {
-                    if matches!(
-                        self.slots.get(&account).map(|s| s.phase),
-                        Some(Phase::Releasing)
-                    ) {
-                        self.slots.remove(&account);
-                        self.ctx.held_remove(&account);
-                    }
-                }
-                for account in kept_idle {
-                    if let Some(slot) = self.slots.get_mut(&account)
-                        && slot.phase == Phase::Releasing
-                    {
-                        slot.phase = Phase::Ready;
-                        self.ready.push_back(account);
-                    }
-                }
-                if let Some(share) = share {
-                    self.give_back_surplus(share);
-                }
-            }
+            } => self.heartbeat_done(lost, released, kept_idle, share),
             Event::AppStop(until) => {
                 if until.is_none() && self.app_stopped_until.is_some() {
                     info!("app-wide stop lifted: accounts send again");
@@ -400,17 +240,6 @@ impl Scheduler {
                 ready.push_back(account.to_owned());
             }
             _ => {}
-        }
-    }
-
-    fn forget_or_mark_lost(&mut self, account: &str) {
-        if let Some(slot) = self.slots.get_mut(account) {
-            if matches!(slot.phase, Phase::Busy | Phase::Recording) {
-                slot.lost = true;
-            } else {
-                self.slots.remove(account);
-                self.ctx.held_remove(account);
-            }
         }
     }
 
@@ -521,65 +350,6 @@ impl Scheduler {
         self.claims_in_flight += 1;
     }
 
-    /// Whether this daemon is fenced: it cannot confirm its liveness session, so its peers may
-    /// take its accounts over at any moment. A fenced daemon starts no request, leases and
-    /// renews nothing, and, once fenced for longer than a heartbeat, gives back what it holds
-    /// (see [`Scheduler::heartbeat`]). It goes on when the session is back.
-    fn fenced(&mut self, now: Instant) -> bool {
-        if self.ctx.is_alive(now) {
-            if let Some(since) = self.fenced_since.take() {
-                info!(
-                    fenced_for = ?now.saturating_duration_since(since),
-                    "liveness session confirmed again: sending resumes"
-                );
-            }
-            return false;
-        }
-        // Before the session first opens (at start) there is nothing to fence or give back.
-        if self.fenced_since.is_none() && self.ctx.was_alive() {
-            warn!(
-                "liveness session not confirmed: fenced, no request starts and no lease is renewed"
-            );
-            self.fenced_since = Some(now);
-        }
-        true
-    }
-
-    /// Fenced for longer than a heartbeat: gives back every account, at once those with
-    /// nothing in the air, the others once their request is answered and its outcome written
-    /// (so that whoever takes the account next reads the answer in the ledger). Their leases
-    /// are not renewed meanwhile; the releases are tried now, and the leases run out by
-    /// themselves if the database cannot be reached.
-    fn give_back_while_fenced(&mut self) {
-        let mut now_free = Vec::new();
-        for (account, slot) in &mut self.slots {
-            match slot.phase {
-                Phase::Busy | Phase::Recording => slot.hand_over = true,
-                Phase::Releasing => {}
-                Phase::Ready | Phase::Waiting { .. } | Phase::Idle { .. } => {
-                    now_free.push(account.clone())
-                }
-            }
-        }
-        if now_free.is_empty() {
-            return;
-        }
-        warn!(
-            accounts = now_free.len(),
-            "fenced for longer than a heartbeat: giving every account back"
-        );
-        for account in &now_free {
-            self.slots.remove(account);
-            self.ctx.held_remove(account);
-        }
-        let ctx = Arc::clone(&self.ctx);
-        tokio::spawn(async move {
-            if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, &now_free).await {
-                warn!(error = %e, "could not give the accounts back; their leases run out by themselves");
-            }
-        });
-    }
-
     /// The first account of the ready queue whose limiter lets it send now, marked busy, with
     /// its count of 401s in a row. Accounts that must wait are put on their timers on the way.
     fn take_ready(&mut self, now: Instant, answer_by: Instant) -> Option<(String, u32)> {
@@ -614,7 +384,11 @@ impl Scheduler {
                     slot.limiter_wait_since.get_or_insert(now);
                     if reason == WaitReason::DailyCap && slot.persisted_daily_cap != Some(until) {
                         slot.persisted_daily_cap = Some(until);
-                        Self::persist_daily_cap(&self.ctx, &account, until);
+                        let until_wall = chrono::Utc::now()
+                            + chrono::TimeDelta::from_std(until.saturating_duration_since(now))
+                                .unwrap_or(chrono::TimeDelta::zero());
+                        info!(account, until = %until_wall, reason = "daily_cap", "account paused: its follows in the last 24 hours reached rate_limit.daily_follows_per_account");
+                        self.writes.pause_for_daily_cap(account.clone(), until_wall);
                     }
                     slot.phase = Phase::Waiting {
                         until,
@@ -638,7 +412,7 @@ impl Scheduler {
     ) -> Option<Successor> {
         let now = Instant::now();
         let slot = self.slots.get_mut(&account)?;
-        let next = Self::phase_after(&self.ctx, slot, answered, now);
+        let next = slot.answered(&self.ctx, answered, now);
         slot.phase = Phase::Recording;
         slot.after_record = Some(next);
         if !may_continue || !self.may_start(now) {
@@ -651,96 +425,6 @@ impl Scheduler {
             unauthorized_streak,
             send_by: now + self.ctx.settings.worker.send_deadline,
         })
-    }
-
-    /// Feeds an answered request to the account's limiter (and gives its budget places back
-    /// when X's answer shows it billed nothing): where the account goes next.
-    fn phase_after(ctx: &Context, slot: &mut Slot, answered: Answered, now: Instant) -> Phase {
-        let Answered {
-            sent_at,
-            completed_at,
-            server,
-            may_have_followed,
-            unauthorized,
-            pause_until,
-        } = answered;
-        slot.limiter
-            .record_response(sent_at, completed_at, server, may_have_followed);
-        // What may have reached X may be billed; the rest gives its places back.
-        if let Some(ticket) = slot.budget_ticket.take()
-            && !may_have_followed
-        {
-            ctx.budget.give_back(ticket);
-        }
-        slot.unauthorized_streak = if unauthorized {
-            slot.unauthorized_streak + 1
-        } else {
-            0
-        };
-        match pause_until {
-            Some(until) if until > now => Phase::Waiting {
-                until,
-                for_jobs: false,
-            },
-            _ => Phase::Ready,
-        }
-    }
-
-    /// Reaps finished claim batches (their turns' results arrive as events). A batch that
-    /// panicked outside its jobs' turns reported nothing for its accounts that are still busy:
-    /// their jobs go back to the queue and the accounts are given back.
-    fn reap_batches(&mut self) {
-        while let Some(joined) = self.jobs.try_join_next_with_id() {
-            let (id, failure) = match joined {
-                Ok((id, ())) => (id, None),
-                Err(failure) => (failure.id(), Some(failure)),
-            };
-            let accounts = self.batches.remove(&id).unwrap_or_default();
-            let Some(failure) = failure else { continue };
-            let cause = if failure.is_panic() {
-                panic_message(failure.into_panic())
-            } else {
-                "the claim batch was cancelled".to_owned()
-            };
-            self.ctx.metrics.task_panicked("claim_batch");
-            error!(
-                cause,
-                accounts = accounts.len(),
-                "a claim batch panicked: its running jobs go back to the queue and its accounts are given back"
-            );
-            let busy: Vec<String> = accounts
-                .into_iter()
-                .filter(|a| matches!(self.slots.get(a).map(|s| s.phase), Some(Phase::Busy)))
-                .collect();
-            if busy.is_empty() {
-                continue;
-            }
-            self.in_flight = self.in_flight.saturating_sub(busy.len());
-            for account in &busy {
-                self.slots.remove(account);
-                self.ctx.held_remove(account);
-            }
-            let ctx = Arc::clone(&self.ctx);
-            tokio::spawn(async move {
-                give_back_after_panic(&ctx, &busy).await;
-            });
-        }
-    }
-
-    fn persist_daily_cap(ctx: &Arc<Context>, account: &str, until: Instant) {
-        let ctx = Arc::clone(ctx);
-        let account = account.to_owned();
-        let until_wall = chrono::Utc::now()
-            + chrono::TimeDelta::from_std(until.saturating_duration_since(Instant::now()))
-                .unwrap_or(chrono::TimeDelta::zero());
-        info!(account, until = %until_wall, reason = "daily_cap", "account paused: its follows in the last 24 hours reached rate_limit.daily_follows_per_account");
-        tokio::spawn(async move {
-            if let Err(e) =
-                pauses::pause_account(&ctx.pool, &account, until_wall, &PauseReason::DailyCap).await
-            {
-                warn!(account, error = %e, "could not persist the daily-cap pause");
-            }
-        });
     }
 
     fn job_done(&mut self, account: String, report: JobReport) {
@@ -759,13 +443,11 @@ impl Scheduler {
                 | JobReport::NotSent
                 | JobReport::RetryAt(_)
                 | JobReport::AccountParked
-        ) && let Some(ticket) = slot.budget_ticket.take()
-        {
-            self.ctx.budget.give_back(ticket);
+        ) {
+            slot.unbilled(&self.ctx);
         }
         if slot.lost {
             self.slots.remove(&account);
-            self.ctx.held_remove(&account);
             return;
         }
         if slot.hand_over {
@@ -774,7 +456,7 @@ impl Scheduler {
             return;
         }
         let next = match report {
-            JobReport::Sent(answered) => Self::phase_after(&self.ctx, slot, answered, now),
+            JobReport::Sent(answered) => slot.answered(&self.ctx, answered, now),
             // The answer was taken at the handoff; the outcome is now written.
             JobReport::Recorded { .. } => slot.after_record.take().unwrap_or(Phase::Ready),
             JobReport::NoJob { next_run_at } => {
@@ -826,158 +508,5 @@ impl Scheduler {
             Phase::Waiting { until, .. } => self.timers.push(Reverse((until, account))),
             _ => {}
         }
-    }
-
-    /// A replica joined: give back the accounts beyond this daemon's fair share, so that it
-    /// gets its part within a heartbeat. Accounts with a request in flight stay (they move
-    /// later, once answered). Accounts that could send now go first, so the new replica has
-    /// work at once; then those waiting for their limiter, the longest waits first (an
-    /// account paused for its window can only be taken once the pause ends).
-    fn give_back_surplus(&mut self, share: usize) {
-        let leaving = self.slots.values().filter(|slot| slot.hand_over).count();
-        let surplus = self.slots.len().saturating_sub(share + leaving);
-        if surplus == 0 {
-            return;
-        }
-        let mut movable: Vec<(Option<Instant>, String)> = self
-            .slots
-            .iter()
-            .filter_map(|(account, slot)| match slot.phase {
-                Phase::Waiting { until, .. } => Some((Some(until), account.clone())),
-                Phase::Ready | Phase::Idle { .. } => Some((None, account.clone())),
-                Phase::Busy | Phase::Recording | Phase::Releasing => None,
-            })
-            .collect();
-        // `None` (could send now) first, then the latest `until` first.
-        movable.sort_by_key(|(until, _)| until.map(Reverse));
-        let moving: Vec<String> = movable
-            .into_iter()
-            .take(surplus)
-            .map(|(_, account)| account)
-            .collect();
-        // The rest of the surplus is busy: those go when their request has been answered.
-        let mut after_turn = 0;
-        for slot in self.slots.values_mut() {
-            if after_turn + moving.len() >= surplus {
-                break;
-            }
-            if matches!(slot.phase, Phase::Busy | Phase::Recording) && !slot.hand_over {
-                slot.hand_over = true;
-                after_turn += 1;
-            }
-        }
-        info!(
-            now = moving.len(),
-            after_their_request = after_turn,
-            share,
-            "holding more than a fair share: giving accounts back for other replicas"
-        );
-        if moving.is_empty() {
-            return;
-        }
-        for account in &moving {
-            self.slots.remove(account);
-            self.ctx.held_remove(account);
-        }
-        let ctx = Arc::clone(&self.ctx);
-        tokio::spawn(async move {
-            if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, &moving).await {
-                warn!(error = %e, "could not give accounts back; their leases expire by themselves");
-            }
-        });
-    }
-
-    /// Forgets an account and releases its lease (in a task).
-    fn give_back(&mut self, account: String) {
-        self.slots.remove(&account);
-        self.ctx.held_remove(&account);
-        let ctx = Arc::clone(&self.ctx);
-        tokio::spawn(async move {
-            if let Err(e) = leases::release(&ctx.pool, &ctx.worker_id, &[account]).await {
-                warn!(error = %e, "could not release an account's lease; it expires by itself");
-            }
-        });
-    }
-
-    /// Renews every lease and gives back accounts idle for a whole interval, in a task. A
-    /// fenced daemon renews nothing, and gives everything back once fenced for longer than
-    /// an interval.
-    fn heartbeat(&mut self) {
-        let interval = self.ctx.settings.worker.heartbeat_interval;
-        let now = Instant::now();
-        self.next_heartbeat = now + interval;
-        if self.fenced(now) {
-            if self
-                .fenced_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= interval)
-            {
-                self.give_back_while_fenced();
-            }
-            return;
-        }
-        if self.heartbeat_running {
-            return;
-        }
-        let mut held = Vec::with_capacity(self.slots.len());
-        let mut idle = Vec::new();
-        for (account, slot) in &mut self.slots {
-            match slot.phase {
-                Phase::Idle { since } if now.saturating_duration_since(since) >= interval => {
-                    slot.phase = Phase::Releasing;
-                    idle.push(account.clone());
-                }
-                Phase::Releasing => {}
-                _ => held.push(account.clone()),
-            }
-        }
-        self.heartbeat_running = true;
-        let ctx = Arc::clone(&self.ctx);
-        let sender = self.sender.clone();
-        tokio::spawn(async move {
-            let lease_length = ctx.settings.worker.account_lease;
-            if let Err(e) = pauses::resume_due(&ctx.pool, &ctx.worker_id).await {
-                warn!(error = %e, "could not mark ended pauses as over");
-            }
-            if let Err(e) = crate::store::daemons::heartbeat(&ctx.pool, &ctx.worker_id).await {
-                warn!(error = %e, "could not renew this daemon's heartbeat");
-            }
-            let share = super::registry::fair_share(&ctx.pool, &ctx.worker_id, lease_length)
-                .await
-                .unwrap_or_else(|e| {
-                    warn!(error = %e, "could not work out this daemon's share of accounts");
-                    None
-                });
-            let lost = match leases::renew(&ctx.pool, &ctx.worker_id, &held, lease_length).await {
-                Ok(kept) => {
-                    let kept: std::collections::HashSet<String> = kept.into_iter().collect();
-                    held.into_iter().filter(|a| !kept.contains(a)).collect()
-                }
-                Err(e) => {
-                    warn!(error = %e, "could not renew account leases; trying again next heartbeat");
-                    Vec::new()
-                }
-            };
-            let released = if idle.is_empty() {
-                Vec::new()
-            } else {
-                leases::release_idle(&ctx.pool, &ctx.worker_id, &idle)
-                    .await
-                    .unwrap_or_else(|e| {
-                        warn!(error = %e, "could not release idle accounts");
-                        Vec::new()
-                    })
-            };
-            let released_set: std::collections::HashSet<&String> = released.iter().collect();
-            let kept_idle = idle
-                .into_iter()
-                .filter(|a| !released_set.contains(a))
-                .collect();
-            let _ = sender.send(Event::Heartbeat {
-                lost,
-                released,
-                kept_idle,
-                share,
-            });
-        });
     }
 }

@@ -12,10 +12,10 @@ use tracing::error;
 
 use super::Context;
 use super::job::panic_message;
+use super::retry::RetryPolicy;
 
-/// How long a task that panicked waits before it starts again (a task that panics at once
-/// every time must not spin).
-const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How long a task that panicked waits before it starts again.
+const RESTART_DELAY: Duration = RetryPolicy::AFTER_TASK_PANIC;
 
 pub struct Supervisor {
     name: &'static str,

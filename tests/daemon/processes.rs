@@ -61,8 +61,8 @@ async fn a_daemon_frozen_between_claim_and_send_never_sends_the_stale_claim() {
         .await
         .expect("commit");
 
-    // The lease runs out (the frozen daemon cannot renew it); B takes over, the rescuer
-    // returns the claimed job, and B spends the window.
+    // The lease runs out (the frozen daemon cannot renew it); B takes over, counts A's
+    // unanswered request until its answer deadline, and spends the window.
     let successor = harness.start().await;
     // A success is recorded with its job, which finishes: a NOTIFY wakes the check.
     harness
