@@ -126,6 +126,7 @@ impl Scheduler {
             if Instant::now() >= self.next_heartbeat {
                 self.heartbeat();
             }
+            self.writes.reap();
         }
         self.drain().await
     }

@@ -231,8 +231,9 @@ async fn an_account_leased_again_counts_what_another_daemon_sent_meanwhile() {
         .wait_until(
             Duration::from_secs(10),
             "A holding the account again",
+            // Free for a moment between B's reaping and A's lease: NULL, not yet.
             "SELECT (SELECT count(*) FROM followq.daemons) = 1
-                    AND leased_by IN (SELECT worker_id FROM followq.daemons)
+                    AND COALESCE(leased_by IN (SELECT worker_id FROM followq.daemons), false)
              FROM followq.accounts WHERE user_id = '1250'",
         )
         .await;
@@ -297,6 +298,79 @@ async fn a_replica_started_mid_run_holds_its_share_within_a_heartbeat() {
     let stats = harness.stats().await;
     for account in &accounts {
         assert_eq!(stats.user(account).max_in_flight, 1, "account {account}");
+    }
+}
+
+/// Guard: the leaser asks the scheduler how many accounts it holds (`Event::Holding`), on the
+/// poll and on a notification alike. Answering 0 there, the daemon leases every account with
+/// a ready job at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_holds_at_most_max_accounts() {
+    let _serial = serial().await;
+    let harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
+    let mut settings = harness.settings.clone();
+    settings.worker.max_accounts = 3;
+    let accounts: Vec<String> = (0..6).map(|i| (1350 + i).to_string()).collect();
+    for account in &accounts {
+        harness.account(account).await;
+        harness
+            .sim
+            .set_answer_delay(account, Some(Duration::from_millis(200)));
+    }
+    // Half before the start (leased by the poll), half after (each a notification).
+    for account in &accounts[..3] {
+        harness.enqueue(account, 10_000, 3).await;
+    }
+    let daemon = crate::support::start_with(&settings).await;
+    let pool = harness.db.pool.clone();
+    let most = tokio::spawn(async move {
+        let mut most = 0i64;
+        loop {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM followq.accounts WHERE leased_by IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("count the leases");
+            most = most.max(held);
+            if sqlx::query_scalar::<_, bool>(
+                "SELECT NOT EXISTS (SELECT 1 FROM followq.follow_jobs WHERE state = 'queued')
+                    AND EXISTS (SELECT 1 FROM followq.follow_jobs)",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("read the queue")
+                && most > 0
+            {
+                return most;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    harness
+        .sim_wait(Duration::from_secs(10), "the first accounts sending", |s| {
+            s.totals.all_users.requests >= 1
+        })
+        .await;
+    for account in &accounts[3..] {
+        harness.enqueue(account, 10_000, 3).await;
+    }
+    harness.wait_all_finished(Duration::from_secs(40)).await;
+    let most = tokio::time::timeout(Duration::from_secs(10), most)
+        .await
+        .expect("the sampler ends once the queue is empty")
+        .expect("the sampler");
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
+    assert_eq!(
+        most, 3,
+        "at most worker.max_accounts = 3 held at once, and that many used"
+    );
+    let stats = harness.stats().await;
+    for account in &accounts {
+        assert_eq!(stats.user(account).requests, 3, "account {account}");
     }
 }
 
