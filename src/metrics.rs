@@ -2,7 +2,7 @@
 //! recorder, so several daemons in one test process keep their own figures), the handles the
 //! worker records into, and the text exposition `/metrics` serves.
 //!
-//! Counters and histograms are recorded where things happen (`worker/job.rs`,
+//! Counters and histograms are recorded where things happen (`worker/turn.rs`, `worker/record.rs`,
 //! `worker/scheduler.rs`, `worker/retention.rs`); the gauges (queue depth, paused accounts,
 //! accounts held, the app-wide stop) are set from the database when `/metrics` is scraped,
 //! see `http.rs`.

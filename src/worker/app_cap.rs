@@ -15,6 +15,7 @@
 //! of the last `answer_within` and a few seconds (their fate may still change) and what was
 //! added since the previous check, not the whole day. The app monitor reads the same count.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -33,14 +34,21 @@ pub struct AppCapGate {
     held: AtomicU32,
 }
 
-/// A request's place under the cap, given back when dropped (after its answer is recorded).
-pub struct Slot<'a> {
-    gate: Option<&'a AppCapGate>,
+/// A request's place under the cap, given back when dropped (after its answer is recorded:
+/// it travels with the turn's outcome to the write).
+pub struct Slot {
+    gate: Option<Arc<AppCapGate>>,
 }
 
-impl Drop for Slot<'_> {
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(gate) = self.gate {
+        if let Some(gate) = &self.gate {
             gate.held.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -70,10 +78,10 @@ impl AppCapGate {
     /// A slot for one request, or `None` when the cap is reached. Without a cap, always a
     /// slot, and no query.
     pub async fn admit(
-        &self,
+        self: &Arc<Self>,
         pool: &PgPool,
         worker_id: &str,
-    ) -> Result<Option<Slot<'_>>, sqlx::Error> {
+    ) -> Result<Option<Slot>, sqlx::Error> {
         let Some(cap) = self.cap else {
             return Ok(Some(Slot { gate: None }));
         };
@@ -89,6 +97,8 @@ impl AppCapGate {
             return Ok(None);
         }
         self.held.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Slot { gate: Some(self) }))
+        Ok(Some(Slot {
+            gate: Some(Arc::clone(self)),
+        }))
     }
 }

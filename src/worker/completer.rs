@@ -1,16 +1,16 @@
-//! The completer: writes job outcomes in batches. Job tasks hand it their completion and wait
-//! for the answer; it writes whatever has queued up in one statement (job rows and ledger
+//! The completer: writes job outcomes in batches. Record tasks (`record.rs`) hand it their
+//! completion and wait for the answer; it writes whatever has queued up in one statement (job rows and ledger
 //! rows), so under load a statement carries many jobs and when idle a lone job is written at
 //! once, with no added delay. Two statements may be in flight at once: while one commits and
 //! its answer travels back, the next one already runs.
 //!
-//! A job task whose slot the scheduler handed to the next account in line also asks for that
+//! A record task for which the scheduler named the next account in line also asks for that
 //! account's next job: the same statement claims it (`store::record::record_and_claim`), so
 //! under load a request costs one statement and one commit, not a record and a claim.
 //!
 //! **X's answer is never dropped.** An outcome whose write fails (the database is restarting,
 //! or cut off) waits here and is tried again, with backoff and at once when another write
-//! succeeds, for as long as the daemon lives; its job task waits with it, so its account stays
+//! succeeds, for as long as the daemon lives; its record task waits with it, so its account stays
 //! in `Recording` and sends nothing more meanwhile. A retry writes the outcome alone: the claim
 //! it carried is given up (its successor account tries again later). The record statement is
 //! idempotent, so a retry after a commit whose reply was lost changes nothing. How many
@@ -74,7 +74,7 @@ impl Inbox {
     }
 }
 
-/// Where job tasks send their completions.
+/// Where record tasks send their completions.
 #[derive(Clone)]
 pub struct Completer {
     sender: mpsc::UnboundedSender<Request>,
@@ -225,7 +225,7 @@ fn take_batch(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -
 fn settle(ctx: &Context, waiting: &mut Waiting, done: Result<(bool, Attempt), JoinError>) {
     let (retry, attempt) = match done {
         Ok(done) => done,
-        // A write that panicked dropped its replies: its job tasks see the write as failed,
+        // A write that panicked dropped its replies: its record tasks see the write as failed,
         // and their jobs stay queued with their ledger rows unanswered.
         Err(e) => {
             error!(error = %e, "a batch of job outcomes was not written");

@@ -1,15 +1,18 @@
-//! What the daemon's tasks tell the scheduler: the [`Event`]s on its channel, among them the
-//! [`JobReport`] that ends each turn of an account. Kept apart from the scheduler and the job
-//! turns so that each depends on these messages, not on the other.
+//! What reaches the scheduler: the [`Event`]s other tasks send on its channel, and the
+//! [`TaskDone`] each job task it owns returns (a claim, a turn, a record). Kept apart from the
+//! scheduler and the tasks so that each depends on these messages, not on the other.
 
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use super::app_cap::Slot as AppSlot;
 use crate::ratelimit::{AccountLimiter, ServerWindow};
+use crate::store::claim::ClaimedJob;
+use crate::store::record::Completion;
 
-/// Messages to the scheduler.
+/// Messages to the scheduler from the tasks it does not own.
 #[derive(Debug)]
 pub enum Event {
     /// Newly leased accounts, their limiters seeded from the ledger.
@@ -21,20 +24,6 @@ pub enum Event {
         enqueued: Vec<String>,
         reply: oneshot::Sender<Holding>,
     },
-    /// One turn of an account ended.
-    JobDone { account: String, report: JobReport },
-    /// A request was answered and nothing holds its account back (no pause, no app-wide
-    /// stop, no refused token): the scheduler takes the answer now, before the outcome is
-    /// written, and may hand the job task's slot to the next account in line, whose next job
-    /// is then claimed in the statement that records this one. The account itself waits for
-    /// [`JobReport::Recorded`] before it can be claimed again.
-    Handoff {
-        account: String,
-        answered: Answered,
-        reply: oneshot::Sender<Option<Successor>>,
-    },
-    /// A claim statement returned (whatever it claimed).
-    Claimed,
     /// The heartbeat's result: leases kept, idle accounts given back, and this daemon's fair
     /// share of the accounts (`None`: it runs alone).
     Heartbeat {
@@ -66,28 +55,85 @@ pub struct Holding {
     pub count: usize,
 }
 
-/// What the scheduler learns from one turn of an account.
+/// What a job task the scheduler started hands back when it ends.
 #[derive(Debug)]
-pub enum JobReport {
-    /// No job was ready. The account's next queued job becomes ready at this time (`None`: the
-    /// account has none queued).
+pub enum TaskDone {
+    /// A claim statement returned: the jobs it claimed, and the accounts it found nothing
+    /// ready for (`Err`: the statement failed, nothing was claimed).
+    Claimed(Result<Vec<ClaimedJob>, ()>),
+    /// When the next job of each account a claim found nothing for is due.
+    NothingClaimed(Vec<(String, NoTurn)>),
+    /// A job's turn ended: its outcome is to be written.
+    Turn(Box<TurnEnd>),
+    /// A turn's outcome is written; with it the next job of the successor named when the
+    /// record was started, if one was.
+    Recorded { successor: Option<SuccessorClaim> },
+}
+
+/// Why an account let through had no turn.
+#[derive(Debug, Clone, Copy)]
+pub enum NoTurn {
+    /// No job was ready. Its next queued job becomes ready at this time (`None`: none queued).
     NoJob { next_run_at: Option<DateTime<Utc>> },
+    /// The database could not be asked: try again at this instant.
+    RetryAt(Instant),
+}
+
+/// What the claim made with a record found for the successor.
+#[derive(Debug)]
+pub enum SuccessorClaim {
+    /// Its next job, claimed: its turn starts.
+    Job(ClaimedJob),
+    /// Nothing to send.
+    None(NoTurn),
+}
+
+/// The end of a job's turn: the outcome to write, how to log it once written, and what the
+/// account does next.
+#[derive(Debug)]
+pub struct TurnEnd {
+    pub completion: Completion,
+    /// The job's attempt number, for its span.
+    pub attempt: i32,
+    /// The event logged once the outcome is written.
+    pub transition: Transition,
+    pub then: AfterTurn,
+    /// The request's place under the per-app cap, held until its outcome is written.
+    pub app_slot: Option<AppSlot>,
+}
+
+/// The state-change event of a job, logged once its outcome is written.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// X answered (or the request failed in transport): the decision's next state, with the
+    /// outcome's kind.
+    Decided { outcome: &'static str },
+    /// The request was never sent; the job goes back to the queue for `reason`.
+    Unsent {
+        reason: String,
+        message: &'static str,
+    },
+}
+
+/// What the account does after its turn.
+#[derive(Debug)]
+pub enum AfterTurn {
     /// A request went out and ended (answered, or failed in transport).
-    Sent(Answered),
-    /// The outcome of a turn the scheduler took in an [`Event::Handoff`] is written: the
-    /// account may be claimed again. `slot_kept`: the job task went on with the successor it
-    /// was given (the slot is still in use).
-    Recorded { slot_kept: bool },
+    Answered(Answered),
     /// The job was claimed but its request was not sent: the send deadline passed first. The
-    /// job is back in the queue; the account may try again at once.
+    /// account may try again at once.
     NotSent,
-    /// The account cannot send any more (needs_reauth, no credentials): give it up.
-    AccountParked,
     /// Nothing was sent; try this account again at this instant.
     RetryAt(Instant),
-    /// The turn panicked: its job went back to the queue with its ledger row unanswered (the
-    /// request may have gone out); give the account up so a fresh limiter reads the ledger.
-    Panicked,
+    /// The account cannot send any more (needs_reauth, no credentials): give it up.
+    Parked,
+}
+
+impl AfterTurn {
+    /// The request may have been billed: X may have acted on it.
+    pub fn may_have_followed(&self) -> bool {
+        matches!(self, AfterTurn::Answered(answered) if answered.may_have_followed)
+    }
 }
 
 /// What the scheduler learns from a request that went out and ended.
@@ -99,17 +145,7 @@ pub struct Answered {
     /// False only when X's answer shows no follow was made.
     pub may_have_followed: bool,
     pub unauthorized: bool,
-    /// The account must not send before this instant (pause, 429, usage cap).
+    /// The account must not send before this instant (pause, 429, usage cap, a refresh that
+    /// failed after a 401).
     pub pause_until: Option<Instant>,
-}
-
-/// The account a job task goes on with after an [`Event::Handoff`]: its limiter let it send,
-/// and it is marked busy for the task.
-#[derive(Debug)]
-pub struct Successor {
-    pub account: String,
-    /// Its count of 401s in a row.
-    pub unauthorized_streak: u32,
-    /// Its request is not sent at all after this instant.
-    pub send_by: Instant,
 }

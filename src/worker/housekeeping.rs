@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Context;
+use super::clock::instant_at;
 use super::events::Event;
-use super::job::instant_at;
 use crate::states::AppStopReason;
 use crate::store::pauses::{self, AppPause};
 use crate::store::status::{daemon_gauges, paused_accounts_by_reason, queued_and_in_flight};

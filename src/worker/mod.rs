@@ -6,7 +6,10 @@
 //! | `leaser.rs` | leasing accounts with ready jobs (NOTIFY + poll), seeding their limiters from the ledger |
 //! | `scheduler.rs` | which account sends next: round robin, timers, concurrency, drain (its parts in `scheduler/`) |
 //! | `events.rs` | the messages the daemon's tasks send the scheduler |
-//! | `job.rs` | jobs: claim a batch → token → request → record → pauses |
+//! | `claim.rs` | the claim task: one statement for every account let through in a round |
+//! | `turn.rs` | one job's turn: token → request → decision → pauses; ends with the outcome to write |
+//! | `record.rs` | the record task: a turn's outcome written, with the successor's claim |
+//! | `clock.rs` | wall-clock instants as monotonic ones |
 //! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
 //! | `budget.rs` | the budgets: blocks reserved across replicas, one place per request |
 //! | `completer.rs` | writing job outcomes in batches, two statements at a time |
@@ -37,19 +40,22 @@
 
 mod app_cap;
 mod budget;
+mod claim;
+mod clock;
 mod completer;
 mod decision;
 mod events;
 mod handle;
 mod housekeeping;
-mod job;
 mod leaser;
 mod liveness;
+mod record;
 mod registry;
 mod retention;
 mod retry;
 mod scheduler;
 mod spend_rollup;
+mod turn;
 
 pub use handle::{DaemonHandle, StopError};
 mod supervise;
@@ -92,7 +98,7 @@ pub struct Context {
     /// Wakes the app monitor at once when a job hit an app-wide stop.
     app_check: Notify,
     /// The per-app daily follow cap, checked before each request.
-    app_cap: app_cap::AppCapGate,
+    app_cap: Arc<app_cap::AppCapGate>,
     /// The budgets, one place taken per request (see `budget.rs`).
     budget: budget::BudgetGate,
     /// The scheduler's inbox.
@@ -224,10 +230,10 @@ impl Daemon {
         let (completer, completions) = completer::Completer::new();
         let http = HttpListener::bind(&settings.http)?;
         let budget = budget::BudgetGate::new(&settings.billing);
-        let app_cap = app_cap::AppCapGate::new(
+        let app_cap = Arc::new(app_cap::AppCapGate::new(
             settings.rate_limit.daily_follows_per_app,
             answer_within(&settings),
-        );
+        ));
         Ok(Daemon {
             events: scheduler::Inbox::new(events),
             completions: completer::Inbox::new(completions),

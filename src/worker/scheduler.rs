@@ -13,6 +13,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
+//! | `tasks.rs` | the job tasks it owns: a job's trip from claim to turn to record, in one line |
 //! | `slot.rs` | one account's phase in its turn, its limiter, what an answer changes |
 //! | `holding.rs` | which accounts are kept: heartbeat, fair share, fencing, the leaser's question |
 //! | `writes.rs` | the scheduler's database writes, as tasks it owns and waits for |
@@ -21,6 +22,7 @@
 mod holding;
 mod recovery;
 mod slot;
+mod tasks;
 mod writes;
 
 pub use recovery::{Inbox, run_supervised};
@@ -28,18 +30,17 @@ pub use recovery::{Inbox, run_supervised};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::Context;
-use super::events::{Answered, Event, JobReport, Successor};
-use super::job;
+use super::events::Event;
 use crate::ratelimit::{Gate, WaitReason};
 use slot::{Phase, Slot};
+use tasks::Tasks;
 use writes::Writes;
 
 /// Claim statements the scheduler lets run at once (see `Scheduler::claims_in_flight`).
@@ -52,16 +53,19 @@ pub struct Scheduler {
     slots: HashMap<String, Slot>,
     ready: VecDeque<String>,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
-    jobs: JoinSet<()>,
+    /// Its job tasks: claims, turns, records.
+    tasks: Tasks,
     /// Its database writes (lease renewals and releases, pauses), run as tasks it owns.
     writes: Writes,
-    /// The accounts of each claim batch in `jobs`, to recover them if the batch panics.
-    batches: HashMap<tokio::task::Id, Vec<String>>,
     /// Claim statements on their way to the database. While [`MAX_CLAIMS_IN_FLIGHT`] are, the
     /// accounts that become ready wait for the next one: under load each claim statement
     /// serves every account that became ready during the last one, with no timer.
     claims_in_flight: usize,
+    /// Slots of `worker.concurrency` in use: an account let through holds one from its claim
+    /// until its outcome is written, or passes it on to the successor named at its answer.
     in_flight: usize,
+    /// Stopping: no request starts, no successor is named.
+    stopping: bool,
     app_stopped_until: Option<Instant>,
     /// See [`Event::AppStopSeen`].
     app_stop_seen_until: Option<Instant>,
@@ -88,10 +92,10 @@ impl Scheduler {
             slots: HashMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
-            jobs: JoinSet::new(),
-            batches: HashMap::new(),
+            tasks: Tasks::default(),
             claims_in_flight: 0,
             in_flight: 0,
+            stopping: false,
             app_stopped_until: None,
             app_stop_seen_until: None,
             next_heartbeat,
@@ -121,8 +125,14 @@ impl Scheduler {
                     }
                     None => break,
                 },
+                Some(joined) = self.tasks.set.join_next_with_id(), if !self.tasks.set.is_empty() => {
+                    self.task_ended(joined);
+                }
                 _ = tokio::time::sleep_until(wake_at.into()) => {}
             }
+            // Every task that ended meanwhile, so that one claim statement serves every
+            // account they free.
+            self.reap_tasks();
             if Instant::now() >= self.next_heartbeat {
                 self.heartbeat();
             }
@@ -140,16 +150,15 @@ impl Scheduler {
             "stopping: no new requests; waiting for those in flight"
         );
         let deadline = tokio::time::Instant::now() + grace;
+        // No new request starts, no successor is named: each slot ends with its outcome's
+        // write.
+        self.stopping = true;
         while self.in_flight > 0 {
             tokio::select! {
+                Some(joined) = self.tasks.set.join_next_with_id(), if !self.tasks.set.is_empty() => {
+                    self.task_ended(joined);
+                }
                 event = self.events.recv() => match event {
-                    Some(Event::JobDone { account, report }) => self.job_done(account, report),
-                    // No new request starts while stopping: the answer is taken, the slot
-                    // ends with the outcome's write.
-                    Some(Event::Handoff { account, answered, reply }) => {
-                        let successor = self.handoff(account, answered, false);
-                        let _ = reply.send(successor);
-                    }
                     // Leases lost while draining still count; nothing is given back or
                     // taken meanwhile (the stop releases every lease).
                     Some(Event::Heartbeat { lost, .. }) => {
@@ -164,11 +173,11 @@ impl Scheduler {
                 // The leases of the accounts still in flight are renewed while they drain.
                 _ = tokio::time::sleep_until(self.next_heartbeat.into()) => self.heartbeat(),
             }
-            self.reap_batches();
             self.writes.reap();
         }
         let abandoned = self.in_flight;
-        self.jobs.abort_all();
+        // The completer keeps the outcomes handed to it, written or logged at its own stop.
+        self.tasks.set.abort_all();
         self.writes.finish(deadline).await;
         abandoned
     }
@@ -193,25 +202,6 @@ impl Scheduler {
             Event::Holding { enqueued, reply } => {
                 let _ = reply.send(self.holding(enqueued));
             }
-            Event::JobDone { account, report } => self.job_done(account, report),
-            Event::Handoff {
-                account,
-                answered,
-                reply,
-            } => {
-                let successor = self.handoff(account, answered, true);
-                if let Err(Some(successor)) = reply.send(successor) {
-                    // The job task is gone (its slot ends with its own report): the successor
-                    // never started, and takes its turn again from the head of the queue.
-                    if let Some(slot) = self.slots.get_mut(&successor.account) {
-                        slot.limiter.refund();
-                        slot.unbilled(&self.ctx);
-                        slot.phase = Phase::Ready;
-                        self.ready.push_front(successor.account);
-                    }
-                }
-            }
-            Event::Claimed => self.claims_in_flight = self.claims_in_flight.saturating_sub(1),
             Event::Heartbeat {
                 lost,
                 released,
@@ -262,7 +252,7 @@ impl Scheduler {
         let concurrency = self.ctx.settings.worker.concurrency as usize;
         let send_by = now + self.ctx.settings.worker.send_deadline;
         let answer_by = now + self.ctx.answer_within();
-        let mut batch: Vec<(String, u32)> = Vec::new();
+        let mut batch: Vec<String> = Vec::new();
         while self.in_flight < concurrency {
             let Some(next) = self.take_ready(now, answer_by) else {
                 break;
@@ -272,17 +262,8 @@ impl Scheduler {
         }
         if !batch.is_empty() {
             // One claim statement for every account let through in this round.
-            let accounts: Vec<String> = batch.iter().map(|(name, _)| name.clone()).collect();
-            let handle = self.jobs.spawn(job::run_batch(
-                Arc::clone(&self.ctx),
-                batch,
-                send_by,
-                job::Turns::Regular,
-            ));
-            self.batches.insert(handle.id(), accounts);
-            self.claims_in_flight += 1;
+            self.start_claim(batch, send_by, false);
         }
-        self.reap_batches();
     }
 
     /// Moves the accounts whose timers are due to the ready queue.
@@ -307,7 +288,7 @@ impl Scheduler {
     /// a request may start.
     fn may_start(&mut self, now: Instant) -> bool {
         // Fenced otherwise: peers may take this daemon's accounts over at any moment.
-        !self.app_stopped(now) && !self.fenced(now)
+        !self.stopping && !self.app_stopped(now) && !self.fenced(now)
     }
 
     /// An app-wide stop is in force, or was just seen by a job (see [`Event::AppStopSeen`]).
@@ -337,23 +318,19 @@ impl Scheduler {
         self.probe_requested = false;
         self.in_flight += 1;
         info!(
-            account = next.0,
+            account = next,
             "the app is stopped: one request probes whether its cause is gone"
         );
-        let accounts = vec![next.0.clone()];
-        let handle = self.jobs.spawn(job::run_batch(
-            Arc::clone(&self.ctx),
+        self.start_claim(
             vec![next],
             now + self.ctx.settings.worker.send_deadline,
-            job::Turns::Probe,
-        ));
-        self.batches.insert(handle.id(), accounts);
-        self.claims_in_flight += 1;
+            true,
+        );
     }
 
-    /// The first account of the ready queue whose limiter lets it send now, marked busy, with
-    /// its count of 401s in a row. Accounts that must wait are put on their timers on the way.
-    fn take_ready(&mut self, now: Instant, answer_by: Instant) -> Option<(String, u32)> {
+    /// The first account of the ready queue whose limiter lets it send now, marked busy.
+    /// Accounts that must wait are put on their timers on the way.
+    fn take_ready(&mut self, now: Instant, answer_by: Instant) -> Option<String> {
         loop {
             let account = self.ready.pop_front()?;
             let Some(slot) = self.slots.get_mut(&account) else {
@@ -377,7 +354,7 @@ impl Scheduler {
                         .map(|at| now.saturating_duration_since(at));
                     self.ctx.metrics.token_wait(waited.unwrap_or_default());
                     slot.phase = Phase::Busy;
-                    return Some((account, slot.unauthorized_streak));
+                    return Some(account);
                 }
                 Gate::WaitUntil(until, reason) => {
                     self.ctx.budget.give_back(ticket);
@@ -401,110 +378,12 @@ impl Scheduler {
         }
     }
 
-    /// Takes the answer of `account`'s request (see [`Event::Handoff`]): the account waits in
-    /// `Recording` until its outcome is written. With `may_continue`, and when another account
-    /// may send now, that account is the successor the job task goes on with, in the same
-    /// slot: the next in the ready queue, so accounts keep their round-robin turns.
-    fn handoff(
-        &mut self,
-        account: String,
-        answered: Answered,
-        may_continue: bool,
-    ) -> Option<Successor> {
-        let now = Instant::now();
-        let slot = self.slots.get_mut(&account)?;
-        let next = slot.answered(&self.ctx, answered, now);
-        slot.phase = Phase::Recording;
-        slot.after_record = Some(next);
-        if !may_continue || !self.may_start(now) {
-            return None;
+    /// Puts an account where `phase` says: the ready queue, or a timer.
+    fn enter(&mut self, account: String, phase: Phase) {
+        if let Some(slot) = self.slots.get_mut(&account) {
+            slot.phase = phase;
         }
-        let answer_by = now + self.ctx.answer_within();
-        let (account, unauthorized_streak) = self.take_ready(now, answer_by)?;
-        Some(Successor {
-            account,
-            unauthorized_streak,
-            send_by: now + self.ctx.settings.worker.send_deadline,
-        })
-    }
-
-    fn job_done(&mut self, account: String, report: JobReport) {
-        // A slot handed to a successor is still in use.
-        if !matches!(report, JobReport::Recorded { slot_kept: true }) {
-            self.in_flight = self.in_flight.saturating_sub(1);
-        }
-        let now = Instant::now();
-        let Some(slot) = self.slots.get_mut(&account) else {
-            return;
-        };
-        // Nothing was sent, or X refused it (a 401 that parked the account): unbilled.
-        if matches!(
-            report,
-            JobReport::NoJob { .. }
-                | JobReport::NotSent
-                | JobReport::RetryAt(_)
-                | JobReport::AccountParked
-        ) {
-            slot.unbilled(&self.ctx);
-        }
-        if slot.lost {
-            self.slots.remove(&account);
-            return;
-        }
-        if slot.hand_over {
-            // Its answer is recorded in the ledger, which is all a successor needs.
-            self.give_back(account);
-            return;
-        }
-        let next = match report {
-            JobReport::Sent(answered) => slot.answered(&self.ctx, answered, now),
-            // The answer was taken at the handoff; the outcome is now written.
-            JobReport::Recorded { .. } => slot.after_record.take().unwrap_or(Phase::Ready),
-            JobReport::NoJob { next_run_at } => {
-                slot.limiter.refund();
-                let lease = self.ctx.settings.worker.account_lease;
-                match next_run_at {
-                    None => Phase::Idle { since: now },
-                    Some(at) if job::instant_at(at) <= now + Duration::from_millis(50) => {
-                        // A job is ready but could not be claimed: an operator paused or
-                        // disabled the account, it needs re-authorization, or the lease is
-                        // gone. Give it back rather than ask again and again; the leaser
-                        // takes it again once it can be served.
-                        debug!(account, "ready job not claimable: giving the account back");
-                        self.give_back(account);
-                        return;
-                    }
-                    Some(at) => {
-                        let until = job::instant_at(at);
-                        if until > now + lease / 2 {
-                            Phase::Idle { since: now }
-                        } else {
-                            Phase::Waiting {
-                                until,
-                                for_jobs: true,
-                            }
-                        }
-                    }
-                }
-            }
-            JobReport::AccountParked | JobReport::Panicked => {
-                self.give_back(account);
-                return;
-            }
-            JobReport::NotSent => {
-                slot.limiter.refund();
-                Phase::Ready
-            }
-            JobReport::RetryAt(until) => {
-                slot.limiter.refund();
-                Phase::Waiting {
-                    until: until.max(now),
-                    for_jobs: false,
-                }
-            }
-        };
-        slot.phase = next;
-        match next {
+        match phase {
             Phase::Ready => self.ready.push_back(account),
             Phase::Waiting { until, .. } => self.timers.push(Reverse((until, account))),
             _ => {}

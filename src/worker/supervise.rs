@@ -11,11 +11,19 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::error;
 
 use super::Context;
-use super::job::panic_message;
 use super::retry::RetryPolicy;
 
 /// How long a task that panicked waits before it starts again.
 const RESTART_DELAY: Duration = RetryPolicy::AFTER_TASK_PANIC;
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
 
 pub struct Supervisor {
     name: &'static str,

@@ -21,7 +21,7 @@ const QUIET: Duration = Duration::from_millis(2500);
 ///
 /// Guards: the `CreditsDepleted` arm of `worker::decision::decide` (with the 402 classified
 /// as a permanent refusal, as it was, 20 jobs failed), and the probe (`settle_probe` in
-/// `worker::job`; without it the stop never ends and the jobs stay queued).
+/// `worker::turn`; without it the stop never ends and the jobs stay queued).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_that_run_out_fail_nothing_and_a_probe_resumes_after_a_top_up() {
     let _scenario = shared().await;

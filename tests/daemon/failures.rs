@@ -81,7 +81,7 @@ async fn transient_faults_are_retried_with_backoff_then_fail_at_max_attempts() {
 /// stored), the job that got the 401 goes back without spending an attempt, and every job
 /// then succeeds with the new token.
 ///
-/// Guard: `worker::job::refresh_after_401` after a 401. Checked by skipping it: the daemon
+/// Guard: `worker::turn::refresh_after_401` after a 401. Checked by skipping it: the daemon
 /// sends the expired token again and again, and no job finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_refreshed_and_the_job_succeeds() {

@@ -307,7 +307,7 @@ async fn a_paused_account_never_delays_the_others() {
 }
 
 /// Guard: a finished request hands its slot to the next account in line, whose next job is
-/// claimed in the statement that records the finished one (`Event::Handoff`,
+/// claimed in the statement that records the finished one (`scheduler/tasks.rs`,
 /// `store::record::record_and_claim`). With more accounts at work than requests allowed at
 /// once, almost every claim rides on a record; the accounts still take their turns round robin
 /// (the successor is the head of the ready queue, never the account that just sent), each with

@@ -9,8 +9,7 @@ use sqlx::{Connection, PgConnection};
 use crate::child;
 use crate::support::{Harness, assert_within_quota, serial, sim_config};
 
-/// Guard: the send deadline checked right before the request goes out (`job.rs`,
-/// `send_and_record`). Daemon A claims a job, then stalls reading the account's credentials
+/// Guard: the send deadline checked right before the request goes out (`worker/turn.rs`). Daemon A claims a job, then stalls reading the account's credentials
 /// (the test holds a lock on the credentials table) and is frozen with SIGSTOP past its lease.
 /// Daemon B takes the account over, claims the job again once A's request can no longer
 /// arrive, and fills the window. A resumes: without the guard it sends the stale claim into

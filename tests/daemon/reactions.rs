@@ -613,7 +613,7 @@ async fn transient_failures_are_retried_with_backoff_and_fail_only_when_answered
 /// `needs_reauth` (its jobs stay queued, no attempt spent) and nothing more is sent or
 /// refreshed for it.
 ///
-/// Guard: the `unauthorized_streak >= 1` check in `worker::job::refresh_after_401`. Checked by
+/// Guard: the `unauthorized_streak >= 1` check in `worker::turn::refresh_after_401`. Checked by
 /// removing it: the daemon refreshes and retries again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_401_after_a_refresh_parks_the_account() {

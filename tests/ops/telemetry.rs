@@ -26,7 +26,7 @@ async fn one_job_with_export_to(harness: &Harness, endpoint: &str) -> Duration {
     settings.telemetry.otlp.service_name = SERVICE_NAME.to_owned();
     settings.telemetry.otlp.timeout = Duration::from_secs(1);
     // The job's span and events are at info; the rest of the daemon stays quiet.
-    settings.log.filter = "warn,followq::worker::job=info".into();
+    settings.log.filter = "warn,followq::worker::turn=info,followq::worker::record=info".into();
     let (subscriber, guard) = followq::telemetry::subscriber(&settings.log, &settings.telemetry)
         .expect("the subscriber builds, whatever the endpoint");
     let scoped = tracing::subscriber::set_default(subscriber);

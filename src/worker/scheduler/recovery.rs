@@ -1,7 +1,8 @@
-//! Panics in the scheduler and its claim batches: logged, counted and recovered from. The
-//! jobs they were running wait in the queue with their ledger rows unanswered (whoever sends
-//! for the account next counts them), and their accounts are given back, to be leased and
-//! seeded afresh.
+//! Panics in the scheduler itself: logged, counted and recovered from. Its job tasks die with
+//! it, so their jobs wait in the queue with their ledger rows unanswered (whoever sends for
+//! the account next counts them), every account is given back, to be leased and seeded
+//! afresh, and a fresh scheduler starts. (A job task's panic is recovered from in
+//! `tasks.rs`.)
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tracing::{error, warn};
 
 use super::super::Context;
 use super::super::events::Event;
-use super::super::job::panic_message;
+use super::super::supervise::panic_message;
 use super::Scheduler;
 use crate::store::leases;
 use crate::store::unanswered::Which;
@@ -67,49 +68,5 @@ async fn recover(ctx: &Context) {
     .await;
     if let Err(e) = leases::release_all(&ctx.pool, &ctx.worker_id).await {
         warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
-    }
-}
-
-impl Scheduler {
-    /// Reaps finished claim batches (their turns' results arrive as events). A batch that
-    /// panicked outside its jobs' turns reported nothing for its accounts that are still busy:
-    /// their jobs go back to the queue and the accounts are given back.
-    pub(super) fn reap_batches(&mut self) {
-        while let Some(joined) = self.jobs.try_join_next_with_id() {
-            let (id, failure) = match joined {
-                Ok((id, ())) => (id, None),
-                Err(failure) => (failure.id(), Some(failure)),
-            };
-            let accounts = self.batches.remove(&id).unwrap_or_default();
-            let Some(failure) = failure else { continue };
-            let cause = if failure.is_panic() {
-                panic_message(failure.into_panic())
-            } else {
-                "the claim batch was cancelled".to_owned()
-            };
-            self.ctx.metrics.task_panicked("claim_batch");
-            error!(
-                cause,
-                accounts = accounts.len(),
-                "a claim batch panicked: its running jobs go back to the queue and its accounts are given back"
-            );
-            let busy: Vec<String> = accounts
-                .into_iter()
-                .filter(|a| {
-                    matches!(
-                        self.slots.get(a).map(|s| s.phase),
-                        Some(super::slot::Phase::Busy)
-                    )
-                })
-                .collect();
-            if busy.is_empty() {
-                continue;
-            }
-            self.in_flight = self.in_flight.saturating_sub(busy.len());
-            for account in &busy {
-                self.slots.remove(account);
-            }
-            self.writes.give_back_after_panic(busy);
-        }
     }
 }

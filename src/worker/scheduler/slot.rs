@@ -12,9 +12,9 @@ use crate::ratelimit::AccountLimiter;
 pub(super) enum Phase {
     /// In the ready queue.
     Ready,
-    /// A job task is running for it.
+    /// Let through: its claim or its turn is running.
     Busy,
-    /// Its answer is taken (`Event::Handoff`) and its outcome is being written; then it
+    /// Its turn ended and its outcome is being written (`tasks.rs`); then it
     /// moves to `Slot::after_record`.
     Recording,
     /// On the timer heap until this instant; `for_jobs` when it waits for a job's `run_at`
@@ -67,9 +67,8 @@ impl Slot {
         }
     }
 
-    /// Feeds an answered request to the account's limiter (and gives its budget places back
-    /// when X's answer shows it billed nothing): where the account goes next.
-    pub(super) fn answered(&mut self, ctx: &Context, answered: Answered, now: Instant) -> Phase {
+    /// Feeds an answered request to the account's limiter: where the account goes next.
+    pub(super) fn answered(&mut self, answered: &Answered, now: Instant) -> Phase {
         let Answered {
             sent_at,
             completed_at,
@@ -77,15 +76,9 @@ impl Slot {
             may_have_followed,
             unauthorized,
             pause_until,
-        } = answered;
+        } = *answered;
         self.limiter
             .record_response(sent_at, completed_at, server, may_have_followed);
-        // What may have reached X may be billed; the rest gives its places back.
-        if let Some(ticket) = self.budget_ticket.take()
-            && !may_have_followed
-        {
-            ctx.budget.give_back(ticket);
-        }
         self.unauthorized_streak = if unauthorized {
             self.unauthorized_streak + 1
         } else {

@@ -13,7 +13,7 @@ use tracing::{error, warn};
 
 use super::super::Context;
 use super::super::events::Event;
-use super::super::job::panic_message;
+use super::super::supervise::panic_message;
 use crate::states::PauseReason;
 use crate::store::unanswered::Which;
 use crate::store::{daemons, leases, pauses};
@@ -67,16 +67,17 @@ impl Writes {
         });
     }
 
-    /// A claim batch panicked with these accounts' turns unreported: their jobs wait in the
-    /// queue (ledger rows unanswered) and the accounts are given back.
-    pub(super) fn give_back_after_panic(&mut self, accounts: Vec<String>) {
+    /// A job task panicked with these accounts' turns unreported: their jobs (`job`, or any
+    /// of theirs in flight) wait in the queue with their ledger rows unanswered, and the
+    /// accounts are given back.
+    pub(super) fn give_back_after_panic(&mut self, accounts: Vec<String>, job: Option<i64>) {
         let ctx = Arc::clone(&self.ctx);
         self.tasks.spawn(async move {
-            ctx.note_unanswered(
-                Which::Accounts(&accounts),
-                "the daemon's claim batch failed unexpectedly (a panic, logged with its cause); the request may have gone out",
-            )
-            .await;
+            let why = "the daemon's turn for this job failed unexpectedly (a panic, logged with its cause); the request may have gone out";
+            match job {
+                Some(job_id) => ctx.note_unanswered(Which::Jobs(&[job_id]), why).await,
+                None => ctx.note_unanswered(Which::Accounts(&accounts), why).await,
+            }
             if let Err(e) =
                 leases::release(&ctx.pool, &ctx.worker_id, &accounts, leases::Release::Now).await
             {

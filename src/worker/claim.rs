@@ -1,0 +1,59 @@
+//! The claim task: one statement claims the next ready job of every account the scheduler let
+//! through in a round; for the accounts it found nothing for, a second task asks when their
+//! next job is due. Both hand their result back to the scheduler, which starts the turns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tracing::warn;
+
+use super::Context;
+use super::events::{NoTurn, TaskDone};
+use super::retry::RetryPolicy;
+use crate::store::claim::{claim_batch, next_run_at};
+
+/// Claims the next ready job of each of `accounts` in one statement.
+pub async fn claim(ctx: Arc<Context>, accounts: Vec<String>) -> TaskDone {
+    match claim_batch(&ctx.pool, &ctx.worker_id, &accounts, ctx.answer_within()).await {
+        Ok(claimed) => {
+            ctx.metrics.claimed_alone(claimed.len() as u64);
+            TaskDone::Claimed(Ok(claimed))
+        }
+        Err(e) => {
+            warn!(error = %e, accounts = accounts.len(), "database error while claiming; the accounts retry in 1 s");
+            TaskDone::Claimed(Err(()))
+        }
+    }
+}
+
+/// Accounts whose claim found nothing: when each one's next job is due.
+pub async fn nothing_claimed(ctx: Arc<Context>, accounts: Vec<String>) -> TaskDone {
+    TaskDone::NothingClaimed(next_turns(&ctx, accounts).await)
+}
+
+/// When the next job of each of `accounts` is due (see [`NoTurn::NoJob`]), or to try again in
+/// a second after a database error.
+pub async fn next_turns(ctx: &Context, accounts: Vec<String>) -> Vec<(String, NoTurn)> {
+    match next_run_at(&ctx.pool, &accounts).await {
+        Ok(due) => {
+            let due: HashMap<String, DateTime<Utc>> = due.into_iter().collect();
+            accounts
+                .into_iter()
+                .map(|account| {
+                    let next_run_at = due.get(&account).copied();
+                    (account, NoTurn::NoJob { next_run_at })
+                })
+                .collect()
+        }
+        Err(e) => {
+            warn!(error = %e, "database error while looking for the next jobs; retrying in 1 s");
+            let at = Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR;
+            accounts
+                .into_iter()
+                .map(|account| (account, NoTurn::RetryAt(at)))
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The record task: writes one turn's outcome through the completer, with the claim of the
+//! successor's next job in the same statement when the scheduler named one, then logs the
+//! job's state change in its span. X's answer is never dropped: the completer keeps trying
+//! for as long as the daemon lives (see `completer.rs`).
+
+use std::sync::Arc;
+
+use tracing::{Instrument, info, warn};
+
+use super::Context;
+use super::claim::next_turns;
+use super::events::{NoTurn, SuccessorClaim, TaskDone, Transition, TurnEnd};
+use super::retry::RetryPolicy;
+use super::turn::job_span;
+use crate::store::record::NextState;
+
+/// Why a job's outcome may not be recorded.
+const NOT_RECORDED: &str = "the job's outcome was not recorded: it was taken back meanwhile (the answer is in the ledger), or the database is unreachable";
+
+/// Writes `end`'s outcome; with `successor`, claims that account's next job in the same
+/// statement.
+pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<String>) -> TaskDone {
+    let TurnEnd {
+        completion,
+        attempt,
+        transition,
+        then: _,
+        app_slot,
+    } = *end;
+    let span = job_span(
+        completion.job_id,
+        &completion.source_user_id,
+        &completion.target_user_id,
+        attempt,
+    );
+    let next = completion.next.clone();
+    let error = completion.error.clone();
+    let (recorded, claimed) = match successor {
+        Some(account) => {
+            let written = ctx
+                .completer
+                .complete_and_claim(completion, account.clone())
+                .await;
+            (written.recorded, Some((account, written.claimed)))
+        }
+        None => (ctx.completer.complete(completion).await, None),
+    };
+    // Written: the ledger counts the request from now on.
+    drop(app_slot);
+    async {
+        if recorded {
+            ctx.metrics.job_recorded(&next);
+            log_transition(&next, error.as_ref(), &transition);
+        } else {
+            warn!(NOT_RECORDED);
+        }
+    }
+    .instrument(span)
+    .await;
+    let successor = match claimed {
+        None => None,
+        Some((_, Ok(Some(job)))) => {
+            ctx.metrics.claimed_with_record();
+            Some(SuccessorClaim::Job(job))
+        }
+        Some((account, Ok(None))) => {
+            let turn = next_turns(&ctx, vec![account])
+                .await
+                .pop()
+                .map_or(NoTurn::NoJob { next_run_at: None }, |(_, turn)| turn);
+            Some(SuccessorClaim::None(turn))
+        }
+        Some((_, Err(()))) => Some(SuccessorClaim::None(NoTurn::RetryAt(
+            std::time::Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR,
+        ))),
+    };
+    TaskDone::Recorded { successor }
+}
+
+/// The job's state-change event, once its outcome is written.
+fn log_transition(next: &NextState, error: Option<&serde_json::Value>, transition: &Transition) {
+    match (next, transition) {
+        (NextState::Queued { run_at, .. }, Transition::Unsent { reason, message }) => {
+            info!(
+                event = "job_requeued",
+                state = "queued",
+                reason,
+                run_at = %run_at,
+                "{message}"
+            );
+        }
+        (
+            NextState::Succeeded {
+                following,
+                pending_follow,
+            },
+            _,
+        ) => {
+            info!(
+                event = "job_succeeded",
+                state = "succeeded",
+                following,
+                pending_follow,
+                "job succeeded"
+            );
+        }
+        (NextState::Failed, Transition::Decided { outcome }) => {
+            // A failed job is an outcome, not a fault of the daemon: info, like the others.
+            info!(
+                event = "job_failed",
+                state = "failed",
+                outcome,
+                error = %error.cloned().unwrap_or(serde_json::Value::Null),
+                "job failed"
+            );
+        }
+        (NextState::Failed, Transition::Unsent { reason, .. }) => {
+            info!(
+                event = "job_failed",
+                state = "failed",
+                reason,
+                error = %error.cloned().unwrap_or(serde_json::Value::Null),
+                "job failed"
+            );
+        }
+        (NextState::Queued { run_at, .. }, Transition::Decided { outcome }) => {
+            info!(
+                event = "job_requeued",
+                state = "queued",
+                reason = outcome,
+                run_at = %run_at,
+                "job back in the queue"
+            );
+        }
+    }
+}
