@@ -42,8 +42,11 @@ use crate::store::billing::{self, BudgetPeriod};
 use crate::store::pauses;
 
 /// The largest block a daemon reserves at once: one statement per this many requests at
-/// full speed, and at most this many reserved and unused by a daemon that dies.
-const BLOCK_MAX: i64 = 64;
+/// full speed, and at most this many reserved and unused by a daemon that dies (a block is
+/// also at most 0.5 % of the budget). At 64, a daemon sending 3,000 requests a second ran
+/// out between two reservations: its claims shrank and its transactions per job tripled.
+/// 1,024 lasts a third of a second at that pace, and the next block is reserved at half.
+const BLOCK_MAX: i64 = 1024;
 
 /// How often the reserving task looks, besides being woken when an allowance runs low.
 const EVERY: Duration = Duration::from_secs(1);
