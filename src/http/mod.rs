@@ -31,6 +31,7 @@
 
 mod gauges;
 pub mod page;
+mod page_html;
 mod probes;
 mod serve;
 
