@@ -6,7 +6,7 @@
 //! by testcontainers (a laptop with Docker). With neither, the first test fails with a message
 //! saying what to set.
 //!
-//! With `FOLLOWQ_TEST_CITUS_URL` set (the `postgres` database of a Citus coordinator whose
+//! With `TEST_CITUS_URL` set (the `postgres` database of a Citus coordinator whose
 //! workers are registered there, as `../shared/citus/setup.sh` makes it), every test database
 //! is made on the Citus cluster instead: created on the coordinator and on each worker (Citus
 //! does not propagate CREATE DATABASE), with the citus extension in each and the workers added
@@ -87,9 +87,9 @@ pub fn test_key_env() -> Vec<(String, String)> {
     ]
 }
 
-/// The Citus coordinator the tests run on, when `FOLLOWQ_TEST_CITUS_URL` is set.
+/// The Citus coordinator the tests run on, when `TEST_CITUS_URL` is set.
 fn citus_url() -> Option<String> {
-    std::env::var("FOLLOWQ_TEST_CITUS_URL")
+    std::env::var("TEST_CITUS_URL")
         .ok()
         .filter(|url| !url.is_empty())
 }
@@ -137,7 +137,7 @@ async fn citus_workers(server_url: &str) -> Vec<String> {
     admin.close().await.ok();
     assert!(
         !nodes.is_empty(),
-        "FOLLOWQ_TEST_CITUS_URL names a Citus coordinator without workers"
+        "TEST_CITUS_URL names a Citus coordinator without workers"
     );
     nodes
         .iter()

@@ -10,7 +10,7 @@
 //!   columns (Citus enforces a foreign key between colocated tables only so, and refuses one
 //!   from or to a table of another kind).
 //!
-//! On Citus (`FOLLOWQ_TEST_CITUS_URL`) the migrated tables must also be distributed as
+//! On Citus (`TEST_CITUS_URL`) the migrated tables must also be distributed as
 //! `followq.distribute()` says.
 
 use crate::helpers::TestDb;
