@@ -175,8 +175,13 @@ async fn make_citus_database(server_url: &str, name: &str) -> Vec<String> {
     let coordinator = reqwest::Url::parse(server_url).expect("the Citus URL is a URL");
     let host = coordinator.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = coordinator.port().unwrap_or(5432);
-    let mut register =
-        format!("CREATE EXTENSION citus; SELECT citus_set_coordinator_host('{host}', {port});");
+    // Four shards per distributed table rather than Citus's 32: still two on each worker, and
+    // a statement spanning shards opens a few connections to the workers, not dozens (tests
+    // run in parallel, and every node allows 200).
+    let mut register = format!(
+        "ALTER DATABASE {name} SET citus.shard_count = 4; \
+         CREATE EXTENSION citus; SELECT citus_set_coordinator_host('{host}', {port});"
+    );
     for worker in &workers {
         let worker = reqwest::Url::parse(worker).expect("a worker URL");
         register.push_str(&format!(
