@@ -162,7 +162,18 @@ async fn execute_on(url: &str, sql: String) {
 
 /// Makes database `name` a Citus database: created on every worker with the extension, the
 /// extension on the coordinator (where `name` exists already), and the nodes registered.
+///
+/// One at a time, across test processes (an advisory lock in the coordinator's admin
+/// database): registering the nodes copies the roles to each worker, and two databases doing
+/// it at once fail there with "tuple concurrently updated".
 async fn make_citus_database(server_url: &str, name: &str) -> Vec<String> {
+    let mut guard = PgConnection::connect(server_url)
+        .await
+        .expect("connect to the Citus coordinator");
+    sqlx::query("SELECT pg_advisory_lock(hashtext('followq tests: make a Citus database'))")
+        .execute(&mut guard)
+        .await
+        .expect("the lock that makes Citus test databases one at a time");
     let workers = citus_workers(server_url).await;
     for worker in &workers {
         execute_on(worker, format!("CREATE DATABASE {name}")).await;
@@ -191,6 +202,8 @@ async fn make_citus_database(server_url: &str, name: &str) -> Vec<String> {
         ));
     }
     execute_on(&url_for(server_url, name, None), register).await;
+    // Closing the session releases the lock.
+    guard.close().await.ok();
     workers
 }
 
