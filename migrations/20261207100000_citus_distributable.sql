@@ -151,11 +151,18 @@ BEGIN
             EXECUTE format('SELECT create_reference_table(%L)', item);
         END IF;
     END LOOP;
-    -- followq.daemons and followq._sqlx_migrations stay plain tables of the coordinator.
+    -- The registry stays on the coordinator, where the daemons' liveness sessions are (peers
+    -- look for them in its pg_stat_activity), as a Citus local table: Citus joins it with the
+    -- distributed tables (followq status lists the daemons with their accounts), which it
+    -- does not with a table it does not know. followq._sqlx_migrations stays a plain table.
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_partition
+                   WHERE logicalrelid = 'followq.daemons'::regclass) THEN
+        EXECUTE $sql$SELECT citus_add_local_table_to_metadata('followq.daemons')$sql$;
+    END IF;
 END;
 $$;
 
 REVOKE EXECUTE ON FUNCTION followq.distribute() FROM PUBLIC;
 
 COMMENT ON FUNCTION followq.distribute() IS
-    'On a Citus coordinator: distributes accounts, account_credentials, follow_jobs and attempts by the account id, colocated, and makes app_pause, budget_periods and spend_by_hour reference tables. Tables already distributed are left as they are. See README, "Scaling past one Postgres".';
+    'On a Citus coordinator: distributes accounts, account_credentials, follow_jobs and attempts by the account id, colocated, makes app_pause, budget_periods and spend_by_hour reference tables and daemons a Citus local table. Tables already distributed are left as they are. See README, "Scaling past one Postgres".';
