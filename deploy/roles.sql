@@ -112,9 +112,10 @@ GRANT INSERT (user_id, auth_kind, quota_requests, quota_period_seconds)
 GRANT UPDATE (auth_kind, quota_requests, quota_period_seconds, status, paused_until,
               pause_reason, updated_at)
     ON followq.accounts TO followq_registrar;
--- Store tokens; read back nothing but the key the upsert conflicts on.
+-- Store tokens; read back nothing but the key the upsert conflicts on and the time the upsert
+-- sets updated_at to (EXCLUDED.updated_at).
 REVOKE ALL ON followq.account_credentials FROM followq_registrar;
-GRANT SELECT (user_id) ON followq.account_credentials TO followq_registrar;
+GRANT SELECT (user_id, updated_at) ON followq.account_credentials TO followq_registrar;
 GRANT INSERT (user_id, oauth2_access_token, oauth2_refresh_token, oauth2_expires_at,
               oauth1_token, oauth1_token_secret)
     ON followq.account_credentials TO followq_registrar;

@@ -17,7 +17,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
-use crate::store::schema::applied_version;
+use crate::store::schema::{applied_version, citus_installed, distribute};
 
 /// Where sqlx records applied migrations: inside our own schema, so that another service
 /// using sqlx on the same database keeps its own `public._sqlx_migrations` apart from ours.
@@ -47,6 +47,10 @@ pub enum DbError {
         "the followq schema is at migration {found:?} but this binary needs {needed}: run `followq migrate` first"
     )]
     SchemaBehind { found: Option<i64>, needed: i64 },
+    #[error("could not tell whether this database has the citus extension")]
+    CitusCheck(#[source] sqlx::Error),
+    #[error("distributing the followq tables on Citus (followq.distribute()) failed")]
+    Distribute(#[source] sqlx::Error),
     #[error("could not read the applied migrations")]
     Query(#[source] sqlx::Error),
 }
@@ -104,9 +108,14 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         .map_err(|source| DbError::Connect { location, source })
 }
 
-/// Applies any migration not yet applied. Running it again is a no-op.
+/// Applies any migration not yet applied, then, on a Citus coordinator (the citus extension
+/// is installed), distributes the tables (README, "Scaling past one Postgres"). Running it
+/// again is a no-op.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     migrator().run(pool).await?;
+    if citus_installed(pool).await.map_err(DbError::CitusCheck)? {
+        distribute(pool).await.map_err(DbError::Distribute)?;
+    }
     Ok(())
 }
 

@@ -112,11 +112,22 @@ pub enum JobsError {
     Database(#[from] sqlx::Error),
 }
 
+///
+/// On Citus the error comes from the worker that holds the shard: it names the index in its
+/// message only, with the shard's number appended (`…_and_target_102017`).
 fn is_one_active_job_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .and_then(|e| e.constraint())
-        .is_some_and(|name| name == ONE_ACTIVE_JOB)
+    let Some(error) = error.as_database_error() else {
+        return false;
+    };
+    match error.constraint() {
+        Some(name) => name == ONE_ACTIVE_JOB,
+        None => {
+            error.code().as_deref() == Some("23505")
+                && error
+                    .message()
+                    .contains(&format!("unique constraint \"{ONE_ACTIVE_JOB}_"))
+        }
+    }
 }
 
 async fn fetch_job(pool: &PgPool, id: JobId) -> Result<Option<JobRow>, sqlx::Error> {
@@ -195,7 +206,10 @@ impl fmt::Display for Transition {
 /// `jobs retry ID`: a failed or cancelled job back to the queue, to run now with a fresh
 /// attempt count.
 pub async fn retry(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
-    let updated = store::retry_job(pool, id.get()).await;
+    let Some(source) = store::job_source(pool, id.get()).await? else {
+        return Err(JobsError::NotFound(id));
+    };
+    let updated = store::retry_job(pool, id.get(), &source).await;
     match updated {
         Ok(Some(from)) => Ok(Transition {
             id,
@@ -273,10 +287,16 @@ pub async fn retry_state(
 /// Two statements in one short transaction: the first locks the row, so a claim of the job
 /// that is under way commits first (a claim locks the job row and writes only its ledger
 /// row); the second, with a fresh snapshot, then sees that claim's ledger row.
+///
+/// The job's account is looked up first: the two statements name it (on Citus, a row lock is
+/// taken only in a statement that reaches one shard).
 pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
+    let Some(source) = store::job_source(pool, id.get()).await? else {
+        return Err(JobsError::NotFound(id));
+    };
     let mut tx = pool.begin().await?;
-    store::lock_job(&mut tx, id.get()).await?;
-    let cancelled = store::cancel_queued_job(&mut tx, id.get()).await?;
+    store::lock_job(&mut tx, id.get(), &source).await?;
+    let cancelled = store::cancel_queued_job(&mut tx, id.get(), &source).await?;
     tx.commit().await?;
     if cancelled.is_some() {
         return Ok(Transition {

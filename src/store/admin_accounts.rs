@@ -222,7 +222,8 @@ const RESUME: &str = r#"
           AND (a.status IN ('paused', 'disabled')
                OR (a.status = 'needs_reauth' AND $2))
         RETURNING before.status, before.updated_at, before.paused_until, before.pause_reason,
-                  now() AS now
+                  -- now(), as set above: Citus refuses a function that is not immutable here.
+                  a.updated_at AS now
         "#;
 
 /// Makes a paused or disabled account active, and a needs_reauth one when

@@ -212,24 +212,42 @@ pub async fn jobs_ahead(
         .await
 }
 
+const JOB_SOURCE: &str = "SELECT source_user_id FROM followq.follow_jobs WHERE id = $1";
+
+/// The account of job `id` (it never changes), for the statements that lock the job: they
+/// name it, so that on Citus they reach the one shard that holds the job (a row lock is
+/// refused in a statement over every shard). `None` when there is no such job.
+pub async fn job_source(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(JOB_SOURCE)
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
 const RETRY_JOB: &str = r#"
         UPDATE followq.follow_jobs AS j
         SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
             following = NULL, pending_follow = NULL, updated_at = now()
-        FROM (SELECT id, state FROM followq.follow_jobs WHERE id = $1 FOR UPDATE) AS before
-        WHERE j.id = before.id AND j.state IN ('failed', 'cancelled')
+        FROM (SELECT id, source_user_id, state FROM followq.follow_jobs
+              WHERE id = $1 AND source_user_id = $2 FOR UPDATE) AS before
+        WHERE j.id = before.id AND j.source_user_id = $2 AND j.state IN ('failed', 'cancelled')
         RETURNING before.state
         "#;
 
-/// A failed or cancelled job back to the queue, to run now with a fresh attempt count.
-/// Returns the state before; `None` when nothing matched. Fails on the partial unique index
-/// when another job of the same (source, target) is active.
+/// A failed or cancelled job of account `source` back to the queue, to run now with a fresh
+/// attempt count. Returns the state before; `None` when nothing matched. Fails on the partial
+/// unique index when another job of the same (source, target) is active.
 pub async fn retry_job(
     executor: impl PgExecutor<'_>,
     id: i64,
+    source: &str,
 ) -> Result<Option<JobState>, sqlx::Error> {
     sqlx::query_scalar(RETRY_JOB)
         .bind(id)
+        .bind(source)
         .fetch_optional(executor)
         .await
 }
@@ -274,10 +292,13 @@ const RETRY_STATE: &str = r#"
             WHERE j.id = c.id AND j.state = $1
             RETURNING j.id
         )
+        -- The jobs left: those in the state that were not retried. (Not the count in the
+        -- state less the count retried: Citus runs a CTE that writes before the rest of the
+        -- statement, which then sees its rows changed.)
         SELECT (SELECT count(*) FROM retried),
                (SELECT count(*) FROM followq.follow_jobs
-                WHERE state = $1 AND ($2::text IS NULL OR source_user_id = $2))
-                 - (SELECT count(*) FROM retried)
+                WHERE state = $1 AND ($2::text IS NULL OR source_user_id = $2)
+                  AND id NOT IN (SELECT id FROM retried))
         "#;
 
 /// Every job in `state` (optionally of the account `source`) back to the queue, in one
@@ -296,31 +317,40 @@ pub async fn retry_state(
         .await
 }
 
-const LOCK_JOB: &str = "SELECT 1 FROM followq.follow_jobs WHERE id = $1 FOR UPDATE";
+const LOCK_JOB: &str =
+    "SELECT 1 FROM followq.follow_jobs WHERE id = $1 AND source_user_id = $2 FOR UPDATE";
 
-/// Locks the job's row until the transaction ends, so a claim of it that is under way (a
-/// claim locks the job row and writes only its ledger row) commits first.
-pub async fn lock_job(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(LOCK_JOB).bind(id).fetch_optional(conn).await?;
+/// Locks the row of job `id` of account `source` until the transaction ends, so a claim of
+/// it that is under way (a claim locks the job row and writes only its ledger row) commits
+/// first.
+pub async fn lock_job(conn: &mut PgConnection, id: i64, source: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(LOCK_JOB)
+        .bind(id)
+        .bind(source)
+        .fetch_optional(conn)
+        .await?;
     Ok(())
 }
 
 const CANCEL_QUEUED_JOB: &str = r#"
         UPDATE followq.follow_jobs AS j
         SET state = 'cancelled', finished_at = now(), updated_at = now()
-        WHERE j.id = $1 AND j.state = 'queued'
-          AND NOT EXISTS (SELECT 1 FROM followq.jobs_in_flight AS f WHERE f.job_id = j.id)
+        WHERE j.id = $1 AND j.source_user_id = $2 AND j.state = 'queued'
+          AND NOT EXISTS (SELECT 1 FROM followq.jobs_in_flight AS f
+                          WHERE f.job_id = j.id AND f.source_user_id = $2)
         RETURNING j.id
         "#;
 
-/// Cancels the job if it is queued and not in flight. Returns its id; `None` when nothing
-/// matched.
+/// Cancels job `id` of account `source` if it is queued and not in flight. Returns its id;
+/// `None` when nothing matched.
 pub async fn cancel_queued_job(
     conn: &mut PgConnection,
     id: i64,
+    source: &str,
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(CANCEL_QUEUED_JOB)
         .bind(id)
+        .bind(source)
         .fetch_optional(conn)
         .await
 }
@@ -407,6 +437,10 @@ pub const STATEMENTS: &[Statement] = &[
     Statement {
         name: "admin_jobs::jobs_ahead",
         sql: JOBS_AHEAD,
+    },
+    Statement {
+        name: "admin_jobs::job_source",
+        sql: JOB_SOURCE,
     },
     Statement {
         name: "admin_jobs::retry_job",

@@ -139,35 +139,76 @@ macro_rules! period_sums {
     };
 }
 
+/// One period's billed or possibly billed requests in the ledger, from `$start` (a column of
+/// `bounds`) or the end of the rollup, whichever is later.
+macro_rules! ledger_since {
+    ($start:literal, $which:ident) => {
+        concat!(
+            "count(*) FILTER (WHERE t.sent_at >= greatest(b.",
+            $start,
+            ", b.through) AND ",
+            $which!("t"),
+            ")"
+        )
+    };
+}
+
+/// The rollup's hours from the start of the day and the month, and the ledger after the last
+/// of them (and the last hour's ledger): each read once, the ledger from the earliest instant
+/// any figure needs (through its BRIN index on `sent_at`). Joined only with `bounds`, one row,
+/// and never through a correlated subquery: Citus plans it over the shards of the ledger.
 const SPEND: &str = concat!(
     r#"
-        WITH bounds AS (
+        WITH bounds AS MATERIALIZED (
             SELECT date_trunc('day', now(), 'UTC') AS day_start,
-                   date_trunc('month', now(), 'UTC') AS month_start
-        ),
-        rolled AS (
-            SELECT coalesce((SELECT max(hour) + interval '1 hour' FROM followq.spend_by_hour),
+                   date_trunc('month', now(), 'UTC') AS month_start,
+                   now() - interval '1 hour' AS hour_start,
+                   coalesce((SELECT max(hour) + interval '1 hour' FROM followq.spend_by_hour),
                             '-infinity'::timestamptz) AS through
-        )
-        SELECT (SELECT count(*) FROM followq.attempts AS t
-                WHERE t.sent_at > now() - interval '1 hour' AND "#,
+        ),
+        ledger AS MATERIALIZED (
+            SELECT count(*) FILTER (WHERE t.sent_at > b.hour_start AND "#,
     billed_sql!("t"),
     r#") AS hour_billed,
-               (SELECT count(*) FROM followq.attempts AS t
-                WHERE t.sent_at > now() - interval '1 hour' AND "#,
+                   count(*) FILTER (WHERE t.sent_at > b.hour_start AND "#,
     possibly_billed_sql!("t"),
     r#") AS hour_possibly_billed,
-               d.billed AS day_billed, d.possibly_billed AS day_possibly_billed,
-               bounds.day_start AS day_starts_at,
-               m.billed AS month_billed, m.possibly_billed AS month_possibly_billed,
-               bounds.month_start AS month_starts_at
-        FROM bounds
-        CROSS JOIN LATERAL (SELECT "#,
-    period_sums!("bounds.day_start"),
-    r#") AS d(billed, possibly_billed)
-        CROSS JOIN LATERAL (SELECT "#,
-    period_sums!("bounds.month_start"),
-    r#") AS m(billed, possibly_billed)
+                   "#,
+    ledger_since!("day_start", billed_sql),
+    r#" AS day_billed,
+                   "#,
+    ledger_since!("day_start", possibly_billed_sql),
+    r#" AS day_possibly_billed,
+                   "#,
+    ledger_since!("month_start", billed_sql),
+    r#" AS month_billed,
+                   "#,
+    ledger_since!("month_start", possibly_billed_sql),
+    r#" AS month_possibly_billed
+            FROM followq.attempts AS t, bounds AS b
+            -- A scalar subquery, so that one Postgres reads the BRIN index from that instant.
+            WHERE t.sent_at >= (SELECT least(x.hour_start, greatest(x.month_start, x.through))
+                                FROM bounds AS x)
+        ),
+        rolled AS MATERIALIZED (
+            SELECT coalesce(sum(s.requests_billed) FILTER (WHERE s.hour >= b.day_start), 0)
+                       ::bigint AS day_billed,
+                   coalesce(sum(s.requests_possibly_billed) FILTER (WHERE s.hour >= b.day_start), 0)
+                       ::bigint AS day_possibly_billed,
+                   coalesce(sum(s.requests_billed), 0)::bigint AS month_billed,
+                   coalesce(sum(s.requests_possibly_billed), 0)::bigint AS month_possibly_billed
+            FROM bounds AS b
+            LEFT JOIN followq.spend_by_hour AS s
+                   ON s.hour >= b.month_start AND s.hour < b.through
+        )
+        SELECT l.hour_billed, l.hour_possibly_billed,
+               r.day_billed + l.day_billed AS day_billed,
+               r.day_possibly_billed + l.day_possibly_billed AS day_possibly_billed,
+               b.day_start AS day_starts_at,
+               r.month_billed + l.month_billed AS month_billed,
+               r.month_possibly_billed + l.month_possibly_billed AS month_possibly_billed,
+               b.month_start AS month_starts_at
+        FROM bounds AS b, ledger AS l, rolled AS r
         "#
 );
 

@@ -45,7 +45,7 @@ const UPSERT_ACCOUNT: &str = r#"
             status = CASE WHEN a.status = 'needs_reauth' THEN 'active' ELSE a.status END,
             paused_until = CASE WHEN a.status = 'needs_reauth' THEN NULL ELSE a.paused_until END,
             pause_reason = CASE WHEN a.status = 'needs_reauth' THEN NULL ELSE a.pause_reason END,
-            updated_at = now()
+            updated_at = EXCLUDED.updated_at
         RETURNING a.status
         "#;
 
@@ -80,6 +80,10 @@ pub struct SealedTokens {
 
 // The parameters again rather than EXCLUDED.*: reading EXCLUDED needs SELECT on the token
 // columns, which the registering role (deploy/roles.sql) does not have.
+//
+// `EXCLUDED.updated_at` (the column's default, now()) rather than now() in the DO UPDATE SET
+// clauses of these upserts: Citus refuses a function that is not immutable there (it evaluates
+// the INSERT's values, defaults among them, on the coordinator).
 const UPSERT_CREDENTIALS: &str = r#"
         INSERT INTO followq.account_credentials AS c
             (user_id, oauth2_access_token, oauth2_refresh_token, oauth2_expires_at,
@@ -91,7 +95,7 @@ const UPSERT_CREDENTIALS: &str = r#"
             oauth2_expires_at = $4,
             oauth1_token = $5,
             oauth1_token_secret = $6,
-            updated_at = now()
+            updated_at = EXCLUDED.updated_at
         "#;
 
 /// Stores the account's sealed tokens, replacing every token column of a row already there.

@@ -23,42 +23,55 @@ pub struct ChunkRow {
 
 /// One statement: insert the rows of known accounts, skip pairs that already have an active
 /// job, and report per input row what happened.
+///
+/// Written for Citus as well (README, "Scaling past one Postgres"), which runs no subquery
+/// correlated with a set-returning function and no function but an immutable one inside
+/// `coalesce`: the known accounts and the active jobs of the input's pairs are read once each,
+/// into CTEs, and joined to the input (each pair one probe of the one-active-job index; the
+/// accounts an `= ANY` on their key, which Citus routes to the shards that hold them).
 const ENQUEUE_CHUNK: &str = r#"
 WITH input AS MATERIALIZED (
-    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority, t.run_at, t.max_attempts,
-           EXISTS (SELECT 1 FROM followq.accounts AS a WHERE a.user_id = t.source_user_id)
-               AS known_account
+    SELECT t.ord, t.source_user_id, t.target_user_id, t.priority,
+           coalesce(t.run_at, n.now) AS run_at, t.max_attempts
     FROM UNNEST($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::int[])
-         WITH ORDINALITY AS t(source_user_id, target_user_id, priority, run_at, max_attempts, ord)
+         WITH ORDINALITY AS t(source_user_id, target_user_id, priority, run_at, max_attempts, ord),
+         (SELECT now() AS now) AS n
+),
+known AS MATERIALIZED (
+    SELECT a.user_id FROM followq.accounts AS a WHERE a.user_id = ANY ($1::text[])
+),
+-- The active jobs the input's pairs already have (rows this statement inserts are not
+-- visible here).
+existing AS MATERIALIZED (
+    SELECT j.id, j.source_user_id, j.target_user_id
+    FROM followq.follow_jobs AS j
+    WHERE j.state = 'queued'
+      AND (j.source_user_id, j.target_user_id) IN
+          (SELECT u.source_user_id, u.target_user_id
+           FROM UNNEST($1::text[], $2::text[]) AS u(source_user_id, target_user_id))
 ),
 inserted AS (
     INSERT INTO followq.follow_jobs
         (source_user_id, target_user_id, priority, run_at, max_attempts)
-    SELECT i.source_user_id, i.target_user_id, i.priority, coalesce(i.run_at, now()), i.max_attempts
+    SELECT i.source_user_id, i.target_user_id, i.priority, i.run_at, i.max_attempts
     FROM input AS i
-    WHERE i.known_account
+    WHERE i.source_user_id IN (SELECT k.user_id FROM known AS k)
     ORDER BY i.ord
     ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
     DO NOTHING
     RETURNING id, source_user_id, target_user_id
 )
 SELECT i.ord,
-       i.known_account,
-       -- A sub-select, evaluated only for rows that inserted nothing: one probe of the
-       -- one-active-job index each. As a join, the planner read every active job for every
-       -- chunk, which made a large import quadratic.
-       CASE WHEN ins.id IS NOT NULL THEN ins.id
-            WHEN i.known_account THEN (
-                SELECT j.id FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = i.source_user_id
-                  AND j.target_user_id = i.target_user_id
-                  AND j.state = 'queued')
-       END AS job_id,
+       k.user_id IS NOT NULL AS known_account,
+       coalesce(ins.id, e.id) AS job_id,
        (ins.id IS NOT NULL
         AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created
 FROM input AS i
+LEFT JOIN known AS k ON k.user_id = i.source_user_id
 LEFT JOIN inserted AS ins
        ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id
+LEFT JOIN existing AS e
+       ON e.source_user_id = i.source_user_id AND e.target_user_id = i.target_user_id
 ORDER BY i.ord
 "#;
 

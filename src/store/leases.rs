@@ -50,18 +50,23 @@ pub async fn acquire_named(
     acquire_where(executor, worker_id, lease, limit, Some(accounts)).await
 }
 
-const ACQUIRE_WHERE: &str = r#"
+/// Leasing, named accounts or any: the accounts filter, and the statement around it.
+macro_rules! acquire_sql {
+    ($which:literal, $named_jobs:literal, $named_update:literal) => {
+        concat!(
+            r#"
         WITH candidates AS MATERIALIZED (
             SELECT a.user_id
             FROM followq.accounts AS a
-            WHERE ($4::text[] IS NULL OR a.user_id = ANY($4))
-              AND (a.leased_by IS NULL
-                   OR a.lease_expires_at < now()
-                   OR ($4::text[] IS NOT NULL AND a.leased_by = $1))
+            WHERE "#,
+            $which,
+            r#"
               AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
               AND EXISTS (
                   SELECT 1 FROM followq.follow_jobs AS j
-                  WHERE j.source_user_id = a.user_id
+                  WHERE j.source_user_id = a.user_id"#,
+            $named_jobs,
+            r#"
                     AND j.state = 'queued'
                     AND j.run_at <= now())
             LIMIT $3
@@ -71,9 +76,33 @@ const ACQUIRE_WHERE: &str = r#"
         SET leased_by = $1,
             lease_expires_at = now() + make_interval(secs => $2)
         FROM candidates
-        WHERE a.user_id = candidates.user_id
+        WHERE a.user_id = candidates.user_id"#,
+            $named_update,
+            r#"
         RETURNING a.user_id, a.quota_requests, a.quota_period_seconds
-        "#;
+        "#
+        )
+    };
+}
+
+/// Any free account with a ready job.
+const ACQUIRE_ANY: &str = acquire_sql!(
+    "(a.leased_by IS NULL OR a.lease_expires_at < now())",
+    "",
+    ""
+);
+
+/// The named accounts ($4) that are free or this daemon's own. The accounts' filter is on
+/// every table the statement reads or writes (redundant on one Postgres): on Citus, names of
+/// one shard's accounts make it one statement routed to that shard, row locks and all.
+const ACQUIRE_NAMED: &str = acquire_sql!(
+    "a.user_id = ANY($4::text[])
+              AND (a.leased_by IS NULL OR a.lease_expires_at < now() OR a.leased_by = $1)",
+    "
+                    AND j.source_user_id = ANY($4::text[])",
+    "
+          AND a.user_id = ANY($4::text[])"
+);
 
 /// The one lease statement: among `named` accounts (or any), those that are free, or this
 /// daemon's own when named, with a ready job.
@@ -84,13 +113,18 @@ async fn acquire_where(
     limit: i64,
     named: Option<&[String]>,
 ) -> Result<Vec<LeasedAccount>, sqlx::Error> {
-    sqlx::query_as::<_, LeasedAccount>(ACQUIRE_WHERE)
-        .bind(worker_id)
-        .bind(seconds(lease))
-        .bind(limit)
-        .bind(named)
-        .fetch_all(executor)
-        .await
+    let query = match named {
+        Some(accounts) => sqlx::query_as::<_, LeasedAccount>(ACQUIRE_NAMED)
+            .bind(worker_id)
+            .bind(seconds(lease))
+            .bind(limit)
+            .bind(accounts),
+        None => sqlx::query_as::<_, LeasedAccount>(ACQUIRE_ANY)
+            .bind(worker_id)
+            .bind(seconds(lease))
+            .bind(limit),
+    };
+    query.fetch_all(executor).await
 }
 
 const RENEW: &str = r#"
@@ -103,7 +137,7 @@ const RENEW: &str = r#"
         UPDATE followq.accounts AS a
         SET lease_expires_at = now() + make_interval(secs => $3)
         FROM mine
-        WHERE a.user_id = mine.user_id
+        WHERE a.user_id = mine.user_id AND a.user_id = ANY($2)
         RETURNING a.user_id
         "#;
 
@@ -131,14 +165,15 @@ const RELEASE: &str = r#"
               -- taken as "already held".
               AND NOT ($3 AND EXISTS (
                   SELECT 1 FROM followq.follow_jobs AS j
-                  WHERE j.source_user_id = a.user_id AND j.state = 'queued' AND j.run_at <= now()))
+                  WHERE j.source_user_id = a.user_id AND j.source_user_id = ANY($2)
+                    AND j.state = 'queued' AND j.run_at <= now()))
             ORDER BY a.user_id
             FOR NO KEY UPDATE OF a
         )
         UPDATE followq.accounts AS a
         SET leased_by = NULL, lease_expires_at = NULL
         FROM mine
-        WHERE a.user_id = mine.user_id
+        WHERE a.user_id = mine.user_id AND a.user_id = ANY($2)
         RETURNING a.user_id
         "#;
 
@@ -393,8 +428,12 @@ pub async fn jit_off(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// The static statements of this file, for the test that prepares every one.
 pub const STATEMENTS: &[Statement] = &[
     Statement {
-        name: "leases::acquire_where",
-        sql: ACQUIRE_WHERE,
+        name: "leases::acquire_any",
+        sql: ACQUIRE_ANY,
+    },
+    Statement {
+        name: "leases::acquire_named",
+        sql: ACQUIRE_NAMED,
     },
     Statement {
         name: "leases::renew",

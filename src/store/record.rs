@@ -94,6 +94,10 @@ pub struct Completion {
 
 /// The record's common table expressions (`input`, `job`, `ledger`), for [`record_batch`]
 /// and [`record_and_claim`]; parameters `$1` to `$17`.
+///
+/// Every table is also filtered by the outcomes' accounts (`= ANY($17)`, redundant on one
+/// Postgres): on Citus, outcomes of one shard's accounts make the statement one routed to
+/// that shard, which Citus needs for the correlated look-up in `checked`.
 macro_rules! record_ctes {
     () => {
         concat!(
@@ -117,6 +121,7 @@ macro_rules! record_ctes {
             SELECT i.*, i.conclusive OR NOT EXISTS (
                        SELECT 1 FROM followq.attempts AS later
                        WHERE later.job_id = i.job_id AND later.account_user_id = i.account
+                         AND later.account_user_id = ANY($17::text[])
                          AND later.id > i.attempt_id
                          AND later.outcome IS DISTINCT FROM 'not_sent') AS latest_or_conclusive
             FROM input AS i
@@ -137,10 +142,13 @@ macro_rules! record_ctes {
                 error = i.error
             FROM checked AS i
             WHERE t.id = i.attempt_id AND t.account_user_id = i.account
+              AND t.account_user_id = ANY($17::text[])
               AND "#,
         $crate::store::ledger::unanswered_sql!("t"),
         r#"
-            RETURNING i.*
+            -- completed_at is now(): the job's finished_at takes it from here, as Citus
+            -- refuses a function that is not immutable inside a CASE of an UPDATE.
+            RETURNING i.*, t.completed_at
         ),
         job AS (
             UPDATE followq.follow_jobs AS j
@@ -152,17 +160,19 @@ macro_rules! record_ctes {
                 following = i.following,
                 pending_follow = i.pending_follow,
                 last_error = i.error,
-                finished_at = CASE WHEN i.state IN ('succeeded', 'failed') THEN now() END,
+                finished_at = CASE WHEN i.state IN ('succeeded', 'failed') THEN i.completed_at END,
                 updated_at = now()
             FROM ledger AS i
             -- Written as a CASE, not an OR on j.state, so that the job rows are found by
             -- primary key, one per input row: an OR on the state would let the planner scan
-            -- every queued job instead.
+            -- every queued job instead. A searched CASE: Citus deparses `CASE j.state WHEN
+            -- 'queued'` for the worker as `CASE j.state WHEN NULL::boolean`.
             WHERE j.id = i.job_id AND j.source_user_id = i.account
-              AND CASE j.state
+              AND j.source_user_id = ANY($17::text[])
+              AND CASE
                       -- This claim is the job's latest (or it is a late answer that settles
                       -- the job anyway).
-                      WHEN 'queued' THEN i.latest_or_conclusive
+                      WHEN j.state = 'queued' THEN i.latest_or_conclusive
                       -- Finished since: the answer is only recorded in the ledger.
                       ELSE false
                   END

@@ -8,6 +8,10 @@ use sqlx::{AssertSqlSafe, PgConnection, PgExecutor};
 
 const APPLIED_VERSION: &str = "SELECT max(version) FROM followq._sqlx_migrations WHERE success";
 
+const CITUS_INSTALLED: &str = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')";
+
+const DISTRIBUTE: &str = "SELECT followq.distribute()";
+
 /// The highest migration version applied successfully; `None` when none was, including when
 /// the migrations table (or the `followq` schema) does not exist yet.
 pub async fn applied_version(executor: impl PgExecutor<'_>) -> Result<Option<i64>, sqlx::Error> {
@@ -22,6 +26,21 @@ pub async fn applied_version(executor: impl PgExecutor<'_>) -> Result<Option<i64
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether the citus extension is installed in this database (then it is a Citus coordinator,
+/// or a worker, which `followq` is not pointed at).
+pub async fn citus_installed(executor: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(CITUS_INSTALLED)
+        .fetch_one(executor)
+        .await
+}
+
+/// Distributes the followq tables on a Citus coordinator (`followq.distribute()`, see its
+/// migration); tables already distributed are left as they are.
+pub async fn distribute(executor: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(DISTRIBUTE).execute(executor).await?;
+    Ok(())
 }
 
 /// Creates an empty database named `name`, which must be a plain lower-case identifier
@@ -67,10 +86,20 @@ fn plain_identifier(name: &str) -> Result<&str, sqlx::Error> {
 }
 
 /// The static statements of this file, for the test that prepares every one.
-pub const STATEMENTS: &[Statement] = &[Statement {
-    name: "schema::applied_version",
-    sql: APPLIED_VERSION,
-}];
+pub const STATEMENTS: &[Statement] = &[
+    Statement {
+        name: "schema::applied_version",
+        sql: APPLIED_VERSION,
+    },
+    Statement {
+        name: "schema::citus_installed",
+        sql: CITUS_INSTALLED,
+    },
+    Statement {
+        name: "schema::distribute",
+        sql: DISTRIBUTE,
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -238,20 +238,35 @@ pub struct LiveDaemon {
 }
 
 const LIVE_DAEMONS: &str = r#"
-        WITH live AS (
-            SELECT worker_id FROM followq.daemons
+        WITH registered AS MATERIALIZED (
+            SELECT worker_id, started_at, heartbeat_at FROM followq.daemons
+        ),
+        -- Counted per daemon once each, not in subqueries per daemon: Citus plans no
+        -- subquery over a distributed table correlated with another table.
+        leased AS MATERIALIZED (
+            SELECT a.leased_by AS worker_id, count(*) AS accounts
+            FROM followq.accounts AS a
+            WHERE a.leased_by IS NOT NULL AND a.lease_expires_at > now()
+            GROUP BY a.leased_by
+        ),
+        running AS MATERIALIZED (
+            SELECT f.worker_id, count(*) AS jobs
+            FROM followq.jobs_in_flight AS f
+            GROUP BY f.worker_id
+        ),
+        live AS (
+            SELECT worker_id FROM registered
             WHERE heartbeat_at > now() - make_interval(secs => $1)
             UNION
-            SELECT leased_by FROM followq.accounts
-            WHERE leased_by IS NOT NULL AND lease_expires_at > now()
+            SELECT worker_id FROM leased
         )
         SELECT l.worker_id, d.started_at, d.heartbeat_at,
-               (SELECT count(*) FROM followq.accounts AS a
-                WHERE a.leased_by = l.worker_id AND a.lease_expires_at > now()) AS accounts_leased,
-               (SELECT count(*) FROM followq.jobs_in_flight AS f
-                WHERE f.worker_id = l.worker_id) AS jobs_running
+               coalesce(le.accounts, 0) AS accounts_leased,
+               coalesce(r.jobs, 0) AS jobs_running
         FROM live AS l
-        LEFT JOIN followq.daemons AS d ON d.worker_id = l.worker_id
+        LEFT JOIN registered AS d ON d.worker_id = l.worker_id
+        LEFT JOIN leased AS le ON le.worker_id = l.worker_id
+        LEFT JOIN running AS r ON r.worker_id = l.worker_id
         ORDER BY l.worker_id
         "#;
 

@@ -123,16 +123,27 @@ pub async fn daemon(pool: &PgPool, worker: &str, ago_seconds: f64) {
 
 /// The job's state as operators see it: `running` while its request is in flight (the table
 /// keeps it `queued`).
+///
+/// Two statements (the job's row, then the ledger): Citus plans no subquery over the ledger
+/// inside a statement reading the jobs by id alone.
 pub async fn state_of(pool: &PgPool, id: i64) -> String {
-    sqlx::query_scalar(
-        "SELECT CASE WHEN j.id IN (SELECT job_id FROM followq.jobs_in_flight) THEN 'running' \
-                ELSE j.state END \
-         FROM followq.follow_jobs AS j WHERE j.id = $1",
+    let state: String = sqlx::query_scalar("SELECT state FROM followq.follow_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("job state");
+    let in_flight: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM followq.jobs_in_flight WHERE job_id = $1)",
     )
     .bind(id)
     .fetch_one(pool)
     .await
-    .expect("job state")
+    .expect("job in flight");
+    if in_flight {
+        "running".to_owned()
+    } else {
+        state
+    }
 }
 
 pub fn stdout(output: &std::process::Output) -> String {
