@@ -85,12 +85,13 @@ macro_rules! claim_ctes {
                        j.rate_limited_count
                 FROM followq.follow_jobs AS j
                 WHERE j.source_user_id = a.user_id
-                  -- Redundant on one Postgres; on Citus, with the same filter on every
-                  -- table, a batch of accounts of one shard is routed to that shard as one
-                  -- statement (row locks and all), which Citus does not do for a join alone.
-                  AND j.source_user_id = ANY("#,
+                  -- On Citus, with the same filter on every table, a batch of accounts of one
+                  -- shard is routed to that shard as one statement (row locks and all), which
+                  -- Citus does not do for a join alone. On one Postgres the planner folds
+                  -- the filter away (see followq.routed_by_account()).
+                  AND (NOT followq.routed_by_account() OR j.source_user_id = ANY("#,
             $accounts,
-            r#"::text[])
+            r#"::text[]))
                   AND j.state = 'queued'
                   AND j.run_at <= now()
                   -- Never a job whose request may still reach X: a job is in flight once at
@@ -101,9 +102,9 @@ macro_rules! claim_ctes {
                   AND NOT EXISTS (
                       SELECT 1 FROM followq.attempts AS t
                       WHERE t.job_id = j.id AND t.account_user_id = j.source_user_id
-                        AND t.account_user_id = ANY("#,
+                        AND (NOT followq.routed_by_account() OR t.account_user_id = ANY("#,
             $accounts,
-            r#"::text[])
+            r#"::text[]))
                         AND "#,
             $crate::store::ledger::unanswered_sql!("t"),
             r#" AND t.answer_by > now())
@@ -122,9 +123,9 @@ macro_rules! claim_ctes {
             $answer_within,
             r#")
             FROM next AS n
-            WHERE n.source_user_id = ANY("#,
+            WHERE (NOT followq.routed_by_account() OR n.source_user_id = ANY("#,
             $accounts,
-            r#"::text[])
+            r#"::text[]))
             RETURNING id, job_id
         )
         "#

@@ -95,9 +95,10 @@ pub struct Completion {
 /// The record's common table expressions (`input`, `job`, `ledger`), for [`record_batch`]
 /// and [`record_and_claim`]; parameters `$1` to `$17`.
 ///
-/// Every table is also filtered by the outcomes' accounts (`= ANY($17)`, redundant on one
-/// Postgres): on Citus, outcomes of one shard's accounts make the statement one routed to
-/// that shard, which Citus needs for the correlated look-up in `checked`.
+/// On Citus every table is also filtered by the outcomes' accounts (`= ANY($17)`): outcomes
+/// of one shard's accounts make the statement one routed to that shard, which Citus needs for
+/// the correlated look-up in `checked`. On one Postgres `followq.routed_by_account()` folds
+/// each filter away when the statement is planned.
 macro_rules! record_ctes {
     () => {
         concat!(
@@ -121,7 +122,8 @@ macro_rules! record_ctes {
             SELECT i.*, i.conclusive OR NOT EXISTS (
                        SELECT 1 FROM followq.attempts AS later
                        WHERE later.job_id = i.job_id AND later.account_user_id = i.account
-                         AND later.account_user_id = ANY($17::text[])
+                         AND (NOT followq.routed_by_account()
+                              OR later.account_user_id = ANY($17::text[]))
                          AND later.id > i.attempt_id
                          AND later.outcome IS DISTINCT FROM 'not_sent') AS latest_or_conclusive
             FROM input AS i
@@ -142,7 +144,7 @@ macro_rules! record_ctes {
                 error = i.error
             FROM checked AS i
             WHERE t.id = i.attempt_id AND t.account_user_id = i.account
-              AND t.account_user_id = ANY($17::text[])
+              AND (NOT followq.routed_by_account() OR t.account_user_id = ANY($17::text[]))
               AND "#,
         $crate::store::ledger::unanswered_sql!("t"),
         r#"
@@ -168,7 +170,7 @@ macro_rules! record_ctes {
             -- every queued job instead. A searched CASE: Citus deparses `CASE j.state WHEN
             -- 'queued'` for the worker as `CASE j.state WHEN NULL::boolean`.
             WHERE j.id = i.job_id AND j.source_user_id = i.account
-              AND j.source_user_id = ANY($17::text[])
+              AND (NOT followq.routed_by_account() OR j.source_user_id = ANY($17::text[]))
               AND CASE
                       -- This claim is the job's latest (or it is a late answer that settles
                       -- the job anyway).
