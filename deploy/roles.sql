@@ -98,6 +98,8 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA followq TO followq_daemon;
 GRANT SELECT ON followq._sqlx_migrations TO followq_daemon;
 GRANT EXECUTE ON FUNCTION followq.enqueue(text, text, integer, timestamptz, integer)
     TO followq_daemon;
+-- Whether the claim and the record filter by account for Citus (evaluated when planned).
+GRANT EXECUTE ON FUNCTION followq.routed_by_account() TO followq_daemon;
 
 -- ---------------------------------------------------------------------------------------------
 -- followq_registrar: `followq accounts add`, nothing more.

@@ -10,7 +10,11 @@
 -- without it), as `followq migrate` on the coordinator does anyway.
 CREATE FUNCTION followq.routed_by_account() RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
     AS $$ SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') $$;
 
 COMMENT ON FUNCTION followq.routed_by_account() IS
     'True where the citus extension is installed: the claim and the record then filter every table by their accounts, for Citus to route them to one shard. Evaluated when a statement is planned.';
+
+-- As every function of the schema: callable by the roles deploy/roles.sql grants it to only.
+REVOKE EXECUTE ON FUNCTION followq.routed_by_account() FROM PUBLIC;
