@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::app_cap::Slot as AppSlot;
+use super::decision::{AccountAction, AppStop};
 use crate::ratelimit::{AccountLimiter, ServerWindow};
 use crate::store::claim::ClaimedJob;
 use crate::store::record::Completion;
@@ -100,6 +101,16 @@ pub struct TurnEnd {
     pub then: AfterTurn,
     /// The request's place under the per-app cap, held until its outcome is written.
     pub app_slot: Option<AppSlot>,
+    /// The account's pauses and the app-wide stop the answer calls for, persisted once the
+    /// outcome is written (the scheduler already holds the account, and the app, meanwhile).
+    pub consequences: Consequences,
+}
+
+/// The account's pauses and the app-wide stop an answer calls for.
+#[derive(Debug, Default)]
+pub struct Consequences {
+    pub account: Vec<AccountAction>,
+    pub app: Option<AppStop>,
 }
 
 /// The state-change event of a job, logged once its outcome is written.

@@ -1,17 +1,20 @@
 //! The record task: writes one turn's outcome through the completer, with the claim of the
 //! successor's next job in the same statement when the scheduler named one, then logs the
-//! job's state change in its span. X's answer is never dropped: the completer keeps trying
+//! job's state change in its span and persists the pauses the answer calls for. X's answer is never dropped: the completer keeps trying
 //! for as long as the daemon lives (see `completer.rs`).
 
 use std::sync::Arc;
 
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::Context;
 use super::claim::next_turns;
-use super::events::{NoTurn, SuccessorClaim, TaskDone, Transition, TurnEnd};
+use super::decision::AccountAction;
+use super::events::{Consequences, NoTurn, SuccessorClaim, TaskDone, Transition, TurnEnd};
 use super::retry::RetryPolicy;
 use super::turn::job_span;
+use crate::states::AppStopReason;
+use crate::store::pauses;
 use crate::store::record::NextState;
 
 /// Why a job's outcome may not be recorded.
@@ -26,6 +29,7 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
         transition,
         then: _,
         app_slot,
+        consequences,
     } = *end;
     let span = job_span(
         completion.job_id,
@@ -35,6 +39,7 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
     );
     let next = completion.next.clone();
     let error = completion.error.clone();
+    let completion_source = completion.source_user_id.clone();
     let (recorded, claimed) = match successor {
         Some(account) => {
             let written = ctx
@@ -47,6 +52,7 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
     };
     // Written: the ledger counts the request from now on.
     drop(app_slot);
+    let source = completion_source;
     async {
         if recorded {
             ctx.metrics.job_recorded(&next);
@@ -54,6 +60,8 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
         } else {
             warn!(NOT_RECORDED);
         }
+        // After the outcome, as whoever reads a pause expects to find the answer behind it.
+        apply_consequences(&ctx, &source, &consequences, error.as_ref()).await;
     }
     .instrument(span)
     .await;
@@ -75,6 +83,45 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
         ))),
     };
     TaskDone::Recorded { successor }
+}
+
+/// Persists the account's pauses and the app-wide stop.
+async fn apply_consequences(
+    ctx: &Context,
+    source: &str,
+    consequences: &Consequences,
+    error: Option<&serde_json::Value>,
+) {
+    for action in &consequences.account {
+        if let AccountAction::Pause { until, reason } = action {
+            if let Err(e) = pauses::pause_account(&ctx.pool, source, *until, reason).await {
+                warn!(error = %e, reason = reason.as_str(), "could not persist the account pause");
+            }
+            info!(account = source, reason = reason.as_str(), until = %until, "account paused");
+        }
+    }
+    if let Some(stop) = &consequences.app {
+        if let Err(e) = pauses::pause_app(
+            &ctx.pool,
+            &stop.reason,
+            error,
+            stop.until,
+            // X lifts it without telling: one request probes, now and then.
+            (stop.reason == AppStopReason::CreditsDepleted)
+                .then_some(ctx.settings.billing.probe_interval),
+        )
+        .await
+        {
+            error!(error = %e, "could not persist the app-wide stop");
+        }
+        error!(
+            reason = %stop.reason,
+            meaning = stop.reason.meaning(),
+            until = ?stop.until,
+            remedy = stop.reason.remedy(),
+            "app-wide stop: no account sends until it ends"
+        );
+    }
 }
 
 /// The job's state-change event, once its outcome is written.

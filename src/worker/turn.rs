@@ -1,7 +1,7 @@
 //! One job's turn, from its claim to its end: credentials → the per-app cap → the send
-//! deadline → the request → the decision → the account's consequences (pauses, an app-wide
-//! stop, a refresh after a 401). A turn writes nothing about its job: it ends with the outcome
-//! to write ([`TurnEnd`]), which the scheduler hands to the completer (`record.rs`). No
+//! deadline → the request → the decision → a refresh after a 401. A turn writes nothing about
+//! its job: it ends with the outcome to write and the pauses it calls for ([`TurnEnd`]), which
+//! the scheduler hands to the record task (`record.rs`). No
 //! transaction is open while a request is in flight.
 //!
 //! Every state change of the job emits one event inside the job's span (`job_id`, `source`,
@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::Context;
 use super::clock::instant_at;
 use super::decision::{AccountAction, Decision, JobFacts, decide};
-use super::events::{AfterTurn, Answered, Transition, TurnEnd};
+use super::events::{AfterTurn, Answered, Consequences, Transition, TurnEnd};
 use super::retry::RetryPolicy;
 use crate::accounts::token_store::AuthError;
 use crate::ids::UserId;
@@ -137,7 +137,7 @@ async fn turn(ctx: &Context, job: ClaimedJob, orders: TurnOrders) -> TurnEnd {
     ) && response.answered();
     let unauthorized = matches!(response.outcome, FollowOutcome::Unauthorized(_));
 
-    let mut pause_until = apply_consequences(ctx, &source, &decision).await;
+    let mut pause_until = resume_after(&decision);
     let mut then = None;
     if unauthorized {
         ctx.forget_auth(&source);
@@ -173,6 +173,10 @@ async fn turn(ctx: &Context, job: ClaimedJob, orders: TurnOrders) -> TurnEnd {
         },
         then,
         app_slot: Some(app_slot),
+        consequences: Consequences {
+            account: decision.account,
+            app: decision.app,
+        },
     }
 }
 
@@ -326,6 +330,7 @@ fn unsent(
         },
         then,
         app_slot: None,
+        consequences: Consequences::default(),
     }
 }
 
@@ -377,52 +382,20 @@ async fn refresh_after_401(
     }
 }
 
-/// Persists account pauses and the app stop; returns when this account may send again.
-async fn apply_consequences(
-    ctx: &Context,
-    source: &UserId,
-    decision: &Decision,
-) -> Option<Instant> {
-    let mut resume: Option<Instant> = None;
-    for action in &decision.account {
-        if let AccountAction::Pause { until, reason } = action {
-            if let Err(e) = pauses::pause_account(&ctx.pool, source.as_str(), *until, reason).await
-            {
-                warn!(error = %e, reason = reason.as_str(), "could not persist the account pause");
+/// When this account may send again, from the pauses the decision calls for. The limiter
+/// knows a window's end to the millisecond: a `rate_limit_window` pause (the header's
+/// whole-second reset, for operators and other daemons) does not hold it.
+fn resume_after(decision: &Decision) -> Option<Instant> {
+    decision
+        .account
+        .iter()
+        .filter_map(|action| match action {
+            AccountAction::Pause { until, reason } if *reason != PauseReason::RateLimitWindow => {
+                Some(instant_at(*until))
             }
-            info!(account = %source, reason = reason.as_str(), until = %until, "account paused");
-            if *reason == PauseReason::RateLimitWindow {
-                // The limiter knows this window's end to the millisecond; the header's
-                // whole-second reset stays in the row for operators and other daemons.
-                continue;
-            }
-            let at = instant_at(*until);
-            resume = Some(resume.map_or(at, |r| r.max(at)));
-        }
-    }
-    if let Some(stop) = &decision.app {
-        if let Err(e) = pauses::pause_app(
-            &ctx.pool,
-            &stop.reason,
-            decision.error.as_ref(),
-            stop.until,
-            // X lifts it without telling: one request probes, now and then.
-            (stop.reason == AppStopReason::CreditsDepleted)
-                .then_some(ctx.settings.billing.probe_interval),
-        )
-        .await
-        {
-            error!(error = %e, "could not persist the app-wide stop");
-        }
-        error!(
-            reason = %stop.reason,
-            meaning = stop.reason.meaning(),
-            until = ?stop.until,
-            remedy = stop.reason.remedy(),
-            "app-wide stop: no account sends until it ends"
-        );
-    }
-    resume
+            _ => None,
+        })
+        .max()
 }
 
 fn attempt_record(
