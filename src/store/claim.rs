@@ -77,12 +77,10 @@ macro_rules! claim_ctes {
             FOR SHARE OF a
         ),
         next AS MATERIALIZED (
-            SELECT j.id, j.source_user_id, j.target_user_id, j.attempts + 1 AS attempts,
-                   j.max_attempts, j.rate_limited_count
+            SELECT j.id, j.source_user_id
             FROM held AS a
             CROSS JOIN LATERAL (
-                SELECT j.id, j.source_user_id, j.target_user_id, j.attempts, j.max_attempts,
-                       j.rate_limited_count
+                SELECT j.id, j.source_user_id
                 FROM followq.follow_jobs AS j
                 WHERE j.source_user_id = a.user_id
                   -- On Citus, with the same filter on every table, a batch of accounts of one
@@ -107,7 +105,12 @@ macro_rules! claim_ctes {
             r#"::text[]))
                         AND "#,
             $crate::store::ledger::unanswered_sql!("t"),
-            r#" AND t.answer_by > now())
+            r#" AND t.answer_by > now()
+                      -- OFFSET 0 keeps this a look-up of the job's own ledger rows, made for
+                      -- each job the scan reaches (one, with the LIMIT). As an anti-join the
+                      -- planner read every ledger row of the account instead, a cost that
+                      -- grows with the account's history.
+                      OFFSET 0)
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT 1
                 -- Locked, not written: an operator's cancel waits for the claim to commit and
@@ -126,7 +129,7 @@ macro_rules! claim_ctes {
             WHERE (NOT followq.routed_by_account() OR n.source_user_id = ANY("#,
             $accounts,
             r#"::text[]))
-            RETURNING id, job_id
+            RETURNING id, job_id, account_user_id
         )
         "#
         )
@@ -134,16 +137,30 @@ macro_rules! claim_ctes {
 }
 pub(crate) use claim_ctes;
 
-const CLAIM_BATCH: &str = concat!(
-    "WITH",
-    claim_ctes!("$1", "$2", "$3"),
-    r#"
-        SELECT n.id, n.source_user_id::text, n.target_user_id::text, n.attempts,
-               n.max_attempts, n.rate_limited_count, c.id AS attempt_id
-        FROM next AS n
-        JOIN claimed AS c ON c.job_id = n.id
+/// The jobs [`claim_ctes!`] claimed, as [`ClaimedJob`] columns: each ledger row the claim
+/// wrote, with its job read by primary key. (Joining `next` to `claimed` instead compared
+/// every claimed row with every other, as the planner expects one row from each.) The job
+/// rows read are those before the statement, which the claim only locked.
+macro_rules! claimed_jobs {
+    ($accounts:literal) => {
+        concat!(
+            r#"
+        SELECT claimed_job.id, claimed_job.source_user_id::text,
+               claimed_job.target_user_id::text, claimed_job.attempts + 1 AS attempts,
+               claimed_job.max_attempts, claimed_job.rate_limited_count, c.id AS attempt_id
+        FROM claimed AS c
+        JOIN followq.follow_jobs AS claimed_job
+          ON claimed_job.id = c.job_id AND claimed_job.source_user_id = c.account_user_id
+         AND (NOT followq.routed_by_account() OR claimed_job.source_user_id = ANY("#,
+            $accounts,
+            r#"::text[]))
         "#
-);
+        )
+    };
+}
+pub(crate) use claimed_jobs;
+
+const CLAIM_BATCH: &str = concat!("WITH", claim_ctes!("$1", "$2", "$3"), claimed_jobs!("$1"));
 
 /// Claims, for each of `accounts`, its next ready job (highest priority, then oldest
 /// `run_at`), in one statement. Accounts with nothing ready (or no valid lease) are simply

@@ -199,10 +199,10 @@ const RECORD_AND_CLAIM: &str = concat!(
                NULL::int AS rate_limited_count, NULL::bigint AS attempt_id
         FROM job
         UNION ALL
-        SELECT 'claimed', n.id, n.source_user_id::text, n.target_user_id::text, n.attempts,
-               n.max_attempts, n.rate_limited_count, c.id
-        FROM next AS n
-        JOIN claimed AS c ON c.job_id = n.id
+        SELECT 'claimed', claimed_row.*
+        FROM ("#,
+    super::claim::claimed_jobs!("$18"),
+    r#") AS claimed_row
         "#
 );
 

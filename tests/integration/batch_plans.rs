@@ -1,6 +1,7 @@
-//! The batched record statements keep their by-key plan at the largest batch the daemon
-//! writes: on a table of jobs with statistics, recording `MAX_OUTCOMES_PER_STATEMENT`
-//! outcomes looks each job up by primary key instead of reading the whole table.
+//! The batched statements keep their by-key plans on tables with statistics: recording
+//! `MAX_OUTCOMES_PER_STATEMENT` outcomes looks each job up by primary key instead of reading
+//! the whole table, and a claim looks up the ledger rows of the job it picks instead of the
+//! account's whole history.
 
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
@@ -151,4 +152,50 @@ async fn the_largest_batch_finds_its_jobs_by_primary_key() {
             "{name} reads the whole job table:\n{plan}"
         );
     }
+}
+
+/// Guard: the claim's "not in flight" check looks up the ledger rows of the job the scan
+/// reached (a subplan by `job_id`), not every ledger row of the account: as an anti-join the
+/// planner read the account's whole history for each claim, a cost that grows with it (43
+/// heap rows per claim after 50 requests in the throughput bench).
+#[tokio::test]
+async fn a_claim_reads_the_ledger_of_its_job_not_the_accounts_history() {
+    let db = TestDb::new().await;
+    loaded(&db).await;
+    // A day of answered requests for every account.
+    sqlx::query(
+        "INSERT INTO followq.attempts
+             (job_id, account_user_id, worker_id, answer_by, completed_at, outcome, http_status)
+         SELECT j.id, j.source_user_id, 'plan-test', now() - interval '1 hour',
+                now() - interval '1 hour', 'succeeded', 200
+         FROM followq.follow_jobs AS j, generate_series(1, 4)",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("history");
+    sqlx::raw_sql("VACUUM ANALYZE followq.attempts")
+        .execute(&db.pool)
+        .await
+        .expect("statistics");
+
+    let accounts: Vec<String> = (1..=MAX_OUTCOMES_PER_STATEMENT as i64)
+        .map(|a| (100000 + a).to_string())
+        .collect();
+    let claim_sql = format!("EXPLAIN {}", statement("claim::claim_batch"));
+    let claim = plan(
+        &db,
+        sqlx::query(AssertSqlSafe(claim_sql))
+            .bind(&accounts)
+            .bind("plan-test")
+            .bind(17.0_f64),
+    )
+    .await;
+    assert!(
+        !claim.contains("Anti Join"),
+        "the claim joins the account's ledger history:\n{claim}"
+    );
+    assert!(
+        claim.contains("attempts_by_job"),
+        "the claim should look its job's ledger rows up by job:\n{claim}"
+    );
 }
