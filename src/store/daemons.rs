@@ -73,30 +73,32 @@ const REAP: &str = r#"
               -- A session recorded before the server started was ended by a restart, not by
               -- its daemon's death: such a daemon is judged by its heartbeat, counted from the
               -- restart at the earliest, while it opens a new session.
-              AND CASE WHEN d.session_pid IS NOT NULL
-                            AND d.session_started_at >= pg_postmaster_start_time()
-                       THEN NOT EXISTS (
-                           SELECT 1 FROM pg_stat_activity AS s
-                           WHERE s.pid = d.session_pid
-                             AND (s.backend_start IS NULL
-                                  OR s.backend_start = d.session_started_at))
-                       ELSE greatest(d.heartbeat_at, pg_postmaster_start_time())
-                            < now() - make_interval(secs => $2)
-                  END
+              -- Two cases joined by IS TRUE / IS NOT TRUE rather than a CASE: Citus refuses
+              -- a function that is not immutable inside a CASE (pg_postmaster_start_time()).
+              AND (((d.session_pid IS NOT NULL
+                     AND d.session_started_at >= pg_postmaster_start_time()) IS TRUE
+                    AND NOT EXISTS (
+                        SELECT 1 FROM pg_stat_activity AS s
+                        WHERE s.pid = d.session_pid
+                          AND (s.backend_start IS NULL
+                               OR s.backend_start = d.session_started_at)))
+                   OR ((d.session_pid IS NOT NULL
+                        AND d.session_started_at >= pg_postmaster_start_time()) IS NOT TRUE
+                       AND greatest(d.heartbeat_at, pg_postmaster_start_time())
+                           < now() - make_interval(secs => $2)))
             RETURNING d.worker_id
         ),
-        held AS (
-            SELECT a.user_id
-            FROM followq.accounts AS a
-            WHERE a.leased_by IN (SELECT worker_id FROM gone)
-            ORDER BY a.user_id
-            FOR NO KEY UPDATE
-        ),
+        -- One UPDATE, without first locking the rows in key order as the claim does: Citus
+        -- takes no row lock (FOR UPDATE) in a statement that spans shards. The update still
+        -- waits for a claim holding one of these accounts to commit, so whoever leases the
+        -- account next reads that claim's ledger row. A deadlock with a statement that locks
+        -- these accounts in key order (a claim of the gone daemon, should it come back, or an
+        -- operator's command) is broken by Postgres, and either side failing is safe: no
+        -- request goes out without its committed claim, and the next reap frees the rest.
         freed AS (
             UPDATE followq.accounts AS a
             SET leased_by = NULL, lease_expires_at = NULL
-            FROM held
-            WHERE a.user_id = held.user_id
+            WHERE a.leased_by IN (SELECT worker_id FROM gone)
             RETURNING a.user_id
         ),
         -- Their unanswered requests: marked for operators; they still count until their
