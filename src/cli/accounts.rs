@@ -108,7 +108,7 @@ pub async fn run(
             if json {
                 print_json(&accounts)?;
             } else {
-                print!("{}", render_list(&accounts));
+                out!("{}", render_list(&accounts));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -117,7 +117,7 @@ pub async fn run(
             if json {
                 print_json(&detail)?;
             } else {
-                print!("{}", render_show(&detail));
+                out!("{}", render_show(&detail));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -133,15 +133,15 @@ pub async fn run(
                 ),
                 (None, until) => until,
             };
-            println!("{}", admin::pause(pool, &user_id, until).await?);
+            outln!("{}", admin::pause(pool, &user_id, until).await?);
             Ok(ExitCode::SUCCESS)
         }
         AccountsCommand::Resume { user_id } => {
-            println!("{}", admin::resume(pool, &user_id).await?);
+            outln!("{}", admin::resume(pool, &user_id).await?);
             Ok(ExitCode::SUCCESS)
         }
         AccountsCommand::Disable { user_id } => {
-            println!("{}", admin::disable(pool, &user_id).await?);
+            outln!("{}", admin::disable(pool, &user_id).await?);
             Ok(ExitCode::SUCCESS)
         }
         AccountsCommand::Add {
@@ -175,15 +175,15 @@ pub async fn run(
                 quota,
             };
             match register(pool, &keys, &account).await? {
-                Registered::Created => println!("registered account {user_id} ({})", kind.as_sql()),
+                Registered::Created => outln!("registered account {user_id} ({})", kind.as_sql()),
                 Registered::Updated {
                     previous_status,
                     status,
-                } if previous_status != status => println!(
+                } if previous_status != status => outln!(
                     "stored new {} tokens for account {user_id}; status {previous_status} -> {status}",
                     kind.as_sql()
                 ),
-                Registered::Updated { status, .. } => println!(
+                Registered::Updated { status, .. } => outln!(
                     "stored new {} tokens for account {user_id} (status {status})",
                     kind.as_sql()
                 ),

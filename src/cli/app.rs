@@ -19,7 +19,7 @@ pub async fn run(pool: &PgPool, command: AppCommand) -> anyhow::Result<ExitCode>
     match command {
         AppCommand::Resume => match admin::resume(pool).await {
             Ok(Resumed::Ended(stop)) => {
-                println!(
+                outln!(
                     "app-wide stop ended: {} (since {}); every daemon sends again within its poll interval",
                     stop.reason,
                     stop.created_at.format("%Y-%m-%d %H:%M:%S UTC")
@@ -27,7 +27,7 @@ pub async fn run(pool: &PgPool, command: AppCommand) -> anyhow::Result<ExitCode>
                 Ok(ExitCode::SUCCESS)
             }
             Ok(Resumed::NothingToEnd) => {
-                println!("no app-wide stop is in force");
+                outln!("no app-wide stop is in force");
                 Ok(ExitCode::SUCCESS)
             }
             Err(refused @ AppError::NotOperatorsToEnd { .. }) => {

@@ -80,7 +80,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<Exit
         let result = bench::run(&ctx, scenario, &options)
             .await
             .with_context(|| format!("scenario {scenario:?}"))?;
-        println!("{}", result.line);
+        outln!("{}", result.line);
         results.push(result);
     }
     let document = json!({

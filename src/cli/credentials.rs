@@ -57,7 +57,7 @@ pub async fn run(settings: &Settings, command: CredentialsCommand) -> anyhow::Re
 /// Prints a fresh key, and says what to do with it on stderr.
 fn new_key() -> anyhow::Result<ExitCode> {
     let key = keyring::new_key()?;
-    println!("{}", key.expose_secret());
+    outln!("{}", key.expose_secret());
     eprintln!(
         "set it as FOLLOWQ_CREDENTIALS__KEYS__<ID>=<the key above> beside the keys in use, and \
          FOLLOWQ_CREDENTIALS__ACTIVE_KEY=<id> to encrypt with it; keep it in your secrets store: \
@@ -77,7 +77,7 @@ async fn status(
     } else {
         // Counting needs no key; the configured ones only annotate the figures.
         let keys = KeyRing::from_settings(credentials).ok();
-        print!("{}", render_status(&status, keys.as_ref()));
+        out!("{}", render_status(&status, keys.as_ref()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -90,7 +90,7 @@ async fn rekey(
     let keys = KeyRing::from_settings(credentials)?;
     let report = rekey::rekey(pool, &keys, batch_size).await?;
     let status = rekey::status(pool).await?;
-    print!("{}", render_rekey(&report, &status, &keys));
+    out!("{}", render_rekey(&report, &status, &keys));
     let left = status.rows_not_under(keys.active_id());
     Ok(if left == 0 {
         ExitCode::SUCCESS

@@ -46,10 +46,10 @@ pub async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
                 .with_priority(args.priority)?;
             match enqueue(pool, &request).await? {
                 EnqueueOutcome::Created(id) => {
-                    println!("created job {id}: {source} follows {target}");
+                    outln!("created job {id}: {source} follows {target}");
                 }
                 EnqueueOutcome::Existing(id) => {
-                    println!("job {id} is already queued for {source} follows {target}");
+                    outln!("job {id} is already queued for {source} follows {target}");
                 }
                 EnqueueOutcome::UnknownAccount => {
                     anyhow::bail!("source user {source} is not a registered account")
@@ -76,7 +76,7 @@ async fn import_file(pool: &PgPool, path: &PathBuf, priority: i32) -> anyhow::Re
     for row in &report.rejected {
         eprintln!("{}:{}: {}", path.display(), row.line, row.reason);
     }
-    println!(
+    outln!(
         "{} created, {} already queued, {} rejected",
         report.created,
         report.existing,

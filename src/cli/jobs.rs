@@ -85,7 +85,7 @@ pub async fn run(
             if json {
                 print_json(&detail)?;
             } else {
-                print!("{}", render_show(&detail, default_max_attempts));
+                out!("{}", render_show(&detail, default_max_attempts));
             }
         }
         JobsCommand::List(args) => {
@@ -99,14 +99,14 @@ pub async fn run(
             if args.json {
                 print_json(&rows)?;
             } else {
-                print!("{}", render_list(&rows, filter.limit));
+                out!("{}", render_list(&rows, filter.limit));
             }
         }
         JobsCommand::Retry {
             id: Some(id),
             state: None,
             ..
-        } => println!("{}", jobs::retry(pool, id).await?),
+        } => outln!("{}", jobs::retry(pool, id).await?),
         JobsCommand::Retry {
             state: Some(state),
             source,
@@ -114,12 +114,12 @@ pub async fn run(
         } => {
             let done = jobs::retry_state(pool, state, source.as_ref()).await?;
             let scope = source.map_or_else(String::new, |s| format!(" of account {s}"));
-            println!(
+            outln!(
                 "retried {} {state} job(s){scope}: {state} -> queued",
                 done.retried
             );
             if done.skipped > 0 {
-                println!(
+                outln!(
                     "left {} {state} job(s) as they were: their (source, target) already has a queued or running job, or a newer {state} job of the pair was retried",
                     done.skipped
                 );
@@ -128,18 +128,18 @@ pub async fn run(
         JobsCommand::Cancel {
             id: Some(id),
             source: None,
-        } => println!("{}", jobs::cancel(pool, id).await?),
+        } => outln!("{}", jobs::cancel(pool, id).await?),
         JobsCommand::Cancel {
             source: Some(source),
             ..
         } => {
             let done = jobs::cancel_source(pool, &source).await?;
-            println!(
+            outln!(
                 "cancelled {} queued job(s) of account {source}: queued -> cancelled",
                 done.cancelled
             );
             if done.running > 0 {
-                println!(
+                outln!(
                     "left {} running job(s) of account {source} alone: their requests may be in flight",
                     done.running
                 );

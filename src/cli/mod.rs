@@ -3,6 +3,26 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 bad usage (from clap), 3 some input rows rejected
 //! (`enqueue --file`).
+//!
+//! Commands write to standard output with [`outln!`] and [`out!`], not `println!`: a reader
+//! that goes away (`followq jobs list | head`) ends the command quietly instead of a panic.
+
+/// `println!` that hands a failed write (a closed pipe) back to the command as an error, which
+/// `main` takes for the reader having had enough.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
+/// `print!`, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?;
+    }};
+}
 
 mod accounts;
 mod app;
@@ -129,7 +149,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             on_database(&settings, |pool| async move {
                 db::migrate(&pool).await?;
-                println!("followq schema is up to date");
+                outln!("followq schema is up to date");
                 Ok(ExitCode::SUCCESS)
             })
             .await

@@ -287,7 +287,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let config = args.config();
     let ttl = config.access_token_ttl.as_secs();
     let handle = sim::spawn_at(config, args.listen).context("starting the simulator")?;
-    println!("{}", json!({"base_url": handle.base_url()}));
+    outln!("{}", json!({"base_url": handle.base_url()}));
     for user in &args.users {
         let (access, refresh) = match &user.tokens {
             Some((access, refresh)) => {
@@ -299,7 +299,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
                 (tokens.access_token, tokens.refresh_token)
             }
         };
-        println!(
+        outln!(
             "{}",
             json!({"user_id": user.id, "access_token": access, "refresh_token": refresh, "expires_in": ttl})
         );
@@ -315,7 +315,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("stopping the simulator");
     let stats = handle.stats_now();
     handle.shutdown().await;
-    println!("{}", serde_json::to_string(&stats)?);
+    outln!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
 }
 

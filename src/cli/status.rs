@@ -22,7 +22,7 @@ pub async fn run(pool: &PgPool, args: StatusArgs, price: Decimal) -> anyhow::Res
     if args.json {
         print_json(&report)?;
     } else {
-        print!("{}", render(&report));
+        out!("{}", render(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

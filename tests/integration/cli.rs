@@ -180,3 +180,25 @@ async fn a_bad_setting_stops_start_up_naming_the_key() {
         describe(&output)
     );
 }
+
+/// Guard: a command whose reader goes away (`followq jobs list | head`) ends quietly, with
+/// success, instead of panicking on the failed write (`outln!`, and `main`'s check for a
+/// closed pipe).
+#[test]
+fn a_command_whose_reader_went_away_ends_quietly() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    // Nobody reads: the command's first write fails with a broken pipe.
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_followq"))
+        .args(["credentials", "new-key"])
+        .env_remove("FOLLOWQ_ENV")
+        .env_remove("RUST_LOG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run followq");
+    let stderr = stderr(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+}
