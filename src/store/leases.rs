@@ -264,8 +264,114 @@ pub struct FollowGrid {
 /// request (a database outage) still counts, later ones are ignored.
 const LATE_ANSWER_HORIZON_SECONDS: f64 = 3600.0;
 
+/// The latest instant a ledger row's request may reach (or have reached) X: answered at its
+/// answer, unanswered at its `answer_by` (or, for a row without one, `$4` seconds after it was
+/// sent, or its answer if later).
+macro_rules! arrives_sql {
+    () => {
+        concat!(
+            "CASE WHEN ",
+            $crate::store::ledger::unanswered_sql!("t"),
+            r#"
+                 THEN coalesce(t.answer_by,
+                               greatest(t.sent_at + make_interval(secs => $4), t.completed_at))
+                 ELSE t.completed_at END"#
+        )
+    };
+}
+
+/// One column of the latest ledger row that reported a window (its rate-limit headers), of
+/// the rows aggregated.
+macro_rules! latest_report_sql {
+    ($column:literal) => {
+        concat!(
+            "(array_agg(t.",
+            $column,
+            " ORDER BY t.sent_at DESC, t.id DESC) FILTER (WHERE t.rate_limit_remaining IS NOT NULL",
+            " AND t.rate_limit_limit IS NOT NULL))[1]"
+        )
+    };
+}
+
 const LEDGER_SEEDS: &str = concat!(
     r#"
+        -- Two passes over the ledger, each grouped by account (on Citus each runs on the
+        -- shards, which hold whole accounts), then the accounts' own periods and quotas applied
+        -- to their results. A join of the accounts' parameters with lateral look-ups into the
+        -- ledger read the same rows, but Citus cannot run it.
+        WITH acc AS (
+            SELECT * FROM UNNEST($1::text[], $2::float8[], $3::int[])
+                AS acc(user_id, period_seconds, quota)
+        ),
+        -- Every request that may count within the batch's longest horizon ($8: the longest
+        -- period, plus the late-answer horizon), oldest first, with its latest possible
+        -- arrival; and the two facts read from the latest rows: the last answer that opened a
+        -- window, and the last answer that reported one.
+        requests AS (
+            SELECT t.account_user_id,
+                   array_agg(t.sent_at ORDER BY t.sent_at, t.id) AS sent,
+                   array_agg("#,
+    arrives_sql!(),
+    r#" ORDER BY t.sent_at, t.id) AS arrives,
+                   array_agg("#,
+    super::ledger::unanswered_sql!("t"),
+    r#" ORDER BY t.sent_at, t.id) AS unanswered,
+                   max(t.sent_at) FILTER (WHERE t.rate_limit_remaining = t.rate_limit_limit - 1)
+                       AS opened_at,
+                   "#,
+    latest_report_sql!("sent_at"),
+    " AS report_sent_at, ",
+    latest_report_sql!("rate_limit_limit"),
+    " AS report_limit, ",
+    latest_report_sql!("rate_limit_remaining"),
+    " AS report_remaining, ",
+    latest_report_sql!("completed_at"),
+    " AS report_completed_at, ",
+    latest_report_sql!("rate_limit_reset_at"),
+    r#" AS report_reset_at
+            FROM followq.attempts AS t
+            WHERE t.account_user_id = ANY($1::text[])
+              AND t.sent_at > now() - make_interval(secs => $8::float8 + $5::float8)
+              AND t.outcome IS DISTINCT FROM 'not_sent'
+            GROUP BY t.account_user_id
+        ),
+        -- The follows that may have happened in the last 24 hours, each counting until a day
+        -- after its latest possible arrival, counted per bin of the grid ($6, $7).
+        follow_bins AS (
+            SELECT f.account_user_id, count(*)::int AS follows, max(f.expires) AS expires
+            FROM (
+                SELECT t.account_user_id,
+                       "#,
+    "CASE WHEN ",
+    super::ledger::unanswered_sql!("t"),
+    r#"
+                            THEN coalesce(t.answer_by,
+                                          greatest(t.sent_at + make_interval(secs => $4),
+                                                   t.completed_at))
+                            ELSE coalesce(t.completed_at,
+                                          t.sent_at + make_interval(secs => $4)) END
+                       + interval '24 hours' AS expires
+                FROM followq.attempts AS t
+                WHERE t.account_user_id = ANY($1::text[])
+                  AND t.sent_at > now() - interval '24 hours' - make_interval(secs => $4 + $5)
+                  "#,
+    "AND ",
+    super::ledger::may_have_acted_sql!("t"),
+    r#"
+            ) AS f
+            WHERE f.expires > now()
+            GROUP BY f.account_user_id,
+                     date_bin(make_interval(secs => $7), f.expires,
+                              now() - make_interval(secs => $6))
+        ),
+        follows AS (
+            SELECT b.account_user_id,
+                   array_agg(b.follows ORDER BY b.expires) AS counts,
+                   array_agg(extract(epoch FROM b.expires - now())::float8
+                             ORDER BY b.expires) AS expire_in
+            FROM follow_bins AS b
+            GROUP BY b.account_user_id
+        )
         SELECT acc.user_id AS account_user_id,
                coalesce(recent.ago, '{}') AS arrivals_ago,
                outstanding.seconds AS outstanding_for,
@@ -275,45 +381,25 @@ const LEDGER_SEEDS: &str = concat!(
                report.sent_since AS report_sent_since,
                coalesce(follows.counts, '{}') AS follow_counts,
                coalesce(follows.expire_in, '{}') AS follows_expire_in
-        FROM UNNEST($1::text[], $2::float8[], $3::int[])
-             AS acc(user_id, period_seconds, quota)
+        FROM acc
         CROSS JOIN LATERAL (
             SELECT now() - make_interval(secs => acc.period_seconds + $5) AS since
         ) AS horizon
-        -- Every request that may count, with its latest possible arrival.
+        LEFT JOIN requests AS r ON r.account_user_id = acc.user_id
+        LEFT JOIN follows ON follows.account_user_id = acc.user_id
+        -- The account's requests within its own horizon.
         CROSS JOIN LATERAL (
-            SELECT coalesce(array_agg(r.sent_at ORDER BY r.sent_at), '{}') AS sent,
-                   coalesce(array_agg(r.arrives ORDER BY r.sent_at), '{}') AS arrives,
-                   coalesce(array_agg(r.unanswered ORDER BY r.sent_at), '{}') AS unanswered
-            FROM (
-                SELECT t.sent_at,
-                       "#,
-    "CASE WHEN ",
-    super::ledger::unanswered_sql!("t"),
-    r#"
-                            THEN coalesce(t.answer_by,
-                                          greatest(t.sent_at + make_interval(secs => $4),
-                                                   t.completed_at))
-                            ELSE t.completed_at END AS arrives,
-                       "#,
-    super::ledger::unanswered_sql!("t"),
-    " AS unanswered",
-    r#"
-                FROM followq.attempts AS t
-                WHERE t.account_user_id = acc.user_id
-                  AND t.sent_at > horizon.since
-                  AND t.outcome IS DISTINCT FROM 'not_sent'
-            ) AS r
+            SELECT coalesce(array_agg(u.sent_at ORDER BY u.n), '{}') AS sent,
+                   coalesce(array_agg(u.arrives ORDER BY u.n), '{}') AS arrives,
+                   coalesce(array_agg(u.unanswered ORDER BY u.n), '{}') AS unanswered
+            FROM UNNEST(r.sent, r.arrives, r.unanswered)
+                 WITH ORDINALITY AS u(sent_at, arrives, unanswered, n)
+            WHERE u.sent_at > horizon.since
         ) AS rows
         -- The last answer that opened a window: requests before it arrived in earlier windows.
+        -- (The batch's latest is the account's, if it falls within the account's horizon.)
         LEFT JOIN LATERAL (
-            SELECT t.sent_at
-            FROM followq.attempts AS t
-            WHERE t.account_user_id = acc.user_id
-              AND t.sent_at > horizon.since
-              AND t.rate_limit_remaining = t.rate_limit_limit - 1
-            ORDER BY t.sent_at DESC
-            LIMIT 1
+            SELECT r.opened_at AS sent_at WHERE r.opened_at > horizon.since
         ) AS opened ON true
         LEFT JOIN LATERAL (
             SELECT array_agg(extract(epoch FROM now() - x.arrives)::float8
@@ -334,54 +420,17 @@ const LEDGER_SEEDS: &str = concat!(
         ) AS outstanding ON true
         -- The last answer with a window in it, while that window lasts.
         LEFT JOIN LATERAL (
-            SELECT t.rate_limit_limit, t.rate_limit_remaining,
+            SELECT r.report_limit AS rate_limit_limit,
+                   r.report_remaining AS rate_limit_remaining,
                    extract(epoch FROM
-                       CASE WHEN t.rate_limit_remaining = t.rate_limit_limit - 1
-                            THEN t.completed_at + make_interval(secs => acc.period_seconds)
-                            ELSE t.rate_limit_reset_at END - now())::float8 AS ends_in,
+                       CASE WHEN r.report_remaining = r.report_limit - 1
+                            THEN r.report_completed_at
+                                 + make_interval(secs => acc.period_seconds)
+                            ELSE r.report_reset_at END - now())::float8 AS ends_in,
                    (SELECT count(*) FROM UNNEST(rows.sent) AS u(sent_at)
-                    WHERE u.sent_at > t.sent_at) AS sent_since
-            FROM followq.attempts AS t
-            WHERE t.account_user_id = acc.user_id
-              AND t.sent_at > horizon.since
-              AND t.rate_limit_remaining IS NOT NULL
-              AND t.rate_limit_limit IS NOT NULL
-            ORDER BY t.sent_at DESC
-            LIMIT 1
+                    WHERE u.sent_at > r.report_sent_at) AS sent_since
+            WHERE r.report_sent_at > horizon.since
         ) AS report ON report.ends_in > 0
-        -- The follows that may have happened in the last 24 hours, each counting until a day
-        -- after its latest possible arrival (as the requests above), counted per bin.
-        LEFT JOIN LATERAL (
-            SELECT array_agg(b.follows ORDER BY b.expires) AS counts,
-                   array_agg(extract(epoch FROM b.expires - now())::float8
-                             ORDER BY b.expires) AS expire_in
-            FROM (
-                SELECT count(*)::int AS follows, max(f.expires) AS expires
-                FROM (
-                    SELECT "#,
-    "CASE WHEN ",
-    super::ledger::unanswered_sql!("t"),
-    r#"
-                                THEN coalesce(t.answer_by,
-                                              greatest(t.sent_at + make_interval(secs => $4),
-                                                       t.completed_at))
-                                ELSE coalesce(t.completed_at,
-                                              t.sent_at + make_interval(secs => $4)) END
-                           + interval '24 hours' AS expires
-                    FROM followq.attempts AS t
-                    WHERE t.account_user_id = acc.user_id
-                      AND t.sent_at > now() - interval '24 hours'
-                                            - make_interval(secs => $4 + $5)
-                      "#,
-    "AND ",
-    super::ledger::may_have_acted_sql!("t"),
-    r#"
-                ) AS f
-                WHERE f.expires > now()
-                GROUP BY date_bin(make_interval(secs => $7), f.expires,
-                                  now() - make_interval(secs => $6))
-            ) AS b
-        ) AS follows ON true
         "#
 );
 
@@ -403,6 +452,7 @@ pub async fn ledger_seeds(
     // and compiling the statement took four times as long as running it (0.75 of 0.95 s for
     // 500 accounts with a day of follows each).
     jit_off(&mut tx).await?;
+    let longest_period = periods_seconds.iter().copied().fold(0.0, f64::max);
     let rows = sqlx::query_as::<_, LedgerRow>(LEDGER_SEEDS)
         .bind(accounts)
         .bind(periods_seconds)
@@ -411,6 +461,7 @@ pub async fn ledger_seeds(
         .bind(LATE_ANSWER_HORIZON_SECONDS)
         .bind(follow_grid.origin_ago.as_secs_f64())
         .bind(follow_grid.width.as_secs_f64())
+        .bind(longest_period)
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
