@@ -5,7 +5,8 @@
 use axum::http::{HeaderMap, Method, Uri, header};
 
 use super::oauth1_verify::{self, OAuth1Params};
-use super::state::{Caller, SimState};
+use super::state::SimState;
+use super::tokens::Caller;
 
 /// Who the request's credentials name. `method` and `uri` are the request's, for the OAuth
 /// 1.0a signature.

@@ -16,8 +16,10 @@ use serde_json::{Value, json};
 use super::auth;
 use super::faults::FaultKind;
 use super::problems::{self, Problem};
-use super::state::{Answer, Caller, FollowOutcome, FollowRequest, RateHeaders, SimState};
+use super::rules::{Answer, FollowOutcome, FollowRequest, RateHeaders};
+use super::state::SimState;
 use super::stats::LoggedRequest;
+use super::tokens::Caller;
 use crate::ids::UserId;
 
 /// Put in a response's extensions to have the server close the connection instead of

@@ -2,6 +2,23 @@
 //! client passing against it means something. Tests, the demo and the benchmark start it with
 //! [`spawn`]; `followq sim` runs it as a server.
 //!
+//! | file | owns |
+//! | --- | --- |
+//! | `server.rs` | [`spawn`], [`SimHandle`]: the router, the accept loop, shutdown |
+//! | `follow.rs` | the follow endpoint's handler: path, body and headers in, response out |
+//! | `auth.rs` | reading a follow request's `Authorization` header |
+//! | `oauth1_verify.rs` | verifying an OAuth 1.0a signature |
+//! | `oauth.rs` | the token endpoint's handler |
+//! | `problems.rs` | the bodies X refuses with |
+//! | `config.rs` | [`SimConfig`] and the other settings |
+//! | `faults.rs` | the seeded fault decisions |
+//! | `stats.rs` | [`SimStats`] and the request log's entries |
+//! | `state.rs` | `SimState`: the users, the figures read from them, the request log |
+//! | `tokens.rs` | [`SimTokens`]: issuing, refreshing, expiring and revoking tokens |
+//! | `switches.rs` | what a test flips on a running simulator (through [`SimHandle`]) |
+//! | `rules.rs` | the follow rules below: a follow request's answer |
+//! | `limits.rs` | what the rules count in: windows, daily windows, prepaid credits |
+//!
 //! # Endpoints
 //! - `POST /2/users/{id}/following`: the follow endpoint (rules below).
 //! - `POST /2/oauth2/token`: `grant_type=refresh_token` with rotating single-use refresh
@@ -111,12 +128,16 @@ mod auth;
 mod config;
 mod faults;
 mod follow;
+mod limits;
 mod oauth;
 mod oauth1_verify;
 mod problems;
+mod rules;
 mod server;
 mod state;
 mod stats;
+mod switches;
+mod tokens;
 
 pub use config::{
     DayLimit, FaultConfig, OAuth1Consumer, SimConfig, TargetRules, UsageCap, UsagePeriod,
@@ -124,8 +145,8 @@ pub use config::{
 };
 pub use oauth1_verify::{OAuth1Params, SignatureProblem, verify as verify_oauth1_signature};
 pub use server::{SimHandle, spawn, spawn_at};
-pub use state::SimTokens;
 pub use stats::{FaultStats, LoggedRequest, SimStats, TotalStats, UserStats};
+pub use tokens::SimTokens;
 
 use std::net::SocketAddr;
 

@@ -19,7 +19,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
 use super::problems::{self, Problem};
-use super::state::{RefreshRefused, SimState};
+use super::state::SimState;
+use super::tokens::RefreshRefused;
 
 pub async fn token(
     State(state): State<Arc<SimState>>,

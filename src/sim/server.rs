@@ -28,8 +28,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{FaultConfig, SimConfig, UsageCap};
 use super::follow::{self, DropConnection};
-use super::state::{SimState, SimTokens};
+use super::state::SimState;
 use super::stats::{LoggedRequest, SimStats};
+use super::tokens::SimTokens;
 use super::{SimError, oauth, problems};
 
 /// How long shutdown lets open connections finish their request.
