@@ -100,6 +100,7 @@ GRANT EXECUTE ON FUNCTION followq.enqueue(text, text, integer, timestamptz, inte
     TO followq_daemon;
 -- Whether the claim and the record filter by account for Citus (evaluated when planned).
 GRANT EXECUTE ON FUNCTION followq.routed_by_account() TO followq_daemon;
+GRANT EXECUTE ON FUNCTION followq.shards_of(text[]) TO followq_daemon;
 
 -- ---------------------------------------------------------------------------------------------
 -- followq_registrar: `followq accounts add`, nothing more.

@@ -19,6 +19,7 @@ use crate::scratch_db::ScratchDb;
 use crate::store::bench;
 use crate::store::claim::claim_batch;
 use crate::store::leases;
+use crate::store::shards::Shards;
 
 pub struct ScaleOptions {
     pub accounts: u64,
@@ -179,7 +180,8 @@ async fn fill_a_day_of_follows(pool: &sqlx::PgPool, options: &ScaleOptions) -> a
 /// accounts as a daemon would, then claims one job of each.
 async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow::Result<Vec<f64>> {
     let accounts = bench::accounts_with_queued_jobs(pool, count as i64).await?;
-    leases::acquire_named(pool, probe, &accounts, Duration::from_secs(60)).await?;
+    let shards = Shards::new();
+    leases::acquire_named(pool, &shards, probe, &accounts, Duration::from_secs(60)).await?;
     let mut latencies = Vec::with_capacity(accounts.len());
     for account in accounts {
         let started = Instant::now();
@@ -193,6 +195,6 @@ async fn claim_latencies(pool: &sqlx::PgPool, probe: &str, count: u64) -> anyhow
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
-    leases::release_all(pool, probe).await?;
+    leases::release_all(pool, &shards, probe).await?;
     Ok(latencies)
 }

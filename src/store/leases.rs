@@ -8,12 +8,17 @@
 //! send. A new holder seeds its limiter from the ledger ([`ledger_seeds`]) before sending.
 //!
 //! Statements that change several account rows lock them in key order first, as the claim
-//! does, so that a renewal or a release never deadlocks with a claim.
+//! does, so that a renewal or a release never deadlocks with a claim. On Citus, where such a
+//! statement must name one shard's accounts, each is sent once per shard ([`Shards`]), all in
+//! flight together; on one Postgres, once.
 
 use super::Statement;
 use std::time::Duration;
 
-use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use futures_util::future::try_join_all;
+use sqlx::{FromRow, PgConnection, PgPool};
+
+use super::shards::Shards;
 
 /// A freshly leased account, with what its limiter needs.
 #[derive(Debug, Clone, FromRow)]
@@ -29,25 +34,54 @@ fn seconds(duration: Duration) -> f64 {
 
 /// Leases up to `limit` accounts that have a job ready now and that no other daemon holds
 /// (or whose holder's lease ran out). Paused accounts whose pause has ended are included.
+///
+/// On one Postgres one statement picks and leases them, skipping rows another daemon is
+/// leasing at that moment. Citus takes no row lock in a statement over every shard: there the
+/// candidates are read first, without locks, and leased as named accounts, one statement per
+/// shard, which checks each again under its lock (a candidate another daemon took meanwhile
+/// is simply not leased).
 pub async fn acquire(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
+    shards: &Shards,
     worker_id: &str,
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<LeasedAccount>, sqlx::Error> {
-    acquire_where(executor, worker_id, lease, limit, None).await
+    if !shards.distributed(pool).await? {
+        return sqlx::query_as::<_, LeasedAccount>(ACQUIRE_ANY)
+            .bind(worker_id)
+            .bind(seconds(lease))
+            .bind(limit)
+            .fetch_all(pool)
+            .await;
+    }
+    let candidates: Vec<String> = sqlx::query_scalar(LEASE_CANDIDATES)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    acquire_named(pool, shards, worker_id, &candidates, lease).await
 }
 
 /// Leases the named accounts that are free (or already this daemon's) and have a ready job:
 /// the NOTIFY path, for a burst of notifications at once.
 pub async fn acquire_named(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
+    shards: &Shards,
     worker_id: &str,
     accounts: &[String],
     lease: Duration,
 ) -> Result<Vec<LeasedAccount>, sqlx::Error> {
-    let limit = i64::try_from(accounts.len()).unwrap_or(i64::MAX);
-    acquire_where(executor, worker_id, lease, limit, Some(accounts)).await
+    let groups = shards.group(pool, accounts).await?;
+    let leased = try_join_all(groups.iter().map(|group| {
+        sqlx::query_as::<_, LeasedAccount>(ACQUIRE_NAMED)
+            .bind(worker_id)
+            .bind(seconds(lease))
+            .bind(i64::try_from(group.len()).unwrap_or(i64::MAX))
+            .bind(group)
+            .fetch_all(pool)
+    }))
+    .await?;
+    Ok(leased.into_iter().flatten().collect())
 }
 
 /// Leasing, named accounts or any: the accounts filter, and the statement around it.
@@ -104,28 +138,20 @@ const ACQUIRE_NAMED: &str = acquire_sql!(
           AND a.user_id = ANY($4::text[])"
 );
 
-/// The one lease statement: among `named` accounts (or any), those that are free, or this
-/// daemon's own when named, with a ready job.
-async fn acquire_where(
-    executor: impl PgExecutor<'_>,
-    worker_id: &str,
-    lease: Duration,
-    limit: i64,
-    named: Option<&[String]>,
-) -> Result<Vec<LeasedAccount>, sqlx::Error> {
-    let query = match named {
-        Some(accounts) => sqlx::query_as::<_, LeasedAccount>(ACQUIRE_NAMED)
-            .bind(worker_id)
-            .bind(seconds(lease))
-            .bind(limit)
-            .bind(accounts),
-        None => sqlx::query_as::<_, LeasedAccount>(ACQUIRE_ANY)
-            .bind(worker_id)
-            .bind(seconds(lease))
-            .bind(limit),
-    };
-    query.fetch_all(executor).await
-}
+/// Free accounts with a ready job, read without locks (Citus; see [`acquire`]): on Citus
+/// each shard answers for its own accounts, and the coordinator keeps the first `$1`.
+const LEASE_CANDIDATES: &str = r#"
+        SELECT a.user_id
+        FROM followq.accounts AS a
+        WHERE (a.leased_by IS NULL OR a.lease_expires_at < now())
+          AND (a.status = 'active' OR (a.status = 'paused' AND a.paused_until <= now()))
+          AND EXISTS (
+              SELECT 1 FROM followq.follow_jobs AS j
+              WHERE j.source_user_id = a.user_id
+                AND j.state = 'queued'
+                AND j.run_at <= now())
+        LIMIT $1
+        "#;
 
 const RENEW: &str = r#"
         WITH mine AS (
@@ -144,17 +170,22 @@ const RENEW: &str = r#"
 /// Extends every lease this daemon still holds among `held`; returns the ones it kept.
 /// An account missing from the answer was lost (the lease lapsed and another daemon took it).
 pub async fn renew(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
+    shards: &Shards,
     worker_id: &str,
     held: &[String],
     lease: Duration,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(RENEW)
-        .bind(worker_id)
-        .bind(held)
-        .bind(seconds(lease))
-        .fetch_all(executor)
-        .await
+    let groups = shards.group(pool, held).await?;
+    let kept = try_join_all(groups.iter().map(|group| {
+        sqlx::query_scalar::<_, String>(RENEW)
+            .bind(worker_id)
+            .bind(group)
+            .bind(seconds(lease))
+            .fetch_all(pool)
+    }))
+    .await?;
+    Ok(kept.into_iter().flatten().collect())
 }
 
 const RELEASE: &str = r#"
@@ -189,17 +220,22 @@ pub enum Release {
 /// Gives back those of `accounts` this daemon holds (see [`Release`]); returns the ones
 /// released.
 pub async fn release(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
+    shards: &Shards,
     worker_id: &str,
     accounts: &[String],
     which: Release,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(RELEASE)
-        .bind(worker_id)
-        .bind(accounts)
-        .bind(which == Release::IfIdle)
-        .fetch_all(executor)
-        .await
+    let groups = shards.group(pool, accounts).await?;
+    let released = try_join_all(groups.iter().map(|group| {
+        sqlx::query_scalar::<_, String>(RELEASE)
+            .bind(worker_id)
+            .bind(group)
+            .bind(which == Release::IfIdle)
+            .fetch_all(pool)
+    }))
+    .await?;
+    Ok(released.into_iter().flatten().collect())
 }
 
 const RELEASE_ALL: &str = r#"
@@ -212,16 +248,29 @@ const RELEASE_ALL: &str = r#"
         FROM mine WHERE a.user_id = mine.user_id
         "#;
 
-/// Gives back every lease this daemon holds.
+const HELD: &str = "SELECT user_id FROM followq.accounts WHERE leased_by = $1";
+
+/// Gives back every lease this daemon holds; returns how many. On Citus, where the one
+/// statement would lock rows of every shard, the accounts are read first and released by
+/// name, once per shard.
 pub async fn release_all(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
+    shards: &Shards,
     worker_id: &str,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(RELEASE_ALL)
+    if !shards.distributed(pool).await? {
+        let done = sqlx::query(RELEASE_ALL)
+            .bind(worker_id)
+            .execute(pool)
+            .await?;
+        return Ok(done.rows_affected());
+    }
+    let held: Vec<String> = sqlx::query_scalar(HELD)
         .bind(worker_id)
-        .execute(executor)
+        .fetch_all(pool)
         .await?;
-    Ok(done.rows_affected())
+    let released = release(pool, shards, worker_id, &held, Release::Now).await?;
+    Ok(released.len() as u64)
 }
 
 /// The ledger's view of one account's recent past. Times are seconds relative to the
@@ -483,6 +532,10 @@ pub const STATEMENTS: &[Statement] = &[
         sql: ACQUIRE_ANY,
     },
     Statement {
+        name: "leases::lease_candidates",
+        sql: LEASE_CANDIDATES,
+    },
+    Statement {
         name: "leases::acquire_named",
         sql: ACQUIRE_NAMED,
     },
@@ -497,6 +550,10 @@ pub const STATEMENTS: &[Statement] = &[
     Statement {
         name: "leases::release_all",
         sql: RELEASE_ALL,
+    },
+    Statement {
+        name: "leases::held",
+        sql: HELD,
     },
     Statement {
         name: "leases::jit_off",

@@ -15,7 +15,8 @@
 //! Files, one concern each:
 //! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`unanswered`], and what a
 //!   ledger row says X may have done ([`ledger`]);
-//! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`];
+//! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`], and which shard holds
+//!   each on Citus ([`shards`]);
 //! - what was spent at X, and the budgets' reservations: [`billing`];
 //! - the daemons themselves: [`daemons`], [`retention`], [`schema`];
 //! - what operators read and change: [`status`], [`dashboard`], [`admin_accounts`],
@@ -39,6 +40,7 @@ pub mod pauses;
 pub mod record;
 pub mod retention;
 pub mod schema;
+pub mod shards;
 pub mod status;
 pub mod unanswered;
 
@@ -68,6 +70,7 @@ pub fn all_statements() -> Vec<Statement> {
         record::STATEMENTS,
         retention::STATEMENTS,
         schema::STATEMENTS,
+        shards::STATEMENTS,
         status::STATEMENTS,
         unanswered::STATEMENTS,
         #[cfg(feature = "bench")]

@@ -129,6 +129,7 @@ async fn on_enqueued(
     }
     match leases::acquire_named(
         &ctx.pool,
+        &ctx.shards,
         &ctx.worker_id,
         &held.not_held,
         ctx.settings.worker.account_lease,
@@ -171,6 +172,7 @@ async fn lease_ready_accounts(
         }
         let leased = match leases::acquire(
             &ctx.pool,
+            &ctx.shards,
             &ctx.worker_id,
             ctx.settings.worker.account_lease,
             batch as i64,
@@ -250,7 +252,14 @@ async fn hand_over(
         Err(e) => {
             // Without the ledger we cannot know what was spent: give the accounts back.
             warn!(error = %e, "could not read the ledger for newly leased accounts; releasing them");
-            let _ = leases::release(&ctx.pool, &ctx.worker_id, &names, leases::Release::Now).await;
+            let _ = leases::release(
+                &ctx.pool,
+                &ctx.shards,
+                &ctx.worker_id,
+                &names,
+                leases::Release::Now,
+            )
+            .await;
             return;
         }
     };

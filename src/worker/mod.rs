@@ -79,6 +79,7 @@ use crate::ids::UserId;
 use crate::metrics::Metrics;
 use crate::store::daemons;
 use crate::store::leases;
+use crate::store::shards::Shards;
 use crate::store::unanswered::{self, Which};
 use crate::xapi::RequestAuth;
 use crate::xapi::{TokenClient, XApiError, XClient};
@@ -95,6 +96,8 @@ pub struct Context {
     /// Names this daemon in leases and the ledger: host, pid and a random suffix.
     pub worker_id: String,
     pub metrics: Metrics,
+    /// Which shard holds each account, on Citus (lease statements go once per shard).
+    pub shards: Shards,
     /// Wakes the app monitor at once when a job hit an app-wide stop.
     app_check: Notify,
     /// The per-app daily follow cap, checked before each request.
@@ -248,6 +251,7 @@ impl Daemon {
                 client,
                 tokens,
                 metrics: Metrics::new(),
+                shards: Shards::new(),
                 app_check: Notify::new(),
                 app_cap,
                 budget,
@@ -371,7 +375,7 @@ impl Daemon {
             );
         }
         ctx.note_unanswered(Which::All, STOPPED_MID_REQUEST).await;
-        match leases::release_all(&ctx.pool, &ctx.worker_id).await {
+        match leases::release_all(&ctx.pool, &ctx.shards, &ctx.worker_id).await {
             Ok(n) => info!(accounts = n, "account leases released; daemon stopped"),
             Err(e) => {
                 warn!(error = %e, "could not release account leases; they expire by themselves")

@@ -8,6 +8,7 @@ use followq::queue::{FollowRequest, enqueue};
 use followq::store::claim::claim_batch;
 use followq::store::leases::{self, FollowGrid, ledger_seeds};
 use followq::store::record::{AttemptRecord, Completion, NextState, record_batch};
+use followq::store::shards::Shards;
 use followq::store::unanswered::{Which, note_unanswered};
 
 use crate::helpers::TestDb;
@@ -23,6 +24,7 @@ async fn leased_account(db: &TestDb, account: &str, jobs: u64) {
     }
     let leased = leases::acquire_named(
         &db.pool,
+        &Shards::new(),
         WORKER,
         &[account.to_owned()],
         Duration::from_secs(60),

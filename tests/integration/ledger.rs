@@ -15,6 +15,7 @@ use followq::store::ledger::may_have_acted;
 use followq::store::record::{
     AttemptRecord, Completion, NextState, record_and_claim, record_batch,
 };
+use followq::store::shards::Shards;
 
 use crate::helpers::TestDb;
 
@@ -33,6 +34,7 @@ async fn leased_account(db: &TestDb, account: &str, jobs: u64, worker: &str) {
 async fn lease(db: &TestDb, account: &str, worker: &str) {
     let leased = leases::acquire_named(
         &db.pool,
+        &Shards::new(),
         worker,
         &[account.to_owned()],
         Duration::from_secs(60),

@@ -10,6 +10,7 @@ mod enqueue;
 mod handover;
 #[path = "../common/mod.rs"]
 mod helpers;
+mod leases;
 mod ledger;
 mod schema;
 mod states;

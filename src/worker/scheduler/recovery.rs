@@ -66,7 +66,7 @@ async fn recover(ctx: &Context) {
         "the daemon's scheduler failed unexpectedly (a panic, logged with its cause); the request may have gone out",
     )
     .await;
-    if let Err(e) = leases::release_all(&ctx.pool, &ctx.worker_id).await {
+    if let Err(e) = leases::release_all(&ctx.pool, &ctx.shards, &ctx.worker_id).await {
         warn!(error = %e, "could not give the accounts back; their leases expire by themselves");
     }
 }

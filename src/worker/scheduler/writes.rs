@@ -47,7 +47,7 @@ impl Writes {
         let ctx = Arc::clone(&self.ctx);
         self.tasks.spawn(async move {
             if let Err(e) =
-                leases::release(&ctx.pool, &ctx.worker_id, &accounts, leases::Release::Now).await
+                leases::release(&ctx.pool, &ctx.shards, &ctx.worker_id, &accounts, leases::Release::Now).await
             {
                 warn!(error = %e, accounts = accounts.len(), "could not give accounts back; their leases run out by themselves");
             }
@@ -79,7 +79,7 @@ impl Writes {
                 None => ctx.note_unanswered(Which::Accounts(&accounts), why).await,
             }
             if let Err(e) =
-                leases::release(&ctx.pool, &ctx.worker_id, &accounts, leases::Release::Now).await
+                leases::release(&ctx.pool, &ctx.shards, &ctx.worker_id, &accounts, leases::Release::Now).await
             {
                 warn!(error = %e, "could not give the accounts back; their leases run out by themselves");
             }
@@ -106,7 +106,7 @@ impl Writes {
                     warn!(error = %e, "could not work out this daemon's share of accounts");
                     None
                 });
-            let lost = match leases::renew(&ctx.pool, &ctx.worker_id, &held, lease_length).await {
+            let lost = match leases::renew(&ctx.pool, &ctx.shards, &ctx.worker_id, &held, lease_length).await {
                 Ok(kept) => {
                     let kept: HashSet<String> = kept.into_iter().collect();
                     held.into_iter().filter(|a| !kept.contains(a)).collect()
@@ -119,7 +119,7 @@ impl Writes {
             let released = if idle.is_empty() {
                 Vec::new()
             } else {
-                leases::release(&ctx.pool, &ctx.worker_id, &idle, leases::Release::IfIdle)
+                leases::release(&ctx.pool, &ctx.shards, &ctx.worker_id, &idle, leases::Release::IfIdle)
                     .await
                     .unwrap_or_else(|e| {
                         warn!(error = %e, "could not release idle accounts");
