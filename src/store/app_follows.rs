@@ -28,18 +28,11 @@ const READ_LEDGER: &str = concat!(
             SELECT t.sent_at <= clock.settled_by AS settled,
                    coalesce(t.outcome IS NULL AND t.worker_id = $6, false) AS callers,
                    -- The minute at whose end the follow stops counting: a day after its
-                   -- latest possible arrival, as in store::leases::ledger_seeds.
+                   -- latest possible arrival, as everywhere the daily caps are counted.
                    ceil(extract(epoch FROM
                        "#,
-    "CASE WHEN ",
-    super::ledger::unanswered_sql!("t"),
-    r#"
-                            THEN coalesce(t.answer_by,
-                                          greatest(t.sent_at + make_interval(secs => $2),
-                                                   t.completed_at))
-                            ELSE coalesce(t.completed_at,
-                                          t.sent_at + make_interval(secs => $2)) END
-                       + interval '24 hours') / $4)::bigint AS bucket
+    super::ledger::latest_arrival_sql!("t", "$2"),
+    r#" + interval '24 hours') / $4)::bigint AS bucket
             FROM followq.attempts AS t, clock
             WHERE t.sent_at > greatest(
                       $1, clock.now - interval '24 hours' - make_interval(secs => $2 + $5))

@@ -391,15 +391,8 @@ const LEDGER_SEEDS: &str = concat!(
             FROM (
                 SELECT t.account_user_id,
                        "#,
-    "CASE WHEN ",
-    super::ledger::unanswered_sql!("t"),
-    r#"
-                            THEN coalesce(t.answer_by,
-                                          greatest(t.sent_at + make_interval(secs => $4),
-                                                   t.completed_at))
-                            ELSE coalesce(t.completed_at,
-                                          t.sent_at + make_interval(secs => $4)) END
-                       + interval '24 hours' AS expires
+    super::ledger::latest_arrival_sql!("t", "$4"),
+    r#" + interval '24 hours' AS expires
                 FROM followq.attempts AS t
                 WHERE t.account_user_id = ANY($1::text[])
                   AND t.sent_at > now() - interval '24 hours' - make_interval(secs => $4 + $5)

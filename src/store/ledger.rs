@@ -51,6 +51,35 @@ macro_rules! may_have_acted_sql {
 }
 pub(crate) use may_have_acted_sql;
 
+/// The latest instant a ledger row's request may have reached X: an unanswered one at its
+/// `answer_by` (or, for a row without one, `$answer_within` seconds after it was sent, or at
+/// its answer if later), an answered one at its answer. A follow counts against the daily
+/// caps until a day after this.
+macro_rules! latest_arrival_sql {
+    ($t:literal, $answer_within:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $crate::store::ledger::unanswered_sql!($t),
+            " THEN coalesce(",
+            $t,
+            ".answer_by, greatest(",
+            $t,
+            ".sent_at + make_interval(secs => ",
+            $answer_within,
+            "), ",
+            $t,
+            ".completed_at)) ELSE coalesce(",
+            $t,
+            ".completed_at, ",
+            $t,
+            ".sent_at + make_interval(secs => ",
+            $answer_within,
+            ")) END"
+        )
+    };
+}
+pub(crate) use latest_arrival_sql;
+
 /// A ledger row X billed: it answered 2xx (X bills every request it acts on; pay-per-use).
 /// Mirrors [`billed`].
 macro_rules! billed_sql {
