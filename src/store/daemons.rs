@@ -18,7 +18,9 @@ const REGISTER: &str = r#"
         ON CONFLICT (worker_id) DO UPDATE
         SET session_pid = EXCLUDED.session_pid,
             session_started_at = EXCLUDED.session_started_at,
-            heartbeat_at = now()
+            -- The column's default, now(): Citus refuses a function that is not immutable in
+            -- DO UPDATE SET.
+            heartbeat_at = EXCLUDED.heartbeat_at
         "#;
 
 /// Records this daemon with the session `connection` belongs to (its liveness session).
@@ -39,7 +41,7 @@ pub async fn confirm_session(connection: &mut PgConnection) -> Result<(), sqlx::
 }
 
 const HEARTBEAT: &str = "INSERT INTO followq.daemons (worker_id) VALUES ($1) \
-         ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()";
+         ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at";
 
 /// Renews this daemon's heartbeat (re-registering it, without a session, if a peer took it
 /// for gone).
