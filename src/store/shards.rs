@@ -42,18 +42,15 @@ impl Shards {
             .copied()
     }
 
-    /// `accounts` in groups of one shard each (one group on one Postgres), each in the order
-    /// given. An empty list makes no group.
-    pub async fn group(
+    /// Where each of `accounts` lives. On one Postgres nothing is asked: every account is in
+    /// shard 0.
+    pub async fn place(
         &self,
         pool: &PgPool,
         accounts: &[String],
-    ) -> Result<Vec<Vec<String>>, sqlx::Error> {
-        if accounts.is_empty() {
-            return Ok(Vec::new());
-        }
-        if !self.distributed(pool).await? {
-            return Ok(vec![accounts.to_vec()]);
+    ) -> Result<Placement, sqlx::Error> {
+        if accounts.is_empty() || !self.distributed(pool).await? {
+            return Ok(Placement::default());
         }
         let unknown: Vec<String> = {
             let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
@@ -72,16 +69,53 @@ impl Shards {
             known.extend(found);
         }
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut groups: Vec<(i64, Vec<String>)> = Vec::new();
-        for account in accounts {
-            // Every account asked for has an answer (its shard follows from its id alone).
-            let shard = known.get(account).copied().unwrap_or(0);
+        Ok(Placement(
+            accounts
+                .iter()
+                .filter_map(|account| Some((account.clone(), *known.get(account)?)))
+                .collect(),
+        ))
+    }
+
+    /// `accounts` in groups of one shard each (one group on one Postgres), each in the order
+    /// given. An empty list makes no group.
+    pub async fn group(
+        &self,
+        pool: &PgPool,
+        accounts: &[String],
+    ) -> Result<Vec<Vec<String>>, sqlx::Error> {
+        let placement = self.place(pool, accounts).await?;
+        Ok(placement.group(accounts.iter().cloned(), |account| account.as_str()))
+    }
+}
+
+/// Which shard holds each of some accounts (see [`Shards::place`]).
+#[derive(Debug, Default)]
+pub struct Placement(HashMap<String, i64>);
+
+impl Placement {
+    /// The shard of `account`: 0 on one Postgres (every account asked for has an answer on
+    /// Citus, its shard following from its id alone).
+    pub fn shard(&self, account: &str) -> i64 {
+        self.0.get(account).copied().unwrap_or(0)
+    }
+
+    /// `items` in groups of one shard each, by the account `account_of` names, each group in
+    /// the order given.
+    pub fn group<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        account_of: impl Fn(&T) -> &str,
+    ) -> Vec<Vec<T>> {
+        let mut groups: Vec<(i64, Vec<T>)> = Vec::new();
+        for item in items {
+            let shard = self.shard(account_of(&item));
             match groups.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, group)) => group.push(account.clone()),
-                None => groups.push((shard, vec![account.clone()])),
+                Some((_, group)) => group.push(item),
+                None => groups.push((shard, vec![item])),
             }
         }
-        Ok(groups.into_iter().map(|(_, group)| group).collect())
+        groups.into_iter().map(|(_, group)| group).collect()
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use tracing::warn;
 
 use super::Context;
@@ -14,18 +15,41 @@ use super::events::{NoTurn, TaskDone};
 use super::retry::RetryPolicy;
 use crate::store::claim::{claim_batch, next_run_at};
 
-/// Claims the next ready job of each of `accounts` in one statement.
+/// Claims the next ready job of each of `accounts` in one statement (on Citus, one per
+/// shard, in flight together). The accounts of a statement that failed are absent from the
+/// answer, like those with nothing ready, and are asked again; only when every statement
+/// failed is the whole claim an error.
 pub async fn claim(ctx: Arc<Context>, accounts: Vec<String>) -> TaskDone {
-    match claim_batch(&ctx.pool, &ctx.worker_id, &accounts, ctx.answer_within()).await {
-        Ok(claimed) => {
-            ctx.metrics.claimed_alone(claimed.len() as u64);
-            TaskDone::Claimed(Ok(claimed))
-        }
+    let groups = match ctx.shards.group(&ctx.pool, &accounts).await {
+        Ok(groups) => groups,
         Err(e) => {
             warn!(error = %e, accounts = accounts.len(), "database error while claiming; the accounts retry in 1 s");
-            TaskDone::Claimed(Err(()))
+            return TaskDone::Claimed(Err(()));
+        }
+    };
+    let answer_within = ctx.answer_within();
+    let results = join_all(
+        groups
+            .iter()
+            .map(|group| claim_batch(&ctx.pool, &ctx.worker_id, group, answer_within)),
+    )
+    .await;
+    let mut claimed = Vec::new();
+    let mut failures = 0;
+    for result in results {
+        match result {
+            Ok(jobs) => claimed.extend(jobs),
+            Err(e) => {
+                failures += 1;
+                warn!(error = %e, shards = groups.len(), "database error while claiming for one shard's accounts; they are looked at again");
+            }
         }
     }
+    if failures > 0 && failures == groups.len() {
+        return TaskDone::Claimed(Err(()));
+    }
+    ctx.metrics.claimed_alone(claimed.len() as u64);
+    TaskDone::Claimed(Ok(claimed))
 }
 
 /// Accounts whose claim found nothing: when each one's next job is due.

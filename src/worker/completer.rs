@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -48,8 +49,8 @@ const LAST_TRY: Duration = Duration::from_secs(2);
 pub struct Request {
     completion: Completion,
     claim_for: Option<String>,
-    /// A write of this request failed before: its claim was given up.
-    claim_given_up: bool,
+    /// Why the claim this request carried will not be made, once that is known.
+    claim_not_made: Option<ClaimNotMade>,
     reply: oneshot::Sender<Written>,
 }
 
@@ -59,8 +60,18 @@ pub struct Written {
     /// The job was still this daemon's and its outcome is recorded.
     pub recorded: bool,
     /// The claim asked for: `Ok(None)` when the account had no job ready or is no longer this
-    /// daemon's to send for, `Err(())` when the statement failed (nothing was claimed).
-    pub claimed: Result<Option<ClaimedJob>, ()>,
+    /// daemon's to send for, `Err` when it was not made.
+    pub claimed: Result<Option<ClaimedJob>, ClaimNotMade>,
+}
+
+/// Why the claim of a successor's job was not made with its predecessor's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimNotMade {
+    /// A write failed (the outcome is tried again alone) or the completer is gone.
+    Failed,
+    /// The successor's rows are on another shard than the outcome's (Citus): one statement
+    /// cannot write one and claim the other.
+    OtherShard,
 }
 
 /// The completer's end of the channel, shared so that a completer restarted after a panic
@@ -102,7 +113,7 @@ impl Completer {
         let request = Request {
             completion,
             claim_for,
-            claim_given_up: false,
+            claim_not_made: None,
             reply,
         };
         if self.sender.send(request).is_err() {
@@ -267,18 +278,77 @@ fn settle(ctx: &Context, waiting: &mut Waiting, done: Result<(bool, Attempt), Jo
 
 /// Writes `batch` in one statement, or one statement per outcome with `one_by_one`; each
 /// request written gets its reply, the others come back.
+///
+/// On Citus a statement names one shard's accounts: the batch is written as one statement per
+/// shard, in flight together, and a successor on another shard than its request's outcome is
+/// not claimed with it (its claim is given up, as for a retried write, and it is claimed on
+/// its own), so that every request can also be written alone.
 async fn write(ctx: &Context, batch: Vec<Request>, one_by_one: bool) -> Attempt {
-    if !one_by_one {
-        return write_together(ctx, batch).await;
-    }
+    let accounts: Vec<String> = batch
+        .iter()
+        .flat_map(|r| {
+            [
+                Some(r.completion.source_user_id.clone()),
+                r.claim_for.clone(),
+            ]
+        })
+        .flatten()
+        .collect();
+    let placement = match ctx.shards.place(&ctx.pool, &accounts).await {
+        Ok(placement) => placement,
+        Err(e) => {
+            warn!(error = %e, jobs = batch.len(), "could not record job outcomes; they wait and are tried again");
+            return Attempt {
+                unwritten: batch
+                    .into_iter()
+                    .map(|request| without_claim(request, ClaimNotMade::Failed))
+                    .collect(),
+                refused: false,
+            };
+        }
+    };
+    let batch: Vec<Request> = batch
+        .into_iter()
+        .map(|request| match &request.claim_for {
+            Some(successor)
+                if placement.shard(successor)
+                    != placement.shard(&request.completion.source_user_id) =>
+            {
+                without_claim(request, ClaimNotMade::OtherShard)
+            }
+            _ => request,
+        })
+        .collect();
+    let statements: Vec<Vec<Request>> = if one_by_one {
+        batch.into_iter().map(|request| vec![request]).collect()
+    } else {
+        placement.group(batch, |request| request.completion.source_user_id.as_str())
+    };
     let mut unwritten = Vec::new();
     let mut refused = false;
-    for request in batch {
-        let attempt = write_together(ctx, vec![request]).await;
-        refused |= attempt.refused;
-        unwritten.extend(attempt.unwritten);
+    if one_by_one {
+        // One at a time: an outcome the server refuses cannot hold up the others.
+        for statement in statements {
+            let attempt = write_together(ctx, statement).await;
+            refused |= attempt.refused;
+            unwritten.extend(attempt.unwritten);
+        }
+    } else {
+        for attempt in join_all(statements.into_iter().map(|s| write_together(ctx, s))).await {
+            refused |= attempt.refused;
+            unwritten.extend(attempt.unwritten);
+        }
     }
     Attempt { unwritten, refused }
+}
+
+/// `request` without the claim of its successor, for `why`: its successor is claimed on its
+/// own.
+fn without_claim(mut request: Request, why: ClaimNotMade) -> Request {
+    if request.claim_for.take().is_some() {
+        request.claim_not_made = Some(why);
+    }
+    request
 }
 
 async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
@@ -310,8 +380,8 @@ async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
                 .map(|job| (job.source_user_id.to_string(), job))
                 .collect();
             for request in batch {
-                let claimed = if request.claim_given_up {
-                    Err(())
+                let claimed = if let Some(why) = request.claim_not_made {
+                    Err(why)
                 } else {
                     Ok(request
                         .claim_for
@@ -330,16 +400,11 @@ async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
         Err(e) => {
             warn!(error = %e, jobs = batch.len(), "could not record job outcomes; they wait and are tried again");
             let refused = matches!(e, sqlx::Error::Database(_));
+            // Tried again alone: by the time the database answers, the successor's send
+            // deadline has passed; it takes its turn again instead.
             let unwritten = batch
                 .into_iter()
-                .map(|mut request| {
-                    // Tried again alone: by the time the database answers, the successor's
-                    // send deadline has passed; it takes its turn again instead.
-                    if request.claim_for.take().is_some() {
-                        request.claim_given_up = true;
-                    }
-                    request
-                })
+                .map(|request| without_claim(request, ClaimNotMade::Failed))
                 .collect();
             Attempt { unwritten, refused }
         }
@@ -365,7 +430,7 @@ impl Written {
     fn failed() -> Written {
         Written {
             recorded: false,
-            claimed: Err(()),
+            claimed: Err(ClaimNotMade::Failed),
         }
     }
 }

@@ -9,6 +9,7 @@ use tracing::{Instrument, error, info, warn};
 
 use super::Context;
 use super::claim::next_turns;
+use super::completer::ClaimNotMade;
 use super::decision::AccountAction;
 use super::events::{Consequences, NoTurn, SuccessorClaim, TaskDone, Transition, TurnEnd};
 use super::retry::RetryPolicy;
@@ -78,8 +79,12 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
                 .map_or(NoTurn::NoJob { next_run_at: None }, |(_, turn)| turn);
             Some(SuccessorClaim::None(turn))
         }
-        Some((_, Err(()))) => Some(SuccessorClaim::None(NoTurn::RetryAt(
+        Some((_, Err(ClaimNotMade::Failed))) => Some(SuccessorClaim::None(NoTurn::RetryAt(
             std::time::Instant::now() + RetryPolicy::AFTER_DATABASE_ERROR,
+        ))),
+        // Claimed on its own, at once.
+        Some((_, Err(ClaimNotMade::OtherShard))) => Some(SuccessorClaim::None(NoTurn::RetryAt(
+            std::time::Instant::now(),
         ))),
     };
     TaskDone::Recorded { successor }
