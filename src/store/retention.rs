@@ -3,14 +3,18 @@
 //!
 //! Each batch is one short `DELETE` of at most the batch size (its own transaction, so no
 //! long lock and no huge WAL burst). `FOR UPDATE SKIP LOCKED` lets every replica prune at once
-//! without waiting on each other's rows. Only finished jobs are deleted (`finished_at` is set
+//! without waiting on each other's rows. Citus takes no row lock in a statement over every
+//! shard: there the batch is chosen without it, and a replica whose batch another is deleting
+//! waits for that delete, then finds those rows gone. Only finished jobs are deleted (`finished_at` is set
 //! exactly when a job is succeeded, failed or cancelled); how old is old enough, and the pace
 //! between batches, are `worker::retention`'s.
 
 use super::Statement;
 use std::time::Duration;
 
-use sqlx::PgExecutor;
+use sqlx::PgPool;
+
+use super::shards::Shards;
 
 /// The tables retention prunes: a fixed list, each with its own statement.
 #[derive(Debug, Clone, Copy)]
@@ -27,52 +31,82 @@ impl Table {
         }
     }
 
-    /// The statement deleting one batch of this table.
-    fn delete_batch(self) -> &'static str {
-        match self {
-            Table::FollowJobs => DELETE_BATCH_FOLLOW_JOBS,
-            Table::Attempts => DELETE_BATCH_ATTEMPTS,
+    /// The statement deleting one batch of this table (`citus`: without row locks).
+    fn delete_batch(self, citus: bool) -> &'static str {
+        match (self, citus) {
+            (Table::FollowJobs, false) => DELETE_BATCH_FOLLOW_JOBS,
+            (Table::FollowJobs, true) => DELETE_BATCH_FOLLOW_JOBS_CITUS,
+            (Table::Attempts, false) => DELETE_BATCH_ATTEMPTS,
+            (Table::Attempts, true) => DELETE_BATCH_ATTEMPTS_CITUS,
         }
     }
 }
 
-const DELETE_BATCH_FOLLOW_JOBS: &str = r#"
-                DELETE FROM followq.follow_jobs
-                WHERE id IN (
-                    SELECT id FROM followq.follow_jobs
-                    WHERE finished_at < now() - make_interval(secs => $1)
-                      AND state IN ('succeeded', 'failed', 'cancelled')
-                    ORDER BY finished_at
-                    LIMIT $2
-                    FOR UPDATE SKIP LOCKED)
-                "#;
+/// One batch of `$table`'s rows that are `$old` (older than `$1` seconds), oldest (`$order`)
+/// first, at most `$2`, chosen with `$lock`.
+macro_rules! delete_batch_sql {
+    ($table:literal, $old:literal, $order:literal, $lock:literal) => {
+        concat!(
+            "DELETE FROM followq.",
+            $table,
+            " WHERE id IN (SELECT id FROM followq.",
+            $table,
+            " WHERE ",
+            $old,
+            " ORDER BY ",
+            $order,
+            " LIMIT $2 ",
+            $lock,
+            ")"
+        )
+    };
+}
 
-const DELETE_BATCH_ATTEMPTS: &str = r#"
-                DELETE FROM followq.attempts
-                WHERE id IN (
-                    SELECT id FROM followq.attempts
-                    WHERE sent_at < now() - make_interval(secs => $1)
-                    ORDER BY sent_at
-                    LIMIT $2
-                    FOR UPDATE SKIP LOCKED)
-                "#;
+const DELETE_BATCH_FOLLOW_JOBS: &str = delete_batch_sql!(
+    "follow_jobs",
+    "finished_at < now() - make_interval(secs => $1) \
+     AND state IN ('succeeded', 'failed', 'cancelled')",
+    "finished_at",
+    "FOR UPDATE SKIP LOCKED"
+);
+const DELETE_BATCH_FOLLOW_JOBS_CITUS: &str = delete_batch_sql!(
+    "follow_jobs",
+    "finished_at < now() - make_interval(secs => $1) \
+     AND state IN ('succeeded', 'failed', 'cancelled')",
+    "finished_at",
+    ""
+);
+const DELETE_BATCH_ATTEMPTS: &str = delete_batch_sql!(
+    "attempts",
+    "sent_at < now() - make_interval(secs => $1)",
+    "sent_at",
+    "FOR UPDATE SKIP LOCKED"
+);
+const DELETE_BATCH_ATTEMPTS_CITUS: &str = delete_batch_sql!(
+    "attempts",
+    "sent_at < now() - make_interval(secs => $1)",
+    "sent_at",
+    ""
+);
 
 /// Deletes up to `batch_size` rows of `table` older than `age`, oldest first, along the
 /// indexes `follow_jobs_finished_at` and `attempts_by_time`; returns how many it deleted.
 ///
-/// The statement text is chosen at run time, by `table`, from the fixed list above (`$1`: the
-/// age in seconds; `$2`: the batch size); each table's text is a const, and every one is in
-/// [`STATEMENTS`].
+/// The statement text is chosen at run time, by `table` and by whether the database is a
+/// Citus coordinator, from the fixed list above (`$1`: the age in seconds; `$2`: the batch
+/// size); each text is a const, and every one is in [`STATEMENTS`].
 pub async fn delete_batch(
-    executor: impl PgExecutor<'_>,
+    pool: &PgPool,
+    shards: &Shards,
     table: Table,
     age: Duration,
     batch_size: u32,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(table.delete_batch())
+    let citus = shards.distributed(pool).await?;
+    let done = sqlx::query(table.delete_batch(citus))
         .bind(age.as_secs_f64())
         .bind(i64::from(batch_size))
-        .execute(executor)
+        .execute(pool)
         .await?;
     Ok(done.rows_affected())
 }
@@ -87,5 +121,13 @@ pub const STATEMENTS: &[Statement] = &[
     Statement {
         name: "retention::delete_batch(attempts)",
         sql: DELETE_BATCH_ATTEMPTS,
+    },
+    Statement {
+        name: "retention::delete_batch(follow_jobs, Citus)",
+        sql: DELETE_BATCH_FOLLOW_JOBS_CITUS,
+    },
+    Statement {
+        name: "retention::delete_batch(attempts, Citus)",
+        sql: DELETE_BATCH_ATTEMPTS_CITUS,
     },
 ];

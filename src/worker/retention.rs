@@ -74,7 +74,7 @@ async fn prune(
 ) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let deleted = delete_batch(&ctx.pool, table, age, batch_size).await?;
+        let deleted = delete_batch(&ctx.pool, &ctx.shards, table, age, batch_size).await?;
         ctx.metrics.retention_deleted(table.name(), deleted);
         total += deleted;
         if deleted < u64::from(batch_size) {
