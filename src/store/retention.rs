@@ -45,7 +45,7 @@ impl Table {
 /// One batch of `$table`'s rows that are `$old` (older than `$1` seconds), oldest (`$order`)
 /// first, at most `$2`, chosen with `$lock`.
 macro_rules! delete_batch_sql {
-    ($table:literal, $old:literal, $order:literal, $lock:literal) => {
+    ($table:literal, $old:expr, $order:literal, $lock:literal) => {
         concat!(
             "DELETE FROM followq.",
             $table,
@@ -62,32 +62,37 @@ macro_rules! delete_batch_sql {
     };
 }
 
+/// Finished jobs old enough to delete.
+macro_rules! jobs_finished_long_ago {
+    () => {
+        "finished_at < now() - make_interval(secs => $1) \
+         AND state IN ('succeeded', 'failed', 'cancelled')"
+    };
+}
+
+/// Ledger rows old enough to delete.
+macro_rules! requests_sent_long_ago {
+    () => {
+        "sent_at < now() - make_interval(secs => $1)"
+    };
+}
+
 const DELETE_BATCH_FOLLOW_JOBS: &str = delete_batch_sql!(
     "follow_jobs",
-    "finished_at < now() - make_interval(secs => $1) \
-     AND state IN ('succeeded', 'failed', 'cancelled')",
+    jobs_finished_long_ago!(),
     "finished_at",
     "FOR UPDATE SKIP LOCKED"
 );
-const DELETE_BATCH_FOLLOW_JOBS_CITUS: &str = delete_batch_sql!(
-    "follow_jobs",
-    "finished_at < now() - make_interval(secs => $1) \
-     AND state IN ('succeeded', 'failed', 'cancelled')",
-    "finished_at",
-    ""
-);
+const DELETE_BATCH_FOLLOW_JOBS_CITUS: &str =
+    delete_batch_sql!("follow_jobs", jobs_finished_long_ago!(), "finished_at", "");
 const DELETE_BATCH_ATTEMPTS: &str = delete_batch_sql!(
     "attempts",
-    "sent_at < now() - make_interval(secs => $1)",
+    requests_sent_long_ago!(),
     "sent_at",
     "FOR UPDATE SKIP LOCKED"
 );
-const DELETE_BATCH_ATTEMPTS_CITUS: &str = delete_batch_sql!(
-    "attempts",
-    "sent_at < now() - make_interval(secs => $1)",
-    "sent_at",
-    ""
-);
+const DELETE_BATCH_ATTEMPTS_CITUS: &str =
+    delete_batch_sql!("attempts", requests_sent_long_ago!(), "sent_at", "");
 
 /// Deletes up to `batch_size` rows of `table` older than `age`, oldest first, along the
 /// indexes `follow_jobs_finished_at` and `attempts_by_time`; returns how many it deleted.
