@@ -101,6 +101,10 @@ GRANT EXECUTE ON FUNCTION followq.enqueue(text, text, integer, timestamptz, inte
 -- Whether the claim and the record filter by account for Citus (evaluated when planned).
 GRANT EXECUTE ON FUNCTION followq.routed_by_account() TO followq_daemon;
 GRANT EXECUTE ON FUNCTION followq.shards_of(text[]) TO followq_daemon;
+-- Announcing finished jobs (followq_job_finished): called by the trigger of the statements that
+-- finish jobs, and on Citus by the daemon itself.
+GRANT EXECUTE ON FUNCTION followq.announce_finished(bigint[], text[], text[], text[])
+    TO followq_daemon;
 
 -- ---------------------------------------------------------------------------------------------
 -- followq_registrar: `followq accounts add`, nothing more.

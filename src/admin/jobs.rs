@@ -19,6 +19,7 @@ use super::why;
 use crate::ids::UserId;
 use crate::store::admin_jobs as store;
 pub use crate::store::admin_jobs::{AttemptRow, JobRow};
+use crate::store::finished::announce_finished;
 
 /// The name of the index that allows one active job per (source, target).
 const ONE_ACTIVE_JOB: &str = "follow_jobs_one_active_job_per_source_and_target";
@@ -286,7 +287,9 @@ pub async fn retry_state(
 ///
 /// Two statements in one short transaction: the first locks the row, so a claim of the job
 /// that is under way commits first (a claim locks the job row and writes only its ledger
-/// row); the second, with a fresh snapshot, then sees that claim's ledger row.
+/// row); the second, with a fresh snapshot, then sees that claim's ledger row. On Citus a
+/// third announces the cancelled job (`followq_job_finished`; on one Postgres the trigger
+/// does, and that statement sends nothing).
 ///
 /// The job's account is looked up first: the two statements name it (on Citus, a row lock is
 /// taken only in a statement that reaches one shard).
@@ -297,6 +300,9 @@ pub async fn cancel(pool: &PgPool, id: JobId) -> Result<Transition, JobsError> {
     let mut tx = pool.begin().await?;
     store::lock_job(&mut tx, id.get(), &source).await?;
     let cancelled = store::cancel_queued_job(&mut tx, id.get(), &source).await?;
+    if let Some(job) = &cancelled {
+        announce_finished(&mut *tx, std::slice::from_ref(job)).await?;
+    }
     tx.commit().await?;
     if cancelled.is_some() {
         return Ok(Transition {
@@ -328,17 +334,19 @@ pub struct BulkCancel {
 }
 
 /// `jobs cancel --source S`: every queued job of the account that is not in flight, in one
-/// short transaction (locked first, then cancelled with a fresh snapshot, as [`cancel`]).
+/// short transaction (locked first, then cancelled with a fresh snapshot, then announced on
+/// Citus, as [`cancel`]).
 pub async fn cancel_source(pool: &PgPool, source: &UserId) -> Result<BulkCancel, JobsError> {
     ensure_account(pool, source).await?;
     let mut tx = pool.begin().await?;
     store::lock_queued_jobs_of_source(&mut tx, source.as_str()).await?;
     let (cancelled, running) =
         store::cancel_queued_jobs_of_source(&mut tx, source.as_str()).await?;
+    announce_finished(&mut *tx, &cancelled).await?;
     tx.commit().await?;
     Ok(BulkCancel {
         source: source.to_string(),
-        cancelled,
+        cancelled: i64::try_from(cancelled.len()).unwrap_or(i64::MAX),
         running,
     })
 }

@@ -11,6 +11,7 @@
 //! until the next answer from X replaces it; `rate_limited_count` is history and is kept too.
 
 use super::Statement;
+use super::finished::FinishedJob;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -338,21 +339,27 @@ const CANCEL_QUEUED_JOB: &str = r#"
         WHERE j.id = $1 AND j.source_user_id = $2 AND j.state = 'queued'
           AND NOT EXISTS (SELECT 1 FROM followq.jobs_in_flight AS f
                           WHERE f.job_id = j.id AND f.source_user_id = $2)
-        RETURNING j.id
+        RETURNING j.target_user_id::text
         "#;
 
-/// Cancels job `id` of account `source` if it is queued and not in flight. Returns its id;
-/// `None` when nothing matched.
+/// Cancels job `id` of account `source` if it is queued and not in flight. Returns the job,
+/// for its announcement; `None` when nothing matched.
 pub async fn cancel_queued_job(
     conn: &mut PgConnection,
     id: i64,
     source: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(CANCEL_QUEUED_JOB)
+) -> Result<Option<FinishedJob>, sqlx::Error> {
+    let target: Option<String> = sqlx::query_scalar(CANCEL_QUEUED_JOB)
         .bind(id)
         .bind(source)
         .fetch_optional(conn)
-        .await
+        .await?;
+    Ok(target.map(|target_user_id| FinishedJob {
+        id,
+        state: "cancelled",
+        source_user_id: source.to_owned(),
+        target_user_id,
+    }))
 }
 
 const LOCK_QUEUED_JOBS_OF_SOURCE: &str = concat!(
@@ -382,21 +389,35 @@ const CANCEL_QUEUED_JOBS_OF_SOURCE: &str = r#"
             SET state = 'cancelled', finished_at = now(), updated_at = now()
             WHERE j.source_user_id = $1 AND j.state = 'queued'
               AND j.id NOT IN (SELECT job_id FROM in_flight)
-            RETURNING j.id
+            RETURNING j.id, j.target_user_id
         )
-        SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM in_flight)
+        SELECT (SELECT coalesce(array_agg(id), '{}') FROM cancelled),
+               (SELECT coalesce(array_agg(target_user_id::text), '{}') FROM cancelled),
+               (SELECT count(*) FROM in_flight)
         "#;
 
-/// Cancels every queued job of the account that is not in flight. Returns how many were
-/// cancelled and how many are in flight (left alone).
+/// Cancels every queued job of the account that is not in flight. Returns the jobs cancelled
+/// (for their announcement) and how many are in flight (left alone).
 pub async fn cancel_queued_jobs_of_source(
     conn: &mut PgConnection,
     source: &str,
-) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(CANCEL_QUEUED_JOBS_OF_SOURCE)
-        .bind(source)
-        .fetch_one(conn)
-        .await
+) -> Result<(Vec<FinishedJob>, i64), sqlx::Error> {
+    let (ids, targets, in_flight): (Vec<i64>, Vec<String>, i64) =
+        sqlx::query_as(CANCEL_QUEUED_JOBS_OF_SOURCE)
+            .bind(source)
+            .fetch_one(conn)
+            .await?;
+    let cancelled = ids
+        .into_iter()
+        .zip(targets)
+        .map(|(id, target_user_id)| FinishedJob {
+            id,
+            state: "cancelled",
+            source_user_id: source.to_owned(),
+            target_user_id,
+        })
+        .collect();
+    Ok((cancelled, in_flight))
 }
 
 const ACCOUNT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM followq.accounts WHERE user_id = $1)";

@@ -60,6 +60,14 @@ inserted AS (
     ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
     DO NOTHING
     RETURNING id, source_user_id, target_user_id
+),
+-- The wake-up for the daemons, sent by the statement itself: on Citus no trigger does (see
+-- the Citus migration). This statement spans shards, so Citus runs this part on the
+-- coordinator, where the daemons listen. On one Postgres the trigger has sent the same
+-- notifications and Postgres folds them into one per transaction.
+woken AS MATERIALIZED (
+    SELECT count(pg_notify('followq_job_enqueued', s.source_user_id)) AS accounts
+    FROM (SELECT DISTINCT source_user_id FROM inserted) AS s
 )
 SELECT i.ord,
        k.user_id IS NOT NULL AS known_account,
@@ -67,6 +75,7 @@ SELECT i.ord,
        (ins.id IS NOT NULL
         AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created
 FROM input AS i
+CROSS JOIN woken
 LEFT JOIN known AS k ON k.user_id = i.source_user_id
 LEFT JOIN inserted AS ins
        ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id

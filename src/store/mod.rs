@@ -13,8 +13,9 @@
 //! names chosen from a fixed list, bulk inserts) say so where they are built.
 //!
 //! Files, one concern each:
-//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`unanswered`], and what a
-//!   ledger row says X may have done ([`ledger`]);
+//! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`unanswered`], what a
+//!   ledger row says X may have done ([`ledger`]), and announcing finished jobs where no
+//!   trigger does ([`finished`]);
 //! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`], and which shard holds
 //!   each on Citus ([`shards`]);
 //! - what was spent at X, and the budgets' reservations: [`billing`];
@@ -34,6 +35,7 @@ pub mod daemons;
 pub mod dashboard;
 pub mod demo_report;
 pub mod enqueue;
+pub mod finished;
 pub mod leases;
 pub mod ledger;
 pub mod pauses;
@@ -65,6 +67,7 @@ pub fn all_statements() -> Vec<Statement> {
         dashboard::STATEMENTS,
         demo_report::STATEMENTS,
         enqueue::STATEMENTS,
+        finished::STATEMENTS,
         leases::STATEMENTS,
         pauses::STATEMENTS,
         record::STATEMENTS,

@@ -31,8 +31,10 @@ use tracing::{error, info, warn};
 use super::Context;
 use super::retry::RetryPolicy;
 use crate::store::claim::ClaimedJob;
+use crate::store::finished::{FinishedJob, announce_finished};
 use crate::store::record::{
-    Completion, MAX_OUTCOMES_PER_STATEMENT, RecordedAndClaimed, record_and_claim, record_batch,
+    Completion, MAX_OUTCOMES_PER_STATEMENT, NextState, RecordedAndClaimed, record_and_claim,
+    record_batch,
 };
 
 /// Most statements in flight at once. A statement's time is not all Postgres's work: the
@@ -374,6 +376,11 @@ async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
     match written {
         Ok(written) => {
             let recorded: std::collections::HashSet<i64> = written.recorded.into_iter().collect();
+            let finished: Vec<FinishedJob> = batch
+                .iter()
+                .filter(|request| recorded.contains(&request.completion.job_id))
+                .filter_map(|request| finished_job(&request.completion))
+                .collect();
             let mut claimed: HashMap<String, ClaimedJob> = written
                 .claimed
                 .into_iter()
@@ -392,6 +399,7 @@ async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
                     claimed,
                 });
             }
+            announce(ctx, &finished).await;
             Attempt {
                 unwritten: Vec::new(),
                 refused: false,
@@ -408,6 +416,32 @@ async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
                 .collect();
             Attempt { unwritten, refused }
         }
+    }
+}
+
+/// The job `completion` finished, for its announcement; `None` when it goes back to the queue.
+fn finished_job(completion: &Completion) -> Option<FinishedJob> {
+    match completion.next {
+        NextState::Succeeded { .. } | NextState::Failed => Some(FinishedJob {
+            id: completion.job_id,
+            state: completion.next.state(),
+            source_user_id: completion.source_user_id.clone(),
+            target_user_id: completion.target_user_id.clone(),
+        }),
+        NextState::Queued { .. } => None,
+    }
+}
+
+/// On Citus, announces the jobs a record statement finished (`followq_job_finished`; on one
+/// Postgres the trigger did, in the statement itself). After the replies: the accounts go on
+/// meanwhile. A failure is logged and not retried: the jobs are recorded, and a service that
+/// waits for them also reads `finished_at` (README, "Notifications").
+async fn announce(ctx: &Context, finished: &[FinishedJob]) {
+    if finished.is_empty() || !matches!(ctx.shards.distributed(&ctx.pool).await, Ok(true)) {
+        return;
+    }
+    if let Err(e) = announce_finished(&ctx.pool, finished).await {
+        warn!(error = %e, jobs = finished.len(), "could not announce finished jobs on followq_job_finished; they are recorded");
     }
 }
 

@@ -148,8 +148,10 @@ impl Harness {
 
     /// [`Harness::wait_finished`] without the panic: how long `sql` took to hold, or `None`
     /// if it did not within `limit`. The notification only wakes the check: `sql`, read
-    /// after the commit that notified, is what decides. It is also checked once a second: on
-    /// Citus no job announces its end (the finished trigger is dropped there).
+    /// after the commit that notified, is what decides. It is also checked once a second: a
+    /// job's end is announced at most once, and on Citus in a statement after the one that
+    /// finished it, which the daemon does not send again if it fails (the notification tests
+    /// check the announcements themselves).
     pub async fn finished_within(&self, limit: Duration, sql: &'static str) -> Option<Duration> {
         let start = Instant::now();
         let deadline = start + limit;

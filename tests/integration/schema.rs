@@ -213,6 +213,142 @@ async fn an_insert_notifies_the_documented_channel_with_the_source_id() {
     assert_eq!(notification.payload(), "100");
 }
 
+/// The library's enqueue (`followq enqueue`, `queue::enqueue_batch`, `queue::enqueue`) wakes
+/// the daemons of every account it gave a new job, on one Postgres and on Citus alike, for
+/// accounts of every shard, and for a lone request as for a batch.
+///
+/// Guard: the enqueue statement's own `pg_notify` (`woken` in `store::enqueue`). Without it
+/// no notification comes on Citus, where no trigger sends one (on one Postgres the trigger
+/// still does).
+#[tokio::test]
+async fn the_librarys_enqueue_wakes_the_daemons_of_its_accounts() {
+    use followq::ids::UserId;
+    use followq::queue::{FollowRequest, enqueue, enqueue_batch};
+
+    let db = TestDb::new().await;
+    let accounts: Vec<String> = (0..8).map(|n| format!("{}", 300 + n)).collect();
+    for account in &accounts {
+        db.add_account(account).await;
+    }
+    let request = |source: &str, target: &str| FollowRequest {
+        source: UserId::parse(source).unwrap(),
+        target: UserId::parse(target).unwrap(),
+        priority: 0,
+        run_at: None,
+        max_attempts: None,
+    };
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener
+        .listen(followq::queue::JOB_ENQUEUED_CHANNEL)
+        .await
+        .unwrap();
+    let batch: Vec<FollowRequest> = accounts[1..]
+        .iter()
+        .flat_map(|account| [request(account, "900"), request(account, "901")])
+        .collect();
+    enqueue_batch(&db.pool, &batch).await.unwrap();
+    enqueue(&db.pool, &request(&accounts[0], "900"))
+        .await
+        .unwrap();
+    let mut woken = std::collections::BTreeSet::new();
+    while woken.len() < accounts.len() {
+        let notification =
+            tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no wake-up within 10 s; woken so far: {woken:?}"))
+                .unwrap();
+        woken.insert(notification.payload().to_owned());
+    }
+    assert_eq!(woken, accounts.iter().cloned().collect());
+    if db.on_citus().await {
+        let nodes: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT nodeport) FROM citus_shards \
+             WHERE table_name = 'followq.follow_jobs'::regclass AND shardid IN \
+               (SELECT get_shard_id_for_distribution_column('followq.follow_jobs', a) \
+                FROM unnest($1::text[]) AS a)",
+        )
+        .bind(&accounts)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(nodes, 2, "the accounts are on both workers");
+    }
+}
+
+/// `store::finished::announce_finished`, what the daemon and the operator commands call after
+/// finishing jobs: on Citus it announces them in chunks of at most 50, in id order, with the
+/// trigger's payload; on one Postgres it sends nothing (the trigger announced them already).
+///
+/// Guard: its `WHERE followq.routed_by_account()` (without it one Postgres gets every job
+/// twice) and the function `followq.announce_finished`.
+#[tokio::test]
+async fn announcing_finished_jobs_sends_them_once_where_no_trigger_did() {
+    use followq::store::finished::{FinishedJob, announce_finished};
+
+    let db = TestDb::new().await;
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener
+        .listen(followq::queue::JOB_FINISHED_CHANNEL)
+        .await
+        .unwrap();
+    // Out of order, as a batch of outcomes comes.
+    let jobs: Vec<FinishedJob> = (1..=110)
+        .rev()
+        .map(|id| FinishedJob {
+            id,
+            state: if id % 2 == 0 {
+                "succeeded"
+            } else {
+                "cancelled"
+            },
+            source_user_id: "9223372036854775807".to_owned(),
+            target_user_id: (1_000_000_000_000_000_000_i64 + id).to_string(),
+        })
+        .collect();
+    announce_finished(&db.pool, &jobs).await.unwrap();
+    let wait = std::time::Duration::from_millis(1500);
+    if !db.on_citus().await {
+        let any = tokio::time::timeout(wait, listener.recv()).await;
+        assert!(
+            any.is_err(),
+            "one Postgres: the trigger's job only: {any:?}"
+        );
+        return;
+    }
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let notification =
+            tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                .await
+                .expect("a notification per chunk")
+                .unwrap();
+        assert!(notification.payload().len() < 8000);
+        let payload: serde_json::Value = serde_json::from_str(notification.payload()).unwrap();
+        let chunk = payload["jobs"].as_array().unwrap();
+        sizes.push(chunk.len());
+        for job in chunk {
+            let id = job["id"].as_i64().unwrap();
+            let expected = if id % 2 == 0 {
+                "succeeded"
+            } else {
+                "cancelled"
+            };
+            assert_eq!(job["state"], expected);
+            assert_eq!(job["source_user_id"], "9223372036854775807");
+            assert_eq!(
+                job["target_user_id"],
+                (1_000_000_000_000_000_000_i64 + id).to_string()
+            );
+            ids.push(id);
+        }
+    }
+    assert_eq!(sizes, [50, 50, 10]);
+    assert_eq!(ids, (1..=110).collect::<Vec<i64>>());
+    let more = tokio::time::timeout(wait, listener.recv()).await;
+    assert!(more.is_err(), "a fourth notification: {more:?}");
+}
+
 #[tokio::test]
 async fn the_next_ready_job_of_an_account_is_an_index_scan() {
     let db = TestDb::new().await;
