@@ -376,11 +376,18 @@ async fn write_together(ctx: &Context, batch: Vec<Request>) -> Attempt {
     match written {
         Ok(written) => {
             let recorded: std::collections::HashSet<i64> = written.recorded.into_iter().collect();
-            let finished: Vec<FinishedJob> = batch
-                .iter()
-                .filter(|request| recorded.contains(&request.completion.job_id))
-                .filter_map(|request| finished_job(&request.completion))
-                .collect();
+            // Only where no trigger announced them (on Citus); the question is answered once
+            // per daemon.
+            let finished: Vec<FinishedJob> =
+                if matches!(ctx.shards.distributed(&ctx.pool).await, Ok(true)) {
+                    batch
+                        .iter()
+                        .filter(|request| recorded.contains(&request.completion.job_id))
+                        .filter_map(|request| finished_job(&request.completion))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             let mut claimed: HashMap<String, ClaimedJob> = written
                 .claimed
                 .into_iter()
@@ -432,12 +439,13 @@ fn finished_job(completion: &Completion) -> Option<FinishedJob> {
     }
 }
 
-/// On Citus, announces the jobs a record statement finished (`followq_job_finished`; on one
-/// Postgres the trigger did, in the statement itself). After the replies: the accounts go on
-/// meanwhile. A failure is logged and not retried: the jobs are recorded, and a service that
-/// waits for them also reads `finished_at` (README, "Notifications").
+/// Announces the jobs a record statement finished on Citus (`followq_job_finished`; on one
+/// Postgres the trigger did, in the statement itself, and `finished` is empty). After the
+/// replies: the accounts go on meanwhile. A failure is logged and not retried: the jobs are
+/// recorded, and a service that waits for them also reads `finished_at` (README,
+/// "Notifications").
 async fn announce(ctx: &Context, finished: &[FinishedJob]) {
-    if finished.is_empty() || !matches!(ctx.shards.distributed(&ctx.pool).await, Ok(true)) {
+    if finished.is_empty() {
         return;
     }
     if let Err(e) = announce_finished(&ctx.pool, finished).await {

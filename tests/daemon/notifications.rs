@@ -22,10 +22,11 @@ const QUIET: Duration = Duration::from_millis(1500);
 /// `{"id", "state", "source_user_id", "target_user_id"}`, and no fifth (the snooze is not
 /// announced).
 ///
-/// Guard: the `follow_jobs_notify_finished` trigger (migration
-/// `..._finished_notify_per_statement.sql`) and its filter on finished states. Checked by dropping the trigger in the test database: no notification
+/// Guard: on one Postgres the `follow_jobs_notify_finished` trigger and its filter on
+/// finished states. Checked by dropping the trigger in the test database: no notification
 /// comes; and by widening the clause to every state change: the snooze and the claims are
-/// announced too.
+/// announced too. On Citus (no trigger) the completer's announcement after each record
+/// statement and `jobs cancel`'s: without the completer's, no notification comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finished_job_is_announced_with_its_id_and_state() {
     let _scenario = shared().await;
