@@ -60,6 +60,16 @@ inserted AS (
     ON CONFLICT (source_user_id, target_user_id) WHERE state IN ('queued', 'running')
     DO NOTHING
     RETURNING id, source_user_id, target_user_id
+),
+-- The wake-up of the daemons (NOTIFY followq_job_enqueued, payload the account), once per
+-- account given a new job. On Citus the inserting trigger is gone (a worker node's NOTIFY
+-- reaches no daemon), so it is sent here, on the coordinator the daemons listen to; on one
+-- Postgres the trigger sends it. (The catalog is asked, once per statement, rather than
+-- followq.routed_by_account(): the enqueuing role may not call that.)
+woken AS (
+    SELECT count(pg_notify('followq_job_enqueued', w.source_user_id)) AS accounts
+    FROM (SELECT DISTINCT ins.source_user_id FROM inserted AS ins) AS w
+    WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')
 )
 SELECT i.ord,
        k.user_id IS NOT NULL AS known_account,
@@ -72,6 +82,7 @@ LEFT JOIN inserted AS ins
        ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id
 LEFT JOIN existing AS e
        ON e.source_user_id = i.source_user_id AND e.target_user_id = i.target_user_id
+CROSS JOIN woken
 ORDER BY i.ord
 "#;
 
