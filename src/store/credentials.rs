@@ -193,13 +193,17 @@ pub struct RefreshClaimTry {
     pub credentials_exist: bool,
 }
 
+// statement_timestamp(), not clock_timestamp(): Citus refuses an UPDATE of a distributed table
+// that calls a VOLATILE function, and evaluates a STABLE one on the coordinator. Each of these
+// statements runs alone (autocommit), so the statement's start is the time it claims at.
 const TRY_REFRESH_CLAIM: &str = r#"
         WITH claimed AS (
             UPDATE followq.account_credentials
             SET refresh_claimed_by = $2,
-                refresh_claimed_until = clock_timestamp() + make_interval(secs => $3)
+                refresh_claimed_until = statement_timestamp() + make_interval(secs => $3)
             WHERE user_id = $1
-              AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp())
+              AND (refresh_claimed_until IS NULL
+                   OR refresh_claimed_until <= statement_timestamp())
             RETURNING 1
         )
         SELECT EXISTS (SELECT 1 FROM claimed),
@@ -324,6 +328,7 @@ pub async fn rows_to_reseal(
         .await
 }
 
+// statement_timestamp(): as in the refresh claim above (Citus refuses a VOLATILE function here).
 const RESEAL_ROWS: &str = r#"
         UPDATE followq.account_credentials AS c
         SET oauth2_access_token = n.new_access,
@@ -339,7 +344,7 @@ const RESEAL_ROWS: &str = r#"
           AND c.oauth2_refresh_token IS NOT DISTINCT FROM n.old_refresh
           AND c.oauth1_token IS NOT DISTINCT FROM n.old_token
           AND c.oauth1_token_secret IS NOT DISTINCT FROM n.old_secret
-          AND (c.refresh_claimed_until IS NULL OR c.refresh_claimed_until <= clock_timestamp())
+          AND (c.refresh_claimed_until IS NULL OR c.refresh_claimed_until <= statement_timestamp())
         "#;
 
 /// Writes the `new` values of the rows of `user_ids` whose values are still the `old` ones

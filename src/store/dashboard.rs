@@ -121,10 +121,7 @@ pub struct AccountsWithWork {
 const ACCOUNTS_WITH_WORK: &str = concat!(
     r#"
         WITH shown AS (
-            SELECT a.user_id, a.status, a.pause_reason, a.paused_until, a.updated_at,
-                   CASE WHEN a.lease_expires_at > now() THEN a.leased_by END AS leased_by,
-                   coalesce(a.quota_requests, $1) AS window_limit,
-                   coalesce(a.quota_period_seconds, $2) AS window_seconds,
+            SELECT a.user_id, a.updated_at,
                    CASE WHEN a.status = 'needs_reauth' THEN 0
                         WHEN $3 THEN 1
                         WHEN a.status = 'paused' AND a.paused_until > now() THEN 2
@@ -141,13 +138,21 @@ const ACCOUNTS_WITH_WORK: &str = concat!(
             ORDER BY urgency, a.updated_at, a.user_id COLLATE "C"
             LIMIT $5
         )
-        SELECT s.user_id, s.status, s.pause_reason, s.paused_until, s.leased_by,
-               q.queued, q.in_flight, w.spent AS window_spent, s.window_limit::int8 AS window_limit,
-               s.window_seconds::int8 AS window_seconds,
-               greatest(w.oldest + make_interval(secs => s.window_seconds), w.announced_reset)
-                   AS window_resets_at,
+        -- The listed accounts are read again (by primary key) and the lateral subqueries
+        -- refer to that row, not to `shown`: Citus computes `shown` first, as an intermediate
+        -- result, and cannot push down a subquery with a LIMIT that refers to one; it can one
+        -- that refers to the account column of a table distributed by it (every row of one
+        -- account is on one shard).
+        SELECT a.user_id, a.status, a.pause_reason, a.paused_until,
+               CASE WHEN a.lease_expires_at > now() THEN a.leased_by END AS leased_by,
+               q.queued, q.in_flight, w.spent AS window_spent,
+               coalesce(a.quota_requests, $1)::int8 AS window_limit,
+               coalesce(a.quota_period_seconds, $2)::int8 AS window_seconds,
+               greatest(w.oldest + make_interval(secs => coalesce(a.quota_period_seconds, $2)),
+                        w.announced_reset) AS window_resets_at,
                d.follows AS follows_24h, $4::int8 AS daily_cap, s.total
         FROM shown AS s
+        JOIN followq.accounts AS a ON a.user_id = s.user_id
         CROSS JOIN LATERAL (
             -- A job in flight stays queued in the table: counted as in flight, not queued.
             -- One more than the cap is read, so that an account with a job in flight and
@@ -155,25 +160,25 @@ const ACCOUNTS_WITH_WORK: &str = concat!(
             SELECT least(count(*) - count(f.job_id), $6) AS queued, count(f.job_id) AS in_flight
             FROM (
                 SELECT j.id FROM followq.follow_jobs AS j
-                WHERE j.source_user_id = s.user_id AND j.state = 'queued'
+                WHERE j.source_user_id = a.user_id AND j.state = 'queued'
                 LIMIT $6 + 1
             ) AS capped
             LEFT JOIN followq.jobs_in_flight AS f
-                ON f.job_id = capped.id AND f.source_user_id = s.user_id
+                ON f.job_id = capped.id AND f.source_user_id = a.user_id
         ) AS q
         CROSS JOIN LATERAL (
             SELECT count(*) AS spent, min(t.sent_at) AS oldest,
                    max(t.rate_limit_reset_at) FILTER (WHERE t.rate_limit_reset_at > now())
                        AS announced_reset
             FROM followq.attempts AS t
-            WHERE t.account_user_id = s.user_id
-              AND t.sent_at > now() - make_interval(secs => s.window_seconds)
+            WHERE t.account_user_id = a.user_id
+              AND t.sent_at > now() - make_interval(secs => coalesce(a.quota_period_seconds, $2))
               AND t.outcome IS DISTINCT FROM 'not_sent'
         ) AS w
         CROSS JOIN LATERAL (
             SELECT count(*) AS follows
             FROM followq.attempts AS t
-            WHERE t.account_user_id = s.user_id
+            WHERE t.account_user_id = a.user_id
               AND t.sent_at > now() - interval '24 hours'
               "#,
     "AND ",
@@ -189,7 +194,9 @@ const ACCOUNTS_WITH_WORK: &str = concat!(
 /// first), with their windows and daily counts, and how many accounts have work.
 ///
 /// Which accounts have work, and how many, is one pass over `accounts` with a semi-join on the
-/// queued jobs; the ledger and the queued counts are read for the listed accounts only.
+/// queued jobs; the ledger and the queued counts are read for the listed accounts only. The
+/// same statement runs on one Postgres and on Citus (there, the list is one distributed pass,
+/// and the rest one statement pushed down to the listed accounts' shards).
 pub async fn accounts_with_work(
     conn: &mut PgConnection,
     params: &AccountsWithWork,

@@ -61,13 +61,15 @@ inserted AS (
     DO NOTHING
     RETURNING id, source_user_id, target_user_id
 ),
--- The wake-up for the daemons, sent by the statement itself: on Citus no trigger does (see
--- the Citus migration). This statement spans shards, so Citus runs this part on the
--- coordinator, where the daemons listen. On one Postgres the trigger has sent the same
--- notifications and Postgres folds them into one per transaction.
-woken AS MATERIALIZED (
-    SELECT count(pg_notify('followq_job_enqueued', s.source_user_id)) AS accounts
-    FROM (SELECT DISTINCT source_user_id FROM inserted) AS s
+-- The wake-up of the daemons (NOTIFY followq_job_enqueued, payload the account), once per
+-- account given a new job. On Citus the inserting trigger is gone (a worker node's NOTIFY
+-- reaches no daemon), so it is sent here: this statement spans shards, so Citus runs this
+-- step on the coordinator, where the daemons listen. On one Postgres the trigger sends it. (The catalog is asked, once per statement, rather than
+-- followq.routed_by_account(): the enqueuing role may not call that.)
+woken AS (
+    SELECT count(pg_notify('followq_job_enqueued', w.source_user_id)) AS accounts
+    FROM (SELECT DISTINCT ins.source_user_id FROM inserted AS ins) AS w
+    WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')
 )
 SELECT i.ord,
        k.user_id IS NOT NULL AS known_account,
@@ -75,12 +77,12 @@ SELECT i.ord,
        (ins.id IS NOT NULL
         AND i.ord = min(i.ord) OVER (PARTITION BY i.source_user_id, i.target_user_id)) AS created
 FROM input AS i
-CROSS JOIN woken
 LEFT JOIN known AS k ON k.user_id = i.source_user_id
 LEFT JOIN inserted AS ins
        ON ins.source_user_id = i.source_user_id AND ins.target_user_id = i.target_user_id
 LEFT JOIN existing AS e
        ON e.source_user_id = i.source_user_id AND e.target_user_id = i.target_user_id
+CROSS JOIN woken
 ORDER BY i.ord
 "#;
 

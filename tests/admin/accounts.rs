@@ -322,14 +322,25 @@ async fn the_claim_sends_through_automatic_pauses_only() {
         .unwrap();
     }
     let accounts: Vec<String> = cases.iter().map(|case| case.0.to_owned()).collect();
-    let claimed = followq::store::claim::claim_batch(
-        &db.pool,
-        "host-a",
-        &accounts,
-        std::time::Duration::from_secs(1),
-    )
-    .await
-    .unwrap();
+    // As the daemon's claim task sends it: one statement per shard's accounts (one statement
+    // on one Postgres; on Citus a claim locks its accounts' rows, which runs on one shard only).
+    let groups = followq::store::shards::Shards::new()
+        .group(&db.pool, &accounts)
+        .await
+        .unwrap();
+    let mut claimed = Vec::new();
+    for group in &groups {
+        claimed.extend(
+            followq::store::claim::claim_batch(
+                &db.pool,
+                "host-a",
+                group,
+                std::time::Duration::from_secs(1),
+            )
+            .await
+            .unwrap(),
+        );
+    }
     let mut sent: Vec<&str> = claimed
         .iter()
         .map(|job| job.source_user_id.as_str())

@@ -194,7 +194,7 @@ async fn an_account_leased_again_counts_what_another_daemon_sent_meanwhile() {
         .await;
     let mut holder = harness.db.connection().await;
     let mut held = sqlx::Connection::begin(&mut holder).await.expect("begin");
-    sqlx::query("SELECT 1 FROM followq.attempts FOR UPDATE")
+    sqlx::query("SELECT 1 FROM followq.attempts WHERE account_user_id = '1250' FOR UPDATE")
         .execute(&mut *held)
         .await
         .expect("lock the ledger row");
@@ -439,7 +439,8 @@ async fn requests_cut_off_at_the_grace_end_still_count_for_the_successor() {
         .await
         .expect("the daemon stops within its grace");
     let (outcome, job_state): (Option<String>, String) = sqlx::query_as(
-        "SELECT t.outcome, j.state FROM followq.attempts t JOIN followq.follow_jobs j ON j.id = t.job_id",
+        "SELECT t.outcome, j.state FROM followq.attempts t JOIN followq.follow_jobs j \
+         ON j.id = t.job_id AND j.source_user_id = t.account_user_id",
     )
     .fetch_one(&harness.db.pool)
     .await

@@ -258,12 +258,14 @@ impl Harness {
         .expect("job rows")
     }
 
-    /// The ledger rows of `account`, in the order the requests were sent.
+    /// The ledger rows of `account`, in the order the requests were sent. (The join names the
+    /// account on both sides, as Citus joins its tables: on the column they are spread by.)
     pub async fn ledger_of(&self, account: &str) -> Vec<LedgerRow> {
         sqlx::query_as(
             "SELECT j.target_user_id, t.sent_at, t.completed_at, t.http_status, \
              t.outcome, t.rate_limit_limit, t.rate_limit_remaining, t.rate_limit_reset_at, \
-             t.error, t.answer_by FROM followq.attempts AS t JOIN followq.follow_jobs AS j ON j.id = t.job_id \
+             t.error, t.answer_by FROM followq.attempts AS t JOIN followq.follow_jobs AS j \
+             ON j.id = t.job_id AND j.source_user_id = t.account_user_id \
              WHERE t.account_user_id = $1 ORDER BY t.sent_at, t.id",
         )
         .bind(account)
