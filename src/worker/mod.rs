@@ -312,6 +312,17 @@ impl Daemon {
             billing.daily_budget.map(|b| billing.requests_within(b)),
             billing.monthly_budget.map(|b| billing.requests_within(b)),
         );
+        if ctx.settings.rate_limit.daily_follows_per_app.is_some()
+            && matches!(ctx.shards.distributed(&ctx.pool).await, Ok(true))
+        {
+            // README, "Scaling past one Postgres": the cap's gate reads every shard before
+            // each request.
+            warn!(
+                "rate_limit.daily_follows_per_app is set on Citus: each request first reads the \
+                 ledger of every shard, which can make requests miss their send deadline on a \
+                 busy cluster"
+            );
+        }
         let sender = ctx.events.clone();
         // Chores that outlive the first signal (the drain needs liveness, outcomes written,
         // and the ops listener) stop with `background`, after the drain.
