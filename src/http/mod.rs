@@ -30,6 +30,8 @@
 //! a log line) gives the port picked.
 
 mod gauges;
+
+pub use gauges::GAUGE_TTL;
 pub mod page;
 mod page_html;
 mod probes;
