@@ -193,13 +193,16 @@ pub struct RefreshClaimTry {
     pub credentials_exist: bool,
 }
 
+// `now()`, not `clock_timestamp()`: Citus refuses a VOLATILE function in an UPDATE of a
+// distributed table, and evaluates a STABLE one on the coordinator. The statement runs on
+// its own (committed at once), so its transaction's start is the moment it runs.
 const TRY_REFRESH_CLAIM: &str = r#"
         WITH claimed AS (
             UPDATE followq.account_credentials
             SET refresh_claimed_by = $2,
-                refresh_claimed_until = clock_timestamp() + make_interval(secs => $3)
+                refresh_claimed_until = now() + make_interval(secs => $3)
             WHERE user_id = $1
-              AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= clock_timestamp())
+              AND (refresh_claimed_until IS NULL OR refresh_claimed_until <= now())
             RETURNING 1
         )
         SELECT EXISTS (SELECT 1 FROM claimed),
