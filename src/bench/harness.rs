@@ -14,6 +14,7 @@ use crate::accounts::sealed::{TokenColumn, seal};
 use crate::config::Settings;
 use crate::ids::UserId;
 use crate::scratch_db::ScratchDb;
+use crate::scratch_db::citus::ShardCount;
 use crate::sim::SimHandle;
 use crate::store::bench;
 use crate::worker::{Daemon, DaemonHandle};
@@ -33,12 +34,23 @@ pub fn access_token(n: u64) -> String {
 
 /// Runs `measure` in a fresh scratch database (`followq_bench_…`), dropped afterwards
 /// whatever the outcome.
+///
+/// On Citus its tables get the cluster's shard count (Citus's default, 32, unless configured
+/// otherwise): the daemon sends one claim and one record statement per shard of a batch, so
+/// the work per job depends on it, and the figures are to be those of a cluster as its
+/// operator runs it.
 pub async fn in_scratch_db<T>(
     server: &secrecy::SecretString,
     connections: u32,
     measure: impl AsyncFnOnce(&ScratchDb) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let scratch = ScratchDb::create(server, "followq_bench", connections).await?;
+    let scratch = ScratchDb::create(
+        server,
+        "followq_bench",
+        connections,
+        ShardCount::ClusterDefault,
+    )
+    .await?;
     let outcome = measure(&scratch).await;
     if let Err(e) = scratch.drop_now().await {
         tracing::warn!(error = %e, "could not drop a scratch database");

@@ -16,7 +16,8 @@ use crate::demo::{self, DemoOptions, progress};
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The demo creates followq_demo_<pid>_<random> on a Postgres server, migrates it, and drops it at
-the end (unless --keep-database). The server: the one --database-url, DATABASE_URL or
+the end (unless --keep-database); on a Citus coordinator with workers, on every node, its tables
+distributed, and the report says how the jobs were spread over the workers. The server: the one --database-url, DATABASE_URL or
 FOLLOWQ_DATABASE__URL names, always; else database.url if a server answers there within 2 s;
 else a throwaway one the demo starts and removes at the end (also on Ctrl-C): a cluster from
 the local Postgres binaries (initdb and pg_ctl on PATH or in the usual package directories;

@@ -27,6 +27,7 @@ use crate::accounts::{Credentials, KeyRing, NewAccount, register};
 use crate::config::Settings;
 use crate::ids::UserId;
 use crate::queue::{FollowRequest, enqueue_batch};
+use crate::scratch_db::citus::ShardCount;
 use crate::scratch_db::{ScratchDb, ScratchDbError};
 use crate::sim::{self, FaultConfig, SimConfig, SimHandle, TargetRules};
 use crate::store::demo_report;
@@ -112,11 +113,36 @@ pub async fn run(
             "the fault rate must be between 0 and 0.5",
         ));
     }
-    let scratch = ScratchDb::create(&base.database.url, "followq_demo", 24).await?;
-    progress.note(&format!(
-        "scratch database {} created and migrated",
-        scratch.name
-    ));
+    // On Citus, two shards per worker: each worker gets shards of its own (Citus places them
+    // in turn), so the report can show every worker's share, and the statements that read
+    // every shard (the progress line's counts, once a second) reach four shards on a
+    // two-worker cluster rather than Citus's default of 32.
+    let scratch = ScratchDb::create(
+        &base.database.url,
+        "followq_demo",
+        24,
+        ShardCount::PerWorker(2),
+    )
+    .await?;
+    match &scratch.citus {
+        None => progress.note(&format!(
+            "scratch database {} created and migrated",
+            scratch.name
+        )),
+        Some(cluster) => progress.note(&format!(
+            "scratch database {} created on the Citus coordinator {} and its {} workers ({}), \
+             and migrated: its tables are distributed",
+            scratch.name,
+            cluster.coordinator(),
+            cluster.workers().len(),
+            cluster
+                .workers()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
     let outcome = run_in(base, options, &scratch, progress, interrupt).await;
     if options.keep_database {
         progress.note(&format!("kept the database {}", scratch.name));
@@ -124,7 +150,10 @@ pub async fn run(
         let name = scratch.name.clone();
         match scratch.drop_now().await {
             Ok(()) => progress.note(&format!("scratch database {name} dropped")),
-            Err(e) => progress.note(&format!("could not drop {name}: {e}")),
+            Err(e) => progress.note(&format!(
+                "could not drop {name}: {:#}",
+                anyhow::Error::from(e)
+            )),
         }
     }
     outcome

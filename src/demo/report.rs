@@ -1,5 +1,6 @@
 //! The demo's closing report: what became of the jobs, what the simulator saw, how the run
-//! compares with the fastest the quota allows, and what it would have cost at X's price.
+//! compares with the fastest the quota allows, what it would have cost at X's price, and
+//! where it ran (one Postgres, or Citus with the jobs each worker held).
 
 use std::fmt;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use sqlx::PgPool;
 use super::DemoOptions;
 use crate::admin::status::amount;
 use crate::sim::SimStats;
-use crate::store::demo_report;
+use crate::store::{demo_report, schema};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
@@ -44,6 +45,42 @@ pub struct DemoReport {
     /// cost at it (billed requests only; zero price: no money figure).
     pub price_per_request: Decimal,
     pub cost: Option<Decimal>,
+    /// On Citus, how the jobs were spread over the workers; `None` on one Postgres.
+    pub citus: Option<CitusSpread>,
+}
+
+/// Where the jobs of a run on Citus were: every primary worker, with its share.
+#[derive(Debug, Clone, Serialize)]
+pub struct CitusSpread {
+    pub workers: Vec<WorkerShare>,
+}
+
+/// One worker's share of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerShare {
+    /// `host:port`, as the coordinator reaches it.
+    pub node: String,
+    /// Accounts whose rows the worker holds.
+    pub accounts: i64,
+    /// Their jobs.
+    pub jobs: i64,
+}
+
+/// How the jobs were spread, when the database is on Citus.
+async fn citus_spread(pool: &PgPool) -> Result<Option<CitusSpread>, sqlx::Error> {
+    if !schema::citus_installed(pool).await? {
+        return Ok(None);
+    }
+    let workers = demo_report::jobs_per_worker(pool)
+        .await?
+        .into_iter()
+        .map(|share| WorkerShare {
+            node: format!("{}:{}", share.host, share.port),
+            accounts: share.accounts,
+            jobs: share.jobs,
+        })
+        .collect();
+    Ok(Some(CitusSpread { workers }))
 }
 
 pub async fn build(
@@ -57,6 +94,7 @@ pub async fn build(
     let billed = demo_report::billed_requests(pool).await?;
     let counts = demo_report::job_counts(pool).await?;
     let failed_by_reason = demo_report::failed_by_reason(pool).await?;
+    let citus = citus_spread(pool).await?;
     // From the first request out to the last job finished, as the database recorded them (the
     // progress loop only looks once a second).
     let measured = demo_report::first_sent_to_last_finished(pool).await?;
@@ -93,7 +131,17 @@ pub async fn build(
         possibly_billed_requests: billed.possibly_billed,
         price_per_request: price,
         cost: (!price.is_zero()).then(|| price * Decimal::from(billed.billed)),
+        citus,
     })
+}
+
+/// `1 job`, `2 jobs`.
+fn counted(count: i64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 impl fmt::Display for DemoReport {
@@ -149,6 +197,27 @@ impl fmt::Display for DemoReport {
                 self.achieved_seconds, self.ideal_seconds, self.max_requests_per_account
             ),
         )?;
+        match &self.citus {
+            None => row(f, "ran on", "one Postgres".to_owned())?,
+            Some(spread) => {
+                row(
+                    f,
+                    "ran on",
+                    format!("Citus, {} workers", spread.workers.len()),
+                )?;
+                for worker in &spread.workers {
+                    row(
+                        f,
+                        &format!("  {}", worker.node),
+                        format!(
+                            "{} of {}",
+                            counted(worker.jobs, "job"),
+                            counted(worker.accounts, "account")
+                        ),
+                    )?;
+                }
+            }
+        }
         let billed = format!(
             "{} billed (answered 2xx), {} possibly billed",
             self.billed_requests, self.possibly_billed_requests
@@ -166,5 +235,71 @@ impl fmt::Display for DemoReport {
             ),
             None => row(f, "requests X bills", billed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(citus: Option<CitusSpread>) -> DemoReport {
+        DemoReport {
+            completed: true,
+            jobs: 90,
+            following: 80,
+            pending: 10,
+            failed: 0,
+            failed_by_reason: Vec::new(),
+            still_queued: 0,
+            requests: 95,
+            rate_limited: 0,
+            token_refreshes: 1,
+            quota: 20,
+            window_seconds: 2.0,
+            max_requests_in_window: 20,
+            max_requests_per_account: 32,
+            achieved_seconds: 3.1,
+            ideal_seconds: 2.0,
+            billed_requests: 90,
+            possibly_billed_requests: 0,
+            price_per_request: Decimal::ZERO,
+            cost: None,
+            citus,
+        }
+    }
+
+    #[test]
+    fn on_one_postgres_the_report_says_so_and_nothing_of_citus() {
+        let text = report(None).to_string();
+        assert!(
+            text.contains("ran on") && text.contains("one Postgres"),
+            "{text}"
+        );
+        assert!(!text.contains("Citus"), "{text}");
+    }
+
+    #[test]
+    fn on_citus_the_report_lists_every_workers_share() {
+        let text = report(Some(CitusSpread {
+            workers: vec![
+                WorkerShare {
+                    node: "127.0.0.1:9701".into(),
+                    accounts: 2,
+                    jobs: 60,
+                },
+                WorkerShare {
+                    node: "127.0.0.1:9702".into(),
+                    accounts: 1,
+                    jobs: 30,
+                },
+            ],
+        }))
+        .to_string();
+        assert!(text.contains("Citus, 2 workers"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:9701") && text.contains("60 jobs of 2 accounts"),
+            "{text}"
+        );
+        assert!(text.contains("30 jobs of 1 account\n"), "{text}");
     }
 }

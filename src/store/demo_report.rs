@@ -1,6 +1,6 @@
 //! What `followq demo` reads of its scratch database for its progress and its closing report:
-//! the jobs by outcome, the failures by reason, and how long the run took as the database
-//! recorded it.
+//! the jobs by outcome, the failures by reason, how long the run took as the database
+//! recorded it, and, on Citus, how the jobs were spread over the workers.
 
 use super::Statement;
 use super::status::{self, QueuedAndInFlight};
@@ -109,6 +109,47 @@ pub async fn billed_requests(
     sqlx::query_as(BILLED_REQUESTS).fetch_one(executor).await
 }
 
+/// One worker's share of the jobs on Citus.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct WorkerShare {
+    pub host: String,
+    pub port: i32,
+    /// Accounts whose rows this worker holds (an account's rows are all on one shard).
+    pub accounts: i64,
+    /// Jobs of those accounts, whatever their state.
+    pub jobs: i64,
+}
+
+// Jobs are counted per account first (a statement Citus runs on every shard, grouped by the
+// distribution column), then each account is placed on the coordinator: its shard, the
+// shard's placement, the placement's node. A worker without any of the accounts is listed
+// with zeros.
+const JOBS_PER_WORKER: &str = r#"
+        WITH per_account AS (
+            SELECT source_user_id AS account, count(*) AS jobs
+            FROM followq.follow_jobs GROUP BY source_user_id
+        ), placed AS (
+            SELECT a.jobs, p.groupid
+            FROM per_account AS a
+            JOIN pg_dist_placement AS p
+              ON p.shardid = get_shard_id_for_distribution_column('followq.follow_jobs', a.account)
+        )
+        SELECT n.nodename::text AS host, n.nodeport AS port,
+               count(placed.groupid) AS accounts, coalesce(sum(placed.jobs), 0)::bigint AS jobs
+        FROM pg_dist_node AS n
+        LEFT JOIN placed ON placed.groupid = n.groupid
+        WHERE n.groupid <> 0 AND n.noderole = 'primary'
+        GROUP BY n.nodename, n.nodeport
+        ORDER BY n.nodename, n.nodeport
+        "#;
+
+/// On Citus: each primary worker with the accounts and the jobs it holds.
+pub async fn jobs_per_worker(
+    executor: impl PgExecutor<'_>,
+) -> Result<Vec<WorkerShare>, sqlx::Error> {
+    sqlx::query_as(JOBS_PER_WORKER).fetch_all(executor).await
+}
+
 /// The static statements of this file, for the test that prepares every one.
 pub const STATEMENTS: &[Statement] = &[
     Statement {
@@ -128,3 +169,9 @@ pub const STATEMENTS: &[Statement] = &[
         sql: FIRST_SENT_TO_LAST_FINISHED,
     },
 ];
+
+/// The statements that read Citus's catalog, prepared by the statement test on Citus.
+pub const CITUS_STATEMENTS: &[Statement] = &[Statement {
+    name: "demo_report::jobs_per_worker",
+    sql: JOBS_PER_WORKER,
+}];

@@ -10,7 +10,9 @@
 //! [`all_statements`] gathers them: a test prepares each one against the migrated schema, so a
 //! statement that no longer matches a column, a type or a function fails in CI even when no
 //! other test happens to run it. The few statements whose text is built at run time (table
-//! names chosen from a fixed list, bulk inserts) say so where they are built.
+//! names chosen from a fixed list, bulk inserts) say so where they are built. Statements that
+//! read Citus's catalog or call its functions prepare only where the citus extension is
+//! installed: [`citus_statements`] gathers them, and the same test prepares them on Citus.
 //!
 //! Files, one concern each:
 //! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`unanswered`], what a
@@ -20,6 +22,7 @@
 //!   each on Citus ([`shards`]);
 //! - what was spent at X, and the budgets' reservations: [`billing`];
 //! - the daemons themselves: [`daemons`], [`retention`], [`schema`];
+//! - the nodes of a Citus cluster, and making a new database part of it: [`cluster`];
 //! - what operators read and change: [`status`], [`dashboard`], [`admin_accounts`],
 //!   [`admin_jobs`], [`demo_report`].
 
@@ -30,6 +33,7 @@ pub mod app_follows;
 pub mod bench;
 pub mod billing;
 pub mod claim;
+pub mod cluster;
 pub mod credentials;
 pub mod daemons;
 pub mod dashboard;
@@ -62,6 +66,7 @@ pub fn all_statements() -> Vec<Statement> {
         app_follows::STATEMENTS,
         billing::STATEMENTS,
         claim::STATEMENTS,
+        cluster::STATEMENTS,
         credentials::STATEMENTS,
         daemons::STATEMENTS,
         dashboard::STATEMENTS,
@@ -79,5 +84,12 @@ pub fn all_statements() -> Vec<Statement> {
         #[cfg(feature = "bench")]
         bench::STATEMENTS,
     ];
+    lists.iter().flat_map(|list| list.iter().copied()).collect()
+}
+
+/// The static statements that need Citus (its catalog, its functions): they prepare only in a
+/// database where the citus extension is installed.
+pub fn citus_statements() -> Vec<Statement> {
+    let lists: &[&[Statement]] = &[cluster::CITUS_STATEMENTS, demo_report::CITUS_STATEMENTS];
     lists.iter().flat_map(|list| list.iter().copied()).collect()
 }

@@ -69,7 +69,7 @@ pub async fn drop_database(admin: &mut PgConnection, name: &str) -> Result<(), s
 
 /// `name` when it needs no quoting: 1 to 63 characters of `a-z`, `0-9` and `_`, not starting
 /// with a digit.
-fn plain_identifier(name: &str) -> Result<&str, sqlx::Error> {
+pub(super) fn plain_identifier(name: &str) -> Result<&str, sqlx::Error> {
     let plain = !name.is_empty()
         && name.len() <= 63
         && !name.starts_with(|c: char| c.is_ascii_digit())

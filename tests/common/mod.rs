@@ -10,7 +10,8 @@
 //! workers are registered there, as `../shared/citus/setup.sh` makes it), every test database
 //! is made on the Citus cluster instead: created on the coordinator and on each worker (Citus
 //! does not propagate CREATE DATABASE), with the citus extension in each and the workers added
-//! from the coordinator; migrating it distributes the tables.
+//! from the coordinator, by the code that makes the demo's and the bench's Citus databases
+//! (`followq::scratch_db::citus`); migrating it distributes the tables.
 
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
@@ -24,6 +25,7 @@ use std::sync::OnceLock;
 use followq::accounts::KeyRing;
 use followq::accounts::sealed::TokenColumn;
 use followq::config::CredentialsSettings;
+use followq::scratch_db::citus::{Cluster, ShardCount};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -88,7 +90,7 @@ pub fn test_key_env() -> Vec<(String, String)> {
 }
 
 /// The Citus coordinator the tests run on, when `TEST_CITUS_URL` is set.
-fn citus_url() -> Option<String> {
+pub fn citus_url() -> Option<String> {
     std::env::var("TEST_CITUS_URL")
         .ok()
         .filter(|url| !url.is_empty())
@@ -109,102 +111,39 @@ async fn server_url() -> String {
         .clone()
 }
 
-/// `url` with its database path replaced by `database`, and its host and port by `node`'s
-/// when given.
-fn url_for(url: &str, database: &str, node: Option<(&str, u16)>) -> String {
+/// `url` with its database path replaced by `database`.
+fn url_for(url: &str, database: &str) -> String {
     let mut url = reqwest::Url::parse(url).expect("the test server URL is a URL");
     url.set_path(&format!("/{database}"));
-    if let Some((host, port)) = node {
-        url.set_host(Some(host)).expect("a worker's host name");
-        url.set_port(Some(port)).expect("a worker's port");
-    }
     url.to_string()
 }
 
-/// The Citus workers registered on the coordinator at `server_url` (its admin database), as
-/// admin URLs with the coordinator's user and password.
-async fn citus_workers(server_url: &str) -> Vec<String> {
-    let mut admin = PgConnection::connect(server_url)
+/// The Citus cluster coordinated at `server_url` (its admin database), as followq's own
+/// scratch databases find it.
+pub async fn citus_cluster(server_url: &str) -> Cluster {
+    let options = followq::db::connect_options(&server_url.into()).expect("the Citus URL");
+    let mut admin = PgConnection::connect_with(&options)
         .await
         .expect("connect to the Citus coordinator");
-    let nodes: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT nodename::text, nodeport FROM pg_dist_node \
-         WHERE groupid <> 0 AND noderole = 'primary' ORDER BY nodeport",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .expect("the coordinator's workers (pg_dist_node)");
+    let cluster = Cluster::of_server(&mut admin, &options)
+        .await
+        .expect("the coordinator's nodes");
     admin.close().await.ok();
-    assert!(
-        !nodes.is_empty(),
-        "TEST_CITUS_URL names a Citus coordinator without workers"
-    );
-    nodes
-        .iter()
-        .map(|(host, port)| {
-            let port = u16::try_from(*port).expect("a worker's port");
-            url_for(server_url, "postgres", Some((host, port)))
-        })
-        .collect()
+    cluster.expect("TEST_CITUS_URL names a Citus coordinator with workers")
 }
 
-/// Runs `sql` on the database at `url`.
-async fn execute_on(url: &str, sql: String) {
-    let mut connection = PgConnection::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-        .execute(&mut connection)
-        .await
-        .unwrap_or_else(|e| panic!("{sql} on {url}: {e}"));
-    connection.close().await.ok();
-}
-
-/// Makes database `name` a Citus database: created on every worker with the extension, the
-/// extension on the coordinator (where `name` exists already), and the nodes registered.
-///
-/// One at a time, across test processes (an advisory lock in the coordinator's admin
-/// database): registering the nodes copies the roles to each worker, and two databases doing
-/// it at once fail there with "tuple concurrently updated".
-async fn make_citus_database(server_url: &str, name: &str) -> Vec<String> {
-    let mut guard = PgConnection::connect(server_url)
-        .await
-        .expect("connect to the Citus coordinator");
-    sqlx::query("SELECT pg_advisory_lock(hashtext('followq tests: make a Citus database'))")
-        .execute(&mut guard)
-        .await
-        .expect("the lock that makes Citus test databases one at a time");
-    let workers = citus_workers(server_url).await;
-    for worker in &workers {
-        execute_on(worker, format!("CREATE DATABASE {name}")).await;
-        execute_on(
-            &url_for(worker, name, None),
-            "CREATE EXTENSION citus".to_owned(),
-        )
-        .await;
-    }
-    let coordinator = reqwest::Url::parse(server_url).expect("the Citus URL is a URL");
-    let host = coordinator.host_str().unwrap_or("127.0.0.1").to_owned();
-    let port = coordinator.port().unwrap_or(5432);
+/// Makes database `name` a Citus database, the way the demo and the bench make theirs
+/// (`followq::scratch_db::citus`), and returns its cluster.
+async fn make_citus_database(server_url: &str, name: &str) -> Cluster {
+    let cluster = citus_cluster(server_url).await;
     // Four shards per distributed table rather than Citus's 32: still two on each worker, and
     // a statement spanning shards opens a few connections to the workers, not dozens (tests
     // run in parallel, and every node allows 200).
-    let mut register = format!(
-        "ALTER DATABASE {name} SET citus.shard_count = 4; \
-         CREATE EXTENSION citus; SELECT citus_set_coordinator_host('{host}', {port});"
-    );
-    for worker in &workers {
-        let worker = reqwest::Url::parse(worker).expect("a worker URL");
-        register.push_str(&format!(
-            " SELECT citus_add_node('{}', {});",
-            worker.host_str().unwrap_or("127.0.0.1"),
-            worker.port().unwrap_or(5432)
-        ));
-    }
-    execute_on(&url_for(server_url, name, None), register).await;
-    // Closing the session releases the lock.
-    guard.close().await.ok();
-    workers
+    cluster
+        .make_database(&server_url.into(), name, ShardCount::Total(4))
+        .await
+        .unwrap_or_else(|e| panic!("make {name} a Citus database: {e:#}"));
+    cluster
 }
 
 /// Drops database `name` on the server at `admin_url`, if it can.
@@ -250,8 +189,8 @@ pub struct TestDb {
     options: PgConnectOptions,
     name: String,
     server_url: String,
-    /// On Citus, the workers' admin URLs, where the database is dropped too.
-    workers: Vec<String>,
+    /// On Citus, the cluster, on whose workers the database is dropped too.
+    citus: Option<Cluster>,
 }
 
 impl TestDb {
@@ -281,13 +220,12 @@ impl TestDb {
             .await
             .expect("create the test database");
         admin.close().await.ok();
-        let workers = if citus_url().is_some() {
-            make_citus_database(&server_url, &name).await
-        } else {
-            Vec::new()
+        let citus = match citus_url() {
+            Some(_) => Some(make_citus_database(&server_url, &name).await),
+            None => None,
         };
 
-        let url = url_for(&server_url, &name, None);
+        let url = url_for(&server_url, &name);
         let options = PgConnectOptions::from_str(&url).expect("test database URL");
         let pool = Self::pool_for(&options, 8).await;
         TestDb {
@@ -296,7 +234,7 @@ impl TestDb {
             options,
             name,
             server_url,
-            workers,
+            citus,
         }
     }
 
@@ -427,7 +365,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let server_url = self.server_url.clone();
-        let workers = self.workers.clone();
+        let citus = self.citus.clone();
         let name = self.name.clone();
         // Drop runs inside the test's runtime; use a thread with its own to await the DROP.
         let dropped = std::thread::spawn(move || {
@@ -437,8 +375,8 @@ impl Drop for TestDb {
                 .expect("runtime for dropping the test database");
             runtime.block_on(async {
                 drop_database(&server_url, &name).await;
-                for worker in &workers {
-                    drop_database(worker, &name).await;
+                if let Some(cluster) = citus {
+                    let _ = cluster.drop_on_workers(&server_url.into(), &name).await;
                 }
             });
         });
