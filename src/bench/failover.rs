@@ -22,10 +22,7 @@ pub struct FailoverOptions {
 }
 
 pub async fn run(ctx: &BenchContext, options: &FailoverOptions) -> anyhow::Result<ScenarioResult> {
-    harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
-        measure(ctx, options, scratch).await
-    })
-    .await
+    harness::in_scratch_db(ctx, 8, async |scratch| measure(ctx, options, scratch).await).await
 }
 
 /// A daemon process holding at most `max_accounts`.

@@ -14,7 +14,6 @@ use crate::accounts::sealed::{TokenColumn, seal};
 use crate::config::Settings;
 use crate::ids::UserId;
 use crate::scratch_db::ScratchDb;
-use crate::scratch_db::citus::ShardCount;
 use crate::sim::SimHandle;
 use crate::store::bench;
 use crate::worker::{Daemon, DaemonHandle};
@@ -32,23 +31,18 @@ pub fn access_token(n: u64) -> String {
     format!("bench-access-{}", FIRST_ACCOUNT + n)
 }
 
-/// Runs `measure` in a fresh scratch database (`followq_bench_…`), dropped afterwards
-/// whatever the outcome.
-///
-/// On Citus its tables get the cluster's shard count (Citus's default, 32, unless configured
-/// otherwise): the daemon sends one claim and one record statement per shard of a batch, so
-/// the work per job depends on it, and the figures are to be those of a cluster as its
-/// operator runs it.
+/// Runs `measure` in a fresh scratch database (`followq_bench_…`) on the operator's server,
+/// dropped afterwards whatever the outcome. On Citus its tables get `ctx.citus_shards` shards.
 pub async fn in_scratch_db<T>(
-    server: &secrecy::SecretString,
+    ctx: &super::BenchContext,
     connections: u32,
     measure: impl AsyncFnOnce(&ScratchDb) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let scratch = ScratchDb::create(
-        server,
+        &ctx.settings.database.url,
         "followq_bench",
         connections,
-        ShardCount::ClusterDefault,
+        ctx.citus_shards,
     )
     .await?;
     let outcome = measure(&scratch).await;
@@ -234,13 +228,31 @@ pub async fn first_sent_to_last_finished(pool: &PgPool) -> Result<f64, sqlx::Err
 
 /// CPU seconds (user + system) used by a process so far, from /proc; `None` off Linux.
 pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let fields = stat_fields(pid)?;
+    Some((fields.utime + fields.stime) / clock_ticks_per_second())
+}
+
+/// The CPU fields of /proc/<pid>/stat, in clock ticks.
+struct CpuFields {
+    utime: f64,
+    stime: f64,
+    /// What the process's children that have ended (and that it waited for) used.
+    cutime: f64,
+    cstime: f64,
+}
+
+fn stat_fields(pid: &str) -> Option<CpuFields> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks_per_second())
+    let field = |n: usize| -> Option<f64> { fields.get(n)?.parse().ok() };
+    Some(CpuFields {
+        utime: field(11)?,
+        stime: field(12)?,
+        cutime: field(13)?,
+        cstime: field(14)?,
+    })
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -248,7 +260,10 @@ fn clock_ticks_per_second() -> f64 {
     100.0
 }
 
-/// CPU seconds used so far by all Postgres server processes on this machine.
+/// CPU seconds used so far by all Postgres server processes on this machine, the ended ones
+/// included (a backend's time goes to its postmaster's ended children when it ends, as the
+/// connections Citus opens for one statement and closes do): every server and every node of a
+/// cluster on this machine, and whatever else they served meanwhile.
 pub fn postgres_cpu_seconds() -> Option<f64> {
     let mut total = 0.0;
     let mut found = false;
@@ -262,38 +277,13 @@ pub fn postgres_cpu_seconds() -> Option<f64> {
         };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if comm.trim() == "postgres"
-            && let Some(cpu) = process_cpu_seconds(pid)
+            && let Some(cpu) = stat_fields(pid)
         {
-            total += cpu;
+            total += (cpu.utime + cpu.stime + cpu.cutime + cpu.cstime) / clock_ticks_per_second();
             found = true;
         }
     }
     found.then_some(total)
-}
-
-/// CPU seconds used so far by each backend connected to `pool`'s database, by pid. Unlike
-/// [`postgres_cpu_seconds`] it leaves out what other databases on the server cost (and the
-/// server's background processes), so it stays meaningful on a shared machine.
-pub async fn database_backend_cpu(
-    pool: &PgPool,
-) -> Result<std::collections::HashMap<i32, f64>, sqlx::Error> {
-    let pids = bench::database_backend_pids(pool).await?;
-    Ok(pids
-        .into_iter()
-        .filter_map(|pid| process_cpu_seconds(&pid.to_string()).map(|cpu| (pid, cpu)))
-        .collect())
-}
-
-/// CPU seconds the backends in `after` used since `before` (a backend not in `before` started
-/// meanwhile: all of its time counts).
-pub fn backend_cpu_since(
-    before: &std::collections::HashMap<i32, f64>,
-    after: &std::collections::HashMap<i32, f64>,
-) -> f64 {
-    after
-        .iter()
-        .map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(0.0))
-        .sum()
 }
 
 /// A process's resident set now and at its peak, in MiB, from /proc/<pid>/status.

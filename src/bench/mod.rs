@@ -17,6 +17,7 @@ pub mod endpoint;
 pub mod failover;
 pub mod harness;
 pub mod latency;
+pub mod nodes;
 pub mod noisy;
 pub mod scale;
 pub mod soak;
@@ -30,6 +31,7 @@ use serde::Serialize;
 
 use crate::accounts::KeyRing;
 use crate::config::Settings;
+use crate::scratch_db::citus::ShardCount;
 
 /// What scenarios share.
 pub struct BenchContext {
@@ -37,6 +39,12 @@ pub struct BenchContext {
     pub settings: Settings,
     /// That key, to seal the scenarios' tokens.
     pub keys: KeyRing,
+    /// On a Citus coordinator, the shards of each distributed table of the scratch databases.
+    /// By default the cluster's own count (Citus's default, 32, unless configured otherwise):
+    /// the daemon sends one claim and one record statement per shard of a batch, so the work
+    /// per job depends on it, and the figures are to be those of a cluster as its operator
+    /// runs it.
+    pub citus_shards: ShardCount,
 }
 
 /// One scenario's figures.

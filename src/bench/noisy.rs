@@ -18,7 +18,7 @@ pub struct NoisyOptions {
 }
 
 pub async fn run(ctx: &BenchContext, options: &NoisyOptions) -> anyhow::Result<ScenarioResult> {
-    harness::in_scratch_db(&ctx.settings.database.url, 24, async |scratch| {
+    harness::in_scratch_db(ctx, 24, async |scratch| {
         measure(ctx, options, scratch).await
     })
     .await

@@ -32,10 +32,7 @@ pub struct ScaleOptions {
 const LEDGER_BATCH: u64 = 400_000;
 
 pub async fn run(ctx: &BenchContext, options: &ScaleOptions) -> anyhow::Result<ScenarioResult> {
-    harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
-        measure(ctx, options, scratch).await
-    })
-    .await
+    harness::in_scratch_db(ctx, 8, async |scratch| measure(ctx, options, scratch).await).await
 }
 
 async fn measure(

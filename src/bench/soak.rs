@@ -32,10 +32,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const WARM_UP: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &BenchContext, options: &SoakOptions) -> anyhow::Result<ScenarioResult> {
-    harness::in_scratch_db(&ctx.settings.database.url, 8, async |scratch| {
-        measure(ctx, options, scratch).await
-    })
-    .await
+    harness::in_scratch_db(ctx, 8, async |scratch| measure(ctx, options, scratch).await).await
 }
 
 /// One reading of the daemon and the queue.

@@ -23,7 +23,7 @@ pub struct TimerOptions {
 }
 
 pub async fn run(ctx: &BenchContext, options: &TimerOptions) -> anyhow::Result<ScenarioResult> {
-    harness::in_scratch_db(&ctx.settings.database.url, 16, async |scratch| {
+    harness::in_scratch_db(ctx, 16, async |scratch| {
         measure(ctx, options, scratch).await
     })
     .await

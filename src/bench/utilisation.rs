@@ -23,7 +23,7 @@ pub async fn run(
     ctx: &BenchContext,
     options: &UtilisationOptions,
 ) -> anyhow::Result<ScenarioResult> {
-    harness::in_scratch_db(&ctx.settings.database.url, 24, async |scratch| {
+    harness::in_scratch_db(ctx, 24, async |scratch| {
         measure(ctx, options, scratch).await
     })
     .await

@@ -11,6 +11,7 @@ use crate::accounts::KeyRing;
 use crate::accounts::keyring::fresh_settings;
 use crate::bench::{self, BenchContext, BenchOptions, Scenario};
 use crate::config::Settings;
+use crate::scratch_db::citus::ShardCount;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -51,6 +52,10 @@ pub struct BenchArgs {
     /// Soak: how long jobs are enqueued (e.g. "9m").
     #[arg(long, value_parser = humantime::parse_duration, default_value = "9m")]
     soak_duration: std::time::Duration,
+    /// On a Citus coordinator: shards of each distributed table of the scratch databases
+    /// (default: the cluster's citus.shard_count).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    citus_shards: Option<u32>,
 }
 
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -74,7 +79,13 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<Exit
         soak_duration: args.soak_duration,
         ..BenchOptions::default()
     };
-    let ctx = BenchContext { settings, keys };
+    let ctx = BenchContext {
+        settings,
+        keys,
+        citus_shards: args
+            .citus_shards
+            .map_or(ShardCount::ClusterDefault, ShardCount::Total),
+    };
     let mut results = Vec::new();
     for scenario in scenarios {
         let result = bench::run(&ctx, scenario, &options)

@@ -11,7 +11,7 @@
 
 use super::Statement;
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 
 // Filling the scratch database.
 
@@ -409,29 +409,35 @@ pub async fn small_accounts_served_after_first_request(
         .await
 }
 
-const HOT_UPDATES: &str = "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
-     WHERE schemaname = 'followq' AND relname IN ('follow_jobs', 'attempts') ORDER BY 1";
+// On a Citus worker the tables are its shards, `follow_jobs_102016` and the like: they are
+// counted under their table's name.
+const HOT_UPDATES: &str = "SELECT regexp_replace(relname, '_[0-9]+$', '') AS table_name, \
+            sum(n_tup_upd)::bigint, sum(n_tup_hot_upd)::bigint \
+     FROM pg_stat_user_tables \
+     WHERE schemaname = 'followq' AND relname ~ '^(follow_jobs|attempts)(_[0-9]+)?$' \
+     GROUP BY 1 ORDER BY 1";
 
 /// Updates Postgres could make in place (HOT: no index touched), per table: each of the job
-/// table and the ledger, with its updates and its HOT updates.
+/// table and the ledger, with its updates and its HOT updates (on a Citus worker, of its
+/// shards of them).
 pub async fn hot_updates(
     executor: impl PgExecutor<'_>,
 ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
     sqlx::query_as(HOT_UPDATES).fetch_all(executor).await
 }
 
-const CLEAR_STATISTICS_SNAPSHOT: &str = "SELECT pg_stat_clear_snapshot()";
+const DATABASE_ACTIVITY: &str = "SELECT xact_commit, (to_jsonb(d) ->> 'sessions')::bigint \
+     FROM pg_stat_database AS d WHERE datname = current_database()";
 
-const TRANSACTIONS_COMMITTED: &str =
-    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
-
-/// Transactions committed in the pool's database so far (each autocommit statement is one).
-pub async fn transactions(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    // The statistics snapshot is per transaction: clear it so the figure is current.
-    sqlx::query(CLEAR_STATISTICS_SNAPSHOT).execute(pool).await?;
-    sqlx::query_scalar(TRANSACTIONS_COMMITTED)
-        .fetch_one(pool)
-        .await
+/// Transactions committed in the connection's database so far (each autocommit statement is
+/// one), and sessions opened there (`None` before Postgres 14, which does not count them:
+/// read through `to_jsonb` so that the statement still prepares there). The counts are those
+/// the backends have reported: a backend reports at most once a second, an idle one up to
+/// 10 s late, every one when it ends.
+pub async fn database_activity(
+    executor: impl PgExecutor<'_>,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(DATABASE_ACTIVITY).fetch_one(executor).await
 }
 
 const DATABASE_BACKEND_PIDS: &str = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
@@ -442,6 +448,34 @@ pub async fn database_backend_pids(executor: impl PgExecutor<'_>) -> Result<Vec<
     sqlx::query_scalar(DATABASE_BACKEND_PIDS)
         .fetch_all(executor)
         .await
+}
+
+const IS_SUPERUSER: &str = "SELECT current_setting('is_superuser') = 'on'";
+
+/// Whether the connection's role is a superuser (which Citus's statement counters need).
+pub async fn is_superuser(executor: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(IS_SUPERUSER).fetch_one(executor).await
+}
+
+/// What Citus counted in one database of the coordinator, for the sessions that turned the
+/// counters on (`citus.enable_stat_counters`).
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct CitusCounters {
+    /// Connections to the workers opened.
+    pub connections_opened: i64,
+    /// Statements Citus ran on one shard, and on several.
+    pub single_shard_statements: i64,
+    pub multi_shard_statements: i64,
+}
+
+const CITUS_COUNTERS: &str = "SELECT connection_establishment_succeeded AS connections_opened, \
+            query_execution_single_shard AS single_shard_statements, \
+            query_execution_multi_shard AS multi_shard_statements \
+     FROM citus_stat_counters((SELECT oid FROM pg_database WHERE datname = current_database()))";
+
+/// Citus's counters of the connection's database, on the coordinator.
+pub async fn citus_counters(executor: impl PgExecutor<'_>) -> Result<CitusCounters, sqlx::Error> {
+    sqlx::query_as(CITUS_COUNTERS).fetch_one(executor).await
 }
 
 /// The static statements of this file, for the test that prepares every one.
@@ -563,15 +597,21 @@ pub const STATEMENTS: &[Statement] = &[
         sql: HOT_UPDATES,
     },
     Statement {
-        name: "bench::transactions",
-        sql: CLEAR_STATISTICS_SNAPSHOT,
-    },
-    Statement {
-        name: "bench::transactions",
-        sql: TRANSACTIONS_COMMITTED,
+        name: "bench::database_activity",
+        sql: DATABASE_ACTIVITY,
     },
     Statement {
         name: "bench::database_backend_pids",
         sql: DATABASE_BACKEND_PIDS,
     },
+    Statement {
+        name: "bench::is_superuser",
+        sql: IS_SUPERUSER,
+    },
 ];
+
+/// The statements that need Citus, prepared by the statement test on Citus.
+pub const CITUS_STATEMENTS: &[Statement] = &[Statement {
+    name: "bench::citus_counters",
+    sql: CITUS_COUNTERS,
+}];

@@ -90,6 +90,11 @@ pub fn all_statements() -> Vec<Statement> {
 /// The static statements that need Citus (its catalog, its functions): they prepare only in a
 /// database where the citus extension is installed.
 pub fn citus_statements() -> Vec<Statement> {
-    let lists: &[&[Statement]] = &[cluster::CITUS_STATEMENTS, demo_report::CITUS_STATEMENTS];
+    let lists: &[&[Statement]] = &[
+        cluster::CITUS_STATEMENTS,
+        demo_report::CITUS_STATEMENTS,
+        #[cfg(feature = "bench")]
+        bench::CITUS_STATEMENTS,
+    ];
     lists.iter().flat_map(|list| list.iter().copied()).collect()
 }
