@@ -327,7 +327,7 @@ impl Cluster {
 /// `server_url` pointed at `node` (where the coordinator registered it: a host or port the URL
 /// names in its query, such as a Unix socket directory, is left out) and at `database`;
 /// `None` when the URL cannot be so changed.
-fn url_on(
+pub(super) fn url_on(
     server_url: &SecretString,
     node: Option<&Node>,
     database: Option<&str>,

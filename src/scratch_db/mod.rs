@@ -6,7 +6,7 @@
 
 pub mod citus;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -77,13 +77,7 @@ impl ScratchDb {
             std::process::id(),
             rand::random::<u32>() & 0xff_ffff
         );
-        let url = match reqwest::Url::parse(server_url.expose_secret()) {
-            Ok(mut url) => {
-                url.set_path(&format!("/{name}"));
-                SecretString::from(url.to_string())
-            }
-            Err(_) => return Err(ScratchDbError::BadUrl),
-        };
+        let url = citus::url_on(server_url, None, Some(&name)).ok_or(ScratchDbError::BadUrl)?;
         let described = db::describe(&server);
         let create_error = |source| ScratchDbError::Create {
             name: name.clone(),
