@@ -14,6 +14,11 @@
 //! can only confirm it or take it away, so the settled count never falls short. Rows appear
 //! in the ledger at the claim, committed before their request may be sent, and a claim not
 //! sent within `worker.send_deadline` is never sent: no follow's row appears after settling.
+//!
+//! A younger row still unanswered counts only once its request took a slot of the cap
+//! (`followq.app_cap_slots`): before that it is only claimed, and may never be sent. The
+//! check before each request (`worker::app_cap`) adds the slots to the settled count
+//! ([`AppFollows::settled`]) instead of reading the younger rows.
 
 use std::time::Duration;
 
@@ -21,7 +26,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::ratelimit::rolling_day::RollingDay;
-use crate::store::app_follows;
+use crate::store::{app_cap_slots, app_follows};
 
 /// The app's bucket width: a slot under the cap comes back at most this late.
 pub const APP_BUCKET: Duration = Duration::from_secs(60);
@@ -34,6 +39,10 @@ const APP_BUCKETS: usize = 1500;
 /// How long after a row's `sent_at`, beyond `answer_within`, it is read for the last time.
 const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
+/// How far apart the clocks of the ledger's rows (a Citus worker's) and of the cap's slots
+/// (the coordinator's) may be: slots this much older than a row's settling still count.
+pub const CLOCK_MARGIN: Duration = Duration::from_secs(10);
+
 /// How far back the ledger is read beyond a day, as for an account's seed: an answer recorded
 /// this late after its request still counts.
 const LATE_ANSWER_HORIZON: Duration = Duration::from_secs(3600);
@@ -45,6 +54,19 @@ pub struct AppFollows {
     /// (minutes since the Unix epoch).
     settled: RollingDay<u32, APP_BUCKETS>,
     settled_through: Option<DateTime<Utc>>,
+    /// The database's clock at the last refresh.
+    read_at: Option<DateTime<Utc>>,
+}
+
+/// The follows of the settled ledger rows, as of the last refresh: every request sent up to
+/// `through` that may have followed, and counts until a day after it may have reached X.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Counted as of `read_at`; later, only fewer of them can count (they age out).
+    pub follows: u64,
+    pub through: DateTime<Utc>,
+    /// The database's clock at that refresh.
+    pub read_at: DateTime<Utc>,
 }
 
 /// The count at one refresh.
@@ -65,16 +87,18 @@ fn width_seconds() -> i64 {
 
 impl AppFollows {
     /// Reads what the ledger added since the last refresh (the whole day, the first time)
-    /// and counts the app's follows against `cap`. `answer_within` is how long after its
-    /// claim a request may reach X. `unanswered_by`: leave out the rows of this worker still
-    /// unanswered and not settled (its requests in flight, which the caller counts itself).
+    /// and counts the app's follows against `cap`, the settled rows' and the fresh ones'.
+    /// `answer_within` is how long after its claim a request may reach X.
     pub async fn refresh(
         &mut self,
         pool: &PgPool,
         cap: u32,
         answer_within: Duration,
-        unanswered_by: Option<&str>,
     ) -> Result<AppCount, sqlx::Error> {
+        // The slots of every request that may be among the fresh rows.
+        let slotted =
+            app_cap_slots::slotted_attempts(pool, answer_within + SETTLE_MARGIN + CLOCK_MARGIN)
+                .await?;
         let read = app_follows::read_ledger(
             pool,
             self.settled_through,
@@ -82,7 +106,7 @@ impl AppFollows {
             SETTLE_MARGIN,
             width_seconds(),
             LATE_ANSWER_HORIZON,
-            unanswered_by,
+            &slotted,
         )
         .await?;
         let ended = bucket_ended_by(read.now);
@@ -100,9 +124,20 @@ impl AppFollows {
             self.settled_through
                 .map_or(read.settled_by, |before| before.max(read.settled_by)),
         );
+        self.read_at = Some(read.now);
         Ok(AppCount {
             follows: all.count(ended),
             frees_at: all.frees_after(u64::from(cap), ended).and_then(bucket_end),
+        })
+    }
+
+    /// The settled rows' follows as of the last refresh; `None` before the first.
+    pub fn settled(&self) -> Option<Settled> {
+        let (through, read_at) = (self.settled_through?, self.read_at?);
+        Some(Settled {
+            follows: self.settled.count(bucket_ended_by(read_at)),
+            through,
+            read_at,
         })
     }
 }

@@ -26,7 +26,6 @@ const READ_LEDGER: &str = concat!(
         ),
         follows AS (
             SELECT t.sent_at <= clock.settled_by AS settled,
-                   coalesce(t.outcome IS NULL AND t.worker_id = $6, false) AS callers,
                    -- The minute at whose end the follow stops counting: a day after its
                    -- latest possible arrival, as everywhere the daily caps are counted.
                    ceil(extract(epoch FROM
@@ -40,11 +39,16 @@ const READ_LEDGER: &str = concat!(
     "AND ",
     super::ledger::may_have_acted_sql!("t"),
     r#"
+              -- A fresh unanswered row counts once its request took a slot of the cap (it may
+              -- have left); only claimed, it may never be sent.
+              AND (t.sent_at <= clock.settled_by OR t.id = ANY($6::bigint[]) OR NOT "#,
+    super::ledger::unanswered_sql!("t"),
+    r#")
         ),
         bins AS (
             SELECT bucket,
                    count(*) FILTER (WHERE settled) AS settled,
-                   count(*) FILTER (WHERE NOT settled AND NOT callers) AS fresh
+                   count(*) FILTER (WHERE NOT settled) AS fresh
             FROM follows, clock
             WHERE bucket * $4 > extract(epoch FROM clock.now)
             GROUP BY bucket
@@ -64,8 +68,8 @@ const READ_LEDGER: &str = concat!(
 /// Counts the ledger rows sent after `settled_through` (or over the whole day and
 /// `late_answer_horizon` more, the first time) whose follow may count, per bucket of
 /// `bucket_seconds` on the database's clock. A row is settled once it was sent more than
-/// `answer_within` plus `settle_margin` ago. `unanswered_by`: leave out this worker's rows that
-/// are still unanswered and not settled.
+/// `answer_within` plus `settle_margin` ago; a fresh row still unanswered counts only if its
+/// id is in `slotted` (its request took a slot of the cap).
 pub async fn read_ledger(
     executor: impl PgExecutor<'_>,
     settled_through: Option<DateTime<Utc>>,
@@ -73,7 +77,7 @@ pub async fn read_ledger(
     settle_margin: Duration,
     bucket_seconds: i64,
     late_answer_horizon: Duration,
-    unanswered_by: Option<&str>,
+    slotted: &[i64],
 ) -> Result<LedgerRead, sqlx::Error> {
     sqlx::query_as(READ_LEDGER)
         .bind(settled_through)
@@ -81,7 +85,7 @@ pub async fn read_ledger(
         .bind(settle_margin.as_secs_f64())
         .bind(bucket_seconds as f64)
         .bind(late_answer_horizon.as_secs_f64())
-        .bind(unanswered_by)
+        .bind(slotted)
         .fetch_one(executor)
         .await
 }

@@ -18,8 +18,10 @@
 //! - the queue's life of a job: [`enqueue`], [`claim`], [`record`], [`unanswered`], what a
 //!   ledger row says X may have done ([`ledger`]), and announcing finished jobs where no
 //!   trigger does ([`finished`]);
-//! - accounts: [`leases`], [`pauses`], [`credentials`], [`app_follows`], and which shard holds
-//!   each on Citus ([`shards`]);
+//! - accounts: [`leases`], [`pauses`], [`credentials`], and which shard holds each on Citus
+//!   ([`shards`]);
+//! - the per-app daily cap: the app's follows in the ledger ([`app_follows`]) and the slots
+//!   taken since ([`app_cap_slots`]);
 //! - what was spent at X, and the budgets' reservations: [`billing`];
 //! - the daemons themselves: [`daemons`], [`retention`], [`schema`];
 //! - the nodes of a Citus cluster, and making a new database part of it: [`cluster`];
@@ -28,6 +30,7 @@
 
 pub mod admin_accounts;
 pub mod admin_jobs;
+pub mod app_cap_slots;
 pub mod app_follows;
 #[cfg(feature = "bench")]
 pub mod bench;
@@ -63,6 +66,7 @@ pub fn all_statements() -> Vec<Statement> {
     let lists: &[&[Statement]] = &[
         admin_accounts::STATEMENTS,
         admin_jobs::STATEMENTS,
+        app_cap_slots::STATEMENTS,
         app_follows::STATEMENTS,
         billing::STATEMENTS,
         claim::STATEMENTS,

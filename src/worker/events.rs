@@ -38,6 +38,9 @@ pub enum Event {
     /// The budgets' reserving task reserved more (see `budget.rs`): accounts held back for
     /// lack of budget may start.
     BudgetReserved,
+    /// The app monitor counted the app's follows (see `app_cap.rs`): with a per-app cap, no
+    /// request starts before the first count.
+    AppCounted,
     /// This daemon took the turn to probe the app-wide stop (`credits_depleted`): one request
     /// goes out while it lasts, and its answer says whether the cause is gone.
     Probe,

@@ -38,10 +38,15 @@ pub async fn app_monitor(
             _ = tick.tick() => {}
             _ = ctx.app_check.notified() => {}
         }
-        if let Some(cap) = ctx.settings.rate_limit.daily_follows_per_app
-            && let Err(e) = enforce_app_daily_cap(&ctx, cap).await
-        {
-            warn!(error = %e, "could not count the app's follows of the last 24 hours");
+        if let Some(cap) = ctx.settings.rate_limit.daily_follows_per_app {
+            match enforce_app_daily_cap(&ctx, cap).await {
+                Ok(()) => {
+                    let _ = events.send(Event::AppCounted);
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not count the app's follows of the last 24 hours")
+                }
+            }
         }
         let pause = match pauses::current_app_pause(&ctx.pool).await {
             Ok(pause) => pause,

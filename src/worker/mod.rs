@@ -10,7 +10,7 @@
 //! | `turn.rs` | one job's turn: token → request → decision → pauses; ends with the outcome to write |
 //! | `record.rs` | the record task: a turn's outcome written, with the successor's claim |
 //! | `clock.rs` | wall-clock instants as monotonic ones |
-//! | `app_cap.rs` | the per-app daily follow cap, checked before each request |
+//! | `app_cap.rs` | the per-app daily follow cap: a slot per request, taken across replicas |
 //! | `budget.rs` | the budgets: blocks reserved across replicas, one place per request |
 //! | `completer.rs` | writing job outcomes in batches, two statements at a time |
 //! | `decision.rs` | what an answer means for the job, the account and the app (pure) |
@@ -101,7 +101,7 @@ pub struct Context {
     /// Wakes the app monitor at once when a job hit an app-wide stop.
     app_check: Notify,
     /// The per-app daily follow cap, checked before each request.
-    app_cap: Arc<app_cap::AppCapGate>,
+    app_cap: app_cap::AppCapGate,
     /// The budgets, one place taken per request (see `budget.rs`).
     budget: budget::BudgetGate,
     /// The scheduler's inbox.
@@ -233,10 +233,10 @@ impl Daemon {
         let (completer, completions) = completer::Completer::new();
         let http = HttpListener::bind(&settings.http)?;
         let budget = budget::BudgetGate::new(&settings.billing);
-        let app_cap = Arc::new(app_cap::AppCapGate::new(
+        let app_cap = app_cap::AppCapGate::new(
             settings.rate_limit.daily_follows_per_app,
             answer_within(&settings),
-        ));
+        );
         Ok(Daemon {
             events: scheduler::Inbox::new(events),
             completions: completer::Inbox::new(completions),
@@ -312,17 +312,6 @@ impl Daemon {
             billing.daily_budget.map(|b| billing.requests_within(b)),
             billing.monthly_budget.map(|b| billing.requests_within(b)),
         );
-        if ctx.settings.rate_limit.daily_follows_per_app.is_some()
-            && matches!(ctx.shards.distributed(&ctx.pool).await, Ok(true))
-        {
-            // README, "Scaling past one Postgres": the cap's gate reads every shard before
-            // each request.
-            warn!(
-                "rate_limit.daily_follows_per_app is set on Citus: each request first reads the \
-                 ledger of every shard, which can make requests miss their send deadline on a \
-                 busy cluster"
-            );
-        }
         let sender = ctx.events.clone();
         // Chores that outlive the first signal (the drain needs liveness, outcomes written,
         // and the ops listener) stop with `background`, after the drain.

@@ -15,8 +15,8 @@ use super::events::{Consequences, NoTurn, SuccessorClaim, TaskDone, Transition, 
 use super::retry::RetryPolicy;
 use super::turn::job_span;
 use crate::states::AppStopReason;
-use crate::store::pauses;
 use crate::store::record::NextState;
+use crate::store::{ledger, pauses};
 
 /// Why a job's outcome may not be recorded.
 const NOT_RECORDED: &str = "the job's outcome was not recorded: it was taken back meanwhile (the answer is in the ledger), or the database is unreachable";
@@ -41,6 +41,10 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
     let next = completion.next.clone();
     let error = completion.error.clone();
     let completion_source = completion.source_user_id.clone();
+    let followed_nobody = !ledger::may_have_acted(
+        Some(&completion.attempt.outcome),
+        completion.attempt.http_status,
+    );
     let (recorded, claimed) = match successor {
         Some(account) => {
             let written = ctx
@@ -51,10 +55,18 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
         }
         None => (ctx.completer.complete(completion).await, None),
     };
-    // Written: the ledger counts the request from now on.
-    drop(app_slot);
     let source = completion_source;
     async {
+        // Written: a slot of a request that followed nobody goes back (an outcome not
+        // written leaves the ledger row counting as a follow, and so the slot).
+        if let Some(slot) = app_slot
+            && let Err(e) = ctx
+                .app_cap
+                .written(&ctx.pool, slot, recorded && followed_nobody)
+                .await
+        {
+            warn!(error = %e, "could not give back the per-app cap's slot of a request that followed nobody; it counts until its ledger row settles");
+        }
         if recorded {
             ctx.metrics.job_recorded(&next);
             log_transition(&next, error.as_ref(), &transition);

@@ -216,7 +216,7 @@ impl Scheduler {
             }
             Event::Probe => self.probe_requested = true,
             // Nothing to do but dispatch again (the loop does).
-            Event::BudgetReserved => {}
+            Event::BudgetReserved | Event::AppCounted => {}
             Event::AppStopSeen(until) => {
                 self.app_stop_seen_until =
                     Some(self.app_stop_seen_until.map_or(until, |u| u.max(until)));
@@ -244,6 +244,10 @@ impl Scheduler {
             if self.probe_requested {
                 self.start_probe(now);
             }
+            return;
+        }
+        // With a per-app cap, until the app monitor's first count (`Event::AppCounted`).
+        if !self.ctx.app_cap.counted() {
             return;
         }
         if self.claims_in_flight >= MAX_CLAIMS_IN_FLIGHT {

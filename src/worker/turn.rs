@@ -68,8 +68,8 @@ async fn turn(ctx: &Context, job: ClaimedJob, orders: TurnOrders) -> TurnEnd {
     };
 
     ctx.inject_panic_for(job.target_user_id.as_str());
-    // Held until the outcome is written (it travels with it): from then on the ledger counts it.
-    let app_slot = match ctx.app_cap.admit(&ctx.pool, &ctx.worker_id).await {
+    // Travels with the outcome to its write, where it goes back if the request followed nobody.
+    let app_slot = match ctx.app_cap.admit(&ctx.pool, job.attempt_id).await {
         Ok(Some(slot)) => slot,
         Ok(None) => return app_cap_reached(ctx, job),
         Err(e) => {
@@ -91,7 +91,10 @@ async fn turn(ctx: &Context, job: ClaimedJob, orders: TurnOrders) -> TurnEnd {
     // window that a successor has filled since.
     let sent_at = Instant::now();
     if sent_at >= orders.send_by {
-        return deadline_missed(ctx, job, sent_at.saturating_duration_since(orders.send_by));
+        let mut end = deadline_missed(ctx, job, sent_at.saturating_duration_since(orders.send_by));
+        // Unsent: the slot goes back once the outcome is written.
+        end.app_slot = Some(app_slot);
+        return end;
     }
     let response = ctx.client.follow(&source, &target, &auth).await;
     let completed_at = Instant::now();

@@ -77,6 +77,52 @@ async fn the_per_app_daily_cap_stops_the_app_for_a_day() {
     );
 }
 
+/// With a per-app cap, no request starts before the app monitor has counted the app's
+/// follows: the first read of the ledger (a day of it, over every shard on Citus) may take
+/// longer than a claim may wait before its request goes out. Here that read is held up on the
+/// cap's table for three send deadlines: nothing is claimed meanwhile, and once it is done
+/// every job succeeds, none given up for a missed deadline.
+///
+/// Guard: `AppCapGate::counted` in the scheduler's `dispatch`. Without it, both accounts
+/// claimed at once, and their requests waited for the read past their send deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_starts_before_the_apps_follows_are_counted() {
+    let _scenario = shared().await;
+    let mut harness = Harness::new(sim_config(50, Duration::from_secs(60))).await;
+    harness.settings.rate_limit.daily_follows_per_app = Some(100);
+    for account in ["1710", "1711"] {
+        harness.account(account).await;
+        harness.enqueue(account, 5101, 2).await;
+    }
+    let mut holder = harness.db.connection().await;
+    let mut held = sqlx::Connection::begin(&mut holder).await.expect("begin");
+    sqlx::query("LOCK TABLE followq.app_cap_slots IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .expect("hold the cap's table");
+    let daemon = harness.start().await;
+    tokio::time::sleep(harness.settings.worker.send_deadline * 3).await;
+    let claimed = harness.count("SELECT count(*) FROM followq.attempts").await;
+    held.commit().await.expect("let the count go");
+    assert_eq!(
+        claimed, 0,
+        "claims made before the app's follows were counted"
+    );
+
+    harness.wait_all_finished(LIMIT).await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
+    assert_eq!(
+        harness
+            .count("SELECT count(*) FROM followq.attempts WHERE outcome = 'not_sent'")
+            .await,
+        0
+    );
+    assert_eq!(harness.stats().await.totals.all_users.follows, 4);
+}
+
 /// An account's own quota (`quota_requests` per `quota_period_seconds`, `accounts add
 /// --quota-requests`) paces it below the configured one, even when X sends no rate-limit
 /// headers to correct it.

@@ -36,6 +36,15 @@ async fn row(db: &TestDb, sent_ago: f64, answer_after: Option<f64>, outcome: Opt
     .expect("ledger row")
 }
 
+/// Takes the cap's slot for ledger row `id`, as the check before its request does.
+async fn slot(db: &TestDb, id: i64) {
+    sqlx::query("INSERT INTO followq.app_cap_slots (attempt_id) VALUES ($1)")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .expect("slot");
+}
+
 async fn expiry_of(db: &TestDb, id: i64) -> DateTime<Utc> {
     sqlx::query_scalar(
         "SELECT coalesce(completed_at, answer_by) + interval '24 hours' \
@@ -57,20 +66,21 @@ async fn the_app_count_holds_what_may_have_been_followed_and_frees_by_the_minute
     let oldest = row(&db, 86_400.0 - 300.0, Some(0.2), Some("succeeded")).await;
     let second = row(&db, 86_400.0 - 500.0, Some(0.2), Some("succeeded")).await;
     row(&db, 3_600.0, Some(0.2), Some("abandoned")).await;
-    row(&db, 1.0, None, None).await;
+    let in_flight = row(&db, 1.0, None, None).await;
+    slot(&db, in_flight).await;
     row(&db, 600.0, Some(0.2), Some("permanent")).await;
     row(&db, 700.0, Some(0.0), Some("not_sent")).await;
     row(&db, 86_400.0 + 60.0, Some(0.2), Some("succeeded")).await;
 
     let mut app = AppFollows::default();
     let count = app
-        .refresh(&db.pool, 5, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 5, ANSWER_WITHIN)
         .await
         .expect("count");
     assert_eq!((count.follows, count.frees_at), (4, None));
 
     let count = app
-        .refresh(&db.pool, 4, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 4, ANSWER_WITHIN)
         .await
         .expect("count");
     assert_eq!(count.follows, 4);
@@ -87,7 +97,7 @@ async fn the_app_count_holds_what_may_have_been_followed_and_frees_by_the_minute
 
     // With a cap of 3, two must age out: the minute in which `second` is a day old.
     let count = app
-        .refresh(&db.pool, 3, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 3, ANSWER_WITHIN)
         .await
         .expect("count");
     let exact = expiry_of(&db, second).await;
@@ -106,9 +116,10 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
     let db = TestDb::new().await;
     let settled = row(&db, 60.0, None, Some("abandoned")).await;
     let in_flight = row(&db, 0.5, None, None).await;
+    slot(&db, in_flight).await;
     let mut app = AppFollows::default();
     let count = app
-        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 100, ANSWER_WITHIN)
         .await
         .expect("count");
     assert_eq!(count.follows, 2);
@@ -123,9 +134,10 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
         .await
         .expect("a late answer");
     }
-    row(&db, 0.0, None, None).await;
+    let new = row(&db, 0.0, None, None).await;
+    slot(&db, new).await;
     let count = app
-        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 100, ANSWER_WITHIN)
         .await
         .expect("count");
     assert_eq!(
@@ -134,45 +146,66 @@ async fn a_refresh_reads_again_only_the_rows_whose_fate_may_still_change() {
     );
     // A fresh counter reads the ledger as it is now.
     let count = AppFollows::default()
-        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 100, ANSWER_WITHIN)
         .await
         .expect("count");
     assert_eq!(count.follows, 1);
 }
 
-/// Guard: `unanswered_by`, for the check before each request, which counts its own requests
-/// in flight itself: this worker's unanswered rows are left out while their requests may be
-/// in flight (another worker's are not), and counted like any other once settled.
+/// Guard: `AppFollows::settled`, what the check before each request adds its slots to: the
+/// follows of the rows whose fate is final (sent more than `answer_within` and a margin ago),
+/// not the fresh ones, with the instant up to which rows are settled on the database's clock.
 #[tokio::test]
-async fn the_callers_own_requests_in_flight_are_left_to_it() {
+async fn the_settled_count_leaves_the_fresh_rows_to_the_slots() {
     let db = TestDb::new().await;
-    let mine = || async {
-        sqlx::query(
-            "UPDATE followq.attempts SET worker_id = 'me' WHERE id = (SELECT max(id) FROM followq.attempts)",
-        )
-        .execute(&db.pool)
-        .await
-        .expect("mine");
-    };
-    row(&db, 0.5, None, None).await;
-    mine().await;
-    row(&db, 60.0, None, None).await;
-    mine().await;
-    row(&db, 0.5, None, None).await;
+    let mut app = AppFollows::default();
+    assert_eq!(app.settled(), None, "nothing read yet");
+    row(&db, 60.0, None, Some("abandoned")).await;
     row(&db, 30.0, Some(0.2), Some("succeeded")).await;
-    mine().await;
+    row(&db, 20.0, Some(0.2), Some("permanent")).await;
+    let in_flight = row(&db, 0.5, None, None).await;
+    slot(&db, in_flight).await;
+    let count = app
+        .refresh(&db.pool, 100, ANSWER_WITHIN)
+        .await
+        .expect("count");
+    assert_eq!(count.follows, 3, "the monitor counts the fresh row too");
+    let settled = app.settled().expect("read");
+    assert_eq!(settled.follows, 2, "the abandoned row and the follow");
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&db.pool)
+        .await
+        .expect("clock");
+    let lag = now - settled.through;
+    assert!(
+        lag > TimeDelta::from_std(ANSWER_WITHIN).expect("small") && lag < TimeDelta::seconds(20),
+        "settled up to {lag} ago"
+    );
+}
+
+/// Guard: the fresh rows' filter in `store::app_follows`: an unanswered row counts once its
+/// request took a slot (it may have reached X), not while it is only claimed (it may never be
+/// sent: counting it stopped the app for a day with follows to spare when claims were slow);
+/// once settled it counts either way, as the settled count always did.
+#[tokio::test]
+async fn a_fresh_claim_counts_once_its_request_took_a_slot() {
+    let db = TestDb::new().await;
+    let claimed = row(&db, 0.5, None, None).await;
+    row(&db, 0.5, Some(0.2), Some("succeeded")).await;
+    row(&db, 60.0, None, None).await;
     let mut app = AppFollows::default();
     let count = app
-        .refresh(&db.pool, 100, ANSWER_WITHIN, Some("me"))
+        .refresh(&db.pool, 100, ANSWER_WITHIN)
         .await
         .expect("count");
     assert_eq!(
-        count.follows, 3,
-        "my settled unanswered row, the other worker's in flight, my answered follow"
+        count.follows, 2,
+        "the follow and the settled row, not the claim"
     );
+    slot(&db, claimed).await;
     let count = app
-        .refresh(&db.pool, 100, ANSWER_WITHIN, None)
+        .refresh(&db.pool, 100, ANSWER_WITHIN)
         .await
         .expect("count");
-    assert_eq!(count.follows, 4, "everything, for the app monitor");
+    assert_eq!(count.follows, 3, "the claim's request took its slot");
 }

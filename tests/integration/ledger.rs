@@ -313,7 +313,7 @@ async fn the_live_limiter_the_seed_and_the_app_count_agree_on_what_x_may_have_do
         .remove(0);
         let seeded: i32 = seed.follow_counts.iter().sum();
         let app = AppFollows::default()
-            .refresh(&db.pool, 1000, Duration::from_secs(3), None)
+            .refresh(&db.pool, 1000, Duration::from_secs(3))
             .await
             .expect("app count")
             .follows;

@@ -1,6 +1,7 @@
 //! Integration tests of the queue contract, against a real Postgres (see helpers.rs).
 
 mod accounts;
+mod app_cap_slots;
 mod app_follows;
 mod batch_plans;
 mod billing;

@@ -144,6 +144,8 @@ async fn the_daemon_role_is_enough_to_run_the_daemon() {
 
     let mut settings = with_http(&harness.settings);
     settings.retention.interval = Duration::from_millis(100);
+    // The per-app cap's slots: taken under the table's lock, given back, pruned.
+    settings.rate_limit.daily_follows_per_app = Some(100);
     // Every connection of the daemon's pool acts as followq_daemon, as a login role in it would.
     let pool = PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
