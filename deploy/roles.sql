@@ -92,9 +92,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON followq.daemons TO followq_daemon;
 -- What was spent at X (hourly rollups of the ledger) and what budgets are reserved.
 GRANT SELECT, INSERT, UPDATE, DELETE ON followq.spend_by_hour TO followq_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON followq.budget_periods TO followq_daemon;
--- The per-app cap's slots: taken under the table's lock (SHARE ROW EXCLUSIVE, which needs
--- UPDATE or DELETE), given back and pruned.
+-- The per-app cap's slots and their count per second: taken under the first table's lock
+-- (SHARE ROW EXCLUSIVE, which needs UPDATE or DELETE), given back and pruned.
 GRANT SELECT, INSERT, DELETE ON followq.app_cap_slots TO followq_daemon;
+GRANT SELECT, INSERT, UPDATE, DELETE ON followq.app_cap_slots_per_second TO followq_daemon;
 -- Identity columns (job and attempt ids).
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA followq TO followq_daemon;
 -- The daemon refuses to start on a schema older than itself: it reads the migrations table.

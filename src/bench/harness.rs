@@ -186,6 +186,9 @@ pub fn settings(base: &Settings, scratch: &ScratchDb, base_url: &str) -> Setting
         ..base.worker.clone()
     };
     settings.retry = base.retry.clone();
+    // The operator's per-app cap (off by default), to measure what its slot per request costs;
+    // the simulator's own daily caps are for a test of the caps.
+    settings.rate_limit.daily_follows_per_app = base.rate_limit.daily_follows_per_app;
     // Thousands of requests in flight on two cores, the simulator a process of its own in
     // some scenarios: an answer may take seconds.
     settings.x_api.connect_timeout = Duration::from_secs(2);
