@@ -123,6 +123,49 @@ async fn no_request_starts_before_the_apps_follows_are_counted() {
     assert_eq!(harness.stats().await.totals.all_users.follows, 4);
 }
 
+/// A request that proved to follow nobody (here X's 404 for a target that does not exist)
+/// gives its slot under the per-app cap back once its outcome is written: the two refused
+/// requests leave room for both follows under a cap of 3, and the slots left are the
+/// follows' own.
+///
+/// Guard: the give-back after the write (`AppCapGate::written` in `worker::record`). Without
+/// it, all four slots stayed until their ledger rows settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_followed_nobody_gives_its_slot_back() {
+    let _scenario = shared().await;
+    let mut config = sim_config(50, Duration::from_secs(60));
+    config.targets.unknown_ids = ["5201".to_owned(), "5202".to_owned()].into();
+    let mut harness = Harness::new(config).await;
+    harness.settings.rate_limit.daily_follows_per_app = Some(3);
+    harness.account("1720").await;
+    harness.enqueue("1720", 5201, 4).await;
+    let daemon = harness.start().await;
+    harness.wait_all_finished(LIMIT).await;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops within its grace");
+
+    assert_eq!(harness.stats().await.totals.all_users.follows, 2);
+    // Read apart: on Citus the slots are on the coordinator, the ledger on the workers.
+    let slotted: Vec<i64> = sqlx::query_scalar("SELECT attempt_id FROM followq.app_cap_slots")
+        .fetch_all(&harness.db.pool)
+        .await
+        .unwrap();
+    let follows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM followq.attempts WHERE id = ANY($1) AND outcome = 'succeeded'",
+    )
+    .bind(&slotted)
+    .fetch_one(&harness.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (slotted.len(), follows),
+        (2, 2),
+        "the slots left are the follows'"
+    );
+}
+
 /// An account's own quota (`quota_requests` per `quota_period_seconds`, `accounts add
 /// --quota-requests`) paces it below the configured one, even when X sends no rate-limit
 /// headers to correct it.
