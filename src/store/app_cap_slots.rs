@@ -36,9 +36,10 @@ const TAKE: &str = r#"
         SELECT id FROM slot
         "#;
 
-/// Takes a slot for the request of ledger row `attempt_id` if `follows_before` (the app's follows the
-/// caller counted up to `counted_through`) and the slots taken after `counted_through` stay
-/// below `cap`; returns the slot's id, or `None` when the cap is reached.
+/// Takes a slot for the request of ledger row `attempt_id` if `follows_before` (the app's
+/// follows the caller counted up to `counted_through`) and the slots taken after
+/// `counted_through` stay below `cap`; returns the slot's id, or `None` when the cap is
+/// reached.
 pub async fn take(
     pool: &PgPool,
     attempt_id: i64,

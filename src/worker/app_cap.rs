@@ -111,7 +111,7 @@ impl AppCapGate {
 
     /// Gives `slot` back once its request's outcome is written, if the request followed
     /// nobody; any other slot stays until its ledger row settles.
-    pub async fn written(
+    pub async fn outcome_written(
         &self,
         pool: &PgPool,
         slot: Slot,

@@ -62,7 +62,7 @@ pub async fn record(ctx: Arc<Context>, end: Box<TurnEnd>, successor: Option<Stri
         if let Some(slot) = app_slot
             && let Err(e) = ctx
                 .app_cap
-                .written(&ctx.pool, slot, recorded && followed_nobody)
+                .outcome_written(&ctx.pool, slot, recorded && followed_nobody)
                 .await
         {
             warn!(error = %e, "could not give back the per-app cap's slot of a request that followed nobody; it counts until its ledger row settles");

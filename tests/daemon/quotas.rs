@@ -128,8 +128,8 @@ async fn no_request_starts_before_the_apps_follows_are_counted() {
 /// requests leave room for both follows under a cap of 3, and the slots left are the
 /// follows' own.
 ///
-/// Guard: the give-back after the write (`AppCapGate::written` in `worker::record`). Without
-/// it, all four slots stayed until their ledger rows settled.
+/// Guard: the give-back after the write (`AppCapGate::outcome_written` in `worker::record`).
+/// Without it, all four slots stayed until their ledger rows settled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_followed_nobody_gives_its_slot_back() {
     let _scenario = shared().await;
