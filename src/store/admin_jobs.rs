@@ -356,7 +356,7 @@ pub async fn cancel_queued_job(
         .await?;
     Ok(target.map(|target_user_id| FinishedJob {
         id,
-        state: "cancelled",
+        state: JobState::Cancelled,
         source_user_id: source.to_owned(),
         target_user_id,
     }))
@@ -412,7 +412,7 @@ pub async fn cancel_queued_jobs_of_source(
         .zip(targets)
         .map(|(id, target_user_id)| FinishedJob {
             id,
-            state: "cancelled",
+            state: JobState::Cancelled,
             source_user_id: source.to_owned(),
             target_user_id,
         })

@@ -64,8 +64,9 @@ inserted AS (
 -- The wake-up of the daemons (NOTIFY followq_job_enqueued, payload the account), once per
 -- account given a new job. On Citus the inserting trigger is gone (a worker node's NOTIFY
 -- reaches no daemon), so it is sent here: this statement spans shards, so Citus runs this
--- step on the coordinator, where the daemons listen. On one Postgres the trigger sends it. (The catalog is asked, once per statement, rather than
--- followq.routed_by_account(): the enqueuing role may not call that.)
+-- step on the coordinator, where the daemons listen. On one Postgres the trigger sends it.
+-- (The catalog is asked, once per statement, rather than followq.routed_by_account(): the
+-- enqueuing role may not call that.)
 woken AS (
     SELECT count(pg_notify('followq_job_enqueued', w.source_user_id)) AS accounts
     FROM (SELECT DISTINCT ins.source_user_id FROM inserted AS ins) AS w

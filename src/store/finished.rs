@@ -11,13 +11,14 @@
 use sqlx::PgExecutor;
 
 use super::Statement;
+use crate::states::JobState;
 
 /// A job that reached `succeeded`, `failed` or `cancelled`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedJob {
     pub id: i64,
-    /// `succeeded`, `failed` or `cancelled`, as the schema writes it.
-    pub state: &'static str,
+    /// `Succeeded`, `Failed` or `Cancelled`.
+    pub state: JobState,
     pub source_user_id: String,
     pub target_user_id: String,
 }
@@ -38,7 +39,7 @@ pub async fn announce_finished(
         return Ok(());
     }
     let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
-    let states: Vec<&str> = jobs.iter().map(|job| job.state).collect();
+    let states: Vec<&str> = jobs.iter().map(|job| job.state.as_str()).collect();
     let sources: Vec<&str> = jobs.iter().map(|job| job.source_user_id.as_str()).collect();
     let targets: Vec<&str> = jobs.iter().map(|job| job.target_user_id.as_str()).collect();
     sqlx::query(ANNOUNCE_FINISHED)

@@ -26,6 +26,7 @@ use sqlx::{Arguments, FromRow, PgPool};
 use super::Statement;
 use super::claim::ClaimedJob;
 use crate::ids::UserId;
+use crate::states::JobState;
 
 /// Most outcomes to record in one statement. The job rows are found by primary key, one
 /// lookup per outcome; for several hundred outcomes Postgres may find reading the whole job
@@ -52,11 +53,12 @@ pub enum NextState {
 }
 
 impl NextState {
-    pub fn state(&self) -> &'static str {
+    /// The state the job is written with.
+    pub fn state(&self) -> JobState {
         match self {
-            NextState::Succeeded { .. } => "succeeded",
-            NextState::Failed => "failed",
-            NextState::Queued { .. } => "queued",
+            NextState::Succeeded { .. } => JobState::Succeeded,
+            NextState::Failed => JobState::Failed,
+            NextState::Queued { .. } => JobState::Queued,
         }
     }
 }
@@ -315,7 +317,7 @@ fn completion_arguments(completions: &[Completion]) -> Result<PgArguments, BoxDy
         job_ids.push(c.job_id);
         accounts.push(c.source_user_id.as_str());
         conclusive.push(c.conclusive && !matches!(c.next, NextState::Queued { .. }));
-        states.push(c.next.state());
+        states.push(c.next.state().as_str());
         match &c.next {
             NextState::Succeeded {
                 following: f,

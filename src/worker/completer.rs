@@ -462,7 +462,7 @@ fn log_abandoned(completion: &Completion) {
         target = completion.target_user_id,
         outcome = completion.attempt.outcome,
         http_status = completion.attempt.http_status,
-        next_state = completion.next.state(),
+        next_state = completion.next.state().as_str(),
         attempt_id = completion.attempt.attempt_id,
         "an answer from X could not be written before the daemon stopped"
     );

@@ -1,6 +1,7 @@
 //! The SQL contract as another service sees it: plain INSERTs and `followq.enqueue` from SQL,
 //! the constraint names they get back, the NOTIFY on insert, and idempotent migrations.
 
+use followq::states::JobState;
 use sqlx::postgres::PgListener;
 
 use crate::helpers::TestDb;
@@ -297,9 +298,9 @@ async fn announcing_finished_jobs_sends_them_once_where_no_trigger_did() {
         .map(|id| FinishedJob {
             id,
             state: if id % 2 == 0 {
-                "succeeded"
+                JobState::Succeeded
             } else {
-                "cancelled"
+                JobState::Cancelled
             },
             source_user_id: "9223372036854775807".to_owned(),
             target_user_id: (1_000_000_000_000_000_000_i64 + id).to_string(),
